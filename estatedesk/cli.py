@@ -1,0 +1,232 @@
+"""The `estatedesk` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from shared.settings import SERVICES
+
+
+def _data_dir(args) -> Path:
+    return Path(args.data_dir or os.environ.get("ESTATEDESK_DATA_DIR") or ".estatedesk").resolve()
+
+
+def cmd_up(args) -> int:
+    from estatedesk.stack import Stack
+
+    clock_spec = os.environ.get("ESTATEDESK_CLOCK", "system")
+    if args.demo:
+        from estatedesk.demo import demo_clock_spec
+
+        clock_spec = demo_clock_spec(args.speed)
+    stack = Stack(
+        data_dir=_data_dir(args),
+        nats_url=args.nats_url or os.environ.get("ESTATEDESK_NATS_URL"),
+        database_url=args.database_url or os.environ.get("ESTATEDESK_DATABASE_URL"),
+        clock_spec=clock_spec,
+    )
+    stopping = False
+
+    def on_signal(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        stack.start()
+        print("EstateDesk is up.")
+        print(f"  NATS       {stack.nats_url}")
+        print(f"  PostgreSQL {stack.database_url}")
+        for service in stack.supervisor.services:
+            print(f"  {service.name:<10} {service.url}   (API docs: {service.url}/docs)")
+        print(f"  dashboard  {stack.service('analytics').url}/dashboard")
+        print(f"  endpoints  {stack.data_dir / 'endpoints.json'}")
+        print("  token      estatedesk token --staff qm01 --role quality_manager --estate '*'")
+        print("Ctrl-C stops everything.", flush=True)
+        feeder = None
+        if args.demo:
+            from estatedesk.demo import DemoFeeder
+
+            feeder = DemoFeeder(stack)
+            feeder.start()
+        while not stopping:
+            stack.supervisor.check_once()
+            if feeder:
+                feeder.check()
+            time.sleep(0.5)
+        if feeder:
+            feeder.stop()
+    finally:
+        print("stopping…", flush=True)
+        stack.stop()
+        print("stopped.")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from estatedesk.runner import run_service
+
+    if args.nats_url:
+        os.environ["ESTATEDESK_NATS_URL"] = args.nats_url
+    if args.database_url:
+        os.environ["ESTATEDESK_DATABASE_URL"] = args.database_url
+    if args.port is not None:
+        os.environ["ESTATEDESK_HTTP_PORT"] = str(args.port)
+    if args.migrate:
+        from shared.db import migrate
+
+        migrate(args.service, os.environ["ESTATEDESK_DATABASE_URL"])
+    run_service(args.service)
+    return 0
+
+
+def cmd_migrate(args) -> int:
+    from shared.db import migrate
+
+    url = args.database_url or os.environ.get("ESTATEDESK_DATABASE_URL")
+    if not url:
+        raise SystemExit("set ESTATEDESK_DATABASE_URL or --database-url")
+    unknown = set(args.services) - set(SERVICES)
+    if unknown:
+        raise SystemExit(f"unknown services {sorted(unknown)}; one of {', '.join(SERVICES)}")
+    for name in args.services or SERVICES:
+        migrate(name, url)
+        print(f"{name}: migrated")
+    return 0
+
+
+def cmd_token(args) -> int:
+    from shared.auth import issue_token
+    from shared.settings import load_signing_key
+    import datetime as dt
+
+    key = os.environ.get("ESTATEDESK_SIGNING_KEY") or load_signing_key(_data_dir(args), create=True)
+    token = issue_token(
+        key, args.staff, args.role, args.estate, name=args.name, departments=args.department,
+        ttl=dt.timedelta(days=args.days),
+    )
+    print(token)
+    return 0
+
+
+def cmd_directory(args) -> int:
+    from shared.directory import Company, Estate, publish_directory
+
+    data = json.loads(Path(args.file).read_text())
+    company = Company.model_validate(data["company"]) if "company" in data else None
+    estates = [Estate.model_validate(e) for e in data.get("estates", [])]
+    url = args.nats_url or os.environ.get("ESTATEDESK_NATS_URL") or _endpoints(args)["nats"]
+    asyncio.run(publish_directory(url, company, estates))
+    print(f"loaded {len(estates)} estates" + (" and the company" if company else ""))
+    return 0
+
+
+def cmd_asyncapi(args) -> int:
+    from shared.asyncapi import asyncapi_json
+
+    text = asyncapi_json()
+    target = Path(args.output)
+    if args.check:
+        if not target.exists() or target.read_text() != text:
+            print(f"{target} is stale: run `estatedesk asyncapi` and commit it", file=sys.stderr)
+            return 1
+        print(f"{target} is current")
+        return 0
+    target.write_text(text)
+    print(f"wrote {target}")
+    return 0
+
+
+def cmd_revision(args) -> int:
+    """Autogenerate a migration for a service against a scratch embedded PostgreSQL."""
+    import tempfile
+
+    from alembic import command
+
+    from estatedesk.embedded import EmbeddedPostgres
+    from shared.db import alembic_config
+
+    with tempfile.TemporaryDirectory(prefix="estatedesk-rev-") as tmp:
+        postgres = EmbeddedPostgres(Path(tmp)).start()
+        try:
+            cfg = alembic_config(args.service, postgres.url)
+            command.upgrade(cfg, "head")
+            command.revision(cfg, message=args.message, autogenerate=True)
+        finally:
+            postgres.stop()
+    return 0
+
+
+def _endpoints(args) -> dict:
+    path = _data_dir(args) / "endpoints.json"
+    if not path.exists():
+        raise SystemExit(f"{path} not found: is `estatedesk up` running? Or pass the URL.")
+    return json.loads(path.read_text())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="estatedesk", description="EstateDesk: property-management customer service.")
+    parser.add_argument("--data-dir", help="data directory (default ./.estatedesk or $ESTATEDESK_DATA_DIR)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start everything (embedded servers unless URLs are given)")
+    up.add_argument("--nats-url")
+    up.add_argument("--database-url")
+    up.add_argument("--demo", action="store_true", help="load a demo company and feed it live requests")
+    up.add_argument("--speed", type=float, default=60.0, help="demo clock acceleration (default 60×)")
+    up.set_defaults(func=cmd_up)
+
+    run = sub.add_parser("run", help="run one service (replicas, separate hosts)")
+    run.add_argument("service", choices=SERVICES)
+    run.add_argument("--nats-url")
+    run.add_argument("--database-url")
+    run.add_argument("--port", type=int)
+    run.add_argument("--migrate", action="store_true", help="apply the service's migrations first")
+    run.set_defaults(func=cmd_run)
+
+    mig = sub.add_parser("migrate", help="apply database migrations")
+    mig.add_argument("services", nargs="*", help=f"any of {', '.join(SERVICES)} (default: all)")
+    mig.add_argument("--database-url")
+    mig.set_defaults(func=cmd_migrate)
+
+    tok = sub.add_parser("token", help="issue a bearer token")
+    tok.add_argument("--staff", required=True)
+    tok.add_argument("--name")
+    tok.add_argument("--role", action="append", required=True)
+    tok.add_argument("--estate", action="append", default=[], help="estate code, or '*' for all")
+    tok.add_argument("--department", action="append", default=[])
+    tok.add_argument("--days", type=int, default=30)
+    tok.set_defaults(func=cmd_token)
+
+    dirc = sub.add_parser("directory", help="load company, estates, departments, staff and policies")
+    dirc.add_argument("file")
+    dirc.add_argument("--nats-url")
+    dirc.set_defaults(func=cmd_directory)
+
+    rev = sub.add_parser("revision", help="(developers) autogenerate a service's next migration")
+    rev.add_argument("service", choices=SERVICES)
+    rev.add_argument("-m", "--message", required=True)
+    rev.set_defaults(func=cmd_revision)
+
+    api = sub.add_parser("asyncapi", help="write (or --check) the AsyncAPI document")
+    api.add_argument("--output", default=str(Path(__file__).resolve().parent.parent / "docs" / "asyncapi.json"))
+    api.add_argument("--check", action="store_true")
+    api.set_defaults(func=cmd_asyncapi)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Running one service as its own process (`estatedesk run SERVICE`)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import sys
+
+from shared.settings import SERVICES, Settings
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line, carrying estate, ticket and event ids when known."""
+
+    CONTEXT = ("service", "estate", "ticket", "event_id")
+
+    def __init__(self, service: str):
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "service": self.service,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in self.CONTEXT[1:]:
+            value = getattr(record, key, None)
+            if value is not None:
+                entry[key] = value
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(service: str, level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter(service))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Per-message access lines would drown the business log.
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("estatedesk.bus").setLevel(logging.WARNING)
+
+
+def load_service_module(name: str):
+    if name not in SERVICES:
+        raise SystemExit(f"unknown service {name!r}; one of {', '.join(SERVICES)}")
+    return importlib.import_module(f"services.{name}.app")
+
+
+def run_service(name: str, settings: Settings | None = None) -> None:
+    import uvicorn
+
+    module = load_service_module(name)
+    settings = settings or Settings.from_env()
+    configure_logging(name)
+    module.service.bind(settings)
+    app = module.create_app()
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False,
+                timeout_graceful_shutdown=5)

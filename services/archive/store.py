@@ -1,0 +1,7 @@
+"""The archive service's tables."""
+
+import sqlalchemy as sa  # noqa: F401  (tables are added as the service grows)
+
+from shared.db import service_metadata
+
+metadata = service_metadata("archive")

@@ -1,0 +1,308 @@
+"""Intake policy as pure functions: form numbers, office hours and shift handover,
+complaint validity, the owner's signature, and masking of owners' personal data.
+
+No I/O here. Every number comes from a `Policy`; working days come from a
+`WorkingCalendar`; times are timezone-aware and working-day arithmetic happens in the
+estate's local time (`policy.timezone`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+from shared.calendar import WorkingCalendar
+from shared.events import Channel, Kind, ValidityJudged
+from shared.policy import Policy
+
+
+class RuleViolation(ValueError):
+    """A request breaks a business rule; the message says which, in the domain's words."""
+
+
+# --- time helpers ------------------------------------------------------------------------
+
+
+def _aware(moment: dt.datetime, name: str) -> dt.datetime:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise RuleViolation(f"{name} must be timezone-aware, got {moment.isoformat()}")
+    return moment
+
+
+def _local(moment: dt.datetime, policy: Policy, name: str) -> dt.datetime:
+    return _aware(moment, name).astimezone(ZoneInfo(policy.timezone))
+
+
+def _clock_time(value: str, name: str) -> dt.time:
+    try:
+        return dt.time.fromisoformat(value)
+    except ValueError:
+        raise RuleViolation(f"policy intake.{name} {value!r} is not a HH:MM time") from None
+
+
+def office_hours(policy: Policy) -> tuple[dt.time, dt.time]:
+    """(opens, closes) of the customer-service centre's day shift, local time."""
+    opens = _clock_time(policy.intake.office_opens, "office_opens")
+    closes = _clock_time(policy.intake.office_closes, "office_closes")
+    if opens >= closes:
+        raise RuleViolation(
+            f"office hours must open before they close, got {policy.intake.office_opens}"
+            f"–{policy.intake.office_closes}"
+        )
+    return opens, closes
+
+
+# --- form numbers --------------------------------------------------------------------------
+
+_ESTATE_IN_NUMBER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+
+
+def form_number(estate: str, year: int, sequence: int, policy: Policy | None = None) -> str:
+    """The countersign form's number: ESTATE-YEAR-SEQUENCE, e.g. "HX01-2026-000123".
+
+    Numbers run per estate per year without gaps; the caller allocates `sequence`
+    (see `next_form_sequence`). The estate code is upper-cased as printed on paper.
+    """
+    digits = (policy or Policy()).intake.form_sequence_digits
+    if not _ESTATE_IN_NUMBER.match(estate or ""):
+        raise RuleViolation(f"estate code {estate!r} cannot appear in a form number")
+    if not 1000 <= year <= 9999:
+        raise RuleViolation(f"form year {year} must have four digits")
+    if sequence < 1:
+        raise RuleViolation(f"form sequence starts at 1, got {sequence}")
+    if sequence >= 10**digits:
+        raise RuleViolation(
+            f"form sequence {sequence} does not fit in {digits} digits; widen "
+            "policy intake.form_sequence_digits"
+        )
+    return f"{estate.upper()}-{year:04d}-{sequence:0{digits}d}"
+
+
+def parse_form_number(number: str) -> tuple[str, int, int]:
+    """(ESTATE, year, sequence) of a form number; the estate code may contain hyphens."""
+    parts = number.rsplit("-", 2)
+    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit() or len(parts[1]) != 4:
+        raise RuleViolation(f"{number!r} is not a form number like HX01-2026-000123")
+    if not _ESTATE_IN_NUMBER.match(parts[0]):
+        raise RuleViolation(f"{number!r} does not start with an estate code")
+    return parts[0], int(parts[1]), int(parts[2])
+
+
+def next_form_sequence(last_sequence: int | None) -> int:
+    """The next number in an estate's yearly sequence: 1 for the first form of the year."""
+    if last_sequence is None:
+        return 1
+    if last_sequence < 1:
+        raise RuleViolation(f"last form sequence {last_sequence} is not a used number")
+    return last_sequence + 1
+
+
+def missing_form_sequences(sequences: list[int] | set[int]) -> list[int]:
+    """The gaps in a year's numbers 1..max (an audit of the gapless rule)."""
+    used = set(sequences)
+    return [n for n in range(1, max(used, default=0) + 1) if n not in used]
+
+
+# --- office hours and shift handover (RULES §1 Opening hours) -----------------------------
+
+
+def is_off_hours(received_at: dt.datetime, policy: Policy, calendar: WorkingCalendar) -> bool:
+    """True outside the day shift or on a non-working day: duty staff registered it."""
+    local = _local(received_at, policy, "received_at")
+    opens, closes = office_hours(policy)
+    if not calendar.is_working_day(local.date()):
+        return True
+    return not (opens <= local.time() < closes)
+
+
+def handover_due(received_at: dt.datetime, policy: Policy, calendar: WorkingCalendar) -> dt.datetime:
+    """When an off-hours registration must be with customer service: the next working
+    day's opening (shift handover). A request received in office hours is already with
+    the day shift, so its handover is the moment it was received."""
+    local = _local(received_at, policy, "received_at")
+    if not is_off_hours(local, policy, calendar):
+        return local
+    opens, _ = office_hours(policy)
+    return calendar.next_working_day_start(local, opens)
+
+
+# --- complaint validity (RULES §1 Complaint validity, Invalid complaint) ------------------
+
+
+@dataclass(frozen=True)
+class ValidityJudgement:
+    valid: bool
+    reason: str
+    judged_by: str
+    confirmed_by: str | None
+    judged_at: dt.datetime
+    # Invalid only: the owner must hear the reason by then (working days, local time).
+    notify_owner_by: dt.datetime | None
+    provisional: bool = False
+
+    def to_payload(self, ticket_id: str) -> ValidityJudged:
+        return ValidityJudged(
+            ticket_id=ticket_id,
+            valid=self.valid,
+            reason=self.reason,
+            judged_by=self.judged_by,
+            confirmed_by=self.confirmed_by,
+            notify_owner_by=self.notify_owner_by,
+        )
+
+
+def judge_validity(
+    kind: Kind | str,
+    valid: bool,
+    reason: str,
+    judged_by: str,
+    confirmed_by: str | None,
+    judged_at: dt.datetime,
+    policy: Policy,
+    calendar: WorkingCalendar,
+) -> ValidityJudgement:
+    """Judge a complaint valid or invalid.
+
+    Only complaints are judged. Every judgement states its reason. An invalid judgement
+    needs a manager's confirmation by someone other than the judge, and starts the clock
+    to tell the owner why (policy.intake.invalid_complaint_notice_working_days).
+    """
+    try:
+        kind = Kind(kind)
+    except ValueError:
+        raise RuleViolation(f"unknown kind {kind!r}") from None
+    if kind is not Kind.complaint:
+        raise RuleViolation(f"only complaints are judged valid or invalid, not a {kind.value}")
+    if not (reason or "").strip():
+        raise RuleViolation("a validity judgement must state its reason")
+    if not (judged_by or "").strip():
+        raise RuleViolation("a validity judgement must name who judged it")
+    local = _local(judged_at, policy, "judged_at")
+    confirmed_by = (confirmed_by or "").strip() or None
+    if valid:
+        return ValidityJudgement(True, reason.strip(), judged_by, confirmed_by, local, None)
+    if confirmed_by is None:
+        raise RuleViolation("an invalid complaint needs a manager's confirmation")
+    if confirmed_by == judged_by:
+        raise RuleViolation(
+            f"an invalid complaint must be confirmed by a manager other than its judge {judged_by!r}"
+        )
+    notice = calendar.add_working_days(local, policy.intake.invalid_complaint_notice_working_days)
+    return ValidityJudgement(
+        False, reason.strip(), judged_by, confirmed_by, local, notice.value, notice.provisional
+    )
+
+
+# --- the owner's signature (RULES §1 Record content) ---------------------------------------
+
+
+class SignatureRequirement(StrEnum):
+    now = "now"  # walk-in: signs the form at the desk
+    later = "later"  # phone / letter: record now, 补签 later
+    not_required = "not_required"
+
+
+def signature_requirement(channel: Channel | str, policy: Policy) -> SignatureRequirement:
+    try:
+        channel = Channel(channel)
+    except ValueError:
+        raise RuleViolation(f"unknown channel {channel!r}") from None
+    if channel.value in policy.intake.signature_now_channels:
+        return SignatureRequirement.now
+    if channel.value in policy.intake.signature_later_channels:
+        return SignatureRequirement.later
+    return SignatureRequirement.not_required
+
+
+def check_signature_at_intake(channel: Channel | str, owner_signed: bool, policy: Policy) -> SignatureRequirement:
+    """Refuse a walk-in registration without the owner's signature; otherwise say what
+    is still owed (`later` means: schedule reminders until the owner signs)."""
+    requirement = signature_requirement(channel, policy)
+    if requirement is SignatureRequirement.now and not owner_signed:
+        raise RuleViolation(f"a {Channel(channel).value} request needs the owner's signature on the form now")
+    if owner_signed:
+        return SignatureRequirement.not_required
+    return requirement
+
+
+def next_signature_reminder(
+    registered_at: dt.datetime,
+    last_reminded_at: dt.datetime | None,
+    now: dt.datetime,
+    policy: Policy,
+    *,
+    signed_at: dt.datetime | None = None,
+) -> dt.datetime | None:
+    """When to remind the desk to get the owner's later signature; None once signed.
+
+    Reminders fall every policy.intake.signature_reminder_hours after the last one (or
+    after registration). A reminder that is already overdue (nobody sent it) is due now,
+    once, rather than as a burst of catch-up reminders.
+    """
+    _aware(registered_at, "registered_at")
+    _aware(now, "now")
+    if signed_at is not None:
+        _aware(signed_at, "signed_at")
+        return None
+    if policy.intake.signature_reminder_hours <= 0:
+        raise RuleViolation("policy intake.signature_reminder_hours must be positive")
+    anchor = registered_at
+    if last_reminded_at is not None:
+        _aware(last_reminded_at, "last_reminded_at")
+        if last_reminded_at < registered_at:
+            raise RuleViolation("a signature reminder cannot precede the registration")
+        anchor = last_reminded_at
+    due = anchor + dt.timedelta(hours=policy.intake.signature_reminder_hours)
+    return max(due, now).astimezone(ZoneInfo(policy.timezone))
+
+
+# --- privacy (RULES §1 Privacy) -------------------------------------------------------------
+
+
+def _mask_middle(value: str, policy: Policy) -> str:
+    head, tail = policy.intake.mask_keep_head, policy.intake.mask_keep_tail
+    if len(value) <= head + tail:
+        # Too short to show any part without revealing most of it.
+        return "*" * len(value)
+    return value[:head] + "*" * (len(value) - head - tail) + value[-tail:]
+
+
+_PHONE_SEPARATORS = re.compile(r"[\s\-()]")
+_COUNTRY_PREFIX = re.compile(r"^(\+86|0086)")
+
+
+def mask_phone(phone: str | None, policy: Policy | None = None) -> str:
+    """138****5678 for 13812345678; separators dropped, a +86/0086 prefix kept."""
+    if not phone:
+        return ""
+    policy = policy or Policy()
+    compact = _PHONE_SEPARATORS.sub("", phone)
+    prefix = ""
+    match = _COUNTRY_PREFIX.match(compact)
+    if match:
+        prefix, compact = match.group(1), compact[match.end():]
+    return prefix + _mask_middle(compact, policy)
+
+
+def mask_id_number(id_number: str | None, policy: Policy | None = None) -> str:
+    """110***********1234 for an 18-character resident ID: the birth date never shows."""
+    if not id_number:
+        return ""
+    return _mask_middle(re.sub(r"\s", "", id_number), policy or Policy())
+
+
+def may_unmask(roles: set[str] | frozenset[str] | list[str] | tuple[str, ...], policy: Policy) -> bool:
+    """Only the roles in policy.intake.unmasked_roles see owners' numbers in full; other
+    departments reach owners through customer service."""
+    return any(role in policy.intake.unmasked_roles for role in roles)
+
+
+def phone_for_viewer(phone: str | None, roles, policy: Policy) -> str:
+    return (phone or "") if may_unmask(roles, policy) else mask_phone(phone, policy)
+
+
+def id_number_for_viewer(id_number: str | None, roles, policy: Policy) -> str:
+    return (id_number or "") if may_unmask(roles, policy) else mask_id_number(id_number, policy)

@@ -1,0 +1,119 @@
+"""Bearer tokens: who is acting, in which roles, for which estates.
+
+A token is a JWT (HS256) signed with the installation's key. Company-wide roles see every
+estate; everyone else acts only for the estates listed in the token.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import jwt
+
+COMPANY_WIDE_ROLES = frozenset({"quality_manager", "general_manager", "management_representative", "company_admin"})
+KNOWN_ROLES = frozenset(
+    {
+        "customer_service",
+        "customer_service_supervisor",
+        "duty_staff",  # security / fire-control centre, off-hours intake
+        "department_staff",
+        "department_head",
+        "estate_director",
+        "company_general_management",
+        "integration",
+        *COMPANY_WIDE_ROLES,
+    }
+)
+ISSUER = "estatedesk"
+
+
+class AuthError(Exception):
+    """Raised with a readable reason; HTTP layers map it to 401/403."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Principal:
+    staff_id: str
+    name: str
+    roles: frozenset[str]
+    estates: frozenset[str]
+    departments: frozenset[str] = frozenset()
+
+    @property
+    def company_wide(self) -> bool:
+        return bool(self.roles & COMPANY_WIDE_ROLES)
+
+    def may_act_for(self, estate: str) -> bool:
+        return self.company_wide or estate in self.estates or "*" in self.estates
+
+    def require_estate(self, estate: str) -> None:
+        if not self.may_act_for(estate):
+            raise AuthError(403, f"{self.staff_id} may not act for estate {estate!r} (token covers: {sorted(self.estates) or 'none'})")
+
+    def require_role(self, *roles: str) -> None:
+        if not (self.roles & set(roles)) and not (self.roles & {"company_admin"}):
+            raise AuthError(403, f"{self.staff_id} needs one of the roles {sorted(roles)} (has {sorted(self.roles)})")
+
+    def has_role(self, *roles: str) -> bool:
+        return bool(self.roles & set(roles))
+
+
+def issue_token(
+    key: str,
+    staff_id: str,
+    roles: list[str],
+    estates: list[str],
+    *,
+    name: str | None = None,
+    departments: list[str] | None = None,
+    now: dt.datetime | None = None,
+    ttl: dt.timedelta = dt.timedelta(days=30),
+) -> str:
+    unknown = set(roles) - KNOWN_ROLES
+    if unknown:
+        raise ValueError(f"unknown roles {sorted(unknown)}; known: {sorted(KNOWN_ROLES)}")
+    now = now or dt.datetime.now(dt.timezone.utc)
+    claims = {
+        "iss": ISSUER,
+        "sub": staff_id,
+        "name": name or staff_id,
+        "roles": sorted(roles),
+        "estates": sorted(estates),
+        "departments": sorted(departments or []),
+        "iat": int(now.timestamp()),
+        "exp": int((now + ttl).timestamp()),
+    }
+    return jwt.encode(claims, key, algorithm="HS256")
+
+
+def verify_token(key: str, token: str) -> Principal:
+    try:
+        # Expiry is checked against real time: tokens are a security matter, not a
+        # business clock matter (the demo's accelerated clock must not expire them).
+        claims = jwt.decode(token, key, algorithms=["HS256"], issuer=ISSUER, options={"require": ["exp", "sub"]})
+    except jwt.ExpiredSignatureError:
+        raise AuthError(401, "token expired") from None
+    except jwt.InvalidTokenError as error:
+        raise AuthError(401, f"invalid token: {error}") from None
+    return Principal(
+        staff_id=claims["sub"],
+        name=claims.get("name", claims["sub"]),
+        roles=frozenset(claims.get("roles", [])),
+        estates=frozenset(claims.get("estates", [])),
+        departments=frozenset(claims.get("departments", [])),
+    )
+
+
+def principal_from_header(key: str, authorization: str | None) -> Principal:
+    if not authorization:
+        raise AuthError(401, "missing Authorization header: send 'Authorization: Bearer <token>' (see `estatedesk token`)")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError(401, "Authorization header must be 'Bearer <token>'")
+    return verify_token(key, token.strip())

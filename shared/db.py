@@ -1,0 +1,193 @@
+"""Database plumbing every service shares: engine, unit of work, the outbox, the record of
+processed events, dead letters, and the Alembic runner (one history per service, each
+service in its own schema)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import AsyncIterator
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB, insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from shared.events import CloudEvent
+from shared.settings import asyncpg_url
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def service_metadata(schema: str) -> sa.MetaData:
+    """A service's MetaData with the tables every service has: outbox, processed events
+    and dead letters."""
+    metadata = sa.MetaData(schema=schema)
+    sa.Table(
+        "outbox",
+        metadata,
+        # seq orders publication: events of one ticket leave in the order they were made.
+        sa.Column("seq", sa.BigInteger, sa.Identity(), primary_key=True),
+        sa.Column("event_id", sa.String(64), nullable=False, unique=True),
+        sa.Column("subject", sa.String(200), nullable=False),
+        sa.Column("body", sa.LargeBinary, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    sa.Table(
+        "processed_events",
+        metadata,
+        sa.Column("consumer", sa.String(80), primary_key=True),
+        sa.Column("event_id", sa.String(64), primary_key=True),
+        sa.Column("processed_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    sa.Table(
+        "dead_letters",
+        metadata,
+        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+        sa.Column("consumer", sa.String(80), nullable=False),
+        sa.Column("subject", sa.String(200), nullable=False),
+        sa.Column("stream_seq", sa.BigInteger),
+        sa.Column("event_id", sa.String(64)),
+        sa.Column("estate", sa.String(32)),
+        sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("body", sa.LargeBinary, nullable=False),
+        sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    return metadata
+
+
+class Database:
+    def __init__(self, url: str, metadata: sa.MetaData, pool_size: int = 8):
+        self.engine: AsyncEngine = create_async_engine(
+            asyncpg_url(url), pool_size=pool_size, max_overflow=4, pool_pre_ping=True
+        )
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.metadata = metadata
+        self.outbox = metadata.tables[f"{metadata.schema}.outbox"]
+        self.processed = metadata.tables[f"{metadata.schema}.processed_events"]
+        self.dead_letters = metadata.tables[f"{metadata.schema}.dead_letters"]
+        # Set after a commit that wrote outbox rows, so the relay wakes at once.
+        self.outbox_written = asyncio.Event()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """One unit of work: commits on success, rolls back on error."""
+        async with self.sessions() as session:
+            async with session.begin():
+                session.info["outbox_rows"] = 0
+                yield session
+            if session.info.get("outbox_rows"):
+                self.outbox_written.set()
+
+    async def emit(self, session: AsyncSession, event: CloudEvent) -> None:
+        """Record an event to publish, in the caller's transaction (transactional outbox)."""
+        await session.execute(
+            sa.insert(self.outbox).values(
+                event_id=event.id,
+                subject=event.nats_subject,
+                body=event.model_dump_json().encode(),
+                created_at=event.time,
+            )
+        )
+        session.info["outbox_rows"] = session.info.get("outbox_rows", 0) + 1
+
+    async def claim_event(self, session: AsyncSession, consumer: str, event_id: str, now: dt.datetime) -> bool:
+        """Record that `consumer` processed `event_id`; False when it already had."""
+        result = await session.execute(
+            pg_insert(self.processed)
+            .values(consumer=consumer, event_id=event_id, processed_at=now)
+            .on_conflict_do_nothing()
+            .returning(self.processed.c.event_id)
+        )
+        return result.first() is not None
+
+    async def record_dead_letter(
+        self,
+        *,
+        consumer: str,
+        subject: str,
+        body: bytes,
+        reason: str,
+        attempts: int,
+        now: dt.datetime,
+        stream_seq: int | None = None,
+        event_id: str | None = None,
+        estate: str | None = None,
+    ) -> None:
+        async with self.transaction() as session:
+            await session.execute(
+                sa.insert(self.dead_letters).values(
+                    consumer=consumer, subject=subject, body=body, reason=reason[:4000],
+                    attempts=attempts, recorded_at=now, stream_seq=stream_seq,
+                    event_id=event_id, estate=estate,
+                )
+            )
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def json_default(value):
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def dumps(value) -> str:
+    return json.dumps(value, default=json_default, ensure_ascii=False, sort_keys=True)
+
+
+# --- migrations -------------------------------------------------------------------------
+
+
+def alembic_config(service: str, database_url: str):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(REPO_ROOT / "services" / service / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", asyncpg_url(database_url).replace("%", "%%"))
+    cfg.attributes["service"] = service
+    return cfg
+
+
+def migrate(service: str, database_url: str, revision: str = "head") -> None:
+    """Bring a service's schema up to `revision` (synchronous; runs its own event loop)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(service, database_url), revision)
+
+
+def run_alembic_env(metadata: sa.MetaData) -> None:
+    """Body of every service's migrations/env.py: online, async, schema-scoped."""
+    from alembic import context
+
+    config = context.config
+    schema = metadata.schema
+
+    def do_run(connection) -> None:
+        connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        context.configure(
+            connection=connection,
+            target_metadata=metadata,
+            version_table_schema=schema,
+            include_schemas=True,
+            include_name=lambda name, type_, parent: type_ != "schema" or name == schema,
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+
+    async def run() -> None:
+        engine = create_async_engine(config.get_main_option("sqlalchemy.url"))
+        async with engine.begin() as connection:
+            await connection.run_sync(do_run)
+        await engine.dispose()
+
+    asyncio.run(run())

@@ -1,0 +1,168 @@
+"""Company reference data every service needs: estates, departments, staff, buildings,
+policies and the company calendar.
+
+It lives in a JetStream key-value bucket (keys ``company`` and ``estate.<code>``). Every
+service watches the bucket and keeps the current values in memory, so a policy changed
+through the API reaches every replica within milliseconds and the bucket keeps history.
+No service reads another's tables for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from zoneinfo import ZoneInfo
+
+import nats
+from nats.js.api import KeyValueConfig
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.calendar import CalendarOverrides, WorkingCalendar
+from shared.events import ESTATE_CODE
+from shared.policy import Policy, effective_policy
+
+log = logging.getLogger("estatedesk.directory")
+BUCKET = "estatedesk_directory"
+
+
+class Department(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: str
+    name: str
+    head: str | None = None  # staff id of the department head
+
+
+class StaffMember(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    name: str
+    roles: list[str]
+    department: str | None = None
+
+
+class Estate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: str = Field(pattern=ESTATE_CODE.pattern)
+    name: str
+    director: str | None = None  # 物业中心主任, staff id
+    departments: list[Department] = Field(default_factory=list)
+    staff: list[StaffMember] = Field(default_factory=list)
+    buildings: list[str] = Field(default_factory=list)
+    policy: dict = Field(default_factory=dict)  # overrides of the company policy
+    routing_rules: list[dict] = Field(default_factory=list)  # dispatch routing, as data
+
+    def department_codes(self) -> list[str]:
+        return [d.code for d in self.departments]
+
+
+class Company(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: str = "company"
+    name: str = "EstateDesk Property Management"
+    policy: dict = Field(default_factory=dict)  # overrides of the RULES.md defaults
+    calendar: dict = Field(default_factory=dict)  # CalendarOverrides.to_data()
+
+
+class Directory:
+    """In-memory view of the directory bucket, kept current by a watcher."""
+
+    def __init__(self) -> None:
+        self.company = Company()
+        self.estates: dict[str, Estate] = {}
+        self._calendar = WorkingCalendar()
+        self._policies: dict[str, Policy] = {}
+        self._nc = None
+        self._watcher = None
+        self._task: asyncio.Task | None = None
+        self.changed = asyncio.Event()
+
+    # --- queries ---
+    def estate(self, code: str) -> Estate | None:
+        return self.estates.get(code)
+
+    def policy_for(self, estate: str) -> Policy:
+        if estate not in self._policies:
+            overrides = self.estates[estate].policy if estate in self.estates else {}
+            self._policies[estate] = effective_policy(self.company.policy, overrides)
+        return self._policies[estate]
+
+    def calendar_for(self, estate: str) -> WorkingCalendar:
+        return self._calendar
+
+    def timezone_for(self, estate: str) -> ZoneInfo:
+        return ZoneInfo(self.policy_for(estate).timezone)
+
+    # --- updates ---
+    def apply(self, key: str, value: bytes | None) -> None:
+        if key == "company":
+            self.company = Company.model_validate_json(value) if value else Company()
+            self._calendar = WorkingCalendar(CalendarOverrides.from_data(self.company.calendar))
+        elif key.startswith("estate."):
+            code = key.removeprefix("estate.")
+            if value:
+                self.estates[code] = Estate.model_validate_json(value)
+            else:
+                self.estates.pop(code, None)
+        self._policies.clear()
+        self.changed.set()
+
+    async def start(self, nats_url: str) -> None:
+        self._nc = await nats.connect(nats_url)
+        kv = await ensure_bucket(self._nc)
+        self._watcher = await kv.watchall()
+        # Initial values arrive first, then a None marker.
+        while True:
+            entry = await self._watcher.updates(timeout=10)
+            if entry is None:
+                break
+            self._apply_entry(entry)
+        self._task = asyncio.create_task(self._follow())
+
+    def _apply_entry(self, entry) -> None:
+        try:
+            self.apply(entry.key, entry.value if entry.operation is None else None)
+        except Exception:
+            log.exception("ignored a malformed directory entry %s", entry.key)
+
+    async def _follow(self) -> None:
+        async for entry in self._watcher:
+            if entry is not None:
+                self._apply_entry(entry)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+        if self._watcher:
+            try:
+                await self._watcher.stop()
+            except Exception:
+                pass
+        if self._nc:
+            await self._nc.close()
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._nc and self._nc.is_connected)
+
+
+async def ensure_bucket(nc):
+    js = nc.jetstream()
+    try:
+        return await js.key_value(BUCKET)
+    except nats.js.errors.BucketNotFoundError:
+        return await js.create_key_value(KeyValueConfig(bucket=BUCKET, history=16))
+
+
+async def publish_directory(nats_url: str, company: Company | None, estates: list[Estate]) -> None:
+    """Write company and estates into the directory bucket (used by the loader and API)."""
+    nc = await nats.connect(nats_url)
+    try:
+        kv = await ensure_bucket(nc)
+        if company is not None:
+            effective_policy(company.policy)  # refuse a bad policy before it is stored
+            await kv.put("company", company.model_dump_json().encode())
+        for estate in estates:
+            effective_policy(company.policy if company else {}, estate.policy)
+            await kv.put(f"estate.{estate.code}", estate.model_dump_json().encode())
+    finally:
+        await nc.close()

@@ -1,0 +1,422 @@
+"""The event contract: one CloudEvents 1.0 envelope, one versioned payload model per event.
+
+Every ticket event travels on `estatedesk.<estate>.ticket.<event>` as structured JSON:
+
+    {"specversion": "1.0", "id": "<uuid>", "source": "estatedesk/<service>",
+     "type": "estatedesk.ticket.<event>", "subject": "<ticket id>", "time": "...",
+     "datacontenttype": "application/json",
+     "dataschema": "urn:estatedesk:ticket.<event>:v<N>",
+     "estate": "<estate code>", "actor": "<staff id or system>", "data": {...}}
+
+Ids never go into subjects (metrics label series by subject). A payload's schema version
+changes only when a field is removed or changes meaning; new optional fields keep it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from enum import StrEnum
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SUBJECT_PREFIX = "estatedesk"
+STREAM_NAME = "ESTATEDESK_TICKETS"
+STREAM_SUBJECTS = [f"{SUBJECT_PREFIX}.*.ticket.*"]
+ESTATE_CODE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+
+# --- vocabulary (RULES.md §1–§3) -------------------------------------------------------
+
+
+class Channel(StrEnum):
+    walk_in = "walk_in"  # 来访
+    phone = "phone"  # 来电
+    letter = "letter"  # 来信
+    online = "online"  # 网上
+    walk_around_visit = "walk_around_visit"  # 走访
+    relayed_by_employee = "relayed_by_employee"  # 员工转达
+    escalated_from_above = "escalated_from_above"  # 上级/政府转来
+
+
+class Kind(StrEnum):
+    inquiry = "inquiry"  # 咨询
+    suggestion = "suggestion"  # 建议
+    complaint = "complaint"  # 投诉
+    praise = "praise"  # 表扬
+    repair = "repair"  # 报修
+    special_service = "special_service"  # 特约/委托服务
+    situation_report = "situation_report"  # 情况反映
+    activity = "activity"  # 社区活动 (callback at the activity rate)
+
+
+class RepairClass(StrEnum):
+    emergency = "emergency"  # water, heating, gas: immediately
+    general = "general"
+    simple = "simple"
+    appointment = "appointment"
+    commissioned_immediate = "commissioned_immediate"  # 委托"立即"维修
+    project = "project"  # repair project: callback within a month
+
+
+class Severity(StrEnum):
+    serious = "serious"
+    not_serious = "not_serious"
+
+
+class Urgency(StrEnum):
+    urgent = "urgent"
+    not_urgent = "not_urgent"
+
+
+class ReplyMethod(StrEnum):
+    phone = "phone"
+    visit = "visit"
+    letter = "letter"
+    online = "online"
+    none = "none"  # no callback path (anonymous / online without contact)
+
+
+class AcceptedBy(StrEnum):
+    department = "department"  # tracking control 3 working days
+    company = "company"  # 7 working days
+
+
+# --- envelope ---------------------------------------------------------------------------
+
+
+class CloudEvent(BaseModel):
+    """CloudEvents 1.0 structured-mode envelope with EstateDesk's extension attributes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str
+    source: str
+    type: str
+    subject: str
+    time: dt.datetime
+    datacontenttype: Literal["application/json"] = "application/json"
+    dataschema: str
+    estate: str
+    actor: str
+    data: dict[str, Any]
+
+    @field_validator("estate")
+    @classmethod
+    def _estate_code(cls, value: str) -> str:
+        if not ESTATE_CODE.match(value):
+            raise ValueError(f"estate code {value!r} must match {ESTATE_CODE.pattern}")
+        return value
+
+    @property
+    def event_name(self) -> str:
+        return self.type.removeprefix(f"{SUBJECT_PREFIX}.ticket.")
+
+    @property
+    def nats_subject(self) -> str:
+        return subject_for(self.estate, self.event_name)
+
+    def payload(self) -> "Payload":
+        """The typed payload; raises pydantic.ValidationError when it breaks the contract."""
+        return PAYLOADS[self.event_name].model_validate(self.data)
+
+
+def subject_for(estate: str, event_name: str) -> str:
+    return f"{SUBJECT_PREFIX}.{estate}.ticket.{event_name}"
+
+
+def new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+# --- payloads ---------------------------------------------------------------------------
+
+
+class Payload(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    event_name: ClassVar[str]
+    version: ClassVar[int] = 1
+    summary: ClassVar[str] = ""
+
+    @classmethod
+    def dataschema(cls) -> str:
+        return f"urn:estatedesk:ticket.{cls.event_name}:v{cls.version}"
+
+
+class Accepted(Payload):
+    event_name = "accepted"
+    summary = "A request was registered; its first-contact owner is fixed for its whole life."
+    ticket_id: str
+    form_number: str
+    kind: Kind
+    channel: Channel
+    category: str = "general"
+    repair_class: RepairClass | None = None
+    severity: Severity = Severity.not_serious
+    urgency: Urgency = Urgency.not_urgent
+    accepted_by: AcceptedBy = AcceptedBy.department
+    building: str | None = None
+    unit: str | None = None
+    location: str | None = None
+    description: str
+    first_contact: str
+    first_contact_name: str | None = None
+    received_at: dt.datetime
+    reply_method: ReplyMethod = ReplyMethod.phone
+    reply_agreed_by: dt.datetime | None = None
+    appointment_at: dt.datetime | None = None
+    off_hours: bool = False
+    anonymous: bool = False
+    owner_id: str | None = None
+    about_role: str | None = None  # complaint about a supervisor / customer-service staff
+    owner_loss_cny: float | None = None
+
+
+class ValidityJudged(Payload):
+    event_name = "validity_judged"
+    summary = "A complaint was judged valid or invalid, with the reason."
+    ticket_id: str
+    valid: bool
+    reason: str
+    judged_by: str
+    confirmed_by: str | None = None  # invalid needs a manager's confirmation
+    notify_owner_by: dt.datetime | None = None
+
+
+class Deadline(BaseModel):
+    clock: str
+    due_at: dt.datetime
+    department: str | None = None
+    provisional: bool = False
+
+
+class Assigned(Payload):
+    event_name = "assigned"
+    summary = "The form was routed to one or more departments; the round's clocks started."
+    ticket_id: str
+    round: int = 1
+    departments: list[str]
+    assigned_by: str
+    deadlines: list[Deadline] = Field(default_factory=list)
+
+
+class Acknowledged(Payload):
+    event_name = "acknowledged"
+    summary = "A receiving department signed for the transfer in the handover ledger."
+    ticket_id: str
+    round: int = 1
+    department: str
+    acknowledged_by: str
+
+
+class Arrived(Payload):
+    event_name = "arrived"
+    summary = "The technician or officer arrived on site."
+    ticket_id: str
+    round: int = 1
+    department: str
+    arrived_by: str
+    arrived_at: dt.datetime
+
+
+class ProgressUpdated(Payload):
+    event_name = "progress_updated"
+    summary = "The owner was told how the request is going."
+    ticket_id: str
+    note: str
+    method: ReplyMethod = ReplyMethod.phone
+    updated_by: str
+
+
+class Escalated(Payload):
+    event_name = "escalated"
+    summary = "The form climbed a rung of the escalation ladder."
+    ticket_id: str
+    round: int = 1
+    rung: str
+    reason: str
+    clock: str | None = None
+    nonconformity: bool = False
+
+
+class SlaBreached(Payload):
+    event_name = "sla_breached"
+    summary = "A clock ran out; emitted once per clock and round."
+    ticket_id: str
+    round: int = 1
+    clock: str
+    due_at: dt.datetime
+    department: str | None = None
+    provisional: bool = False
+
+
+class SignedBack(Payload):
+    event_name = "signed_back"
+    summary = "A department wrote its handling opinion and result; its head verified."
+    ticket_id: str
+    round: int = 1
+    department: str
+    opinion: str
+    result: str
+    signed_by: str
+    verified_by: str
+
+
+class Completed(Payload):
+    event_name = "completed"
+    summary = "Every assigned department signed back; the form returned to customer service."
+    ticket_id: str
+    round: int = 1
+    kind: Kind
+    repair_class: RepairClass | None = None
+    category: str = "general"
+    departments: list[str]
+    reply_method: ReplyMethod = ReplyMethod.phone
+    first_contact: str | None = None
+    completed_at: dt.datetime
+
+
+class Reopened(Payload):
+    event_name = "reopened"
+    summary = "The owner was not satisfied; a new round with fresh clocks begins."
+    ticket_id: str
+    round: int  # the new round's number
+    reason: str
+    reopened_by: str
+    departments: list[str] = Field(default_factory=list)
+
+
+class CallbackScheduled(Payload):
+    event_name = "callback_scheduled"
+    summary = "A callback is due by the policy's window."
+    ticket_id: str
+    callback_id: str
+    round: int = 1
+    due_at: dt.datetime
+    method: ReplyMethod
+    assigned_to: str | None = None
+    rule: str
+    provisional: bool = False
+
+
+class CallbackDone(Payload):
+    event_name = "callback_done"
+    summary = "The owner was called back; their answers are recorded."
+    ticket_id: str
+    callback_id: str
+    round: int = 1
+    method: ReplyMethod
+    handled_in_time: bool
+    result_satisfied: bool
+    attitude_satisfied: bool
+    suggestions: str = ""
+    owner_confirmed: bool = False
+    done_by: str
+    on_time: bool = True
+
+
+class CallbackOverdue(Payload):
+    event_name = "callback_overdue"
+    summary = "A callback passed its due time without being made."
+    ticket_id: str
+    callback_id: str
+    round: int = 1
+    due_at: dt.datetime
+
+
+class Closed(Payload):
+    event_name = "closed"
+    summary = "The owner is satisfied (or the recurrence window elapsed); the ticket is closed."
+    ticket_id: str
+    round: int = 1
+    closed_by: str
+    reason: str
+
+
+class Archived(Payload):
+    event_name = "archived"
+    summary = "The closed form was frozen into the estate's hash chain."
+    ticket_id: str
+    record_number: str
+    content_hash: str
+    previous_hash: str
+    closed_month: str
+
+
+class Lent(Payload):
+    event_name = "lent"
+    summary = "An archived record was consulted, lent, copied or exported (register entry)."
+    ticket_id: str
+    loan_id: str
+    record_number: str
+    borrower: str
+    purpose: str
+    mode: str
+    due_back: dt.datetime | None = None
+
+
+class Returned(Payload):
+    event_name = "returned"
+    summary = "A lent record came back."
+    ticket_id: str
+    loan_id: str
+    record_number: str
+
+
+class Destroyed(Payload):
+    event_name = "destroyed"
+    summary = "An archived record was destroyed after its retention period, with approval."
+    ticket_id: str
+    record_number: str
+    approved_by: str
+    approval_reference: str
+
+
+class CorrectiveActionSuggested(Payload):
+    event_name = "corrective_action_suggested"
+    summary = "The same problem came back often enough to call for corrective action."
+    ticket_id: str  # the ticket that crossed the threshold
+    category: str
+    scope: Literal["estate", "building"]
+    building: str | None = None
+    count: int
+    window_days: int
+    tickets: list[str]
+
+
+PAYLOADS: dict[str, type[Payload]] = {
+    model.event_name: model
+    for model in (
+        Accepted, ValidityJudged, Assigned, Acknowledged, Arrived, ProgressUpdated,
+        Escalated, SlaBreached, SignedBack, Completed, Reopened, CallbackScheduled,
+        CallbackDone, CallbackOverdue, Closed, Archived, Lent, Returned, Destroyed,
+        CorrectiveActionSuggested,
+    )
+}
+EVENT_NAMES = tuple(PAYLOADS)
+
+
+def make_event(
+    payload: Payload,
+    *,
+    estate: str,
+    actor: str,
+    source: str,
+    time: dt.datetime,
+    event_id: str | None = None,
+) -> CloudEvent:
+    ticket_id = getattr(payload, "ticket_id")
+    return CloudEvent(
+        id=event_id or new_event_id(),
+        source=f"estatedesk/{source}",
+        type=f"{SUBJECT_PREFIX}.ticket.{payload.event_name}",
+        subject=ticket_id,
+        time=time,
+        dataschema=payload.dataschema(),
+        estate=estate,
+        actor=actor,
+        data=payload.model_dump(mode="json"),
+    )

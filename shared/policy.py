@@ -1,0 +1,195 @@
+"""Policies: every number of RULES.md as data, with its default, per company and estate.
+
+A company may change any value for all its estates, and an estate may change it again for
+itself; `effective_policy` layers estate over company over these defaults. Rules read
+their numbers from a `Policy`, never from literals.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IntakePolicy(_Section):
+    # RULES §1 Opening hours: the customer-service centre's day shift (local time).
+    office_opens: str = "08:30"
+    office_closes: str = "17:30"
+    # RULES §1 Invalid complaint: tell the customer the reason within 1 working day.
+    invalid_complaint_notice_working_days: int = 1
+    # Phone and letter requests get a record now and the owner's signature later (补签);
+    # remind every this many hours until it is supplied.
+    signature_reminder_hours: int = 24
+    # RULES §1 Privacy: roles that see owners' phone and ID numbers unmasked.
+    unmasked_roles: tuple[str, ...] = ("customer_service", "customer_service_supervisor")
+    # Masked display keeps this many leading and trailing characters (138****5678).
+    mask_keep_head: int = 3
+    mask_keep_tail: int = 4
+    # RULES §1 Record content: walk-ins sign the form now; phone and letter requests are
+    # recorded and signed later (补签). Channels in neither list need no owner signature
+    # (a superior's or government transfer record stands in for it).
+    signature_now_channels: tuple[str, ...] = ("walk_in", "walk_around_visit")
+    signature_later_channels: tuple[str, ...] = ("phone", "letter", "online", "relayed_by_employee")
+    # Countersign-form numbers: ESTATE-YEAR-sequence, the sequence zero-padded to this width.
+    form_sequence_digits: int = 6
+
+
+class ClockPolicy(_Section):
+    # RULES §2 Repair arrival (minutes). Emergency means "immediately": 0 minutes.
+    arrival_minutes_emergency: int = 0
+    arrival_minutes_general: int = 60
+    arrival_minutes_simple: int = 20
+    arrival_minutes_commissioned_immediate: int = 15
+    # Grace before an "immediate" arrival counts as breached (the technician must travel).
+    arrival_grace_minutes_immediate: int = 10
+    # RULES §2 Repair slip back to customer service.
+    repair_slip_return_hours: int = 24
+    # RULES §1 Reply deadline when none agreed: urgent → 2 h, not urgent → 2 working days.
+    reply_hours_urgent: int = 2
+    reply_working_days_not_urgent: int = 2
+    # Kinds that owe the customer an answer (a praise or an activity does not).
+    reply_kinds: tuple[str, ...] = (
+        "inquiry", "suggestion", "complaint", "repair", "special_service", "situation_report",
+    )
+    # RULES §2 Tracking control: department-accepted 3, company-accepted 7 working days.
+    tracking_working_days_department: int = 3
+    tracking_working_days_company: int = 7
+    # RULES §2 Handover ledger: an unacknowledged transfer is overdue after this.
+    acknowledge_minutes: int = 30
+    # RULES §2 Progress updates: complaints open longer than a week, 2 updates a week.
+    progress_updates_after_days: int = 7
+    progress_updates_per_week: int = 2
+
+
+class EscalationPolicy(_Section):
+    # RULES §2 Economic loss: above this an owner's loss opens a nonconformity record.
+    nonconformity_loss_cny: int = 500
+    # How long each rung may hold an unresolved breach before the next rung is told.
+    minutes_per_rung: int = 120
+    ladder: tuple[str, ...] = (
+        "department_head",
+        "estate_director",
+        "company_general_management",
+        "general_manager",
+    )
+    # RULES §2 Escalation by subject: a complaint about these people starts at this rung.
+    subject_rung: str = "estate_director"
+    subject_roles: tuple[str, ...] = ("supervisor_or_above", "customer_service_staff", "company_staff")
+    # RULES §2 Economic loss: who approves the nonconformity form.
+    nonconformity_approver_role: str = "management_representative"
+
+
+class CallbackPolicy(_Section):
+    # RULES §3 When: complaint within 2 working days (002) or 3 calendar days (001).
+    complaint_rule: Literal["working_days", "calendar_days"] = "working_days"
+    complaint_working_days: int = Field(2, ge=0)
+    complaint_calendar_days: int = Field(3, ge=0)
+    small_repair_days: int = Field(3, ge=0)
+    repair_project_days: int = Field(30, ge=0)
+    engineering_supervisor_hours: int = Field(24, ge=0)
+    activity_days: int = Field(30, ge=0)
+    other_service_days: int = Field(7, ge=0)
+    # RULES §3 When: special services "mid-way and at the end" (001 第9篇 一.3) name no
+    # number. The end callback defaults to the small-repair window: both are one
+    # household's commissioned service, called back by the same administrator (001 第9篇 三.2).
+    special_service_end_days: int = Field(3, ge=0)
+    # A service shorter than this has no "middle" worth a separate call: end callback only.
+    special_service_midway_min_days: int = Field(2, ge=0)
+    # Mid-way call for a service whose expected end is not known yet.
+    special_service_midway_default_days: int = Field(7, ge=0)
+    # Praise needs no satisfaction callback by default (see services/callback/rules.py);
+    # an estate that wants to thank every praising owner again can switch it on.
+    praise_callback: bool = False
+    # RULES §3 Not satisfied: result-satisfied but attitude-dissatisfied owners either get
+    # a new attitude complaint about the handler (default) or reopen the same ticket.
+    attitude_dissatisfied: Literal["new_complaint", "reopen"] = "new_complaint"
+    # RULES §3 Who: 100 % of complaints, repairs, special services; 70 % of activities.
+    activity_rate_percent: int = Field(70, ge=0, le=100)
+    # RULES §3 No callback path: a repeat within this many days counts as not satisfied.
+    recurrence_window_days: int = Field(30, ge=1)
+    # RULES §3 Walk-around visits per customer-service staff member per month.
+    visits_per_month_min: int = Field(2, ge=0)
+    visits_per_month_max: int = Field(3, ge=0)
+
+    @model_validator(mode="after")
+    def _visit_range(self) -> "CallbackPolicy":
+        if self.visits_per_month_min > self.visits_per_month_max:
+            raise ValueError("visits_per_month_min must not exceed visits_per_month_max")
+        return self
+
+
+class AnalyticsPolicy(_Section):
+    # RULES §2 Repeated opinions trigger corrective measures: threshold within a window.
+    repeat_problem_threshold: int = 3
+    repeat_problem_window_days: int = 30
+    # RULES §4 Monthly report due to the company by this day of the next month.
+    monthly_report_due_day: int = 5
+    # RULES §4 Company consolidation: weights (percent) of the estates' composite score,
+    # published at the directors' meeting. A component an estate has no data for is
+    # left out and the remaining weights are rescaled.
+    ranking_weight_on_time_percent: int = 40
+    ranking_weight_callback_percent: int = 30
+    ranking_weight_satisfaction_percent: int = 30
+
+
+class ArchivePolicy(_Section):
+    # RULES §5 Retention (years) per class; important events are kept longer.
+    retention_years_ordinary: int = 3
+    retention_years_important_event: int = 10
+    retention_years_company_handled: int = 5
+    # Retention counts from the archiving moment, or (Chinese archival practice) from
+    # 1 January of the year after archiving.
+    retention_starts: Literal["archived_at", "next_january_first"] = "archived_at"
+    # RULES §5 Lending: a loan comes back within this many days; a consultation, copy or
+    # export register entry lets its holder read the record for this many hours.
+    loan_days: int = 7
+    consult_hours: int = 8
+    # Customer-service staff of the record's estate may register themselves to consult
+    # owner files (level-1 confidential, 004 篇5 §4.2); everybody else needs one of the
+    # estate's approvers, and loans, copies, exports and outsiders a written approval.
+    self_register_roles: tuple[str, ...] = ("customer_service", "customer_service_supervisor")
+    approver_roles: tuple[str, ...] = ("estate_director", "estate_manager")
+    # RULES §5 Destruction: only with the general manager's approval.
+    destruction_approver_roles: tuple[str, ...] = ("general_manager",)
+    # Escalation rungs that make a form an important event (RULES §2: major impact goes
+    # to the general manager) even when nobody marked it.
+    important_event_rungs: tuple[str, ...] = ("general_manager",)
+    # Paper volumes (案卷) hold at most this many forms; more open the next volume.
+    volume_max_items: int = 100
+
+
+class Policy(_Section):
+    timezone: str = "Asia/Shanghai"
+    intake: IntakePolicy = Field(default_factory=IntakePolicy)
+    clocks: ClockPolicy = Field(default_factory=ClockPolicy)
+    escalation: EscalationPolicy = Field(default_factory=EscalationPolicy)
+    callback: CallbackPolicy = Field(default_factory=CallbackPolicy)
+    analytics: AnalyticsPolicy = Field(default_factory=AnalyticsPolicy)
+    archive: ArchivePolicy = Field(default_factory=ArchivePolicy)
+
+
+DEFAULT_POLICY = Policy()
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def effective_policy(company_overrides: dict | None = None, estate_overrides: dict | None = None) -> Policy:
+    """Defaults ← company ← estate. Raises pydantic.ValidationError on unknown keys or
+    wrong types, so a bad policy is refused when it is set, not when it is used."""
+    data = DEFAULT_POLICY.model_dump(mode="json")
+    data = _deep_merge(data, company_overrides or {})
+    data = _deep_merge(data, estate_overrides or {})
+    return Policy.model_validate(data)

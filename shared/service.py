@@ -1,0 +1,240 @@
+"""What every service process is made of: a broker with durable consumers, a database
+with an outbox relay, the directory, periodic jobs, and an HTTP app with /healthz,
+/metrics, bearer-token access and readable 4xx errors.
+
+A service module declares its parts on a module-level `Service` at import time (so the
+AsyncAPI document can be generated without connecting anywhere) and `bind()`s it to real
+servers when it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from faststream.nats import NatsBroker, NatsRouter
+from faststream.nats.prometheus import NatsPrometheusMiddleware
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.auth import AuthError, Principal, principal_from_header
+from shared.bus import EventConsumer, EventHandler, OutboxRelay, ensure_stream
+from shared.clock import Clock, SystemClock, clock_from_spec
+from shared.db import Database
+from shared.directory import Directory
+from shared.errors import RuleViolation
+from shared.events import STREAM_NAME, CloudEvent, Payload, make_event
+from shared.settings import Settings
+
+log = logging.getLogger("estatedesk.service")
+MAX_BODY_BYTES = 1024 * 1024
+
+
+@dataclass
+class PeriodicJob:
+    name: str
+    every_seconds: float
+    run: Callable[[], Awaitable[object]]
+
+
+class Service:
+    def __init__(self, name: str, metadata: sa.MetaData, title: str, description: str = ""):
+        self.name = name
+        self.metadata = metadata
+        self.title = title
+        self.description = description
+        self.router = NatsRouter()
+        self.http = APIRouter()
+        self.consumers: list[EventConsumer] = []
+        self.jobs: list[PeriodicJob] = []
+        self.registry = CollectorRegistry()
+        self.events_emitted = Counter(
+            "estatedesk_events_emitted", "Ticket events written to the outbox",
+            ["service", "estate", "event"], registry=self.registry,
+        )
+        self.events_consumed = Counter(
+            "estatedesk_events_consumed", "Ticket events processed (first delivery only)",
+            ["service", "estate", "event"], registry=self.registry,
+        )
+        self.dead_letter_gauge = Gauge(
+            "estatedesk_dead_letters", "Dead letters recorded since start", ["service"], registry=self.registry
+        )
+        self.settings: Settings | None = None
+        self.clock: Clock = SystemClock()
+        self.db: Database | None = None
+        self.broker: NatsBroker | None = None
+        self.directory = Directory()
+        self.relay: OutboxRelay | None = None
+        self._tasks: list[asyncio.Task] = []
+        self.started = asyncio.Event()
+
+    # --- declaration -----------------------------------------------------------------
+    def consumer(self, *events: str, description: str = "") -> Callable[[EventHandler], EventHandler]:
+        """Declare a durable consumer of one event (or of every event when none given)."""
+
+        def register(handler: EventHandler) -> EventHandler:
+            consumer = EventConsumer(
+                service=self, handler=handler, events=tuple(events) or None,
+                on_processed=lambda event: self.events_consumed.labels(self.name, event.estate, event.event_name).inc(),
+            )
+            consumer.register(self.router, description)
+            self.consumers.append(consumer)
+            return handler
+
+        return register
+
+    def periodic(self, name: str, every_seconds: float):
+        def register(fn):
+            self.jobs.append(PeriodicJob(name, every_seconds, fn))
+            return fn
+
+        return register
+
+    # --- running ---------------------------------------------------------------------
+    def bind(self, settings: Settings, clock: Clock | None = None) -> "Service":
+        self.settings = settings
+        self.clock = clock or clock_from_spec(settings.clock_spec)
+        self.db = Database(settings.database_url, self.metadata)
+        self.broker = NatsBroker(
+            settings.nats_url,
+            middlewares=[NatsPrometheusMiddleware(registry=self.registry, app_name=self.name)],
+            logger=logging.getLogger(f"estatedesk.{self.name}.broker"),
+        )
+        self.broker.include_router(self.router)
+        self.relay = OutboxRelay(self.db, self._publish)
+        return self
+
+    async def _publish(self, subject: str, body: bytes, headers: dict[str, str]):
+        return await self.broker.publish(body, subject, headers=headers, stream=STREAM_NAME)
+
+    async def start(self) -> None:
+        assert self.settings is not None, "bind() the service first"
+        await ensure_stream(self.settings.nats_url)
+        await self.directory.start(self.settings.nats_url)
+        await self.broker.start()
+        self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-outbox-relay"))
+        for job in self.jobs:
+            self._tasks.append(asyncio.create_task(self._run_periodic(job), name=f"{self.name}-{job.name}"))
+        self.started.set()
+        log.info("%s started", self.name)
+
+    async def _run_periodic(self, job: PeriodicJob) -> None:
+        while True:
+            try:
+                await job.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("periodic job %s failed; next run as scheduled", job.name)
+            await asyncio.sleep(job.every_seconds)
+
+    async def stop(self) -> None:
+        if self.relay:
+            self.relay.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self.broker:
+            await self.broker.stop()
+        await self.directory.stop()
+        if self.db:
+            await self.db.dispose()
+
+    # --- helpers for handlers ------------------------------------------------------------
+    async def emit(self, session: AsyncSession, payload: Payload, *, estate: str, actor: str,
+                   time: dt.datetime | None = None) -> CloudEvent:
+        event = make_event(payload, estate=estate, actor=actor, source=self.name, time=time or self.clock.now())
+        await self.db.emit(session, event)
+        self.events_emitted.labels(self.name, estate, payload.event_name).inc()
+        return event
+
+    async def health(self) -> dict:
+        checks = {}
+        try:
+            await asyncio.wait_for(self.db.ping(), 2)
+            checks["database"] = "ok"
+        except Exception as error:
+            checks["database"] = f"error: {error}"
+        connection = getattr(self.broker, "_connection", None)
+        checks["nats"] = "ok" if connection is not None and connection.is_connected else "error: not connected"
+        checks["directory"] = "ok" if self.directory.connected else "error: not watching"
+        return checks
+
+
+# --- HTTP ---------------------------------------------------------------------------------
+
+
+def principal(request: Request) -> Principal:
+    service: Service = request.app.state.service
+    return principal_from_header(service.settings.signing_key, request.headers.get("authorization"))
+
+
+def require_estate(estate: str, who: Principal = Depends(principal)) -> Principal:
+    """Dependency for routes under /estates/{estate}: the estate must exist and be in scope."""
+    who.require_estate(estate)
+    return who
+
+
+def known_estate(service: Service, estate: str) -> None:
+    if service.directory.estate(estate) is None:
+        raise RuleViolation(f"unknown estate {estate!r}", status=404)
+
+
+def create_http_app(service: Service, *, manage_lifecycle: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if manage_lifecycle:
+            await service.start()
+        yield
+        if manage_lifecycle:
+            await service.stop()
+
+    app = FastAPI(title=f"EstateDesk {service.title}", description=service.description, version="1.0", lifespan=lifespan)
+    app.state.service = service
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
+            return JSONResponse({"error": f"request body of {length} bytes exceeds the 1 MiB limit"}, status_code=413)
+        return await call_next(request)
+
+    @app.exception_handler(AuthError)
+    async def on_auth_error(request: Request, error: AuthError):
+        return JSONResponse({"error": error.reason}, status_code=error.status)
+
+    @app.exception_handler(RuleViolation)
+    async def on_rule_violation(request: Request, error: RuleViolation):
+        return JSONResponse({"error": str(error)}, status_code=error.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid_request(request: Request, error: RequestValidationError):
+        problems = []
+        for item in error.errors():
+            where = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
+            problems.append(f"{where or 'body'}: {item.get('msg')}")
+        return JSONResponse({"error": "invalid request", "problems": problems}, status_code=422)
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz():
+        checks = await service.health()
+        healthy = all(v == "ok" for v in checks.values())
+        return JSONResponse({"service": service.name, "status": "ok" if healthy else "degraded", "checks": checks},
+                            status_code=200 if healthy else 503)
+
+    @app.get("/metrics", tags=["operations"])
+    async def metrics():
+        service.dead_letter_gauge.labels(service.name).set(sum(c.stats.dead_letters for c in service.consumers))
+        return PlainTextResponse(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(service.http, prefix="/v1")
+    return app
