@@ -507,7 +507,7 @@ def visit_shortfall(
         tallies[staff] = VisitTally(
             visits=made,
             missing=max(cb.visits_per_month_min - made, 0),
-            over_max=made >= cb.visits_per_month_max,
+            over_max=made > cb.visits_per_month_max,
             excess=max(made - cb.visits_per_month_max, 0),
         )
     return tallies

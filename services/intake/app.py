@@ -7,7 +7,7 @@ import datetime as dt
 import uuid
 
 import sqlalchemy as sa
-from fastapi import Depends, Header
+from fastapi import Depends
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -16,6 +16,7 @@ from shared.auth import Principal
 from shared.events import (
     AcceptedBy, Accepted, Channel, Kind, RepairClass, ReplyMethod, Severity, Urgency,
 )
+from shared.errors import RuleViolation
 from shared.service import Service, create_http_app, known_estate, require_estate
 
 service = Service(
@@ -135,6 +136,7 @@ async def register_request(estate: str, body: RequestIn, who: Principal = Depend
 
 @service.http.get("/estates/{estate}/requests/{ticket_id}", response_model=TicketOut, tags=["requests"])
 async def get_request(estate: str, ticket_id: str, who: Principal = Depends(require_estate)) -> TicketOut:
+    known_estate(service, estate)
     async with service.db.transaction() as session:
         row = (
             await session.execute(
@@ -142,8 +144,6 @@ async def get_request(estate: str, ticket_id: str, who: Principal = Depends(requ
             )
         ).first()
     if row is None:
-        from shared.errors import RuleViolation
-
         raise RuleViolation(f"no request {ticket_id!r} in estate {estate!r}", status=404)
     return _ticket_out(row)
 

@@ -1,0 +1,234 @@
+"""The shared contract and plumbing without I/O: envelope, policy, calendar, clock, auth."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from shared import auth
+from shared.asyncapi import asyncapi_json
+from shared.calendar import CalendarOverrides, WorkingCalendar
+from shared.clock import AcceleratedClock, FileOffsetClock, ManualClock, SystemClock, clock_from_spec
+from shared.events import EVENT_NAMES, PAYLOADS, Accepted, CloudEvent, make_event, subject_for
+from shared.policy import DEFAULT_POLICY, effective_policy
+from shared.settings import asyncpg_url
+
+CST = dt.timezone(dt.timedelta(hours=8))
+NOW = dt.datetime(2026, 11, 22, 9, 30, tzinfo=CST)
+
+
+def accepted(**overrides) -> Accepted:
+    data = dict(ticket_id="t-1", form_number="HX01-2026-000001", kind="repair", channel="phone",
+                description="漏水", first_contact="cs01", received_at=NOW)
+    return Accepted(**{**data, **overrides})
+
+
+class TestEnvelope:
+    def test_make_event_fills_every_cloudevents_attribute(self):
+        event = make_event(accepted(), estate="hx01", actor="cs01", source="intake", time=NOW)
+        data = json.loads(event.model_dump_json())
+        assert data["specversion"] == "1.0"
+        assert data["type"] == "estatedesk.ticket.accepted"
+        assert data["source"] == "estatedesk/intake"
+        assert data["subject"] == "t-1"
+        assert data["datacontenttype"] == "application/json"
+        assert data["dataschema"] == "urn:estatedesk:ticket.accepted:v1"
+        assert data["estate"] == "hx01" and data["actor"] == "cs01"
+        assert data["data"]["form_number"] == "HX01-2026-000001"
+        assert event.nats_subject == "estatedesk.hx01.ticket.accepted"
+
+    def test_round_trip_and_typed_payload(self):
+        event = make_event(accepted(), estate="hx01", actor="cs01", source="intake", time=NOW)
+        again = CloudEvent.model_validate_json(event.model_dump_json())
+        assert again == event
+        assert isinstance(again.payload(), Accepted)
+
+    def test_every_event_has_a_versioned_schema_and_a_subject(self):
+        assert len(EVENT_NAMES) == 20
+        for name, model in PAYLOADS.items():
+            assert model.event_name == name
+            assert model.dataschema() == f"urn:estatedesk:ticket.{name}:v1"
+            assert subject_for("hx01", name) == f"estatedesk.hx01.ticket.{name}"
+            assert model.summary
+
+    @pytest.mark.parametrize("estate", ["HX01", "a.b", "", "a*", "x" * 40, "a b"])
+    def test_estate_codes_that_would_break_subjects_are_refused(self, estate):
+        with pytest.raises(ValidationError):
+            make_event(accepted(), estate=estate, actor="cs01", source="intake", time=NOW)
+
+    def test_payload_contract_violations_are_caught(self):
+        event = make_event(accepted(), estate="hx01", actor="cs01", source="intake", time=NOW)
+        broken = event.model_copy(update={"data": {**event.data, "kind": "party"}})
+        with pytest.raises(ValidationError):
+            broken.payload()
+
+    def test_unknown_envelope_attributes_are_refused(self):
+        event = make_event(accepted(), estate="hx01", actor="cs01", source="intake", time=NOW)
+        data = json.loads(event.model_dump_json()) | {"surprise": 1}
+        with pytest.raises(ValidationError):
+            CloudEvent.model_validate(data)
+
+
+def test_committed_asyncapi_document_is_current():
+    committed = (Path(__file__).resolve().parents[2] / "docs" / "asyncapi.json").read_text()
+    assert committed == asyncapi_json(), "docs/asyncapi.json is stale: run `estatedesk asyncapi` and commit it"
+
+
+def test_asyncapi_documents_every_event_and_consumer():
+    document = json.loads(asyncapi_json())
+    channels = document["channels"]
+    for name in EVENT_NAMES:
+        assert f"estatedesk.ticket.{name}" in channels
+    assert any(key.startswith("dispatch-accepted") for key in channels)
+
+
+class TestPolicy:
+    def test_defaults_are_the_rules_numbers(self):
+        p = DEFAULT_POLICY
+        assert (p.clocks.arrival_minutes_emergency, p.clocks.arrival_minutes_general,
+                p.clocks.arrival_minutes_simple, p.clocks.arrival_minutes_commissioned_immediate) == (0, 60, 20, 15)
+        assert p.clocks.repair_slip_return_hours == 24
+        assert (p.clocks.reply_hours_urgent, p.clocks.reply_working_days_not_urgent) == (2, 2)
+        assert (p.clocks.tracking_working_days_department, p.clocks.tracking_working_days_company) == (3, 7)
+        assert p.escalation.nonconformity_loss_cny == 500
+        assert p.callback.complaint_working_days == 2 and p.callback.activity_rate_percent == 70
+        assert p.intake.invalid_complaint_notice_working_days == 1
+
+    def test_estate_overrides_company_overrides_defaults(self):
+        p = effective_policy({"clocks": {"arrival_minutes_general": 45, "arrival_minutes_simple": 15}},
+                             {"clocks": {"arrival_minutes_general": 30}})
+        assert p.clocks.arrival_minutes_general == 30
+        assert p.clocks.arrival_minutes_simple == 15
+        assert p.clocks.repair_slip_return_hours == 24
+
+    def test_bad_policies_are_refused(self):
+        with pytest.raises(ValidationError):
+            effective_policy({"clocks": {"arrival_minutes_generl": 45}})
+        with pytest.raises(ValidationError):
+            effective_policy(None, {"clocks": {"arrival_minutes_general": "soon"}})
+
+
+class TestCalendar:
+    cal = WorkingCalendar()
+
+    def test_statutory_holiday_and_make_up_saturday(self):
+        assert not self.cal.is_working_day(dt.date(2026, 10, 1))  # National Day
+        assert self.cal.is_working_day(dt.date(2026, 10, 10))  # make-up Saturday
+        assert not self.cal.is_working_day(dt.date(2026, 10, 11))  # ordinary Sunday
+
+    def test_add_working_days_skips_the_national_day_holiday(self):
+        result = self.cal.add_working_days(dt.datetime(2026, 9, 30, 10, tzinfo=CST), 2)
+        assert result.value == dt.datetime(2026, 10, 9, 10, tzinfo=CST)
+        assert not result.provisional
+
+    def test_unpublished_year_uses_weekends_and_is_provisional(self):
+        result = self.cal.add_working_days(dt.datetime(2026, 12, 31, 10, tzinfo=CST), 2)
+        assert result.value.date() == dt.date(2027, 1, 4)  # Fri 1st, Mon 4th (weekends rule)
+        assert result.provisional
+
+    def test_company_loaded_year_is_no_longer_provisional(self):
+        cal = WorkingCalendar(CalendarOverrides(days_off=frozenset({dt.date(2027, 1, 1)}), loaded_years=frozenset({2027})))
+        result = cal.add_working_days(dt.datetime(2026, 12, 31, 10, tzinfo=CST), 2)
+        assert result.value.date() == dt.date(2027, 1, 5)
+        assert not result.provisional
+
+    def test_company_overrides_win(self):
+        cal = WorkingCalendar(CalendarOverrides(days_off=frozenset({dt.date(2026, 11, 23)}),
+                                                workdays=frozenset({dt.date(2026, 11, 22)})))
+        assert not cal.is_working_day(dt.date(2026, 11, 23))
+        assert cal.is_working_day(dt.date(2026, 11, 22))
+
+    @pytest.mark.parametrize("year", [1900, 1949, 2101, 2500, 9998])
+    def test_dates_far_outside_the_known_calendar_never_crash(self, year):
+        result = self.cal.add_working_days(dt.datetime(year, 6, 1, 9, tzinfo=CST), 3)
+        assert result.provisional
+        assert self.cal.working_days_between(dt.date(year, 6, 1), result.value.date()) == 3
+
+    def test_overrides_round_trip_as_data(self):
+        overrides = CalendarOverrides(days_off=frozenset({dt.date(2027, 1, 1)}), loaded_years=frozenset({2027}))
+        assert CalendarOverrides.from_data(overrides.to_data()) == overrides
+
+    def test_next_opening_after_an_off_hours_request(self):
+        eve_of_national_day = dt.datetime(2026, 9, 30, 22, 0, tzinfo=CST)
+        assert self.cal.next_working_day_start(eve_of_national_day, dt.time(8, 30)) == dt.datetime(2026, 10, 8, 8, 30, tzinfo=CST)
+        early = dt.datetime(2026, 11, 23, 6, 0, tzinfo=CST)
+        assert self.cal.next_working_day_start(early, dt.time(8, 30)) == dt.datetime(2026, 11, 23, 8, 30, tzinfo=CST)
+
+
+class TestClock:
+    def test_specs(self, tmp_path):
+        assert isinstance(clock_from_spec(None), SystemClock)
+        accelerated = clock_from_spec("accelerated:60@2026-11-22T08:00:00+08:00;anchor=1000")
+        assert isinstance(accelerated, AcceleratedClock) and accelerated.speed == 60
+        again = clock_from_spec(accelerated.spec())
+        assert again.anchor == accelerated.anchor and again.origin == accelerated.origin
+        assert isinstance(clock_from_spec(f"file:{tmp_path / 'o'}"), FileOffsetClock)
+        with pytest.raises(ValueError):
+            clock_from_spec("sundial")
+
+    def test_accelerated_clock_runs_fast(self, monkeypatch):
+        import time as time_module
+
+        clock = AcceleratedClock(origin=NOW, speed=60, anchor=1000.0)
+        monkeypatch.setattr(time_module, "time", lambda: 1010.0)
+        assert clock.now() == NOW + dt.timedelta(minutes=10)
+
+    def test_file_clock_is_shared_through_the_file(self, tmp_path):
+        path = tmp_path / "offset"
+        one, two = FileOffsetClock(path), FileOffsetClock(path)
+        before = two.now()
+        one.advance(3600)
+        assert two.now() - before >= dt.timedelta(hours=1)
+
+    def test_manual_clock(self):
+        clock = ManualClock(NOW)
+        clock.advance(minutes=5)
+        assert clock.now() == NOW + dt.timedelta(minutes=5)
+
+
+class TestAuth:
+    key = "k" * 40
+
+    def test_round_trip(self):
+        token = auth.issue_token(self.key, "cs01", ["customer_service"], ["hx01"], name="王")
+        who = auth.verify_token(self.key, token)
+        assert who.staff_id == "cs01" and who.name == "王"
+        assert who.may_act_for("hx01") and not who.may_act_for("hx02")
+
+    def test_company_wide_roles_see_every_estate(self):
+        who = auth.verify_token(self.key, auth.issue_token(self.key, "qm", ["quality_manager"], []))
+        assert who.company_wide and who.may_act_for("anything")
+
+    def test_out_of_scope_is_403_with_reason(self):
+        who = auth.verify_token(self.key, auth.issue_token(self.key, "cs01", ["customer_service"], ["hx01"]))
+        with pytest.raises(auth.AuthError) as error:
+            who.require_estate("hx02")
+        assert error.value.status == 403 and "hx02" in error.value.reason
+
+    def test_bad_tokens_are_401(self):
+        token = auth.issue_token(self.key, "cs01", ["customer_service"], ["hx01"])
+        for header in (None, "Basic abc", "Bearer ", f"Bearer {token}x"):
+            with pytest.raises(auth.AuthError) as error:
+                auth.principal_from_header(self.key, header)
+            assert error.value.status == 401
+        with pytest.raises(auth.AuthError):
+            auth.verify_token("other-key" * 5, token)
+        expired = auth.issue_token(self.key, "cs01", ["customer_service"], ["hx01"],
+                                   now=dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc))
+        with pytest.raises(auth.AuthError, match="expired"):
+            auth.verify_token(self.key, expired)
+
+    def test_unknown_roles_are_refused_when_issuing(self):
+        with pytest.raises(ValueError):
+            auth.issue_token(self.key, "x", ["emperor"], [])
+
+
+def test_asyncpg_url():
+    assert asyncpg_url("postgresql://postgres:@/postgres?host=/tmp/x") == "postgresql+asyncpg://postgres:@/postgres?host=/tmp/x"
+    assert asyncpg_url("postgres://u:p@h:5/d") == "postgresql+asyncpg://u:p@h:5/d"
+    with pytest.raises(ValueError):
+        asyncpg_url("mysql://x")
