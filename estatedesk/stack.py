@@ -38,6 +38,8 @@ class Stack:
 
     def start_servers(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # endpoints.json means "running here now"; a stale one would mislead scripts.
+        (self.data_dir / "endpoints.json").unlink(missing_ok=True)
         remembered = read_state(self.data_dir)
         if not self.nats_url:
             self.embedded_nats = EmbeddedNats(self.data_dir).start(remembered)
@@ -93,6 +95,7 @@ class Stack:
         return self
 
     def stop(self) -> None:
+        (self.data_dir / "endpoints.json").unlink(missing_ok=True)
         self.supervisor.stop_all()
         if self.embedded_nats:
             self.embedded_nats.stop()

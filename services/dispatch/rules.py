@@ -81,6 +81,20 @@ class TicketFacts:
     about_role: str | None = None
     owner_loss_cny: Decimal | float | int | None = None
 
+    def __post_init__(self) -> None:
+        # Accept the enums' string values (as stored in JSON) and compare by identity later.
+        coerce = {
+            "kind": Kind, "repair_class": RepairClass, "severity": Severity, "urgency": Urgency,
+            "accepted_by": AcceptedBy, "reply_method": ReplyMethod,
+        }
+        for name, enum in coerce.items():
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    object.__setattr__(self, name, enum(value))
+                except ValueError:
+                    raise RuleViolation(f"unknown {name.replace('_', ' ')} {value!r}") from None
+
     @classmethod
     def from_accepted(cls, accepted: Accepted) -> "TicketFacts":
         return cls(
