@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import signal
@@ -220,6 +221,17 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--output", default=str(Path(__file__).resolve().parent.parent / "docs" / "asyncapi.json"))
     api.add_argument("--check", action="store_true")
     api.set_defaults(func=cmd_asyncapi)
+
+    # Each service may add its own commands (e.g. `estatedesk analytics rebuild`) in
+    # services/<name>/cli.py with a `register(subparsers)` function.
+    for name in SERVICES:
+        try:
+            module = importlib.import_module(f"services.{name}.cli")
+        except ModuleNotFoundError as error:
+            if error.name != f"services.{name}.cli":
+                raise
+            continue
+        module.register(sub)
     return parser
 
 
