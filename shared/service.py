@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -173,12 +174,13 @@ class Service:
 # --- HTTP ---------------------------------------------------------------------------------
 
 
-def principal(request: Request) -> Principal:
+# Dependencies are coroutines so FastAPI does not hop to a worker thread for each request.
+async def principal(request: Request) -> Principal:
     service: Service = request.app.state.service
     return principal_from_header(service.settings.signing_key, request.headers.get("authorization"))
 
 
-def require_estate(estate: str, who: Principal = Depends(principal)) -> Principal:
+async def require_estate(estate: str, who: Principal = Depends(principal)) -> Principal:
     """Dependency for routes under /estates/{estate}: the estate must exist and be in scope."""
     who.require_estate(estate)
     return who
@@ -187,6 +189,58 @@ def require_estate(estate: str, who: Principal = Depends(principal)) -> Principa
 def known_estate(service: Service, estate: str) -> None:
     if service.directory.estate(estate) is None:
         raise RuleViolation(f"unknown estate {estate!r}", status=404)
+
+
+class BodySizeLimit:
+    """Refuses bodies over `limit` bytes with 413, by Content-Length or while streaming
+    (a chunked upload cannot slip past). Plain ASGI: no per-request task hop."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                return await self._refuse(send, int(value))
+        received = 0
+        started = refused = False
+
+        async def limited_receive():
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    # Answer now; the app sees a disconnect and its own reply is dropped.
+                    refused = True
+                    if not started:
+                        await self._refuse(send, received)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message):
+            nonlocal started
+            if refused:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not refused:
+                raise
+
+    async def _refuse(self, send, size: int):
+        body = json.dumps({"error": f"request body of {size} bytes exceeds the 1 MiB limit"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
 
 def create_http_app(service: Service, *, manage_lifecycle: bool = True) -> FastAPI:
@@ -201,12 +255,7 @@ def create_http_app(service: Service, *, manage_lifecycle: bool = True) -> FastA
     app = FastAPI(title=f"EstateDesk {service.title}", description=service.description, version="1.0", lifespan=lifespan)
     app.state.service = service
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return JSONResponse({"error": f"request body of {length} bytes exceeds the 1 MiB limit"}, status_code=413)
-        return await call_next(request)
+    app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
 
     @app.exception_handler(AuthError)
     async def on_auth_error(request: Request, error: AuthError):

@@ -242,7 +242,7 @@ def build_sections(report: MonthlyReport, lang: Lang = "zh") -> list[Section]:
     # 7. escalations, re-opening, repeats.
     escalation = Section(t["s_escalation"], [t["item"], t["value"]])
     for rung, count in report.by_rung.items():
-        escalation.rows.append([f'{t["escalations"]}: {_name(lang, rung)}', count])
+        escalation.rows.append([f'{t["escalations"]} ({_name(lang, rung)})', count])
     escalation.rows += [
         [t["escalations"], totals.escalations],
         [t["nonconformities"], totals.nonconformities],

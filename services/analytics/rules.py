@@ -428,7 +428,7 @@ def apply_event(
             f"{facts.estate}/{facts.ticket_id}"
         )
     facts = copy.deepcopy(facts)
-    if False:
+    if event.id in facts.seen_event_ids:
         return facts, []
     facts.seen_event_ids.append(event.id)
     out = _Counter(facts.estate)
@@ -1091,7 +1091,8 @@ def quarterly_summary(reports: Sequence[MonthlyReport], policy: Policy = DEFAULT
         sum(by_estate[e].open_carried_in for e in estates),
         [line for r in company_by_month.values() for line in r.corrective_actions], None, None,
     )
-    missing = tuple((e, m) for e in estates for m in months if (e, m) not in set(seen))
+    supplied = set(seen)
+    missing = tuple((e, m) for e in estates for m in months if (e, m) not in supplied)
     return QuarterlySummary(
         quarter=quarter, months=months, by_estate=by_estate, company_by_month=company_by_month,
         company=company, ranking=_rank(list(by_estate.values()), policy), missing=missing,

@@ -92,6 +92,7 @@ class Grid:
 class Table:
     headers: list[str]
     rows: list[list[str]]
+    weights: list[float] | None = None  # relative column widths (PDF); equal when None
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,7 @@ def layout(form: ArchivedForm, record_number: str, content_hash: str) -> tuple[l
                      v.confirmed_by or "—", at(v.notify_owner_by)]
                     for v in form.validity
                 ],
+                [1.3, 0.6, 2.4, 0.9, 0.9, 1.3],
             )
         )
     else:
@@ -195,7 +197,7 @@ def layout(form: ArchivedForm, record_number: str, content_hash: str) -> tuple[l
     for round_ in form.rounds:
         sections.extend(_round_sections(round_, at, len(form.rounds) > 1))
 
-    closing = Section("结案")
+    closing = Section("六、结案")
     if form.closure:
         closing.blocks.append(
             Grid(
@@ -235,12 +237,14 @@ def _round_sections(round_: RoundRecord, at: _Clock, numbered: bool) -> list[Sec
                  ";".join(f"{_clock_label(d.clock)} {at(d.due_at)}{'(暂定)' if d.provisional else ''}" for d in t.deadlines) or "—"]
                 for t in round_.transfers
             ],
+            [1.3, 1.5, 1, 2.5],
         )
     )
     dispatch.blocks.append(
         Table(
             ["签收时间", "部门", "签收人"],
             [[at(a.acknowledged_at), _departments([a.department]), a.acknowledged_by] for a in round_.acknowledgements],
+            [1.3, 1.5, 3.5],
         )
     )
     if round_.arrivals:
@@ -248,25 +252,24 @@ def _round_sections(round_: RoundRecord, at: _Clock, numbered: bool) -> list[Sec
             Table(
                 ["到场时间", "部门", "到场人员"],
                 [[at(a.arrived_at), _departments([a.department]), a.arrived_by] for a in round_.arrivals],
+                [1.3, 1.5, 3.5],
             )
         )
     if round_.escalations or round_.breaches:
-        dispatch.blocks.append(
-            Table(
-                ["时间", "督办/超时", "说明"],
-                [
-                    [at(e.escalated_at), f"上报{RUNG_LABELS.get(e.rung, e.rung)}",
-                     e.reason + (f"({_clock_label(e.clock)})" if e.clock else "") + ("(不合格品处理)" if e.nonconformity else "")]
-                    for e in round_.escalations
-                ]
-                + [
-                    [at(b.recorded_at), f"{_clock_label(b.clock)}超时",
-                     f"时限 {at(b.due_at)}" + (f" {_departments([b.department])}" if b.department else "")
-                     + ("(暂定)" if b.provisional else "")]
-                    for b in round_.breaches
-                ],
-            )
-        )
+        timed = [
+            (e.escalated_at, [at(e.escalated_at), f"上报{RUNG_LABELS.get(e.rung, e.rung)}",
+                              e.reason + (f"({_clock_label(e.clock)})" if e.clock else "")
+                              + ("(不合格品处理)" if e.nonconformity else "")])
+            for e in round_.escalations
+        ] + [
+            (b.recorded_at, [at(b.recorded_at), f"{_clock_label(b.clock)}超时",
+                             f"时限 {at(b.due_at)}" + (f" {_departments([b.department])}" if b.department else "")
+                             + ("(暂定)" if b.provisional else "")])
+            for b in round_.breaches
+        ]
+        # One timeline: the breach comes before the escalation it caused.
+        timed.sort(key=lambda item: item[0])
+        dispatch.blocks.append(Table(["时间", "督办/超时", "说明"], [row for _, row in timed], [1.3, 1.3, 4]))
 
     handling = Section(f"{prefix}四、处理意见与结果")
     handling.blocks.append(
@@ -276,6 +279,7 @@ def _round_sections(round_: RoundRecord, at: _Clock, numbered: bool) -> list[Sec
                 [at(s.signed_at), _departments([s.department]), s.opinion, s.result, s.signed_by, s.verified_by]
                 for s in round_.sign_backs
             ],
+            [1.3, 0.8, 2, 2, 0.8, 1.4],
         )
     )
     for completion in round_.completions:
@@ -287,6 +291,7 @@ def _round_sections(round_: RoundRecord, at: _Clock, numbered: bool) -> list[Sec
             Table(
                 ["告知时间", "方式", "进度说明", "告知人"],
                 [[at(p.updated_at), _label(REPLY_METHOD_LABELS, p.method), p.note, p.updated_by] for p in round_.progress_updates],
+                [1.3, 0.7, 4, 1],
             )
         )
 
@@ -304,7 +309,8 @@ def _round_sections(round_: RoundRecord, at: _Clock, numbered: bool) -> list[Sec
                 answer.suggestions or "—", answer.done_by, at(answer.answered_at) + ("" if answer.on_time else "(逾期)"),
             ])
     callbacks.blocks.append(
-        Table(["应回访时间", "方式", "处理及时", "结果", "态度", "意见建议", "回访人", "回访时间"], rows)
+        Table(["应回访时间", "方式", "处理及时", "结果", "态度", "意见建议", "回访人", "回访时间"], rows,
+              [1.3, 0.6, 0.7, 0.7, 0.7, 1.8, 0.8, 1.3])
     )
     return [dispatch, handling, callbacks]
 
@@ -451,12 +457,16 @@ def form_pdf(form: ArchivedForm, record_number: str, content_hash: str) -> bytes
             else:
                 data = [[p(h, label) for h in block.headers]]
                 data += [[p(c) for c in row] for row in block.rows] or [[p("无")] + [p("")] * (len(block.headers) - 1)]
-                widths = [width / len(block.headers)] * len(block.headers)
+                weights = block.weights or [1.0] * len(block.headers)
+                widths = [width * w / sum(weights) for w in weights]
                 commands = grid_style.getCommands() + [("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#eeeeee"))]
                 if not block.rows:
                     commands.append(("SPAN", (0, 1), (-1, 1)))
                 style = TableStyle(commands)
-            table = PdfTable(data, colWidths=widths, repeatRows=1 if isinstance(block, Table) else 0, hAlign="LEFT")
+            table = PdfTable(
+                data, colWidths=widths, repeatRows=1 if isinstance(block, Table) else 0, hAlign="LEFT",
+                splitInRow=1,  # a long description or opinion may run over a page
+            )
             table.setStyle(style)
             story.append(table)
             story.append(Spacer(1, 3))

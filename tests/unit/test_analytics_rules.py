@@ -348,6 +348,8 @@ def test_day_periods_use_estate_local_time(totals):
     assert totals[(ESTATE, "2026-11-28", "estate", ESTATE, "opened")] == 1
     assert totals[(ESTATE, "2026-12-01", "estate", ESTATE, "opened")] == 1
     assert (ESTATE, "2026-11-30", "estate", ESTATE, "opened") not in totals
+    # tracking (acceptance to callback) is stopped by the callback, not by completion
+    assert totals[(ESTATE, "2026-12-02", "clock", "tracking", "clocks_met")] == 1
     # a breach counts on the day the clock ran out
     assert totals[(ESTATE, "2026-11-07", "clock", "reply", "clocks_breached")] == 1
 
@@ -510,6 +512,29 @@ def test_a_department_less_breach_breaches_every_instance_of_that_clock():
     assert _metric(deltas, "clock", "acknowledge", "clocks_met", "2026-11") == 0
 
 
+def test_a_department_breach_of_a_round_clock_breaches_that_one_instance():
+    facts, deltas = _repair_story(
+        event(ev.SlaBreached(ticket_id="R1", round=1, clock="reply", department="engineering",
+                             due_at=at(11, 4, 17)), at(11, 4, 17, 1)),
+        event(ev.Closed(ticket_id="R1", round=1, closed_by="cs01", reason="ok"), at(11, 5)),
+    )
+    assert [c.department for c in facts["R1"].clocks if c.clock == "reply"] == [None]
+    assert _metric(deltas, "clock", "reply", "clocks_breached", "2026-11") == 1
+    assert _metric(deltas, "clock", "reply", "clocks_met", "2026-11") == 0
+
+
+def test_a_redeclared_deadline_replaces_the_first():
+    facts, deltas = _repair_story(
+        event(ev.Assigned(ticket_id="R1", round=1, departments=["engineering"], assigned_by="cs01",
+                          deadlines=[deadline("arrival", at(11, 2, 12), "engineering")]), at(11, 2, 9, 5)),
+        event(ev.Arrived(ticket_id="R1", round=1, department="engineering", arrived_by="eng01",
+                         arrived_at=at(11, 2, 11)), at(11, 2, 11)),
+    )
+    assert _metric(deltas, "clock", "arrival", "clocks_met", "2026-11") == 1
+    assert _metric(deltas, "department", "engineering", "assigned", "2026-11") == 1  # once per ticket
+    assert len([c for c in facts["R1"].clocks if c.clock == "arrival"]) == 1
+
+
 def test_completion_settles_the_rounds_remaining_clocks_once():
     facts, deltas = _repair_story(
         event(ev.Acknowledged(ticket_id="R1", round=1, department="engineering", acknowledged_by="eng01"), at(11, 2, 9, 20)),
@@ -544,12 +569,50 @@ def test_a_second_judgement_replaces_the_first():
     assert facts["T3"].valid is True
 
 
+def test_the_same_judgement_again_changes_nothing():
+    facts, _ = replay(T3[:2])
+    _, deltas = apply_event(facts["T3"], event(ev.ValidityJudged(
+        ticket_id="T3", valid=False, reason="confirmed again", judged_by="mgr"), at(12, 2)))
+    assert deltas == []
+
+
+def test_a_reopened_round_keeps_its_departments_unless_new_ones_are_named():
+    story = T1[:8] + [
+        event(ev.Reopened(ticket_id="T1", round=2, reason="again", reopened_by="cs01"), at(11, 5, 10, 5)),
+        event(ev.SlaBreached(ticket_id="T1", round=2, clock="reply", due_at=at(11, 7)), at(11, 7, 10, 1)),
+    ]
+    facts, deltas = replay(story)
+    assert facts["T1"].current_departments == ["security"]
+    assert _metric(deltas, "department", "security", "clocks_breached", "2026-11") == 1
+    facts, _ = replay([event(ev.Reopened(ticket_id="T1", round=3, reason="again", reopened_by="cs01",
+                                         departments=["cleaning"]), at(11, 8))], facts)
+    assert facts["T1"].current_departments == ["cleaning"] and facts["T1"].round == 3
+
+
+def test_a_ticket_closed_twice_counts_once():
+    _, deltas = replay(T3 + [event(ev.Closed(ticket_id="T3", round=1, closed_by="cs01", reason="again"), at(11, 14))])
+    assert _metric(deltas, "estate", ESTATE, "closed", "2026-11") == 1
+
+
 def test_a_callback_recorded_twice_counts_once():
     facts, deltas = replay(T1[:8] + [callback_done("T1", "cb1", 1, at(11, 5, 11), result=True, attitude=True,
                                                    in_time=True)])
     assert _metric(deltas, "estate", ESTATE, "satisfaction_answers", "2026-11") == 1
     assert _metric(deltas, "estate", ESTATE, "callbacks_done", "2026-11") == 1
     assert facts["T1"].result_satisfied is False
+
+
+def test_a_callback_made_after_its_overdue_notice_is_not_on_time():
+    _, deltas = replay(T3[:1] + [
+        event(ev.CallbackScheduled(ticket_id="T3", callback_id="cby", round=1, due_at=at(11, 14),
+                                   method=ev.ReplyMethod.phone, rule="complaint"), at(11, 12, 12)),
+        event(ev.CallbackOverdue(ticket_id="T3", callback_id="cby", round=1, due_at=at(11, 14)), at(11, 14, 10, 1)),
+        event(ev.CallbackOverdue(ticket_id="T3", callback_id="cby", round=1, due_at=at(11, 14)), at(11, 14, 10, 2)),
+        callback_done("T3", "cby", 1, at(11, 15), result=True, attitude=True, in_time=True, on_time=True),
+    ])
+    assert _metric(deltas, "estate", ESTATE, "callbacks_overdue", "2026-11") == 1
+    assert _metric(deltas, "estate", ESTATE, "callbacks_done", "2026-11") == 1
+    assert _metric(deltas, "estate", ESTATE, "callbacks_on_time", "2026-11") == 0
 
 
 def test_a_callback_done_without_schedule_is_also_required():

@@ -890,3 +890,12 @@ def test_pdf_of_an_open_single_round_form() -> None:
     form = assemble_form(complaint_events()[:3])
     text = "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(render.form_pdf(form, RECORD, "a" * 64))).pages)
     assert "未结案" in text and "第2轮" not in text and "a" * 64 in text
+
+
+def test_pdf_runs_a_long_description_over_pages_and_keeps_markup_as_text() -> None:
+    description = "天花板大面积渗水," * 400 + "<b>业主</b> & 物业 结尾"
+    form = assemble_form(complaint_events(description=description))
+    reader = PdfReader(io.BytesIO(render.form_pdf(form, RECORD, "b" * 64)))
+    text = "\n".join(p.extract_text() for p in reader.pages)
+    assert len(reader.pages) > 2
+    assert "<b>业主</b> & 物业 结尾" in text and "业主满意" in text
