@@ -42,9 +42,10 @@ def configure_logging(service: str, level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # Per-message access lines would drown the business log.
+    # Per-message access and broker lines would drown the business log, which already
+    # has one line per processed event with its estate, ticket and event id.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
-    logging.getLogger("estatedesk.bus").setLevel(logging.WARNING)
+    logging.getLogger(f"estatedesk.{service}.broker").setLevel(logging.WARNING)
 
 
 def load_service_module(name: str):
