@@ -179,3 +179,48 @@ async def test_health_and_metrics(stack, estate):
     assert f'estatedesk_events_emitted_total{{estate="{estate}",event="accepted",service="intake"}}' in intake_metrics
     assert f'estatedesk_events_consumed_total{{estate="{estate}",event="accepted",service="dispatch"}}' in dispatch_metrics
     assert "faststream_received_messages_total" in dispatch_metrics
+
+
+async def test_two_dispatch_replicas_share_the_work_without_doubling_it(stack, estate, db):
+    """A second dispatch process joins the same durable consumer: the forms are split
+    between the replicas and each is dispatched exactly once."""
+    from estatedesk.embedded import free_port
+    from estatedesk.supervisor import ServiceProcess
+
+    port = free_port()
+    replica = ServiceProcess("dispatch", port, stack.service_env("dispatch", port, replica=1),
+                             stack.data_dir / "logs" / "dispatch-replica.log")
+    replica.start()
+    try:
+        async with httpx.AsyncClient() as client:
+            for _ in range(100):
+                try:
+                    if (await client.get(replica.url + "/healthz")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+            total = 200
+            token = token_for(stack, "cs", ["customer_service"], [estate])
+            semaphore = asyncio.Semaphore(16)
+
+            async def submit(i):
+                async with semaphore:
+                    r = await client.post(f"{stack.service('intake').url}/v1/estates/{estate}/requests",
+                                          json={**REPAIR, "description": f"replica {i}"}, headers=auth(token))
+                    assert r.status_code == 201
+
+            await asyncio.gather(*(submit(i) for i in range(total)))
+            assigned = await read_stream(stack.nats_url, subject_for(estate, "assigned"), expected=total)
+            assert len(assigned) == total and len({e["subject"] for e in assigned}) == total
+            assert await scalar(db, "SELECT count(*) FROM dispatch.forms WHERE estate = :e", e=estate) == total
+            counted = []
+            for url in (stack.service("dispatch").url, replica.url):
+                metrics = (await client.get(url + "/metrics")).text
+                line = next((l for l in metrics.splitlines() if l.startswith("estatedesk_events_consumed_total")
+                             and f'estate="{estate}"' in l and 'event="accepted"' in l), None)
+                counted.append(float(line.rsplit(" ", 1)[1]) if line else 0.0)
+    finally:
+        replica.stop()
+    assert sum(counted) == total, counted
+    assert all(c > 0 for c in counted), f"one replica did all the work: {counted}"
