@@ -124,7 +124,8 @@ async def raw_jetstream(nats_url: str, count: int) -> dict:
 
 async def raw_postgres(database_url: str, count: int) -> dict:
     conn = await asyncpg.connect(database_url)
-    await conn.execute("CREATE TEMP TABLE bench_rows (id bigint, body text)")
+    # A logged table: every autocommit insert waits for its WAL flush, like a service's commit.
+    await conn.execute("CREATE TABLE IF NOT EXISTS bench_rows (id bigint, body text)")
     started = time.time()
     for i in range(count):
         await conn.execute("INSERT INTO bench_rows VALUES ($1, $2)", i, "x" * 200)
@@ -132,6 +133,7 @@ async def raw_postgres(database_url: str, count: int) -> dict:
     started = time.time()
     await conn.executemany("INSERT INTO bench_rows VALUES ($1, $2)", [(i, "x" * 200) for i in range(count * 10)])
     many = count * 10 / (time.time() - started)
+    await conn.execute("DROP TABLE bench_rows")
     await conn.close()
     return {"postgres_single_insert_rate": single, "postgres_executemany_rate": many}
 

@@ -38,6 +38,8 @@ DUPLICATE_WINDOW_SECONDS = 120
 MAX_DELIVER = 5
 ACK_WAIT_SECONDS = 30
 BACKOFF_SECONDS = (0.5, 2.0, 5.0, 10.0)
+BATCH_SIZE = 100
+BATCH_WAIT_SECONDS = 0.05
 
 class ServiceLike(Protocol):
     name: str
@@ -93,6 +95,7 @@ class EventConsumer:
     handler: EventHandler
     events: tuple[str, ...] | None = None  # None: every ticket event
     stats: ConsumerStats = field(default_factory=ConsumerStats)
+    backoff: tuple[float, ...] = BACKOFF_SECONDS
     on_processed: Callable[[CloudEvent], None] | None = None
 
     @property
@@ -113,7 +116,9 @@ class EventConsumer:
             self.subject,
             stream=TICKET_STREAM,
             durable=self.durable,
-            pull_sub=PullSub(batch_size=64, timeout=1.0),
+            # Batches keep a ticket's events in stream order (one handler at a time) and
+            # share one commit; the short timeout bounds the wait for a batch to fill.
+            pull_sub=PullSub(batch_size=BATCH_SIZE, timeout=BATCH_WAIT_SECONDS, batch=True),
             config=ConsumerConfig(
                 max_deliver=MAX_DELIVER,
                 ack_wait=ACK_WAIT_SECONDS,
@@ -125,7 +130,39 @@ class EventConsumer:
         )(self.consume)
 
     async def consume(self, msg: NatsMessage) -> None:
-        raw = msg.raw_message
+        """One fetched batch: every message in its own savepoint, one commit for all,
+        then acks. A failing message is rolled back alone and retried (nack with
+        back-off) or, at its last attempt, kept as a dead letter and acked."""
+        raws = msg.raw_message if isinstance(msg.raw_message, list) else [msg.raw_message]
+        outcomes: list[tuple[object, str, CloudEvent | None]] = []  # (raw, outcome, event)
+        now = self.service.clock.now()
+        try:
+            async with self.service.db.transaction() as session:
+                for raw in raws:
+                    outcomes.append(await self._process(session, raw, now))
+        except Exception:  # the commit itself failed (database gone): retry the batch
+            log.exception("batch of %d not committed; redelivering", len(raws))
+            for raw in raws:
+                await raw.nak(delay=self.backoff[0])
+            return
+        for raw, outcome, event in outcomes:
+            if outcome == "retry":
+                attempts = raw.metadata.num_delivered if raw.metadata else 1
+                await raw.nak(delay=self.backoff[min(attempts, len(self.backoff)) - 1])
+                continue
+            await raw.ack()
+            if outcome == "processed":
+                self.stats.processed += 1
+                log.info("processed %s", event.type,
+                         extra={"estate": event.estate, "ticket": event.subject, "event_id": event.id})
+                if self.on_processed:
+                    self.on_processed(event)
+            elif outcome == "duplicate":
+                self.stats.duplicates += 1
+            elif outcome == "dead_letter":
+                self.stats.dead_letters += 1
+
+    async def _process(self, session: AsyncSession, raw, now) -> tuple[object, str, CloudEvent | None]:
         metadata = raw.metadata
         attempts = metadata.num_delivered if metadata else 1
         stream_seq = metadata.sequence.stream if metadata else None
@@ -138,46 +175,30 @@ class EventConsumer:
                 raise ValueError(f"event of estate {event.estate!r} and type {event.type!r} arrived on {raw.subject!r}")
             event.payload()
         except (ValidationError, ValueError) as error:
-            await self._dead_letter(raw.subject, body, f"malformed event: {error}", attempts, stream_seq)
-            await msg.ack()
-            return
+            await self._dead_letter(session, raw.subject, body, f"malformed event: {error}", attempts, stream_seq, now)
+            return raw, "dead_letter", None
+        db = self.service.db
         try:
-            async with self.service.db.transaction() as session:
-                if not await self.service.db.claim_event(session, self.durable, event.id, self.service.clock.now()):
-                    self.stats.duplicates += 1
-                    duplicate = True
-                else:
-                    duplicate = False
-                    await self.handler(session, event)
-        except Exception as error:  # the handler failed: retry, then dead-letter
-            log.exception(
-                "handler failed", extra={"estate": event.estate, "ticket": event.subject, "event_id": event.id}
+            async with session.begin_nested():
+                if not await db.claim_event(session, self.durable, event.id, now):
+                    return raw, "duplicate", event
+                await self.handler(session, event)
+        except Exception as error:  # this message's changes are rolled back; the batch goes on
+            log.exception("handler failed", extra={"estate": event.estate, "ticket": event.subject, "event_id": event.id})
+            if attempts < MAX_DELIVER:
+                return raw, "retry", event
+            await self._dead_letter(
+                session, raw.subject, body, f"handler failed {attempts} times: {error!r}", attempts, stream_seq, now,
+                event_id=event.id, estate=event.estate,
             )
-            if attempts >= MAX_DELIVER:
-                await self._dead_letter(
-                    raw.subject, body, f"handler failed {attempts} times: {error!r}", attempts, stream_seq,
-                    event_id=event.id, estate=event.estate,
-                )
-                await msg.ack()
-            else:
-                await msg.nack(delay=BACKOFF_SECONDS[min(attempts, len(BACKOFF_SECONDS)) - 1])
-            return
-        await msg.ack()
-        if not duplicate:
-            self.stats.processed += 1
-            log.info(
-                "processed %s", event.type,
-                extra={"estate": event.estate, "ticket": event.subject, "event_id": event.id},
-            )
-            if self.on_processed:
-                self.on_processed(event)
+            return raw, "dead_letter", event
+        return raw, "processed", event
 
-    async def _dead_letter(self, subject, body, reason, attempts, stream_seq, event_id=None, estate=None):
-        self.stats.dead_letters += 1
+    async def _dead_letter(self, session, subject, body, reason, attempts, stream_seq, now, event_id=None, estate=None):
         log.warning("dead letter on %s: %s", subject, reason, extra={"event_id": event_id, "estate": estate})
         await self.service.db.record_dead_letter(
-            consumer=self.durable, subject=subject, body=body, reason=reason, attempts=attempts,
-            now=self.service.clock.now(), stream_seq=stream_seq, event_id=event_id, estate=estate,
+            session, consumer=self.durable, subject=subject, body=body, reason=reason, attempts=attempts,
+            now=now, stream_seq=stream_seq, event_id=event_id, estate=estate,
         )
 
 

@@ -106,6 +106,7 @@ class Database:
 
     async def record_dead_letter(
         self,
+        session: AsyncSession,
         *,
         consumer: str,
         subject: str,
@@ -117,14 +118,13 @@ class Database:
         event_id: str | None = None,
         estate: str | None = None,
     ) -> None:
-        async with self.transaction() as session:
-            await session.execute(
-                sa.insert(self.dead_letters).values(
-                    consumer=consumer, subject=subject, body=body, reason=reason[:4000],
-                    attempts=attempts, recorded_at=now, stream_seq=stream_seq,
-                    event_id=event_id, estate=estate,
-                )
+        await session.execute(
+            sa.insert(self.dead_letters).values(
+                consumer=consumer, subject=subject, body=body, reason=reason[:4000],
+                attempts=attempts, recorded_at=now, stream_seq=stream_seq,
+                event_id=event_id, estate=estate,
             )
+        )
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
