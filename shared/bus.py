@@ -80,6 +80,37 @@ async def ensure_stream(nats_url: str) -> None:
 TICKET_STREAM = JStream(STREAM_NAME, declare=False)
 
 
+def _fetch_times_out_as_nats_error() -> None:
+    """Compatibility shim for nats-py 2.16 + faststream 0.7.8.
+
+    nats-py's batch `fetch` sometimes ends a short wait with a bare `asyncio.TimeoutError`
+    instead of `nats.errors.TimeoutError` (its subclass); faststream's batch loop only
+    catches the latter, so its fetch task died and dropped the messages it had already
+    fetched, which then waited `ACK_WAIT_SECONDS` for redelivery. Raising the documented
+    error lets the loop hand over what it has.
+    """
+    from nats.js.client import JetStreamContext
+
+    pull_subscription = JetStreamContext.PullSubscription
+    if getattr(pull_subscription.fetch, "estatedesk_shim", False):
+        return
+    original = pull_subscription.fetch
+
+    async def fetch(self, *args, **kwargs):
+        try:
+            return await original(self, *args, **kwargs)
+        except nats.errors.TimeoutError:
+            raise
+        except asyncio.TimeoutError as error:
+            raise nats.errors.TimeoutError() from error
+
+    fetch.estatedesk_shim = True
+    pull_subscription.fetch = fetch
+
+
+_fetch_times_out_as_nats_error()
+
+
 @dataclass
 class ConsumerStats:
     processed: int = 0

@@ -83,7 +83,8 @@ def test_asyncapi_documents_every_event_and_consumer():
     channels = document["channels"]
     for name in EVENT_NAMES:
         assert f"estatedesk.ticket.{name}" in channels
-    assert any(key.startswith("dispatch-accepted") for key in channels)
+    for service in ("intake", "dispatch", "callback", "archive", "analytics"):
+        assert any(key.startswith(f"{service}-") and key.endswith(":consume") for key in channels), service
 
 
 class TestPolicy:

@@ -1,0 +1,31 @@
+"""The nats-py fetch shim: a bare asyncio timeout becomes nats' own TimeoutError, the
+one faststream's batch loop handles (see shared.bus)."""
+
+import asyncio
+
+import nats
+import pytest
+from nats.js.client import JetStreamContext
+
+import shared.bus  # noqa: F401  (installs the shim)
+
+
+async def test_bare_timeout_from_fetch_is_raised_as_nats_timeout(monkeypatch):
+    async def fetch_n(self, batch, expires, timeout, heartbeat=None):
+        raise asyncio.TimeoutError
+
+    monkeypatch.setattr(JetStreamContext.PullSubscription, "_fetch_n", fetch_n)
+    subscription = JetStreamContext.PullSubscription.__new__(JetStreamContext.PullSubscription)
+    subscription._sub = object()
+    with pytest.raises(nats.errors.TimeoutError):
+        await subscription.fetch(batch=10, timeout=0.01)
+
+
+async def test_messages_pass_through_untouched(monkeypatch):
+    async def fetch_n(self, batch, expires, timeout, heartbeat=None):
+        return ["m1", "m2"]
+
+    monkeypatch.setattr(JetStreamContext.PullSubscription, "_fetch_n", fetch_n)
+    subscription = JetStreamContext.PullSubscription.__new__(JetStreamContext.PullSubscription)
+    subscription._sub = object()
+    assert await subscription.fetch(batch=10, timeout=0.01) == ["m1", "m2"]
