@@ -54,8 +54,15 @@ def cmd_up(args) -> int:
         print("Ctrl-C stops everything.", flush=True)
         feeder = None
         if args.demo:
+            import logging
+
             from estatedesk.demo import DemoFeeder
 
+            handler = logging.FileHandler(stack.data_dir / "logs" / "demo.log")
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            logging.getLogger("estatedesk.demo").addHandler(handler)
+            logging.getLogger("estatedesk.demo").setLevel(logging.INFO)
+            print(f"  demo log   {stack.data_dir / 'logs' / 'demo.log'}", flush=True)
             feeder = DemoFeeder(stack)
             feeder.start()
         while not stopping:

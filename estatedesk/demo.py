@@ -195,7 +195,9 @@ class DemoFeeder:
             for estate in self.estates:
                 self.later(0, 1, "first request", lambda e=estate.code: self.new_request(e))
                 self.later(30, 60, "shift handover", lambda e=estate.code: self.take_over_handover(e))
-            print(f"[demo] feeding {len(self.estates)} estates; virtual time {self.clock.now():%Y-%m-%d %H:%M} "
+                self.later(60, 240, "walk-around visit", lambda e=estate.code: self.walk_around_visit(e))
+            print(f"[demo] feeding {len(self.estates)} estates; virtual time "
+                  f"{self.clock.now().astimezone(SHANGHAI):%Y-%m-%d %H:%M} Beijing time "
                   f"({self.clock.speed:g}×)", flush=True)
             try:
                 while True:
@@ -246,6 +248,8 @@ class DemoFeeder:
             "urgency": "urgent" if repair_class == "emergency" else self.random.choice(["urgent", "not_urgent", "not_urgent"]),
             "reply_method": "none" if channel == "online" and self.random.random() < 0.5 else self.random.choice(["phone", "phone", "visit"]),
             "owner_id": f"{estate}-owner-{self.random.randint(1, 400)}",
+            # Face to face, the owner signs the form now; phone and letter sign later.
+            "owner_signed": channel in ("walk_in", "walk_around_visit"),
         }
         if repair_class:
             body["repair_class"] = repair_class
@@ -271,8 +275,27 @@ class DemoFeeder:
                                     f"/v1/estates/{estate}/handover/{item['id']}/take-over", estate, f"{estate}-cs01")
         self.later(45, 90, "shift handover", lambda: self.take_over_handover(estate))
 
+    async def walk_around_visit(self, estate: str) -> None:
+        """Customer service visits 2–3 owners a month (RULES §3); what a visit raises
+        is registered at intake like any other request."""
+        staff = self.random.choice([f"{estate}-cs01", f"{estate}-cs02"])
+        local = self.clock.now().astimezone(SHANGHAI)
+        body = {"visited_on": local.date().isoformat(), "notes": "走访业主，了解对物业服务的意见",
+                "owner_id": f"{estate}-owner-{self.random.randint(1, 400)}",
+                "client_visit_id": f"demo-{estate}-{next(self.sequence)}"}
+        if self.random.random() < 0.5:
+            body["raised_request"] = {"kind": "situation_report", "category": "greening",
+                                      "description": "业主反映楼下绿化带杂草较多", "owner_signed": True}
+        r = await self.call(self.client, "POST", "callback", f"/v1/estates/{estate}/visits", estate, staff, body)
+        if r is not None and r.status_code < 300 and r.json().get("intake_request"):
+            await self.call(self.client, "POST", "intake", r.json()["intake_endpoint"], estate, staff,
+                            r.json()["intake_request"])
+        self.later(60 * 24 * 5, 60 * 24 * 12, "walk-around visit", lambda: self.walk_around_visit(estate))
+
     # --- reactions to events ------------------------------------------------------------
     def on_accepted(self, estate: str, ticket: str, data: dict) -> None:
+        if data["kind"] == "complaint" and self.random.random() < 0.5:
+            self.on_progress_due(estate, ticket)
         if data["kind"] == "complaint":
             valid = self.random.random() > 0.12
             body = {"valid": valid, "reason": "属于物业服务范围，责任在我方" if valid else "属开发商遗留问题，非物业责任"}
@@ -284,24 +307,45 @@ class DemoFeeder:
 
     def on_assigned(self, estate: str, ticket: str, data: dict) -> None:
         round_ = data.get("round", 1)
-        self.rounds[ticket] = round_
         repair = any(d.get("clock") == "arrival" for d in data.get("deadlines", []))
         for department in data["departments"]:
-            staff = f"{estate}-{department}-1"
-            form = f"/v1/estates/{estate}/forms/{ticket}"
-            # Most acknowledge within the 30-minute ledger limit; some are late (breach).
-            self.later(2, 45, "acknowledge", lambda d=department, s=staff: self.call(
-                self.client, "POST", "dispatch", f"{form}/acknowledge", estate, s, {"department": d}))
-            if repair:
-                self.later(20, 80, "arrive", lambda d=department, s=staff: self.call(
-                    self.client, "POST", "dispatch", f"{form}/arrive", estate, s, {"department": d}))
-            self.later(90, 60 * 30, "sign back", lambda d=department, s=staff: self.call(
-                self.client, "POST", "dispatch", f"{form}/sign-back", estate, f"{estate}-{d}-head",
-                {"department": d, "opinion": "已派员处理", "result": "问题已解决" if round_ == 1 else "已返工处理完毕",
-                 "verified_by": f"{estate}-{d}-head"}))
+            self._work_the_form(estate, ticket, department, round_, repair)
+
+    def _work_the_form(self, estate: str, ticket: str, department: str, round_: int, repair: bool) -> None:
+        """One department's part, in order: sign the ledger, go on site, sign back."""
+        staff, head = f"{estate}-{department}-1", f"{estate}-{department}-head"
+        form = f"/v1/estates/{estate}/forms/{ticket}"
+
+        async def sign_back():
+            await self.call(self.client, "POST", "dispatch", f"{form}/sign-back", estate, head,
+                            {"department": department, "opinion": "已派员处理",
+                             "result": "问题已解决" if round_ == 1 else "已返工处理完毕", "verified_by": head})
+
+        def then_sign_back():
+            # Mostly within the hour (so a visitor sees closures soon); one in ten drags on.
+            slow = self.random.random() < 0.1
+            self.later(*((60 * 20, 60 * 60) if slow else (10, 60)), "sign back", sign_back)
+
+        async def arrive():
+            r = await self.call(self.client, "POST", "dispatch", f"{form}/arrive", estate, staff,
+                                {"department": department})
+            if r is not None and r.status_code < 300:
+                then_sign_back()
+
+        async def acknowledge():
+            r = await self.call(self.client, "POST", "dispatch", f"{form}/acknowledge", estate, staff,
+                                {"department": department})
+            if r is not None and r.status_code < 300:
+                if repair:
+                    self.later(5, 70, "arrive", arrive)
+                else:
+                    then_sign_back()
+
+        # Most sign the handover ledger within its 30-minute limit; some are late (breach).
+        self.later(2, 45, "acknowledge", acknowledge)
 
     def on_progress_due(self, estate: str, ticket: str) -> None:
-        self.later(60, 600, "progress update", lambda: self.call(
+        self.later(10, 120, "progress update", lambda: self.call(
             self.client, "POST", "intake", f"/v1/estates/{estate}/requests/{ticket}/progress", estate,
             f"{estate}-cs01", {"note": "已联系相关部门，正在处理中", "method": "phone"}))
 
@@ -315,7 +359,7 @@ class DemoFeeder:
         body = {"handled_in_time": self.random.random() < 0.85, "result_satisfied": satisfied,
                 "attitude_satisfied": self.random.random() < 0.92, "suggestions": "" if satisfied else "希望尽快彻底解决",
                 "owner_confirmed": True}
-        self.later(10, 60 * 20, "callback", lambda: self.call(
+        self.later(3, 30, "callback", lambda: self.call(
             self.client, "POST", "callback", f"/v1/estates/{estate}/callbacks/{data['callback_id']}/record", estate,
             f"{estate}-cs02", body))
 
