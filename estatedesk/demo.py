@@ -355,7 +355,7 @@ class DemoFeeder:
 
     def on_callback_scheduled(self, estate: str, ticket: str, data: dict) -> None:
         round_ = data.get("round", 1)
-        satisfied = self.random.random() < (0.75 if round_ == 1 else 0.95)
+        satisfied = self.random.random() < (0.65 if round_ == 1 else 0.95)
         body = {"handled_in_time": self.random.random() < 0.85, "result_satisfied": satisfied,
                 "attitude_satisfied": self.random.random() < 0.92, "suggestions": "" if satisfied else "希望尽快彻底解决",
                 "owner_confirmed": True}
@@ -372,7 +372,7 @@ class DemoFeeder:
                                     f"{estate}-cs01", {"record_number": number, "purpose": "回访复核", "mode": "consult"})
                 if r is not None and r.status_code < 300:
                     loan = r.json().get("loan_id") or r.json().get("id")
-                    self.later(30, 240, "return", lambda: self.call(
+                    self.later(10, 60, "return", lambda: self.call(
                         self.client, "POST", "archive", f"/v1/estates/{estate}/archive/loans/{loan}/return", estate,
                         f"{estate}-cs01"))
 
