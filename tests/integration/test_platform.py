@@ -25,7 +25,7 @@ async def test_accepted_event_reaches_a_plain_nats_subscriber(stack, estate):
     received: asyncio.Queue = asyncio.Queue()
     sub = await nc.subscribe(f"estatedesk.{estate}.ticket.accepted", cb=received.put)
     token = token_for(stack, f"{estate}-cs01", ["customer_service"], [estate])
-    async with httpx.AsyncClient(base_url=stack.service("intake").url) as client:
+    async with httpx.AsyncClient(base_url=stack.service("intake").url, timeout=30) as client:
         r = await client.post(f"/v1/estates/{estate}/requests", json=REPAIR, headers=auth(token))
     assert r.status_code == 201, r.text
     ticket = r.json()
@@ -52,7 +52,7 @@ async def test_accepted_event_reaches_a_plain_nats_subscriber(stack, estate):
 
 async def test_dispatch_assigns_what_intake_accepted(stack, estate):
     token = token_for(stack, "cs", ["customer_service"], [estate])
-    async with httpx.AsyncClient(base_url=stack.service("intake").url) as client:
+    async with httpx.AsyncClient(base_url=stack.service("intake").url, timeout=30) as client:
         r = await client.post(f"/v1/estates/{estate}/requests", json=REPAIR, headers=auth(token))
     ticket_id = r.json()["id"]
     events = await read_stream(stack.nats_url, subject_for(estate, "assigned"), expected=1)
@@ -64,7 +64,7 @@ async def test_bad_input_gets_readable_4xx(stack, estate):
     own = token_for(stack, "cs", ["customer_service"], [estate])
     company = token_for(stack, "qm", ["quality_manager"], ["*"])
     url = f"/v1/estates/{estate}/requests"
-    async with httpx.AsyncClient(base_url=stack.service("intake").url) as client:
+    async with httpx.AsyncClient(base_url=stack.service("intake").url, timeout=30) as client:
         malformed = await client.post(url, content=b'{"kind": "repair",', headers={**auth(own), "content-type": "application/json"})
         unknown = await client.post("/v1/estates/nosuch/requests", json=REPAIR, headers=auth(company))
         oversize = await client.post(url, content=b"x" * (1024 * 1024 + 1), headers={**auth(own), "content-type": "application/json"})
@@ -107,7 +107,7 @@ async def test_malformed_message_becomes_a_dead_letter_and_the_consumer_goes_on(
 
     # The consumer keeps going: a valid request after the poison is still dispatched.
     token = token_for(stack, "cs", ["customer_service"], [estate])
-    async with httpx.AsyncClient(base_url=stack.service("intake").url) as client:
+    async with httpx.AsyncClient(base_url=stack.service("intake").url, timeout=30) as client:
         r = await client.post(f"/v1/estates/{estate}/requests", json=REPAIR, headers=auth(token))
     events = await read_stream(stack.nats_url, subject_for(estate, "assigned"), expected=1)
     assert [e["subject"] for e in events] == [r.json()["id"]]
@@ -164,7 +164,7 @@ async def test_crash_of_a_consumer_loses_nothing_and_doubles_nothing(stack, esta
 
 async def test_health_and_metrics(stack, estate):
     token = token_for(stack, "cs", ["customer_service"], [estate])
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(timeout=30) as client:
         await client.post(f"{stack.service('intake').url}/v1/estates/{estate}/requests", json=REPAIR, headers=auth(token))
         await read_stream(stack.nats_url, subject_for(estate, "assigned"), expected=1)
         for service in stack.supervisor.services:
@@ -192,7 +192,7 @@ async def test_two_dispatch_replicas_share_the_work_without_doubling_it(stack, e
                              stack.data_dir / "logs" / "dispatch-replica.log")
     replica.start()
     try:
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(timeout=30) as client:
             for _ in range(100):
                 try:
                     if (await client.get(replica.url + "/healthz")).status_code == 200:
