@@ -20,11 +20,12 @@ up: install
 demo: install
 	$(BIN)/estatedesk up --demo $(ARGS)
 
-# Debian's Chromium for the browser tests (Playwright cannot download its own here).
+# Debian's Chromium for the browser tests (Playwright cannot download its own here), and
+# a CJK font so the dashboard's Chinese renders in screenshots.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 chromium:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; }
+	@if ! command -v chromium >/dev/null 2>&1 || ! fc-list 2>/dev/null | grep -qi wenquanyi; then \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium fonts-wqy-zenhei >/dev/null; fi
 
 test: install chromium
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(ARGS)
@@ -34,6 +35,7 @@ unit: install
 
 bench: install
 	$(BIN)/python bench/pipeline.py $(ARGS)
+	$(BIN)/python bench/analytics_report.py
 
 asyncapi: install
 	$(BIN)/estatedesk asyncapi

@@ -173,6 +173,13 @@ class Accepted(Payload):
     owner_id: str | None = None
     about_role: str | None = None  # complaint about a supervisor / customer-service staff
     owner_loss_cny: float | None = None
+    # Record content (RULES §1): when it happened, why, who was involved, attachments by
+    # reference, and the owner's signature state ("signed", "later" for 补签, "not_required").
+    occurred_at: dt.datetime | None = None
+    cause: str | None = None
+    people: list[str] = Field(default_factory=list)
+    attachments: list[str] = Field(default_factory=list)
+    owner_signature: str | None = None
 
 
 class ValidityJudged(Payload):
@@ -201,6 +208,8 @@ class Assigned(Payload):
     departments: list[str]
     assigned_by: str
     deadlines: list[Deadline] = Field(default_factory=list)
+    # Set when a department handed the form on within the round (a new ledger line).
+    transferred_from: str | None = None
 
 
 class Acknowledged(Payload):
@@ -240,6 +249,7 @@ class Escalated(Payload):
     reason: str
     clock: str | None = None
     nonconformity: bool = False
+    department: str | None = None  # the department whose clock ran out, when there is one
 
 
 class SlaBreached(Payload):
@@ -334,6 +344,10 @@ class Closed(Payload):
     round: int = 1
     closed_by: str
     reason: str
+    # True: the owner was satisfied (callback or recurrence window elapsed); False: counted
+    # as not satisfied (a same-category opinion recurred); None: closed without a judgement
+    # (no callback required, e.g. an invalid complaint).
+    satisfied: bool | None = None
 
 
 class Archived(Payload):
@@ -344,6 +358,11 @@ class Archived(Payload):
     content_hash: str
     previous_hash: str
     closed_month: str
+    # The link itself and the class it was archived with, for auditors re-checking the
+    # estate's chain from the stream alone.
+    sequence: int | None = None
+    record_hash: str | None = None
+    retention_class: str | None = None
 
 
 class Lent(Payload):

@@ -127,6 +127,13 @@ class AnalyticsPolicy(_Section):
     # RULES §2 Repeated opinions trigger corrective measures: threshold within a window.
     repeat_problem_threshold: int = 3
     repeat_problem_window_days: int = 30
+    # Only opinions about a problem can repeat as "the same problem" (a praise or an
+    # inquiry asked again is not one); intake's default category says nothing about the
+    # cause, so its tickets are never called repeats of each other.
+    repeat_problem_kinds: tuple[str, ...] = ("complaint", "repair", "situation_report")
+    repeat_problem_ignored_categories: tuple[str, ...] = ("general",)
+    # The live dashboard's feed of breaches, escalations and repeats keeps this many days.
+    dashboard_alerts_kept_days: int = 30
     # RULES §4 Monthly report due to the company by this day of the next month.
     monthly_report_due_day: int = 5
     # RULES §4 Company consolidation: weights (percent) of the estates' composite score,
@@ -161,6 +168,17 @@ class ArchivePolicy(_Section):
     important_event_rungs: tuple[str, ...] = ("general_manager",)
     # Paper volumes (案卷) hold at most this many forms; more open the next volume.
     volume_max_items: int = 100
+    # Who may put a record into the important-events file (004 篇5 §4.1.4) at any time.
+    important_mark_roles: tuple[str, ...] = (
+        "estate_director", "estate_manager", "customer_service_supervisor",
+        "company_general_management", "quality_manager", "general_manager",
+    )
+    # Escalation rungs that mean the company itself handled the opinion: archived by the
+    # general management dept as company-handled (002 §4.8.4).
+    company_handled_rungs: tuple[str, ...] = ("company_general_management",)
+    # The scheduled monthly organisation and quarterly archiving wait this long after the
+    # period ends, so forms closed on its last evening are archived before it is organised.
+    organise_grace_hours: int = 24
 
 
 class Policy(_Section):

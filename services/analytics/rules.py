@@ -105,6 +105,8 @@ class Metric(StrEnum):
     repeat_problem_tickets = "repeat_problem_tickets"  # tickets behind those suggestions
 
 
+_METRICS = tuple(m.value for m in Metric)  # plain strings: Enum.value lookups are slow in bulk
+
 # The contract with dispatch's clock names: the event that stops each clock. A clock
 # not listed here is stopped by the `completed` event of its round (reply, tracking by
 # the company, invalid-complaint notice, ...). Department-scoped stops only stop the
@@ -703,10 +705,10 @@ class Figures:
 
     @classmethod
     def from_rollups(cls, rollups: PeriodRollups, dimension: str, key: str) -> "Figures":
-        return cls(**{m.value: rollups.get((dimension, key, m.value), 0) for m in Metric})
+        return cls(**{m: rollups.get((dimension, key, m), 0) for m in _METRICS})
 
     def __add__(self, other: "Figures") -> "Figures":
-        return Figures(**{m.value: getattr(self, m.value) + getattr(other, m.value) for m in Metric})
+        return Figures(**{m: getattr(self, m) + getattr(other, m) for m in _METRICS})
 
     @property
     def on_time_rate(self) -> float | None:
@@ -751,7 +753,7 @@ class Figures:
     )
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {m.value: getattr(self, m.value) for m in Metric}
+        data: dict[str, Any] = {m: getattr(self, m) for m in _METRICS}
         data.update({rate: getattr(self, rate) for rate in self.RATES})
         return data
 
@@ -865,8 +867,17 @@ def _keys(rollups: PeriodRollups, dimension: str) -> list[str]:
     return sorted({key for (d, key, _), value in rollups.items() if d == dimension and value})
 
 
-def _breakdown(rollups: PeriodRollups, dimension: Dimension) -> dict[str, Figures]:
-    return {key: Figures.from_rollups(rollups, dimension.value, key) for key in _keys(rollups, dimension.value)}
+def _keys_by_dimension(rollups: PeriodRollups) -> dict[str, list[str]]:
+    """`_keys` of every dimension in one pass over the rollups."""
+    found: dict[str, set[str]] = {}
+    for (dimension, key, _), value in rollups.items():
+        if value:
+            found.setdefault(dimension, set()).add(key)
+    return {dimension: sorted(keys) for dimension, keys in found.items()}
+
+
+def _breakdown(rollups: PeriodRollups, dimension: Dimension, keys: dict[str, list[str]]) -> dict[str, Figures]:
+    return {key: Figures.from_rollups(rollups, dimension.value, key) for key in keys.get(dimension.value, ())}
 
 
 def _due_on(month: str, policy: Policy) -> dt.date:
@@ -881,8 +892,9 @@ def _build_report(
     corrective_actions: Iterable[Any], due_on: dt.date | None, sign_off: SignOff | None,
 ) -> MonthlyReport:
     rollups = {k: v for k, v in rollups.items() if v}
+    keys = _keys_by_dimension(rollups)
     kind_channel: dict[str, dict[str, int]] = {}
-    for key in _keys(rollups, Dimension.kind_channel.value):
+    for key in keys.get(Dimension.kind_channel.value, ()):
         opened = rollups.get((Dimension.kind_channel.value, key, Metric.opened.value), 0)
         if opened:
             kind, _, channel = key.partition("|")
@@ -893,17 +905,17 @@ def _build_report(
         due_on=due_on,
         totals=Figures.from_rollups(rollups, Dimension.estate.value, estate),
         open_carried_in=open_carried,
-        by_kind=_breakdown(rollups, Dimension.kind),
-        by_channel=_breakdown(rollups, Dimension.channel),
+        by_kind=_breakdown(rollups, Dimension.kind, keys),
+        by_channel=_breakdown(rollups, Dimension.channel, keys),
         by_kind_channel=kind_channel,
-        by_department=_breakdown(rollups, Dimension.department),
-        by_category=_breakdown(rollups, Dimension.category),
-        by_building=_breakdown(rollups, Dimension.building),
-        by_clock=_breakdown(rollups, Dimension.clock),
+        by_department=_breakdown(rollups, Dimension.department, keys),
+        by_category=_breakdown(rollups, Dimension.category, keys),
+        by_building=_breakdown(rollups, Dimension.building, keys),
+        by_clock=_breakdown(rollups, Dimension.clock, keys),
         by_rung={key: rollups.get((Dimension.rung.value, key, Metric.escalations.value), 0)
-                 for key in _keys(rollups, Dimension.rung.value)},
-        by_repair_class=_breakdown(rollups, Dimension.repair_class),
-        by_staff=_breakdown(rollups, Dimension.staff),
+                 for key in keys.get(Dimension.rung.value, ())},
+        by_repair_class=_breakdown(rollups, Dimension.repair_class, keys),
+        by_staff=_breakdown(rollups, Dimension.staff, keys),
         corrective_actions=tuple(CorrectiveActionLine.coerce(item) for item in corrective_actions),
         sign_off=sign_off or SignOff(),
         rollups=rollups,
@@ -926,6 +938,21 @@ def monthly_report(
     dt.date.fromisoformat(f"{month}-01")  # refuses a malformed month early
     return _build_report(estate, month, rollups, open_carried, corrective_actions,
                          _due_on(month, policy), sign_off)
+
+
+def period_report(
+    estate: str,
+    period: str,
+    rollups: PeriodRollups,
+    open_carried: int,
+    corrective_actions: Iterable[Any] = (),
+    *,
+    due_on: dt.date | None = None,
+) -> MonthlyReport:
+    """A report over rollups already summed for any period label (a quarter "2026-Q4",
+    or the company's sums computed by the database) — the same figures `company_consolidation`
+    and `quarterly_summary` build by merging estate reports."""
+    return _build_report(estate, period, rollups, open_carried, corrective_actions, due_on, None)
 
 
 # --- company consolidation and the quarter ------------------------------------------------
@@ -1025,9 +1052,12 @@ def _company_report(reports: Sequence[MonthlyReport], period: str, due_on: dt.da
                          sum(r.open_carried_in for r in reports), actions, due_on, None)
 
 
-def company_consolidation(reports: Sequence[MonthlyReport], policy: Policy = DEFAULT_POLICY) -> CompanyConsolidation:
+def company_consolidation(reports: Sequence[MonthlyReport], policy: Policy = DEFAULT_POLICY, *,
+                          company: MonthlyReport | None = None) -> CompanyConsolidation:
     """The quality manager's monthly consolidation: estates side by side, ranked by
-    `composite_score`, and the company sums (rates recomputed from summed counts)."""
+    `composite_score`, and the company sums (rates recomputed from summed counts).
+    `company`: those sums when already known (a read model that keeps them), instead of
+    merging the reports."""
     if not reports:
         raise ValueError("no estate reports to consolidate")
     periods = {r.period for r in reports}
@@ -1040,7 +1070,8 @@ def company_consolidation(reports: Sequence[MonthlyReport], policy: Policy = DEF
     due_on = reports[0].due_on
     return CompanyConsolidation(
         period=period, rows=_rank(reports, policy),
-        company=_company_report(reports, period, due_on), ranking_rule=RANKING_RULE,
+        company=company if company is not None else _company_report(reports, period, due_on),
+        ranking_rule=RANKING_RULE,
     )
 
 
@@ -1063,8 +1094,12 @@ def quarter_of(month: str) -> tuple[str, tuple[str, str, str]]:
     return f"{year}-Q{q + 1}", tuple(f"{year}-{3 * q + i:02d}" for i in (1, 2, 3))  # type: ignore[return-value]
 
 
-def quarterly_summary(reports: Sequence[MonthlyReport], policy: Policy = DEFAULT_POLICY) -> QuarterlySummary:
-    """Sum the monthly reports of one quarter per estate and for the company."""
+def quarterly_summary(reports: Sequence[MonthlyReport], policy: Policy = DEFAULT_POLICY, *,
+                      company_by_month: Mapping[str, MonthlyReport] | None = None,
+                      company: MonthlyReport | None = None) -> QuarterlySummary:
+    """Sum the monthly reports of one quarter per estate and for the company.
+    `company_by_month` / `company`: the company's sums when already known (a read model
+    that keeps them), instead of merging the reports."""
     if not reports:
         raise ValueError("no monthly reports for the quarter")
     quarters = {quarter_of(r.period) for r in reports}
@@ -1075,26 +1110,31 @@ def quarterly_summary(reports: Sequence[MonthlyReport], policy: Policy = DEFAULT
     if len(set(seen)) != len(seen):
         raise ValueError("an estate's month appears twice")
     by_estate: dict[str, MonthlyReport] = {}
-    estates = sorted({r.estate for r in reports})
+    grouped: dict[str, list[MonthlyReport]] = {}
+    for report in reports:
+        grouped.setdefault(report.estate, []).append(report)
+    estates = sorted(grouped)
     for estate in estates:
-        own = sorted((r for r in reports if r.estate == estate), key=lambda r: r.period)
+        own = sorted(grouped[estate], key=lambda r: r.period)
         by_estate[estate] = _build_report(
             estate, quarter, _merge(own, estate), own[0].open_carried_in,
             [line for r in own for line in r.corrective_actions], None, None,
         )
-    company_by_month = {
-        month: _company_report([r for r in reports if r.period == month], month, None)
-        for month in months if any(r.period == month for r in reports)
-    }
-    company = _build_report(
-        COMPANY_TOTAL, quarter, _merge(reports, COMPANY_TOTAL),
-        sum(by_estate[e].open_carried_in for e in estates),
-        [line for r in company_by_month.values() for line in r.corrective_actions], None, None,
-    )
+    if company_by_month is None:
+        company_by_month = {
+            month: _company_report([r for r in reports if r.period == month], month, None)
+            for month in months if any(r.period == month for r in reports)
+        }
+    if company is None:
+        company = _build_report(
+            COMPANY_TOTAL, quarter, _merge(reports, COMPANY_TOTAL),
+            sum(by_estate[e].open_carried_in for e in estates),
+            [line for r in company_by_month.values() for line in r.corrective_actions], None, None,
+        )
     supplied = set(seen)
     missing = tuple((e, m) for e in estates for m in months if (e, m) not in supplied)
     return QuarterlySummary(
-        quarter=quarter, months=months, by_estate=by_estate, company_by_month=company_by_month,
+        quarter=quarter, months=months, by_estate=by_estate, company_by_month=dict(company_by_month),
         company=company, ranking=_rank(list(by_estate.values()), policy), missing=missing,
     )
 

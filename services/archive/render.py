@@ -66,6 +66,7 @@ RUNG_LABELS = {
     "company_general_management": "公司综合管理部",
     "general_manager": "总经理",
 }
+SIGNATURE_LABELS = {"signed": "已签字", "later": "待补签", "not_required": "无需签字"}
 CLOCK_LABELS = {
     "arrival": "到场",
     "repair_slip_return": "报修单返回",
@@ -171,10 +172,18 @@ def layout(form: ArchivedForm, record_number: str, content_hash: str) -> tuple[l
                 ("预约上门时间", at(intake.appointment_at)),
                 ("投诉对象", intake.about_role or "—"),
                 ("业主损失(元)", "—" if intake.owner_loss_cny is None else f"{intake.owner_loss_cny:.2f}"),
+                ("事发时间", at(intake.occurred_at)),
+                ("业主签字", _label(SIGNATURE_LABELS, intake.owner_signature)),
             ]
         )
     )
     reception.blocks.append(Text("来访事由", intake.description))
+    if intake.cause:
+        reception.blocks.append(Text("起因", intake.cause))
+    if intake.people:
+        reception.blocks.append(Text("相关人员", "、".join(intake.people)))
+    if intake.attachments:
+        reception.blocks.append(Text("附件", "、".join(intake.attachments)))
     sections.append(reception)
 
     validity = Section("二、有效性判定")
@@ -233,7 +242,9 @@ def _round_sections(round_: RoundRecord, at: _Clock, numbered: bool) -> list[Sec
         Table(
             ["派工时间", "责任部门", "派工人", "处理时限"],
             [
-                [at(t.assigned_at), _departments(t.departments), t.assigned_by,
+                [at(t.assigned_at),
+                 _departments(t.departments) + (f"(由{_departments([t.transferred_from])}转来)" if t.transferred_from else ""),
+                 t.assigned_by,
                  ";".join(f"{_clock_label(d.clock)} {at(d.due_at)}{'(暂定)' if d.provisional else ''}" for d in t.deadlines) or "—"]
                 for t in round_.transfers
             ],
@@ -259,6 +270,7 @@ def _round_sections(round_: RoundRecord, at: _Clock, numbered: bool) -> list[Sec
         timed = [
             (e.escalated_at, [at(e.escalated_at), f"上报{RUNG_LABELS.get(e.rung, e.rung)}",
                               e.reason + (f"({_clock_label(e.clock)})" if e.clock else "")
+                              + (f" {_departments([e.department])}" if e.department else "")
                               + ("(不合格品处理)" if e.nonconformity else "")])
             for e in round_.escalations
         ] + [

@@ -65,6 +65,7 @@ from shared.events import (
     Severity,
     Urgency,
 )
+from shared.errors import RuleViolation as SharedRuleViolation
 from shared.policy import DEFAULT_POLICY, Policy
 
 FORM_SCHEMA = "estatedesk.archive.countersign_form/v1"
@@ -74,12 +75,33 @@ QUARTER = re.compile(r"^(?P<year>\d{4})Q(?P<quarter>[1-4])$")
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
-class RuleViolation(ValueError):
+# HTTP status of each refusal: a missing or wrong approval or permission is 403, a
+# request the record's state or retention does not allow is 409, bad input is 422.
+REFUSAL_STATUS = {
+    "approval_required": 403,
+    "self_approval": 403,
+    "approver_not_authorised": 403,
+    "written_approval_required": 403,
+    "general_manager_approval_required": 403,
+    "approval_reference_required": 403,
+    "not_closed": 409,
+    "record_destroyed": 409,
+    "already_returned": 409,
+    "already_destroyed": 409,
+    "retention_not_expired": 409,
+    "on_loan": 409,
+    "period_not_over": 409,
+    "unknown_mode": 422,
+    "purpose_required": 422,
+}
+
+
+class RuleViolation(SharedRuleViolation):
     """A request the archive rules refuse; `reason` is for the person who asked and
-    `code` a stable slug for the API layer (all are 403/409-worthy)."""
+    `code` a stable slug for the API layer, which answers with `status`."""
 
     def __init__(self, code: str, reason: str) -> None:
-        super().__init__(reason)
+        super().__init__(reason, status=REFUSAL_STATUS.get(code, 409))
         self.code = code
         self.reason = reason
 
@@ -155,6 +177,13 @@ class IntakeRecord(_Frozen):
     owner_id: str | None
     about_role: str | None
     owner_loss_cny: float | None
+    # Record content (000 §五.1–2): when it happened, why, who was involved, attachments
+    # by reference, and the owner's signature state (signed / later 补签 / not required).
+    occurred_at: UtcDatetime | None = None
+    cause: str | None = None
+    people: tuple[str, ...] = ()
+    attachments: tuple[str, ...] = ()
+    owner_signature: str | None = None
 
 
 class ValidityRecord(_Frozen):
@@ -182,6 +211,7 @@ class TransferRecord(_Frozen):
     departments: tuple[str, ...]
     assigned_by: str
     deadlines: tuple[DeadlineRecord, ...]
+    transferred_from: str | None = None  # a department handed the form on within the round
 
 
 class AcknowledgementRecord(_Frozen):
@@ -205,6 +235,7 @@ class EscalationRecord(_Frozen):
     reason: str
     clock: str | None
     nonconformity: bool
+    department: str | None = None  # whose clock ran out, when there is one
 
 
 class BreachRecord(_Frozen):
@@ -427,6 +458,8 @@ def assemble_form(events: Iterable[CloudEvent], *, timezone: str = DEFAULT_POLIC
                 registered_by=event.actor,
                 description=_free(data["description"]),
                 location=_free(data["location"]),
+                cause=_free(data.get("cause")),
+                people=tuple(_free(person) for person in data.get("people") or ()),
             )
             intake = IntakeRecord(**fields)
         elif name == "validity_judged":
@@ -442,6 +475,7 @@ def assemble_form(events: Iterable[CloudEvent], *, timezone: str = DEFAULT_POLIC
                 TransferRecord(
                     assigned_at=at, departments=tuple(data["departments"]), assigned_by=data["assigned_by"],
                     deadlines=tuple(DeadlineRecord(**d) for d in data["deadlines"]),
+                    transferred_from=data.get("transferred_from"),
                 )
             )
         elif name == "acknowledged":
@@ -461,7 +495,7 @@ def assemble_form(events: Iterable[CloudEvent], *, timezone: str = DEFAULT_POLIC
             round_of(data["round"]).lists["escalations"].append(
                 EscalationRecord(
                     escalated_at=at, rung=data["rung"], reason=_free(data["reason"]), clock=data["clock"],
-                    nonconformity=data["nonconformity"],
+                    nonconformity=data["nonconformity"], department=data.get("department"),
                 )
             )
         elif name == "sla_breached":
@@ -1259,3 +1293,197 @@ def check_destruction(
         approval_reference=reference,
         content_hash=record.content_hash,
     )
+
+
+# --- the archive's calendar: when a month or quarter may be organised ---------------------
+
+
+def period_end(period: str, tz: str | ZoneInfo) -> dt.datetime:
+    """The first local instant after a month ("2026-11") or a quarter ("2026Q4")."""
+    zone = ZoneInfo(tz) if isinstance(tz, str) else tz
+    if QUARTER.match(period):
+        last_month = months_of_quarter(period)[-1]
+    elif MONTH.match(period):
+        last_month = period
+    else:
+        raise ValueError(f"{period!r} is neither a month like 2026-11 nor a quarter like 2026Q4")
+    year, month = int(last_month[:4]), int(last_month[5:])
+    year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return dt.datetime(year, month, 1, tzinfo=zone)
+
+
+def check_period_over(period: str, now: dt.datetime, tz: str | ZoneInfo) -> None:
+    """A month is organised, a quarter archived, only once it is over in the estate."""
+    _require_aware(now, "now")
+    end = period_end(period, tz)
+    if now < end:
+        raise RuleViolation(
+            "period_not_over", f"{period} is not over yet in the estate's time zone (it ends {end.isoformat()})"
+        )
+
+
+def scheduled_run_due(period: str, now: dt.datetime, tz: str | ZoneInfo, policy: Policy = DEFAULT_POLICY) -> bool:
+    """The schedule organises a period `organise_grace_hours` after it ends, so forms
+    closed on its last evening have been archived by then."""
+    _require_aware(now, "now")
+    return now >= period_end(period, tz) + dt.timedelta(hours=policy.archive.organise_grace_hours)
+
+
+def handled_by_company(form: ArchivedForm, policy: Policy = DEFAULT_POLICY) -> bool:
+    """The company's general management dept took the opinion over (002 §4.8.4)."""
+    rungs = set(policy.archive.company_handled_rungs)
+    return any(e.rung in rungs for r in form.rounds for e in r.escalations)
+
+
+# --- monthly organisation 月度整理 ----------------------------------------------------------
+
+
+class ManifestLine(_Frozen):
+    record_number: str
+    sequence: int
+    ticket_id: str
+    form_number: str
+    title: str
+    retention_class: RetentionClass
+    archived_at: UtcDatetime
+    content_hash: str
+    record_hash: str
+
+
+class MonthManifest(_Frozen):
+    """One month's organised set: what was archived, with the hashes to check a backup by."""
+
+    estate: str
+    month: str
+    part: int = Field(ge=1)  # 1, then supplements for forms archived after the month was organised
+    organised_at: UtcDatetime
+    records: tuple[ManifestLine, ...]
+
+    def digest(self) -> str:
+        return hashlib.sha256(
+            json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        ).hexdigest()
+
+
+def month_manifest(
+    estate: str, month: str, part: int, organised_at: dt.datetime, lines: Iterable[ManifestLine]
+) -> MonthManifest:
+    if not MONTH.match(month):
+        raise ValueError(f"{month!r} is not a month like 2026-11")
+    return MonthManifest(
+        estate=estate, month=month, part=part, organised_at=organised_at,
+        records=tuple(sorted(lines, key=lambda line: line.sequence)),
+    )
+
+
+def supplementary_plan(plan: VolumePlan, *, first_index: int, part: int) -> VolumePlan:
+    """A quarter archived again after forms arrived late: the new volumes continue the
+    quarter's numbering (V04, V05, ...) and are titled as a supplement, so the volumes
+    already bound are never renumbered."""
+    if first_index < 1 or part < 1:
+        raise ValueError("volume index and part start at 1")
+    if first_index == 1 and part == 1:
+        return plan
+    renamed: dict[str, str] = {}
+    volumes = []
+    for offset, volume in enumerate(plan.volumes):
+        number = volume_number(plan.estate, plan.quarter, first_index + offset)
+        renamed[volume.catalogue.volume_number] = number
+        catalogue = volume.catalogue.model_copy(
+            update={"volume_number": number, "title": f"{volume.catalogue.title}(补充归档第{part}批)"}
+        )
+        items = tuple(item.model_copy(update={"volume_number": number}) for item in volume.items)
+        volumes.append(Volume(catalogue=catalogue, items=items))
+    general = tuple(
+        entry.model_copy(update={"volume_numbers": tuple(renamed[n] for n in entry.volume_numbers)})
+        for entry in plan.general_catalogue
+    )
+    return plan.model_copy(
+        update={"volumes": tuple(volumes), "volume_catalogue": tuple(v.catalogue for v in volumes),
+                "general_catalogue": general}
+    )
+
+
+# --- auditing the stored archive ------------------------------------------------------------
+
+
+def _record_order(number: str) -> tuple[int, int, str]:
+    try:
+        _, year, sequence = parse_record_number(number)
+    except ValueError:
+        return (0, 0, number)
+    return (year, sequence, number)
+
+
+class Anchor(_Frozen):
+    """What the `archived` event published about a record when it was sealed."""
+
+    record_number: str
+    content_hash: str
+    archived_at: UtcDatetime
+
+
+def verify_archive(
+    records: Sequence[ChainRecord],
+    catalogue: Sequence[ArchivedRecord],
+    *,
+    estate: str,
+    head: tuple[int, str] | None,
+    destruction_log: Sequence[DestructionLogEntry],
+    anchors: Mapping[str, Anchor] | None,
+) -> VerifyResult:
+    """verify_chain, then what the chain alone cannot see:
+    - the chain head (last sequence and hash kept apart) must match the last record, or
+      records were cut off the end;
+    - every catalogue line must say what its content says (ticket, form number, kind,
+      title, closing month) and be archived when its `archived` event says (retention
+      runs from that moment, so a forged date would allow an early destruction);
+    - every record published as archived must still be there."""
+    by_sequence = sorted(records, key=lambda r: r.sequence)
+    result = verify_chain(
+        by_sequence, estate=estate, destruction_log=destruction_log,
+        anchors=None if anchors is None else {n: a.content_hash for n, a in anchors.items()},
+    )
+    if not result:
+        return result
+    checked = len(by_sequence)
+
+    def broken(number: str, reason: str) -> VerifyResult:
+        return VerifyResult(ok=False, first_broken=number, reason=reason, records_checked=checked)
+
+    lines = {line.record_number: line for line in catalogue}
+    for record in by_sequence:
+        line = lines.get(record.record_number)
+        if line is None:
+            return broken(record.record_number, "record has no catalogue line")
+        if line.sequence != record.sequence or line.content_hash != record.content_hash or line.destroyed != record.destroyed:
+            return broken(record.record_number, "catalogue line disagrees with the chain")
+        if record.content is not None:
+            try:
+                form = form_from_bytes(record.content)
+            except ValueError:
+                return broken(record.record_number, "content is not a countersign form")
+            facts = {
+                "ticket_id": form.ticket_id, "form_number": form.form_number, "kind": form.intake.kind,
+                "title": record_title(form), "closed_month": closed_month(form.closed_at, form.timezone)
+                if form.closed_at else None, "estate": form.estate,
+            }
+            wrong = sorted(k for k, v in facts.items() if getattr(line, k) != v)
+            if wrong:
+                return broken(record.record_number, f"catalogue {', '.join(wrong)} differ from the archived content")
+        if anchors is not None and record.record_number in anchors:
+            if anchors[record.record_number].archived_at != line.archived_at:
+                return broken(record.record_number, "archiving time differs from the one published when it was archived")
+    if head is not None:
+        last = by_sequence[-1] if by_sequence else None
+        expected = (last.sequence, last.stored_hash) if last else (0, genesis_hash(estate))
+        if tuple(head) != expected:
+            where = last.record_number if last else "(empty chain)"
+            return broken(where, f"the chain head records {head[0]} records but the store ends at "
+                                 f"{expected[0]}: records were removed from the end")
+    if anchors is not None:
+        present = {r.record_number for r in by_sequence}
+        missing = sorted((n for n in anchors if n not in present), key=_record_order)
+        if missing:
+            return broken(missing[0], "published as archived but missing from the store")
+    return result

@@ -9,16 +9,19 @@ service's shell feeds these functions facts from events and stores what they ret
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
+import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 from zoneinfo import ZoneInfo
 
 from shared.calendar import WorkingCalendar
+from shared.errors import RuleViolation
 from shared.events import Completed, Kind, RepairClass, ReplyMethod
 from shared.policy import Policy
 
@@ -283,6 +286,76 @@ def plan_midway_callback(
     )
 
 
+# --- what a completion leads to --------------------------------------------------------------
+
+
+def decides_outcome(purpose: CallbackPurpose, method: ReplyMethod) -> bool:
+    """Whether recording a callback of this purpose, made by this method, closes or
+    reopens the ticket. The supervisor's repair check and the mid-way check inform but
+    do not judge; an online reply is one-way, so the recurrence rule judges instead."""
+    if purpose is CallbackPurpose.thanks:
+        return True
+    return purpose is CallbackPurpose.satisfaction and not satisfaction_by_recurrence(method)
+
+
+def counts_in_rate(purpose: CallbackPurpose) -> bool:
+    """Whether a callback is one of the owner callbacks RULES §3 Who counts (the callback
+    rate's and the satisfaction rate's base). The engineering supervisor's check, the
+    mid-way check and a thank-you call are extra calls on top of it."""
+    return purpose is CallbackPurpose.satisfaction
+
+
+@dataclass(frozen=True)
+class CompletionPlan:
+    callbacks: list[PlannedCallback]
+    # No callback path (or a one-way online reply): the recurrence rule judges satisfaction.
+    judged_by_recurrence: bool
+    # Nothing will judge this round: the ticket closes at once.
+    close_now: bool
+    close_reason: str | None
+
+
+def _no_callback_reason(facts: CompletionFacts, policy: Policy) -> str:
+    if facts.kind is Kind.complaint and facts.complaint_valid is False:
+        return "invalid complaint: no callback (RULES §3 Who)"
+    if facts.kind is Kind.praise:
+        return "praise: no satisfaction callback"
+    if facts.kind is Kind.activity:
+        return f"activity outside the {policy.callback.activity_rate_percent} % callback sample"
+    return "no callback required"
+
+
+def plan_completion(facts: CompletionFacts, policy: Policy, calendar: WorkingCalendar) -> CompletionPlan:
+    """Everything a completed round leads to: the callbacks to schedule, whether the
+    recurrence rule must judge it, or whether it closes at once because nothing will.
+
+    The recurrence rule applies where a satisfaction callback would be owed if the owner
+    could be reached (RULES §3 No callback path): an invalid complaint or a praise
+    without contact details is closed, not watched for a month."""
+    callbacks = plan_callbacks(facts, policy, calendar)
+    by_recurrence = satisfaction_by_recurrence(facts.reply_method) and any(
+        purpose is CallbackPurpose.satisfaction
+        for _, purpose in _rules_for(dataclasses.replace(facts, reply_method=ReplyMethod.phone), policy)
+    )
+    deciding = any(decides_outcome(p.purpose, p.method) for p in callbacks)
+    close_now = not deciding and not by_recurrence
+    return CompletionPlan(
+        callbacks=callbacks,
+        judged_by_recurrence=by_recurrence,
+        close_now=close_now,
+        close_reason=_no_callback_reason(facts, policy) if close_now else None,
+    )
+
+
+def callback_assignee(purpose: CallbackPurpose, first_contact: str | None, repair_supervisor: str | None) -> str | None:
+    """Who makes the call: the engineering supervisor checks a repair himself (004 篇2 六.3);
+    every other callback stays with the first-contact owner, who tracks the request until
+    it is resolved (RULES §1 First-contact responsibility)."""
+    if purpose is CallbackPurpose.repair_check and repair_supervisor:
+        return repair_supervisor
+    return first_contact
+
+
 # --- worklist ----------------------------------------------------------------------------
 
 
@@ -360,7 +433,7 @@ def decide_outcome(
     again instead. Under the default an attitude complaint is also opened when both
     answers are "no"."""
     if current_round < 1:
-        raise ValueError(f"rounds start at 1, got {current_round}")
+        raise RuleViolation(f"rounds start at 1, got {current_round}", status=422)
     attitude_as_complaint = policy.callback.attitude_dissatisfied == "new_complaint"
     open_attitude_complaint = not attitude_satisfied and attitude_as_complaint
     if result_satisfied and (attitude_satisfied or attitude_as_complaint):
@@ -374,6 +447,79 @@ def decide_outcome(
     if not attitude_satisfied:
         reasons.append("owner not satisfied with the attitude")
     return Outcome("reopened", current_round + 1, True, open_attitude_complaint, "; ".join(reasons))
+
+
+@dataclass(frozen=True)
+class CallbackAnswers:
+    """What the owner said on a callback (002 §4.4.2 d) and how the call was made."""
+
+    handled_in_time: bool
+    result_satisfied: bool
+    attitude_satisfied: bool
+    suggestions: str
+    owner_confirmed: bool
+    method: ReplyMethod
+
+
+def check_resubmission(recorded: CallbackAnswers, submitted: CallbackAnswers) -> None:
+    """A second submit of a callback already recorded. The same answers are a double
+    submit, answered with the first record; different answers are refused, because a
+    signed record is never altered (RULES §5 Integrity) — a new opinion is a new request."""
+    differing = [
+        field.name
+        for field in dataclasses.fields(CallbackAnswers)
+        if _normalised(getattr(recorded, field.name)) != _normalised(getattr(submitted, field.name))
+    ]
+    if differing:
+        raise RuleViolation(
+            "this callback is already recorded with different answers "
+            f"({', '.join(differing)}); a recorded callback is never altered",
+            status=409,
+        )
+
+
+def _normalised(value):
+    return value.strip() if isinstance(value, str) else value
+
+
+def check_call_method(method: ReplyMethod) -> None:
+    """A callback is made by phone, visit, letter or online (002 §4.4.2 c); "none" is the
+    absence of a callback path, not a way of calling."""
+    if method is ReplyMethod.none:
+        raise RuleViolation("a callback is made by phone, visit, letter or online, not 'none'", status=422)
+
+
+def check_recordable(status: str, cancel_reason: str | None = None) -> None:
+    """Only a scheduled callback can be recorded (a done one is handled by check_resubmission)."""
+    if status == "cancelled":
+        raise RuleViolation(f"this callback was cancelled ({cancel_reason or 'no reason given'}); there is nothing to record")
+    if status not in ("pending", "done"):
+        raise RuleViolation(f"a callback in status {status!r} cannot be recorded")
+
+
+def record_outcome(
+    purpose: CallbackPurpose,
+    method: ReplyMethod,
+    answers: CallbackAnswers,
+    callback_round: int,
+    *,
+    current_round: int,
+    ticket_closed: bool,
+    policy: Policy,
+) -> Outcome | None:
+    """What recording this callback does to the ticket; None when it only records.
+
+    `method` is the method the callback was planned with (the owner's choice): an online
+    reply stays one-way even if the staff member noted another method. A callback of a
+    round the ticket has left (or of a closed ticket) records the answers and decides
+    nothing: that round was already judged."""
+    if not decides_outcome(purpose, method):
+        return None
+    if ticket_closed or callback_round != current_round:
+        return None
+    if purpose is CallbackPurpose.thanks:
+        return Outcome("closed", callback_round, False, False, "owner thanked for the praise")
+    return decide_outcome(answers.result_satisfied, answers.attitude_satisfied, callback_round, policy=policy)
 
 
 def callback_submission_key(ticket_id: str, callback_id: str, round: int) -> str:
@@ -470,6 +616,35 @@ def recurrence_decision(
     return None
 
 
+def recurrence_verdict(
+    firsts: Sequence[OpinionFact], later_opinions: Iterable[OpinionFact], now: dt.datetime, policy: Policy
+) -> tuple[RecurrenceVerdict | None, list[OpinionFact]]:
+    """The recurrence decision for an opinion handled by several departments (one
+    OpinionFact per department): a recurrence in any of them makes it "not_satisfied";
+    "satisfied" only once the window has elapsed for all. Also returns the recurring
+    opinions, earliest first."""
+    if not firsts:
+        raise ValueError("an opinion needs at least one department for the recurrence rule")
+    later = list(later_opinions)
+    recurring: dict[str, OpinionFact] = {}
+    verdicts = []
+    for first in firsts:
+        verdicts.append(recurrence_decision(first, later, now, policy))
+        for opinion in recurring_opinions(first, later, policy):
+            recurring.setdefault(opinion.ticket_id, opinion)
+    found = sorted(recurring.values(), key=lambda o: (o.appeared_at, o.ticket_id))
+    if "not_satisfied" in verdicts:
+        return "not_satisfied", found
+    if all(v == "satisfied" for v in verdicts):
+        return "satisfied", []
+    return None, []
+
+
+def recurrence_key(category: str) -> str:
+    """The form in which categories are compared (and grouped) by the recurrence rule."""
+    return _same_key(category)
+
+
 # --- walk-around visits ------------------------------------------------------------------
 
 
@@ -495,7 +670,7 @@ def visit_shortfall(
     not under the obligation and are left out."""
     year, month_number = month
     if not 1 <= month_number <= 12:
-        raise ValueError(f"month must be 1..12, got {month_number}")
+        raise RuleViolation(f"month must be 1..12, got {month_number}", status=422)
     cb = policy.callback
     tallies = {}
     for staff in staff_list:
@@ -511,6 +686,28 @@ def visit_shortfall(
             excess=max(made - cb.visits_per_month_max, 0),
         )
     return tallies
+
+
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+
+
+def parse_month(text: str) -> tuple[int, int]:
+    """A report month written YYYY-MM; anything else is refused with the expected form."""
+    match = _MONTH.match(text.strip())
+    if not match:
+        raise RuleViolation(f"month {text!r} must be written YYYY-MM, e.g. 2026-11", status=422)
+    year, month = int(match[1]), int(match[2])
+    if not 1 <= month <= 12:
+        raise RuleViolation(f"month must be 1..12, got {month}", status=422)
+    return year, month
+
+
+def check_visit_date(visited_on: dt.date, today: dt.date) -> None:
+    """A walk-around visit is recorded after it took place: a future date is refused."""
+    if isinstance(visited_on, dt.datetime):
+        raise TypeError(f"visit dates must be local dates, got datetime {visited_on!r}")
+    if visited_on > today:
+        raise RuleViolation(f"visit date {visited_on.isoformat()} is in the future (today is {today.isoformat()})", status=422)
 
 
 # --- progress updates for long-running complaints ----------------------------------------

@@ -18,6 +18,7 @@ from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from shared.calendar import WorkingCalendar
+from shared.errors import RuleViolation as SharedRuleViolation
 from shared.events import (
     Accepted,
     AcceptedBy,
@@ -35,8 +36,15 @@ UTC = dt.timezone.utc
 WEEK = dt.timedelta(days=7)
 
 
-class RuleViolation(ValueError):
-    """A request breaks a business rule; the message says which, in the domain's words."""
+class RuleViolation(SharedRuleViolation):
+    """A request breaks a business rule; the message says which, in the domain's words.
+
+    The HTTP status defaults to 422 (input the rules reject); invalid transitions say
+    409 and missing approvals or roles 403 where they are raised.
+    """
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message, status)
 
 
 def _aware(moment: dt.datetime, name: str) -> dt.datetime:
@@ -368,7 +376,7 @@ def reschedule_appointment(
     }
     if not targets:
         who = f" for department {department}" if department else ""
-        raise RuleViolation(f"there is no arrival clock{who} to reschedule")
+        raise RuleViolation(f"there is no arrival clock{who} to reschedule", 409)
     slip_at = _elapsed(new_at, dt.timedelta(hours=policy.clocks.repair_slip_return_hours), policy)
     result = []
     for d in deadlines:
@@ -405,6 +413,93 @@ def due_breaches(
             seen.add(key)
             breached.append(d)
     return breached
+
+
+def working_days_of(clock: Clock | str, facts: TicketFacts, policy: Policy, round: int = 1) -> int | None:
+    """How many working days a day clock of `start_round_clocks` counts (None for the
+    minute and hour clocks and for a reply time agreed with the customer). Stored with
+    the deadline so a provisional one can be recomputed later."""
+    clock = Clock(clock)
+    clocks = policy.clocks
+    if clock is Clock.tracking:
+        return (
+            clocks.tracking_working_days_company
+            if facts.accepted_by is AcceptedBy.company
+            else clocks.tracking_working_days_department
+        )
+    if clock is Clock.reply:
+        if round == 1 and facts.reply_agreed_by is not None:
+            return None
+        if facts.urgency is Urgency.urgent:
+            return None
+        return clocks.reply_working_days_not_urgent
+    return None
+
+
+def recompute_day_clock(
+    started_at: dt.datetime,
+    working_days: int,
+    due_at: dt.datetime,
+    provisional: bool,
+    policy: Policy,
+    calendar: WorkingCalendar,
+) -> tuple[dt.datetime, bool] | None:
+    """A day clock counted again on today's calendar (the company may have loaded the
+    year it reaches into). Returns (due_at, provisional) when either changed, else None."""
+    if working_days < 0:
+        raise RuleViolation(f"a day clock counts a non-negative number of working days, got {working_days}")
+    result = calendar.add_working_days(_local(started_at, policy, "started_at"), working_days)
+    _aware(due_at, "due_at")
+    if result.value == due_at and result.provisional == provisional:
+        return None
+    return result.value, result.provisional
+
+
+class Step(StrEnum):
+    """What happened to a form, as far as its clocks are concerned."""
+
+    acknowledged = "acknowledged"
+    arrived = "arrived"
+    signed_back = "signed_back"
+    owner_updated = "owner_updated"  # progress_updated: the customer heard from us
+    completed = "completed"
+    called_back = "called_back"  # the callback's outcome: closed (satisfied) or reopened
+
+
+# Which clocks a step satisfies: department steps close that department's clocks, the
+# others close the ticket's own clocks of the round. A department's sign-back returns the
+# repair slip; the reply is owed until the customer hears an update or the form is done;
+# tracking runs from acceptance to the callback (002 §4.7).
+CLOCKS_MET_BY: dict[Step, tuple[Clock, ...]] = {
+    Step.acknowledged: (Clock.acknowledge,),
+    Step.arrived: (Clock.arrival,),
+    Step.signed_back: (Clock.acknowledge, Clock.arrival, Clock.repair_slip_return),
+    Step.owner_updated: (Clock.reply,),
+    Step.completed: (Clock.reply,),
+    Step.called_back: (Clock.tracking,),
+}
+
+
+def clocks_met_by(step: Step | str) -> tuple[Clock, ...]:
+    try:
+        return CLOCKS_MET_BY[Step(step)]
+    except ValueError:
+        raise RuleViolation(f"unknown step {step!r}") from None
+
+
+def departments_in_estate(routed: Sequence[str], estate_departments: Sequence[str]) -> list[str]:
+    """The routed departments the estate actually has. An estate that lists no
+    departments takes the routing as it is; when none of the routed ones exists there,
+    the form goes to customer service (or the estate's first department), which hands it
+    on — a form is never left with nobody."""
+    routed = list(dict.fromkeys(routed))
+    if not estate_departments:
+        return routed
+    present = [d for d in routed if d in estate_departments]
+    if present:
+        return present
+    fallback = "customer_service" if "customer_service" in estate_departments else estate_departments[0]
+    return [fallback]
 
 
 # --- escalation (RULES §2 Escalation by subject / by authority, Economic loss) ------------
@@ -505,14 +600,14 @@ class NonconformityRecord:
 def _expect(record: NonconformityRecord, state: NonconformityState, action: str) -> None:
     if record.state is not state:
         raise RuleViolation(
-            f"cannot {action} a nonconformity record that is {record.state.value} (it must be {state.value})"
+            f"cannot {action} a nonconformity record that is {record.state.value} (it must be {state.value})", 409
         )
 
 
 def _not_before(moment: dt.datetime, record: NonconformityRecord, action: str) -> None:
     _aware(moment, f"{action} time")
     if moment < record.last_moment:
-        raise RuleViolation(f"cannot {action} at {moment.isoformat()}, before the record's previous step")
+        raise RuleViolation(f"cannot {action} at {moment.isoformat()}, before the record's previous step", 409)
 
 
 def open_nonconformity(
@@ -537,7 +632,7 @@ def approve_nonconformity(
     _expect(record, NonconformityState.opened, "approve")
     required_role = policy.escalation.nonconformity_approver_role
     if approver_role != required_role:
-        raise RuleViolation(f"a nonconformity record is approved by the {required_role}, not by a {approver_role}")
+        raise RuleViolation(f"a nonconformity record is approved by the {required_role}, not by a {approver_role}", 403)
     _not_before(approved_at, record, "approve")
     return replace(
         record,
@@ -579,7 +674,7 @@ def attach_capa_report(record: NonconformityRecord, report: str, reported_at: dt
     """After closure a review meeting may produce a corrective/preventive action report."""
     _expect(record, NonconformityState.closed, "attach a CAPA report to")
     if record.capa_report is not None:
-        raise RuleViolation("this nonconformity record already has its CAPA report")
+        raise RuleViolation("this nonconformity record already has its CAPA report", 409)
     _not_before(reported_at, record, "attach a CAPA report")
     return replace(record, capa_report=_required(report, "the CAPA report"), capa_reported_at=reported_at)
 
@@ -620,7 +715,7 @@ class FormRound:
         for entry in self.departments:
             if entry.department == department:
                 return entry
-        raise RuleViolation(f"department {department} is not assigned to this form")
+        raise RuleViolation(f"department {department} is not assigned to this form", 409)
 
     def _with(self, updated: DepartmentProgress) -> "FormRound":
         return replace(
@@ -656,14 +751,14 @@ def assign_round(
 def _after(moment: dt.datetime, earlier: dt.datetime | None, what: str, before_what: str) -> None:
     _aware(moment, what)
     if earlier is not None and moment < earlier:
-        raise RuleViolation(f"{what} at {moment.isoformat()} precedes {before_what} at {earlier.isoformat()}")
+        raise RuleViolation(f"{what} at {moment.isoformat()} precedes {before_what} at {earlier.isoformat()}", 409)
 
 
 def apply_acknowledge(state: FormRound, department: str, acknowledged_by: str, acknowledged_at: dt.datetime) -> FormRound:
     """The receiving department signs for the form in the handover ledger."""
     entry = state.progress(department)
     if entry.status is not FormStatus.assigned:
-        raise RuleViolation(f"department {department} already acknowledged this form")
+        raise RuleViolation(f"department {department} already acknowledged this form", 409)
     _after(acknowledged_at, state.assigned_at, "acknowledgement", "the assignment")
     return state._with(
         replace(
@@ -678,11 +773,11 @@ def apply_acknowledge(state: FormRound, department: str, acknowledged_by: str, a
 def apply_arrive(state: FormRound, department: str, arrived_by: str, arrived_at: dt.datetime) -> FormRound:
     entry = state.progress(department)
     if entry.status is FormStatus.assigned:
-        raise RuleViolation(f"arrival before acknowledgement by department {department}")
+        raise RuleViolation(f"arrival before acknowledgement by department {department}", 409)
     if entry.status is FormStatus.arrived:
-        raise RuleViolation(f"department {department} already arrived on site")
+        raise RuleViolation(f"department {department} already arrived on site", 409)
     if entry.status is FormStatus.signed_back:
-        raise RuleViolation(f"department {department} already signed back; arrival comes before sign-back")
+        raise RuleViolation(f"department {department} already signed back; arrival comes before sign-back", 409)
     _after(arrived_at, entry.acknowledged_at, "arrival", "the acknowledgement")
     return state._with(
         replace(entry, status=FormStatus.arrived, arrived_by=_required(arrived_by, "who arrived"), arrived_at=arrived_at)
@@ -701,13 +796,13 @@ def apply_sign_back(
     """The department writes its handling opinion and result; its head verifies."""
     entry = state.progress(department)
     if entry.status is FormStatus.assigned:
-        raise RuleViolation(f"sign-back before acknowledgement by department {department}")
+        raise RuleViolation(f"sign-back before acknowledgement by department {department}", 409)
     if entry.status is FormStatus.signed_back:
-        raise RuleViolation(f"department {department} already signed back")
+        raise RuleViolation(f"department {department} already signed back", 409)
     if entry.arrival_required and entry.status is not FormStatus.arrived:
-        raise RuleViolation(f"sign-back before arrival on site by department {department}")
+        raise RuleViolation(f"sign-back before arrival on site by department {department}", 409)
     if not (verified_by or "").strip():
-        raise RuleViolation(f"sign-back by department {department} needs the department head's verification")
+        raise RuleViolation(f"sign-back by department {department} needs the department head's verification", 403)
     _after(signed_at, entry.arrived_at or entry.acknowledged_at, "sign-back", "the previous step")
     return state._with(
         replace(
@@ -737,7 +832,7 @@ def next_round(
     """A reopened ticket (owner not satisfied) starts a fresh round once this one is done."""
     if not round_complete(state):
         raise RuleViolation(
-            f"round {state.round} is still open (waiting for {', '.join(pending_departments(state))})"
+            f"round {state.round} is still open (waiting for {', '.join(pending_departments(state))})", 409
         )
     _after(assigned_at, max(e.signed_at for e in state.departments), "the new round", "the last sign-back")
     return assign_round(departments, assigned_at, state.round + 1, arrival_required)
@@ -927,9 +1022,9 @@ def settle_bill(
     except ValueError:
         raise RuleViolation(f"unknown settlement channel {channel!r}") from None
     if bill.settlement is not None:
-        raise RuleViolation(f"bill {bill.number} is already settled")
+        raise RuleViolation(f"bill {bill.number} is already settled", 409)
     if channel is SettlementChannel.technician_cash:
         raise RuleViolation("technicians take no cash: the bill is settled through finance")
     if received_by_role != FINANCE_ROLE:
-        raise RuleViolation(f"only finance settles a bill, not a {received_by_role}")
+        raise RuleViolation(f"only finance settles a bill, not a {received_by_role}", 403)
     return replace(bill, settlement=Settlement(channel, _required(received_by, "who received"), _aware(settled_at, "settled_at")))

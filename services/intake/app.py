@@ -1,28 +1,66 @@
 """Intake: every request from every channel is registered here, gets its countersign-form
-number and its first-contact owner, and is announced as `accepted`."""
+number and its first-contact owner, and is announced as `accepted`. Intake also keeps the
+night shift's handover list, complaint validity, progress updates to owners, the owners
+and units of each estate (with masked personal numbers) and the directory API through
+which authorised roles change policies, the company calendar and estate definitions.
+
+Statuses shown here: open (registered, in handling) → completed (every department signed
+back) → closed; invalid (a complaint judged invalid; handling ended). A reopened request
+is open again in its new round.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
 import uuid
+from typing import Any, Literal
 
 import sqlalchemy as sa
-from fastapi import Depends
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import Body, Depends, Query
+from prometheus_client import Counter
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.intake import store
+from services.intake import rules, store
 from shared.auth import Principal
-from shared.events import (
-    AcceptedBy, Accepted, Channel, Kind, RepairClass, ReplyMethod, Severity, Urgency,
-)
+from shared.calendar import CalendarOverrides
+from shared.directory import Company, Estate, publish_directory
 from shared.errors import RuleViolation
-from shared.service import Service, create_http_app, known_estate, require_estate
+from shared.events import (
+    AcceptedBy, Accepted, Channel, CloudEvent, Kind, ProgressUpdated, RepairClass, ReplyMethod, Severity, Urgency,
+)
+from shared.policy import Policy, effective_policy
+from shared.service import Service, create_http_app, known_estate, principal, require_estate
+
+log = logging.getLogger("estatedesk.intake")
 
 service = Service(
     "intake", store.metadata, title="Intake 受理",
-    description="Registers owners' requests from every channel; first-contact responsibility; countersign-form numbers.",
+    description="Registers owners' requests from every channel; first-contact responsibility; countersign-form "
+    "numbers; night-shift handover; complaint validity; progress updates; owners and units; the directory API.",
 )
+
+T = store.tickets
+REGISTRAR_ROLES = ("customer_service", "customer_service_supervisor", "duty_staff", "department_staff",
+                   "department_head", "estate_director")
+JUDGE_ROLES = ("customer_service", "customer_service_supervisor", "estate_director", "quality_manager")
+MANAGER_ROLES = ("customer_service_supervisor", "estate_director", "department_head")
+OWNER_DESK_ROLES = ("customer_service", "customer_service_supervisor", "estate_director")
+
+signature_reminders_total = Counter(
+    "estatedesk_signature_reminders", "Reminders to get a phone/letter owner's later signature (补签)",
+    ["estate"], registry=service.registry,
+)
+unmasked_views_total = Counter(
+    "estatedesk_owner_disclosures", "Owner records shown with phone or ID numbers unmasked",
+    ["estate"], registry=service.registry,
+)
+
+
+# --- requests: models ------------------------------------------------------------------------
 
 
 class RequestIn(BaseModel):
@@ -38,18 +76,69 @@ class RequestIn(BaseModel):
     urgency: Urgency = Urgency.not_urgent
     accepted_by: AcceptedBy = AcceptedBy.department
     building: str | None = Field(None, max_length=32)
-    unit: str | None = Field(None, max_length=64)
+    unit: str | None = Field(None, max_length=64, description="building-entrance-room, e.g. 1-2-301")
     location: str | None = Field(None, max_length=500)
     reply_method: ReplyMethod = ReplyMethod.phone
-    reply_agreed_by: dt.datetime | None = None
+    reply_agreed_by: dt.datetime | None = Field(None, description="The reply time agreed with the owner at intake")
     appointment_at: dt.datetime | None = None
     anonymous: bool = False
     owner_id: str | None = Field(None, max_length=64)
-    about_role: str | None = Field(None, max_length=64)
+    about_role: str | None = Field(None, max_length=64, description="A complaint about staff: supervisor_or_above, "
+                                   "customer_service_staff or company_staff")
     owner_loss_cny: float | None = Field(None, ge=0)
     client_request_id: str | None = Field(
         None, max_length=128, description="Caller's id for this submission; a repeat returns the first ticket."
     )
+    occurred_at: dt.datetime | None = Field(None, description="When it happened")
+    cause: str | None = Field(None, max_length=5000)
+    people: list[str] = Field(default_factory=list, max_length=50, description="People involved")
+    attachments: list[str] = Field(default_factory=list, max_length=50,
+                                   description="Attachments by reference (document ids or URLs)")
+    owner_signed: bool = Field(False, description="The owner signed the form at intake (required for walk-ins)")
+
+    @field_validator("people", "attachments")
+    @classmethod
+    def _short_items(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not value.strip() or len(value) > 500:
+                raise ValueError("each entry must be 1–500 characters")
+        return values
+
+
+class SignatureOut(BaseModel):
+    requirement: str = Field(description="signed / later (补签 owed) / not_required")
+    signed_at: dt.datetime | None
+    reminders_sent: int
+    last_reminded_at: dt.datetime | None
+    next_reminder_at: dt.datetime | None
+
+
+class ValidityOut(BaseModel):
+    valid: bool
+    reason: str
+    judged_by: str
+    confirmed_by: str | None
+    judged_at: dt.datetime
+    notify_owner_by: dt.datetime | None
+    notify_provisional: bool
+    owner_notified_at: dt.datetime | None
+    notice_overdue: bool
+
+
+class ProgressOut(BaseModel):
+    note: str
+    method: str
+    updated_by: str
+    updated_at: dt.datetime
+
+
+class HandoverOut(BaseModel):
+    id: int = Field(description="The handover item's id (for .../handover/{item_id}/take-over)")
+    registered_by: str
+    registered_at: dt.datetime
+    handover_due: dt.datetime
+    taken_over_by: str | None
+    taken_over_at: dt.datetime | None
 
 
 class TicketOut(BaseModel):
@@ -61,17 +150,122 @@ class TicketOut(BaseModel):
     category: str
     status: str
     round: int
-    first_contact: str
+    first_contact: str = Field(description="首问首接责任人: fixed for the request's whole life")
     first_contact_name: str | None
+    current_handler: str | None = None
     received_at: dt.datetime
     description: str
+    repair_class: str | None = None
+    severity: str | None = None
+    urgency: str | None = None
+    accepted_by: str | None = None
+    building: str | None = None
+    unit: str | None = None
+    location: str | None = None
+    occurred_at: dt.datetime | None = None
+    cause: str | None = None
+    people: list[str] = Field(default_factory=list)
+    attachments: list[str] = Field(default_factory=list)
+    owner_id: str | None = None
+    anonymous: bool = False
+    about_role: str | None = None
+    owner_loss_cny: float | None = None
+    reply_method: str | None = None
+    reply_agreed_by: dt.datetime | None = None
+    appointment_at: dt.datetime | None = None
+    off_hours: bool = False
+    signature: SignatureOut | None = None
+    validity: ValidityOut | None = None
+    progress_updates: list[ProgressOut] = Field(default_factory=list)
+    handover: HandoverOut | None = None
+    completed_at: dt.datetime | None = None
+    closed_at: dt.datetime | None = None
 
 
-def form_number(estate: str, year: int, sequence: int) -> str:
-    return f"{estate.upper()}-{year}-{sequence:06d}"
+def _ticket_out(row, updates=(), handover=None, now: dt.datetime | None = None) -> TicketOut:
+    """A stored ticket (a row, or the dict of its columns) as the API shows it."""
+    data = dict(row) if isinstance(row, dict) else dict(row._mapping)
+    data["signature"] = SignatureOut(
+        requirement=data["owner_signature"], signed_at=data.get("signed_at"),
+        reminders_sent=data.get("reminders_sent") or 0, last_reminded_at=data.get("last_reminded_at"),
+        next_reminder_at=data.get("next_reminder_at"),
+    )
+    if data.get("valid") is not None:
+        now = now or service.clock.now()
+        data["validity"] = ValidityOut(
+            valid=data["valid"], reason=data["validity_reason"], judged_by=data["judged_by"],
+            confirmed_by=data["confirmed_by"], judged_at=data["judged_at"], notify_owner_by=data["notify_owner_by"],
+            notify_provisional=data["notify_provisional"], owner_notified_at=data["owner_notified_at"],
+            notice_overdue=bool(not data["valid"] and data["owner_notified_at"] is None and data["notify_owner_by"]
+                                and data["notify_owner_by"] < now),
+        )
+    else:
+        data["validity"] = None
+    if data.get("owner_loss_cny") is not None:
+        data["owner_loss_cny"] = float(data["owner_loss_cny"])
+    data["progress_updates"] = [ProgressOut(note=u.note, method=u.method, updated_by=u.updated_by,
+                                            updated_at=u.updated_at) for u in updates]
+    data["handover"] = (
+        HandoverOut(id=handover.id, registered_by=handover.registered_by, registered_at=handover.registered_at,
+                    handover_due=handover.handover_due, taken_over_by=handover.taken_over_by,
+                    taken_over_at=handover.taken_over_at)
+        if handover is not None else None
+    )
+    return TicketOut.model_validate(data)
+
+
+async def _ticket(session: AsyncSession, estate: str, ticket_id: str, lock: bool = False):
+    query = sa.select(T).where(T.c.estate == estate, T.c.id == ticket_id)
+    if lock:
+        query = query.with_for_update()
+    row = (await session.execute(query)).first()
+    if row is None:
+        raise RuleViolation(f"no request {ticket_id!r} in estate {estate!r}", status=404)
+    return row
+
+
+async def _full_ticket(session: AsyncSession, row) -> TicketOut:
+    updates = (
+        await session.execute(
+            sa.select(store.progress_updates).where(store.progress_updates.c.ticket_id == row.id)
+            .order_by(store.progress_updates.c.updated_at, store.progress_updates.c.id)
+        )
+    ).all()
+    handover = (
+        await session.execute(sa.select(store.handover_items).where(store.handover_items.c.ticket_id == row.id))
+    ).first()
+    return _ticket_out(row, updates, handover)
+
+
+def _aware(value: dt.datetime | None, name: str) -> None:
+    if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+        raise RuleViolation(f"{name} must carry its timezone (e.g. 2026-11-23T09:00:00+08:00)", status=422)
+
+
+def _check_request(body: RequestIn, estate: Estate, now: dt.datetime) -> None:
+    """What the later clocks rely on is checked here, where the caller can still fix it."""
+    for name in ("reply_agreed_by", "appointment_at", "occurred_at"):
+        _aware(getattr(body, name), name)
+    if body.building and estate.buildings and body.building not in estate.buildings:
+        raise RuleViolation(
+            f"estate {estate.code} has no building {body.building!r} (it has: {', '.join(estate.buildings)})", status=422
+        )
+    if body.repair_class is not None and body.kind is not Kind.repair:
+        raise RuleViolation(f"a repair class belongs to repairs, not to a {body.kind.value}", status=422)
+    if body.repair_class is RepairClass.appointment:
+        if body.appointment_at is None:
+            raise RuleViolation("an appointment repair needs appointment_at", status=422)
+        if body.appointment_at < now:
+            raise RuleViolation(f"the appointment {body.appointment_at.isoformat()} has already passed", status=422)
+    if body.reply_agreed_by is not None and body.reply_agreed_by < now:
+        raise RuleViolation(f"the agreed reply time {body.reply_agreed_by.isoformat()} has already passed", status=422)
+    if body.occurred_at is not None and body.occurred_at > now + dt.timedelta(minutes=5):
+        raise RuleViolation("occurred_at lies in the future", status=422)
 
 
 async def next_form_sequence(session, estate: str, year: int) -> int:
+    """Gapless per estate and year: the counter row is incremented under its row lock in
+    the registering transaction, so a rolled-back registration gives its number back."""
     seq = store.form_sequences
     result = await session.execute(
         pg_insert(seq).values(estate=estate, year=year, last=1)
@@ -81,71 +275,656 @@ async def next_form_sequence(session, estate: str, year: int) -> int:
     return result.scalar_one()
 
 
-def _ticket_out(row) -> TicketOut:
-    return TicketOut.model_validate(dict(row._mapping))
+# --- requests: routes ---------------------------------------------------------------------------
 
 
 @service.http.post("/estates/{estate}/requests", status_code=201, response_model=TicketOut, tags=["requests"])
 async def register_request(estate: str, body: RequestIn, who: Principal = Depends(require_estate)) -> TicketOut:
-    """Register a request; the caller becomes its first-contact owner for its whole life."""
+    """Register a request; the caller becomes its first-contact owner for its whole life.
+
+    Walk-ins sign now (`owner_signed`); phone and letter requests are signed later and
+    reminded until then. Duty staff registering outside office hours put the request on
+    the shift-handover list."""
     known_estate(service, estate)
+    directory_estate = service.directory.estate(estate)
+    policy = service.directory.policy_for(estate)
+    calendar = service.directory.calendar_for(estate)
     tz = service.directory.timezone_for(estate)
     now = service.clock.now()
+    _check_request(body, directory_estate, now)
+    requirement = rules.check_signature_at_intake(body.channel, body.owner_signed, policy)
+    signature = "signed" if body.owner_signed else requirement.value
+    off_hours = rules.is_off_hours(now, policy, calendar)
     async with service.db.transaction() as session:
         if body.client_request_id:
             existing = (
                 await session.execute(
-                    sa.select(store.tickets).where(
-                        store.tickets.c.estate == estate, store.tickets.c.client_request_id == body.client_request_id
-                    )
+                    sa.select(T).where(T.c.estate == estate, T.c.client_request_id == body.client_request_id)
                 )
             ).first()
             if existing:
-                return _ticket_out(existing)
+                return await _full_ticket(session, existing)
         year = now.astimezone(tz).year
-        number = form_number(estate, year, await next_form_sequence(session, estate, year))
+        number = rules.form_number(estate, year, await next_form_sequence(session, estate, year), policy)
         ticket_id = str(uuid.uuid4())
-        row = dict(
-            id=ticket_id, estate=estate, form_number=number, kind=body.kind, channel=body.channel,
-            category=body.category, repair_class=body.repair_class, severity=body.severity,
-            urgency=body.urgency, accepted_by=body.accepted_by, building=body.building, unit=body.unit,
-            location=body.location, description=body.description, first_contact=who.staff_id,
+        record = dict(
+            kind=body.kind, channel=body.channel, category=body.category, repair_class=body.repair_class,
+            severity=body.severity, urgency=body.urgency, accepted_by=body.accepted_by, building=body.building,
+            unit=body.unit, location=body.location, description=body.description, first_contact=who.staff_id,
             first_contact_name=who.name, received_at=now, reply_method=body.reply_method,
-            reply_agreed_by=body.reply_agreed_by, appointment_at=body.appointment_at, off_hours=False,
+            reply_agreed_by=body.reply_agreed_by, appointment_at=body.appointment_at, off_hours=off_hours,
             anonymous=body.anonymous, owner_id=body.owner_id, about_role=body.about_role,
-            owner_loss_cny=body.owner_loss_cny, status="open", round=1,
-            client_request_id=body.client_request_id, created_at=now,
+            owner_loss_cny=body.owner_loss_cny, occurred_at=body.occurred_at, cause=body.cause,
+            people=body.people, attachments=body.attachments,
         )
-        await session.execute(sa.insert(store.tickets).values(**row))
+        stored = dict(
+            id=ticket_id, estate=estate, form_number=number, status="open", round=1,
+            client_request_id=body.client_request_id, created_at=now, owner_signature=signature,
+            signed_at=now if body.owner_signed else None, current_handler=who.staff_id,
+            next_reminder_at=rules.next_signature_reminder(now, None, now, policy)
+            if signature == rules.SignatureRequirement.later else None,
+            **record,
+        )
+        await session.execute(sa.insert(T).values(**stored))
+        handover = None
+        if off_hours and who.has_role("duty_staff"):
+            handover = dict(estate=estate, ticket_id=ticket_id, registered_by=who.staff_id, registered_at=now,
+                            handover_due=rules.handover_due(now, policy, calendar))
+            handover["id"] = (await session.execute(
+                sa.insert(store.handover_items).values(**handover).returning(store.handover_items.c.id)
+            )).scalar_one()
         await service.emit(
             session,
-            Accepted(
-                ticket_id=ticket_id, form_number=number, kind=body.kind, channel=body.channel,
-                category=body.category, repair_class=body.repair_class, severity=body.severity,
-                urgency=body.urgency, accepted_by=body.accepted_by, building=body.building, unit=body.unit,
-                location=body.location, description=body.description, first_contact=who.staff_id,
-                first_contact_name=who.name, received_at=now, reply_method=body.reply_method,
-                reply_agreed_by=body.reply_agreed_by, appointment_at=body.appointment_at,
-                anonymous=body.anonymous, owner_id=body.owner_id, about_role=body.about_role,
-                owner_loss_cny=body.owner_loss_cny,
-            ),
+            Accepted(ticket_id=ticket_id, form_number=number, first_contact_name=who.name, owner_signature=signature,
+                     **{k: v for k, v in record.items() if k not in ("first_contact_name",)}),
             estate=estate, actor=who.staff_id, time=now,
         )
-    return TicketOut.model_validate(row)
+    return _ticket_out(stored, (), _Row(**handover, taken_over_by=None, taken_over_at=None) if handover else None, now)
+
+
+class _Row(dict):
+    """Attribute access to a dict, for values just written (no need to read them back)."""
+
+    __getattr__ = dict.get
 
 
 @service.http.get("/estates/{estate}/requests/{ticket_id}", response_model=TicketOut, tags=["requests"])
 async def get_request(estate: str, ticket_id: str, who: Principal = Depends(require_estate)) -> TicketOut:
+    """One request with its first-contact owner, status, round, validity, signature state,
+    handover and the updates given to the owner."""
     known_estate(service, estate)
     async with service.db.transaction() as session:
-        row = (
-            await session.execute(
-                sa.select(store.tickets).where(store.tickets.c.estate == estate, store.tickets.c.id == ticket_id)
-            )
-        ).first()
-    if row is None:
-        raise RuleViolation(f"no request {ticket_id!r} in estate {estate!r}", status=404)
-    return _ticket_out(row)
+        return await _full_ticket(session, await _ticket(session, estate, ticket_id))
+
+
+@service.http.get("/estates/{estate}/requests", response_model=list[TicketOut], tags=["requests"])
+async def list_requests(
+    estate: str,
+    first_contact: str | None = Query(None, max_length=64, description="Requests this employee owns as first contact"),
+    status: Literal["open", "completed", "closed", "invalid"] | None = Query(None),
+    signature: Literal["pending"] | None = Query(None, description="pending: a later signature (补签) is still owed"),
+    notice: Literal["overdue"] | None = Query(
+        None, description="overdue: invalid complaints whose owner was not told the reason in time"),
+    limit: int = Query(200, ge=1, le=1000),
+    who: Principal = Depends(require_estate),
+) -> list[TicketOut]:
+    """Requests of the estate, newest first; a first-contact owner sees the state of every
+    request they own."""
+    known_estate(service, estate)
+    query = sa.select(T).where(T.c.estate == estate).order_by(T.c.received_at.desc()).limit(limit)
+    if first_contact:
+        query = query.where(T.c.first_contact == first_contact)
+    if status:
+        query = query.where(T.c.status == status)
+    if signature == "pending":
+        query = query.where(T.c.owner_signature == "later", T.c.signed_at.is_(None))
+    now = service.clock.now()
+    if notice == "overdue":
+        query = query.where(T.c.valid.is_(False), T.c.owner_notified_at.is_(None), T.c.notify_owner_by < now)
+    async with service.db.transaction() as session:
+        return [_ticket_out(row, now=now) for row in (await session.execute(query)).all()]
+
+
+class ValidityIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    valid: bool
+    reason: str = Field(min_length=1, max_length=5000)
+    confirmed_by: str | None = Field(None, max_length=64, description="The manager confirming an invalid judgement")
+
+
+def _check_manager(estate: Estate, staff_id: str) -> None:
+    managers = {estate.director} | {d.head for d in estate.departments}
+    managers |= {s.id for s in estate.staff if set(s.roles) & set(MANAGER_ROLES)}
+    if staff_id not in managers - {None}:
+        raise RuleViolation(f"{staff_id!r} is not a manager of estate {estate.code}; an invalid complaint needs a "
+                            "manager's confirmation", status=403)
+
+
+@service.http.post("/estates/{estate}/requests/{ticket_id}/validity", response_model=TicketOut, tags=["requests"])
+async def judge_validity(estate: str, ticket_id: str, body: ValidityIn, who: Principal = Depends(require_estate)) -> TicketOut:
+    """Judge a complaint valid or invalid, with the reason; invalid needs a manager's
+    confirmation and the owner must hear the reason within the policy's working days."""
+    known_estate(service, estate)
+    who.require_role(*JUDGE_ROLES)
+    directory_estate = service.directory.estate(estate)
+    policy = service.directory.policy_for(estate)
+    now = service.clock.now()
+    async with service.db.transaction() as session:
+        row = await _ticket(session, estate, ticket_id, lock=True)
+        if row.valid is not None:
+            raise RuleViolation(f"this complaint was already judged {'valid' if row.valid else 'invalid'}", status=409)
+        judgement = rules.judge_validity(row.kind, body.valid, body.reason, who.staff_id, body.confirmed_by, now,
+                                         policy, service.directory.calendar_for(estate))
+        if judgement.confirmed_by is not None and not judgement.valid:
+            _check_manager(directory_estate, judgement.confirmed_by)
+        if row.status == "closed":
+            raise RuleViolation("the request is closed", status=409)
+        await session.execute(sa.update(T).where(T.c.id == ticket_id).values(
+            valid=judgement.valid, validity_reason=judgement.reason, judged_by=judgement.judged_by,
+            confirmed_by=judgement.confirmed_by, judged_at=now, notify_owner_by=judgement.notify_owner_by,
+            notify_provisional=judgement.provisional, status="open" if judgement.valid else "invalid",
+        ))
+        await service.emit(session, judgement.to_payload(ticket_id), estate=estate, actor=who.staff_id, time=now)
+        return await _full_ticket(session, await _ticket(session, estate, ticket_id))
+
+
+class ProgressIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: str = Field(min_length=1, max_length=5000)
+    method: ReplyMethod = ReplyMethod.phone
+
+
+@service.http.post("/estates/{estate}/requests/{ticket_id}/progress", status_code=201, response_model=TicketOut,
+                   tags=["requests"])
+async def add_progress(estate: str, ticket_id: str, body: ProgressIn, who: Principal = Depends(require_estate)) -> TicketOut:
+    """Log an update given to the owner (long-running complaints need two a week). For
+    an invalid complaint, the first update after the judgement is the notice of why."""
+    known_estate(service, estate)
+    if body.method is ReplyMethod.none:
+        raise RuleViolation("an update given to the owner needs a method (phone, visit, letter or online)", status=422)
+    now = service.clock.now()
+    async with service.db.transaction() as session:
+        row = await _ticket(session, estate, ticket_id, lock=True)
+        notice_owed = row.valid is False and row.owner_notified_at is None
+        # A closed request takes no more updates, except the reason an invalid complaint
+        # was refused (its handling ends at once, the notice is still owed).
+        if row.status == "closed" and not notice_owed:
+            raise RuleViolation("the request is closed", status=409)
+        await session.execute(sa.insert(store.progress_updates).values(
+            ticket_id=ticket_id, estate=estate, note=body.note, method=body.method, updated_by=who.staff_id,
+            updated_at=now,
+        ))
+        if notice_owed:
+            await session.execute(sa.update(T).where(T.c.id == ticket_id).values(owner_notified_at=now))
+        await service.emit(
+            session, ProgressUpdated(ticket_id=ticket_id, note=body.note, method=body.method, updated_by=who.staff_id),
+            estate=estate, actor=who.staff_id, time=now,
+        )
+        return await _full_ticket(session, await _ticket(session, estate, ticket_id))
+
+
+class SignatureIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    signed_by_owner: bool
+
+
+@service.http.post("/estates/{estate}/requests/{ticket_id}/signature", response_model=TicketOut, tags=["requests"])
+async def record_signature(estate: str, ticket_id: str, body: SignatureIn, who: Principal = Depends(require_estate)) -> TicketOut:
+    """The owner supplied the later signature (补签); reminders stop."""
+    known_estate(service, estate)
+    if not body.signed_by_owner:
+        raise RuleViolation("record the signature once the owner has signed (signed_by_owner: true)", status=422)
+    now = service.clock.now()
+    async with service.db.transaction() as session:
+        row = await _ticket(session, estate, ticket_id, lock=True)
+        if row.owner_signature == "signed":
+            raise RuleViolation("the owner already signed this form", status=409)
+        if row.owner_signature != "later":
+            raise RuleViolation(f"a {row.channel} request owes no owner signature", status=409)
+        await session.execute(sa.update(T).where(T.c.id == ticket_id).values(
+            owner_signature="signed", signed_at=now, next_reminder_at=None,
+        ))
+        return await _full_ticket(session, await _ticket(session, estate, ticket_id))
+
+
+# --- night-shift handover ---------------------------------------------------------------------
+
+H = store.handover_items
+
+
+class HandoverItemOut(HandoverOut):
+    ticket_id: str
+    form_number: str
+    kind: str
+    description: str
+
+
+class HandoverListOut(BaseModel):
+    estate: str
+    complete: bool = Field(description="False while any item is unclaimed")
+    unclaimed: int
+    items: list[HandoverItemOut]
+
+
+@service.http.get("/estates/{estate}/handover", response_model=HandoverListOut, tags=["handover"])
+async def get_handover(estate: str, include_taken: bool = Query(False), who: Principal = Depends(require_estate)) -> HandoverListOut:
+    """What the duty staff registered off hours, for the next shift to take over item by item."""
+    known_estate(service, estate)
+    query = (sa.select(H, T.c.form_number, T.c.kind, T.c.description).join(T, T.c.id == H.c.ticket_id)
+             .where(H.c.estate == estate).order_by(H.c.registered_at))
+    if not include_taken:
+        query = query.where(H.c.taken_over_at.is_(None))
+    async with service.db.transaction() as session:
+        rows = (await session.execute(query)).all()
+        unclaimed = (await session.execute(
+            sa.select(sa.func.count()).select_from(H).where(H.c.estate == estate, H.c.taken_over_at.is_(None))
+        )).scalar_one()
+    items = [HandoverItemOut(id=r.id, ticket_id=r.ticket_id, form_number=r.form_number, kind=r.kind,
+                             description=r.description, registered_by=r.registered_by, registered_at=r.registered_at,
+                             handover_due=r.handover_due, taken_over_by=r.taken_over_by, taken_over_at=r.taken_over_at)
+             for r in rows]
+    return HandoverListOut(estate=estate, complete=unclaimed == 0, unclaimed=unclaimed, items=items)
+
+
+@service.http.post("/estates/{estate}/handover/{item_id}/take-over", response_model=HandoverItemOut, tags=["handover"])
+async def take_over(estate: str, item_id: int, who: Principal = Depends(require_estate)) -> HandoverItemOut:
+    """The next shift takes an item over explicitly; the first-contact owner stays."""
+    known_estate(service, estate)
+    who.require_role("customer_service", "customer_service_supervisor", "duty_staff")
+    now = service.clock.now()
+    async with service.db.transaction() as session:
+        item = (await session.execute(
+            sa.select(H).where(H.c.estate == estate, H.c.id == item_id).with_for_update()
+        )).first()
+        if item is None:
+            raise RuleViolation(f"no handover item {item_id} in estate {estate!r}", status=404)
+        if item.taken_over_at is not None:
+            raise RuleViolation(f"handover item {item_id} was already taken over by {item.taken_over_by}", status=409)
+        if item.registered_by == who.staff_id:
+            raise RuleViolation("the next shift takes the item over, not the one who registered it", status=409)
+        await session.execute(sa.update(H).where(H.c.id == item_id).values(taken_over_by=who.staff_id, taken_over_at=now))
+        await session.execute(sa.update(T).where(T.c.id == item.ticket_id).values(current_handler=who.staff_id))
+        ticket = await _ticket(session, estate, item.ticket_id)
+    return HandoverItemOut(id=item.id, ticket_id=item.ticket_id, form_number=ticket.form_number, kind=ticket.kind,
+                           description=ticket.description, registered_by=item.registered_by,
+                           registered_at=item.registered_at, handover_due=item.handover_due,
+                           taken_over_by=who.staff_id, taken_over_at=now)
+
+
+# --- consumers: the status the first-contact owner sees ------------------------------------------
+
+
+@service.consumer("completed", description="Every department signed back: the request shows completed.")
+async def on_completed(session: AsyncSession, event: CloudEvent) -> None:
+    completed = event.payload()
+    await session.execute(sa.update(T).where(
+        T.c.id == completed.ticket_id, T.c.round == completed.round, T.c.status == "open",
+    ).values(status="completed", completed_at=completed.completed_at))
+
+
+@service.consumer("reopened", description="The owner was not satisfied: the request is open again in a new round.")
+async def on_reopened(session: AsyncSession, event: CloudEvent) -> None:
+    reopened = event.payload()
+    await session.execute(sa.update(T).where(T.c.id == reopened.ticket_id, T.c.round < reopened.round).values(
+        status="open", round=reopened.round, completed_at=None, closed_at=None,
+    ))
+
+
+@service.consumer("closed", description="The owner is satisfied (or the window elapsed): the request shows closed.")
+async def on_closed(session: AsyncSession, event: CloudEvent) -> None:
+    closed = event.payload()
+    await session.execute(sa.update(T).where(T.c.id == closed.ticket_id).values(status="closed", closed_at=event.time))
+
+
+# --- periodic: later-signature reminders -----------------------------------------------------------
+
+
+@service.periodic("signature-reminders", every_seconds=5.0)
+async def remind_signatures() -> int:
+    """Remind the desk of every phone/letter request whose owner has not signed yet."""
+    now = service.clock.now()
+    async with service.db.transaction() as session:
+        due = (await session.execute(
+            sa.select(T.c.id, T.c.estate, T.c.received_at, T.c.first_contact)
+            .where(T.c.next_reminder_at.is_not(None), T.c.next_reminder_at <= now, T.c.signed_at.is_(None))
+            .order_by(T.c.next_reminder_at).limit(500).with_for_update(skip_locked=True)
+        )).all()
+        for row in due:
+            policy = service.directory.policy_for(row.estate)
+            await session.execute(sa.update(T).where(T.c.id == row.id).values(
+                reminders_sent=T.c.reminders_sent + 1, last_reminded_at=now,
+                next_reminder_at=rules.next_signature_reminder(row.received_at, now, now, policy),
+            ))
+            signature_reminders_total.labels(row.estate).inc()
+            log.info("owner's signature still owed", extra={"estate": row.estate, "ticket": row.id})
+    return len(due)
+
+
+# --- owners and units -----------------------------------------------------------------------------
+
+U, O = store.units, store.owners
+
+
+class UnitIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    building: str = Field(min_length=1, max_length=32)
+    entrance: str = Field(min_length=1, max_length=16, description="单元")
+    room: str = Field(min_length=1, max_length=16)
+
+
+class UnitOut(UnitIn):
+    code: str = Field(description="building-entrance-room")
+
+
+class ContactIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=128)
+    phone: str = Field(min_length=3, max_length=32)
+    relation: str | None = Field(None, max_length=32)
+
+
+class OwnerIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=128)
+    unit: str = Field(min_length=1, max_length=64)
+    relation: Literal["owner", "resident"] = "owner"
+    phone: str | None = Field(None, min_length=3, max_length=32)
+    id_number: str | None = Field(None, min_length=6, max_length=32)
+    contacts: list[ContactIn] = Field(default_factory=list, max_length=10)
+
+
+class OwnerOut(BaseModel):
+    id: str
+    name: str
+    unit: str
+    relation: str
+    phone: str | None
+    id_number: str | None
+    contacts: list[dict]
+    masked: bool = Field(description="True when phone and ID numbers are shown masked for this viewer")
+
+
+@service.http.post("/estates/{estate}/units", status_code=201, response_model=UnitOut, tags=["owners"])
+async def add_unit(estate: str, body: UnitIn, who: Principal = Depends(require_estate)) -> UnitOut:
+    known_estate(service, estate)
+    who.require_role(*OWNER_DESK_ROLES)
+    buildings = service.directory.estate(estate).buildings
+    if buildings and body.building not in buildings:
+        raise RuleViolation(f"estate {estate} has no building {body.building!r} (it has: {', '.join(buildings)})", status=422)
+    code = f"{body.building}-{body.entrance}-{body.room}"
+    async with service.db.transaction() as session:
+        inserted = (await session.execute(
+            pg_insert(U).values(estate=estate, code=code, created_at=service.clock.now(), **body.model_dump())
+            .on_conflict_do_nothing().returning(U.c.code)
+        )).first()
+    if inserted is None:
+        raise RuleViolation(f"unit {code} already exists", status=409)
+    return UnitOut(code=code, **body.model_dump())
+
+
+@service.http.get("/estates/{estate}/units", response_model=list[UnitOut], tags=["owners"])
+async def list_units(estate: str, building: str | None = Query(None, max_length=32),
+                     who: Principal = Depends(require_estate)) -> list[UnitOut]:
+    known_estate(service, estate)
+    query = sa.select(U).where(U.c.estate == estate).order_by(U.c.code)
+    if building:
+        query = query.where(U.c.building == building)
+    async with service.db.transaction() as session:
+        rows = (await session.execute(query)).all()
+    return [UnitOut(code=r.code, building=r.building, entrance=r.entrance, room=r.room) for r in rows]
+
+
+def _owner_out(row, who: Principal, policy: Policy) -> OwnerOut:
+    unmasked = rules.may_unmask(who.roles, policy)
+    contacts = [
+        {**c, "phone": rules.phone_for_viewer(c.get("phone"), who.roles, policy)} for c in (row.contacts or [])
+    ]
+    return OwnerOut(
+        id=row.id, name=row.name, unit=row.unit, relation=row.relation,
+        phone=rules.phone_for_viewer(row.phone, who.roles, policy) if row.phone else None,
+        id_number=rules.id_number_for_viewer(row.id_number, who.roles, policy) if row.id_number else None,
+        contacts=contacts, masked=not unmasked,
+    )
+
+
+async def _log_disclosures(session: AsyncSession, estate: str, rows, who: Principal, policy: Policy,
+                           purpose: str | None) -> None:
+    """Every unmasked view of an owner's numbers is logged (owner files are level-1 confidential)."""
+    if not rules.may_unmask(who.roles, policy):
+        return
+    entries = []
+    for row in rows:
+        fields = [name for name in ("phone", "id_number") if getattr(row, name)]
+        fields += ["contacts.phone"] if any(c.get("phone") for c in (row.contacts or [])) else []
+        if fields:
+            entries.append(dict(estate=estate, owner_id=row.id, viewer=who.staff_id, roles=sorted(who.roles),
+                                fields=fields, purpose=purpose, disclosed_at=service.clock.now()))
+    if entries:
+        await session.execute(sa.insert(store.disclosures), entries)
+        unmasked_views_total.labels(estate).inc(len(entries))
+
+
+@service.http.post("/estates/{estate}/owners", status_code=201, response_model=OwnerOut, tags=["owners"])
+async def add_owner(estate: str, body: OwnerIn, who: Principal = Depends(require_estate)) -> OwnerOut:
+    """An owner or resident of a unit, with contacts."""
+    known_estate(service, estate)
+    who.require_role(*OWNER_DESK_ROLES)
+    policy = service.directory.policy_for(estate)
+    owner_id = str(uuid.uuid4())
+    async with service.db.transaction() as session:
+        if not (await session.execute(sa.select(U.c.code).where(U.c.estate == estate, U.c.code == body.unit))).first():
+            raise RuleViolation(f"no unit {body.unit!r} in estate {estate}; register the unit first", status=422)
+        await session.execute(sa.insert(O).values(
+            id=owner_id, estate=estate, unit=body.unit, name=body.name, relation=body.relation, phone=body.phone,
+            id_number=body.id_number, contacts=[c.model_dump() for c in body.contacts], created_by=who.staff_id,
+            created_at=service.clock.now(),
+        ))
+        row = (await session.execute(sa.select(O).where(O.c.id == owner_id))).first()
+    return _owner_out(row, who, policy)
+
+
+@service.http.get("/estates/{estate}/owners", response_model=list[OwnerOut], tags=["owners"])
+async def list_owners(estate: str, unit: str | None = Query(None, max_length=64),
+                      purpose: str | None = Query(None, max_length=200, description="Why the numbers are looked up"),
+                      who: Principal = Depends(require_estate)) -> list[OwnerOut]:
+    """Owners and residents; phone and ID numbers are masked except for the roles the
+    policy allows (customer service by default), whose every view is logged."""
+    known_estate(service, estate)
+    policy = service.directory.policy_for(estate)
+    query = sa.select(O).where(O.c.estate == estate).order_by(O.c.unit, O.c.name).limit(1000)
+    if unit:
+        query = query.where(O.c.unit == unit)
+    async with service.db.transaction() as session:
+        rows = (await session.execute(query)).all()
+        await _log_disclosures(session, estate, rows, who, policy, purpose)
+    return [_owner_out(r, who, policy) for r in rows]
+
+
+@service.http.get("/estates/{estate}/owners/{owner_id}", response_model=OwnerOut, tags=["owners"])
+async def get_owner(estate: str, owner_id: str, purpose: str | None = Query(None, max_length=200),
+                    who: Principal = Depends(require_estate)) -> OwnerOut:
+    known_estate(service, estate)
+    policy = service.directory.policy_for(estate)
+    async with service.db.transaction() as session:
+        row = (await session.execute(sa.select(O).where(O.c.estate == estate, O.c.id == owner_id))).first()
+        if row is None:
+            raise RuleViolation(f"no owner {owner_id!r} in estate {estate!r}", status=404)
+        await _log_disclosures(session, estate, [row], who, policy, purpose)
+    return _owner_out(row, who, policy)
+
+
+class DisclosureOut(BaseModel):
+    owner_id: str
+    viewer: str
+    roles: list[str]
+    fields: list[str]
+    purpose: str | None
+    disclosed_at: dt.datetime
+
+
+@service.http.get("/estates/{estate}/disclosures", response_model=list[DisclosureOut], tags=["owners"])
+async def list_disclosures(estate: str, owner_id: str | None = Query(None, max_length=64),
+                           who: Principal = Depends(require_estate)) -> list[DisclosureOut]:
+    """The log of unmasked views, for the estate director and the quality manager."""
+    known_estate(service, estate)
+    who.require_role("estate_director", "customer_service_supervisor", "quality_manager")
+    query = (sa.select(store.disclosures).where(store.disclosures.c.estate == estate)
+             .order_by(store.disclosures.c.id.desc()).limit(1000))
+    if owner_id:
+        query = query.where(store.disclosures.c.owner_id == owner_id)
+    async with service.db.transaction() as session:
+        rows = (await session.execute(query)).all()
+    return [DisclosureOut.model_validate(dict(r._mapping)) for r in rows]
+
+
+# --- the directory API: policies, calendar, estate definitions -------------------------------------
+
+POLICY_ROLES_ESTATE = ("estate_director", "quality_manager")
+POLICY_ROLES_COMPANY = ("quality_manager",)
+
+
+class PolicyOut(BaseModel):
+    estate: str
+    overrides: dict = Field(description="This estate's overrides of the company policy")
+    company_overrides: dict
+    effective: dict = Field(description="Defaults ← company ← estate: what the services apply")
+
+
+class CalendarIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    days_off: list[dt.date] = Field(default_factory=list, description="Extra days off (company holidays)")
+    workdays: list[dt.date] = Field(default_factory=list, description="Extra workdays (make-up days)")
+    loaded_years: list[int] = Field(default_factory=list, description="Years whose full arrangement is loaded here")
+
+    @field_validator("loaded_years")
+    @classmethod
+    def _years(cls, years: list[int]) -> list[int]:
+        for year in years:
+            if not 2000 <= year <= 2100:
+                raise ValueError(f"year {year} is out of range 2000–2100")
+        return years
+
+
+def _validated_policy(company_overrides: dict, estate_overrides: dict | None, what: str) -> Policy:
+    try:
+        policy = effective_policy(company_overrides, estate_overrides)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
+        raise RuleViolation(f"{what} refused: {problems}", status=422) from None
+    try:
+        rules.office_hours(policy)
+    except rules.RuleViolation as error:
+        raise RuleViolation(f"{what} refused: {error}", status=422) from None
+    if not policy.escalation.ladder or policy.escalation.subject_rung not in policy.escalation.ladder:
+        raise RuleViolation(f"{what} refused: escalation.subject_rung must be one of the ladder's rungs", status=422)
+    return policy
+
+
+async def _publish(company: Company | None, estates: list[Estate]) -> None:
+    """Write the directory bucket, then wait until our own watcher has seen it, so the
+    caller's next request is served with the change."""
+    await publish_directory(service.settings.nats_url, company, estates)
+    for _ in range(100):
+        seen = (company is None or service.directory.company == company) and all(
+            service.directory.estate(e.code) == e for e in estates
+        )
+        if seen:
+            return
+        await asyncio.sleep(0.02)
+    log.warning("directory change not seen by this process within 2 s")
+
+
+def _policy_out(code: str) -> PolicyOut:
+    estate = service.directory.estate(code)
+    return PolicyOut(estate=code, overrides=estate.policy, company_overrides=service.directory.company.policy,
+                     effective=service.directory.policy_for(code).model_dump(mode="json"))
+
+
+@service.http.get("/estates/{estate}/policy", response_model=PolicyOut, tags=["directory"])
+async def get_estate_policy(estate: str, who: Principal = Depends(require_estate)) -> PolicyOut:
+    known_estate(service, estate)
+    return _policy_out(estate)
+
+
+@service.http.put("/estates/{estate}/policy", response_model=PolicyOut, tags=["directory"])
+async def put_estate_policy(estate: str, overrides: dict[str, Any] = Body(..., description="The estate's overrides "
+                            "(replaces the previous ones), e.g. {\"clocks\": {\"arrival_minutes_general\": 45}}"),
+                            who: Principal = Depends(require_estate)) -> PolicyOut:
+    """Change this estate's policy (estate director, quality manager, company admin)."""
+    known_estate(service, estate)
+    who.require_role(*POLICY_ROLES_ESTATE)
+    _validated_policy(service.directory.company.policy, overrides, f"policy of estate {estate}")
+    updated = service.directory.estate(estate).model_copy(update={"policy": overrides})
+    await _publish(None, [updated])
+    return _policy_out(estate)
+
+
+@service.http.put("/company/policy", response_model=dict, tags=["directory"])
+async def put_company_policy(overrides: dict[str, Any] = Body(..., description="The company's overrides of the "
+                             "RULES.md defaults (replaces the previous ones)"),
+                             who: Principal = Depends(principal)) -> dict:
+    """Change the company policy for every estate (quality manager, company admin)."""
+    who.require_role(*POLICY_ROLES_COMPANY)
+    _validated_policy(overrides, None, "company policy")
+    for code, estate in service.directory.estates.items():
+        _validated_policy(overrides, estate.policy, f"company policy (with estate {code}'s overrides)")
+    company = service.directory.company.model_copy(update={"policy": overrides})
+    await _publish(company, [])
+    return {"policy": company.policy, "effective": effective_policy(company.policy).model_dump(mode="json")}
+
+
+@service.http.put("/company/calendar", response_model=CalendarIn, tags=["directory"])
+async def put_company_calendar(body: CalendarIn, who: Principal = Depends(principal)) -> CalendarIn:
+    """The company's own calendar: extra days off and workdays, and the years it has
+    loaded (deadlines reaching into a loaded year stop being provisional)."""
+    who.require_role(*POLICY_ROLES_COMPANY)
+    both = set(body.days_off) & set(body.workdays)
+    if both:
+        raise RuleViolation(f"a day cannot be both off and a workday: {', '.join(sorted(d.isoformat() for d in both))}",
+                            status=422)
+    overrides = CalendarOverrides(frozenset(body.days_off), frozenset(body.workdays), frozenset(body.loaded_years))
+    company = service.directory.company.model_copy(update={"calendar": overrides.to_data()})
+    await _publish(company, [])
+    return CalendarIn.model_validate(overrides.to_data())
+
+
+class RoutingRuleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Kind | None = None
+    category: str | None = Field(None, max_length=500, description="Shell patterns, alternatives separated by |")
+    location: str | None = Field(None, max_length=500)
+    departments: list[str] = Field(min_length=1)
+    priority: int = 0
+
+
+@service.http.get("/estates/{estate}", response_model=Estate, tags=["directory"])
+async def get_estate(estate: str, who: Principal = Depends(require_estate)) -> Estate:
+    known_estate(service, estate)
+    return service.directory.estate(estate)
+
+
+@service.http.put("/estates/{estate}", response_model=Estate, tags=["directory"])
+async def put_estate(estate: str, body: Estate, who: Principal = Depends(principal)) -> Estate:
+    """Define an estate: departments, staff, buildings, routing rules and policy
+    overrides (company admin)."""
+    who.require_role("company_admin")
+    if body.code != estate:
+        raise RuleViolation(f"the body defines estate {body.code!r}, the path names {estate!r}", status=422)
+    codes = body.department_codes()
+    if len(set(codes)) != len(codes):
+        raise RuleViolation("a department code appears twice", status=422)
+    for index, raw in enumerate(body.routing_rules):
+        try:
+            rule = RoutingRuleIn.model_validate(raw)
+        except ValidationError as error:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
+            raise RuleViolation(f"routing rule {index + 1} refused: {problems}", status=422) from None
+        unknown = [d for d in rule.departments if codes and d not in codes]
+        if unknown:
+            raise RuleViolation(f"routing rule {index + 1} names departments the estate lacks: {unknown}", status=422)
+    _validated_policy(service.directory.company.policy, body.policy, f"policy of estate {estate}")
+    await _publish(None, [body])
+    return body
 
 
 def create_app(manage_lifecycle: bool = True):

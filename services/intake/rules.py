@@ -15,12 +15,20 @@ from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from shared.calendar import WorkingCalendar
+from shared.errors import RuleViolation as SharedRuleViolation
 from shared.events import Channel, Kind, ValidityJudged
 from shared.policy import Policy
 
 
-class RuleViolation(ValueError):
-    """A request breaks a business rule; the message says which, in the domain's words."""
+class RuleViolation(SharedRuleViolation):
+    """A request breaks a business rule; the message says which, in the domain's words.
+
+    The HTTP status defaults to 422 (input the rules reject); invalid transitions say
+    409 and missing approvals or roles 403 where they are raised.
+    """
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message, status)
 
 
 # --- time helpers ------------------------------------------------------------------------
@@ -175,7 +183,7 @@ def judge_validity(
     except ValueError:
         raise RuleViolation(f"unknown kind {kind!r}") from None
     if kind is not Kind.complaint:
-        raise RuleViolation(f"only complaints are judged valid or invalid, not a {kind.value}")
+        raise RuleViolation(f"only complaints are judged valid or invalid, not a {kind.value}", 409)
     if not (reason or "").strip():
         raise RuleViolation("a validity judgement must state its reason")
     if not (judged_by or "").strip():
@@ -185,10 +193,10 @@ def judge_validity(
     if valid:
         return ValidityJudgement(True, reason.strip(), judged_by, confirmed_by, local, None)
     if confirmed_by is None:
-        raise RuleViolation("an invalid complaint needs a manager's confirmation")
+        raise RuleViolation("an invalid complaint needs a manager's confirmation", 403)
     if confirmed_by == judged_by:
         raise RuleViolation(
-            f"an invalid complaint must be confirmed by a manager other than its judge {judged_by!r}"
+            f"an invalid complaint must be confirmed by a manager other than its judge {judged_by!r}", 403
         )
     notice = calendar.add_working_days(local, policy.intake.invalid_complaint_notice_working_days)
     return ValidityJudgement(

@@ -1,4 +1,5 @@
-"""Intake's tables: requests as registered, countersign-form numbering, shift handover."""
+"""Intake's tables: requests as registered, countersign-form numbering, shift handover,
+progress updates to owners, and the owners/units directory with its disclosure log."""
 
 import sqlalchemy as sa
 
@@ -38,7 +39,32 @@ tickets = sa.Table(
     sa.Column("round", sa.Integer, nullable=False, default=1),
     sa.Column("client_request_id", sa.String(128)),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # Record content (RULES §1): when, why, who was involved, attachments by reference.
+    sa.Column("occurred_at", sa.DateTime(timezone=True)),
+    sa.Column("cause", sa.Text),
+    sa.Column("people", sa.JSON, nullable=False, server_default=sa.text("'[]'")),
+    sa.Column("attachments", sa.JSON, nullable=False, server_default=sa.text("'[]'")),
+    # The owner's signature: signed / later (补签, reminded until supplied) / not_required.
+    sa.Column("owner_signature", sa.String(16), nullable=False, server_default="not_required"),
+    sa.Column("signed_at", sa.DateTime(timezone=True)),
+    sa.Column("reminders_sent", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_reminded_at", sa.DateTime(timezone=True)),
+    sa.Column("next_reminder_at", sa.DateTime(timezone=True)),
+    # Who holds it now; handing it on never changes first_contact.
+    sa.Column("current_handler", sa.String(64)),
+    # Complaint validity.
+    sa.Column("valid", sa.Boolean),
+    sa.Column("validity_reason", sa.Text),
+    sa.Column("judged_by", sa.String(64)),
+    sa.Column("confirmed_by", sa.String(64)),
+    sa.Column("judged_at", sa.DateTime(timezone=True)),
+    sa.Column("notify_owner_by", sa.DateTime(timezone=True)),
+    sa.Column("notify_provisional", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("owner_notified_at", sa.DateTime(timezone=True)),
+    sa.Column("completed_at", sa.DateTime(timezone=True)),
+    sa.Column("closed_at", sa.DateTime(timezone=True)),
     sa.UniqueConstraint("estate", "client_request_id", name="uq_tickets_client_request"),
+    sa.Index("ix_tickets_signature_due", "next_reminder_at", postgresql_where=sa.text("next_reminder_at IS NOT NULL")),
 )
 
 # Gapless numbering: one row per estate and year, incremented under its row lock.
@@ -48,4 +74,74 @@ form_sequences = sa.Table(
     sa.Column("estate", sa.String(32), primary_key=True),
     sa.Column("year", sa.Integer, primary_key=True),
     sa.Column("last", sa.Integer, nullable=False),
+)
+
+# Off-hours registrations by duty staff wait here until the next shift takes each over.
+handover_items = sa.Table(
+    "handover_items",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("estate", sa.String(32), nullable=False),
+    sa.Column("ticket_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("registered_by", sa.String(64), nullable=False),
+    sa.Column("registered_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("handover_due", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("taken_over_by", sa.String(64)),
+    sa.Column("taken_over_at", sa.DateTime(timezone=True)),
+    sa.Index("ix_handover_unclaimed", "estate", postgresql_where=sa.text("taken_over_at IS NULL")),
+)
+
+progress_updates = sa.Table(
+    "progress_updates",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("ticket_id", sa.String(64), nullable=False, index=True),
+    sa.Column("estate", sa.String(32), nullable=False),
+    sa.Column("note", sa.Text, nullable=False),
+    sa.Column("method", sa.String(16), nullable=False),
+    sa.Column("updated_by", sa.String(64), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Units are building-entrance-room ("1-2-301") in one of the estate's buildings.
+units = sa.Table(
+    "units",
+    metadata,
+    sa.Column("estate", sa.String(32), primary_key=True),
+    sa.Column("code", sa.String(64), primary_key=True),
+    sa.Column("building", sa.String(32), nullable=False),
+    sa.Column("entrance", sa.String(16), nullable=False),
+    sa.Column("room", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Owners and residents (level-1 confidential: phone and ID numbers are shown masked).
+owners = sa.Table(
+    "owners",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("estate", sa.String(32), nullable=False),
+    sa.Column("unit", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("relation", sa.String(16), nullable=False),  # owner / resident
+    sa.Column("phone", sa.String(32)),
+    sa.Column("id_number", sa.String(32)),
+    sa.Column("contacts", sa.JSON, nullable=False, server_default=sa.text("'[]'")),
+    sa.Column("created_by", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_owners_estate_unit", "estate", "unit"),
+)
+
+# Every time someone saw an owner's phone or ID number unmasked.
+disclosures = sa.Table(
+    "disclosures",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("estate", sa.String(32), nullable=False, index=True),
+    sa.Column("owner_id", sa.String(64), nullable=False),
+    sa.Column("viewer", sa.String(64), nullable=False),
+    sa.Column("roles", sa.JSON, nullable=False),
+    sa.Column("fields", sa.JSON, nullable=False),
+    sa.Column("purpose", sa.String(200)),
+    sa.Column("disclosed_at", sa.DateTime(timezone=True), nullable=False),
 )

@@ -93,7 +93,8 @@ def test_up_embedded_then_ctrl_c_then_up_again_keeps_data():
         intake = endpoints["services"]["intake"]
         intake_is_ready_for(intake, token)
         created = httpx.post(f"{intake}/v1/estates/cli01/requests", headers={"Authorization": f"Bearer {token}"},
-                             json={"kind": "inquiry", "channel": "walk_in", "description": "物业费怎么交？"})
+                             json={"kind": "inquiry", "channel": "walk_in", "description": "物业费怎么交？",
+                                   "owner_signed": True})
         assert created.status_code == 201, created.text
     finally:
         output = stop_with_ctrl_c(process)

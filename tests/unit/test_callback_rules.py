@@ -755,3 +755,228 @@ def test_rates_refuse_impossible_counts(part, whole):
 def test_policy_refuses_out_of_range_activity_rate():
     with pytest.raises(ValidationError):
         effective_policy(estate_overrides={"callback": {"activity_rate_percent": 101}})
+
+
+# --- what a completion leads to -----------------------------------------------------------
+
+from services.callback.rules import (  # noqa: E402
+    CallbackAnswers,
+    callback_assignee,
+    check_call_method,
+    check_recordable,
+    check_resubmission,
+    check_visit_date,
+    counts_in_rate,
+    decides_outcome,
+    parse_month,
+    plan_completion,
+    record_outcome,
+    recurrence_key,
+    recurrence_verdict,
+)
+from shared.errors import RuleViolation  # noqa: E402
+
+
+def completion(f: CompletionFacts, policy=DEFAULT_POLICY):
+    return plan_completion(f, policy, CALENDAR)
+
+
+def test_a_valid_complaint_waits_for_its_callback():
+    result = completion(facts(Kind.complaint, complaint_valid=True))
+    assert [p.rule for p in result.callbacks] == [CallbackRule.complaint]
+    assert (result.judged_by_recurrence, result.close_now, result.close_reason) == (False, False, None)
+
+
+@pytest.mark.parametrize(
+    ("f", "reason"),
+    [
+        (facts(Kind.complaint, complaint_valid=False), "invalid complaint"),
+        (facts(Kind.praise), "praise"),
+        (facts(Kind.complaint, complaint_valid=False, reply_method=ReplyMethod.none), "invalid complaint"),
+        (facts(Kind.praise, reply_method=ReplyMethod.none), "praise"),
+    ],
+)
+def test_what_needs_no_callback_closes_at_once(f, reason):
+    result = completion(f)
+    assert result.callbacks == [] and result.close_now is True and result.judged_by_recurrence is False
+    assert reason in result.close_reason
+
+
+def test_an_activity_outside_the_sample_closes_at_once():
+    skipped = next(f"ACT-{n}" for n in range(100) if not in_activity_sample(f"ACT-{n}", 70))
+    result = completion(facts(Kind.activity, ticket_id=skipped))
+    assert result.close_now and "70 %" in result.close_reason
+
+
+@pytest.mark.parametrize("kind", [Kind.complaint, Kind.repair, Kind.inquiry, Kind.special_service])
+def test_a_pathless_opinion_is_judged_by_recurrence(kind):
+    result = completion(facts(kind, reply_method=ReplyMethod.none, repair_class=RepairClass.general))
+    assert result.callbacks == []
+    assert result.judged_by_recurrence is True and result.close_now is False
+
+
+def test_an_online_opinion_gets_its_one_way_reply_and_is_judged_by_recurrence():
+    result = completion(facts(Kind.complaint, reply_method=ReplyMethod.online))
+    assert [p.method for p in result.callbacks] == [ReplyMethod.online]
+    assert result.judged_by_recurrence is True and result.close_now is False
+
+
+def test_a_small_repair_waits_for_the_owner_not_the_supervisor():
+    result = completion(facts(Kind.repair, repair_class=RepairClass.simple))
+    deciding = [p.rule for p in result.callbacks if decides_outcome(p.purpose, p.method)]
+    assert deciding == [CallbackRule.small_repair]
+    assert [p.rule for p in result.callbacks if counts_in_rate(p.purpose)] == [CallbackRule.small_repair]
+
+
+def test_a_thank_you_call_decides_but_does_not_count_in_the_rate():
+    thanking = effective_policy(estate_overrides={"callback": {"praise_callback": True}})
+    result = completion(facts(Kind.praise), policy=thanking)
+    assert not result.close_now and not result.judged_by_recurrence
+    assert decides_outcome(CallbackPurpose.thanks, ReplyMethod.online)
+    assert not counts_in_rate(CallbackPurpose.thanks)
+
+
+@pytest.mark.parametrize(
+    ("purpose", "method", "decides"),
+    [
+        (CallbackPurpose.satisfaction, ReplyMethod.phone, True),
+        (CallbackPurpose.satisfaction, ReplyMethod.visit, True),
+        (CallbackPurpose.satisfaction, ReplyMethod.letter, True),
+        (CallbackPurpose.satisfaction, ReplyMethod.online, False),
+        (CallbackPurpose.repair_check, ReplyMethod.phone, False),
+        (CallbackPurpose.midway_check, ReplyMethod.phone, False),
+    ],
+)
+def test_which_callbacks_decide_the_outcome(purpose, method, decides):
+    assert decides_outcome(purpose, method) is decides
+
+
+def test_the_supervisor_makes_the_repair_check_and_the_first_contact_owner_the_rest():
+    assert callback_assignee(CallbackPurpose.repair_check, "cs01", "eng-head") == "eng-head"
+    assert callback_assignee(CallbackPurpose.repair_check, "cs01", None) == "cs01"
+    assert callback_assignee(CallbackPurpose.satisfaction, "cs01", "eng-head") == "cs01"
+
+
+# --- recording a callback -----------------------------------------------------------------
+
+
+def answers(**kw) -> CallbackAnswers:
+    base = dict(handled_in_time=True, result_satisfied=True, attitude_satisfied=True, suggestions="",
+                owner_confirmed=True, method=ReplyMethod.phone)
+    return CallbackAnswers(**{**base, **kw})
+
+
+def test_recording_a_satisfied_callback_closes_and_an_unsatisfied_one_reopens():
+    closed = record_outcome(CallbackPurpose.satisfaction, ReplyMethod.phone, answers(), 1,
+                            current_round=1, ticket_closed=False, policy=DEFAULT_POLICY)
+    assert (closed.event, closed.round) == ("closed", 1)
+    reopened = record_outcome(CallbackPurpose.satisfaction, ReplyMethod.phone, answers(result_satisfied=False), 2,
+                              current_round=2, ticket_closed=False, policy=DEFAULT_POLICY)
+    assert (reopened.event, reopened.round, reopened.call_back_again) == ("reopened", 3, True)
+
+
+def test_recording_checks_and_online_replies_decides_nothing():
+    for purpose, method in [(CallbackPurpose.repair_check, ReplyMethod.phone),
+                            (CallbackPurpose.midway_check, ReplyMethod.visit),
+                            (CallbackPurpose.satisfaction, ReplyMethod.online)]:
+        assert record_outcome(purpose, method, answers(result_satisfied=False), 1,
+                              current_round=1, ticket_closed=False, policy=DEFAULT_POLICY) is None
+
+
+def test_a_callback_of_a_round_already_judged_decides_nothing():
+    assert record_outcome(CallbackPurpose.satisfaction, ReplyMethod.phone, answers(), 1,
+                          current_round=2, ticket_closed=False, policy=DEFAULT_POLICY) is None
+    assert record_outcome(CallbackPurpose.satisfaction, ReplyMethod.phone, answers(), 1,
+                          current_round=1, ticket_closed=True, policy=DEFAULT_POLICY) is None
+
+
+def test_a_thank_you_call_closes_whatever_was_answered():
+    outcome = record_outcome(CallbackPurpose.thanks, ReplyMethod.phone, answers(result_satisfied=False), 1,
+                             current_round=1, ticket_closed=False, policy=DEFAULT_POLICY)
+    assert outcome.event == "closed" and not outcome.open_attitude_complaint
+
+
+def test_the_same_answers_again_are_a_double_submit():
+    check_resubmission(answers(suggestions="多谢"), answers(suggestions=" 多谢 "))  # no error
+
+
+def test_different_answers_for_a_recorded_callback_are_refused():
+    with pytest.raises(RuleViolation) as refused:
+        check_resubmission(answers(), answers(result_satisfied=False, suggestions="再修一次"))
+    assert refused.value.status == 409
+    assert "result_satisfied" in str(refused.value) and "suggestions" in str(refused.value)
+
+
+def test_a_cancelled_callback_cannot_be_recorded():
+    check_recordable("pending")
+    check_recordable("done")
+    with pytest.raises(RuleViolation, match="cancelled .*judged invalid") as refused:
+        check_recordable("cancelled", "complaint judged invalid")
+    assert refused.value.status == 409
+    with pytest.raises(RuleViolation):
+        check_recordable("lost")
+
+
+def test_none_is_no_way_to_call():
+    for method in (ReplyMethod.phone, ReplyMethod.visit, ReplyMethod.letter, ReplyMethod.online):
+        check_call_method(method)
+    with pytest.raises(RuleViolation) as refused:
+        check_call_method(ReplyMethod.none)
+    assert refused.value.status == 422
+
+
+def test_refusals_of_requests_are_rule_violations():
+    with pytest.raises(RuleViolation) as refused:
+        decide_outcome(True, True, 0, policy=DEFAULT_POLICY)
+    assert refused.value.status == 422
+    with pytest.raises(RuleViolation) as refused:
+        visit_shortfall({}, (2026, 0), [], DEFAULT_POLICY)
+    assert refused.value.status == 422
+
+
+# --- recurrence over several departments ----------------------------------------------------
+
+
+def test_recurrence_in_any_department_of_the_first_opinion_counts():
+    firsts = [opinion("T-1", local(2026, 5, 1), department=d) for d in ("engineering", "security")]
+    later = opinion("T-2", raised=local(2026, 5, 20), department="security")
+    verdict, found = recurrence_verdict(firsts, [later], local(2026, 5, 20), DEFAULT_POLICY)
+    assert verdict == "not_satisfied" and [o.ticket_id for o in found] == ["T-2"]
+
+
+def test_recurrence_verdict_waits_for_the_window_then_is_satisfied():
+    firsts = [opinion("T-1", local(2026, 1, 31, 10, 0), department=d) for d in ("engineering", "cleaning")]
+    other = opinion("T-2", raised=local(2026, 2, 3), department="security")
+    assert recurrence_verdict(firsts, [other], local(2026, 3, 2, 9, 59), DEFAULT_POLICY) == (None, [])
+    assert recurrence_verdict(firsts, [other], local(2026, 3, 2, 10, 0), DEFAULT_POLICY) == ("satisfied", [])
+    with pytest.raises(ValueError):
+        recurrence_verdict([], [], local(2026, 3, 2), DEFAULT_POLICY)
+
+
+def test_recurrence_key_matches_the_rule_comparison():
+    assert recurrence_key(" Water_Leak ") == recurrence_key("water_leak")
+
+
+# --- request parsing ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["2026-1", "2026/11", "26-11", "2026-13", "2026-00", "november", ""])
+def test_bad_months_are_refused_with_the_expected_form(text):
+    with pytest.raises(RuleViolation) as refused:
+        parse_month(text)
+    assert refused.value.status == 422
+
+
+def test_months_parse():
+    assert parse_month("2026-11") == (2026, 11)
+    assert parse_month(" 2027-01 ") == (2027, 1)
+
+
+def test_visits_are_recorded_after_they_happen():
+    check_visit_date(dt.date(2026, 11, 22), dt.date(2026, 11, 22))
+    check_visit_date(dt.date(2026, 10, 31), dt.date(2026, 11, 1))
+    with pytest.raises(RuleViolation, match="future") as refused:
+        check_visit_date(dt.date(2026, 11, 23), dt.date(2026, 11, 22))
+    assert refused.value.status == 422
+    with pytest.raises(TypeError):
+        check_visit_date(local(2026, 11, 1), dt.date(2026, 11, 22))

@@ -1,0 +1,237 @@
+"""`estatedesk analytics rebuild`: replay the ticket stream from its first message through
+the same `rules.apply_event` into a fresh read model in a scratch schema, then compare it
+with the live model counter by counter, or swap it in.
+
+Events are folded in batches (facts of the batch's tickets loaded once, counters summed
+before they are written), which gives the same facts and totals as folding them one by
+one (`rules.replay` is order-preserving and idempotent per ticket). Events the live
+consumer would refuse as dead letters (malformed, unknown type, wrong subject, or a
+payload `apply_event` rejects) are skipped and counted here too.
+
+Swap: inside one transaction the live tables are locked (the live consumer waits), the
+scratch model catches up with the events published since the replay started, and the
+live tables are replaced with its rows. An event the live consumer is still to deliver
+afterwards finds its id among the ticket's seen events and adds nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from dataclasses import dataclass, field
+
+import nats
+import sqlalchemy as sa
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+
+from services.analytics import rules, store
+from shared.directory import Directory
+from shared.events import PAYLOADS, STREAM_NAME, STREAM_SUBJECTS, CloudEvent
+from shared.settings import asyncpg_url
+
+SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+DEFAULT_SCHEMA = "analytics_rebuild"
+BATCH = 2000
+STREAM_TABLES = ("ticket_facts", "rollups", "repeat_suggestions", "alerts")
+
+
+@dataclass
+class RebuildResult:
+    schema: str
+    last_seq: int = 0
+    events: int = 0
+    skipped: list[str] = field(default_factory=list)
+    tickets: int = 0
+    counters: int = 0
+    differences: int | None = None
+    sample: list[dict] = field(default_factory=list)
+    swapped: bool = False
+
+
+def parse(subject: str, body: bytes) -> CloudEvent:
+    """The live consumer's acceptance test (see shared.bus.EventConsumer.consume)."""
+    event = CloudEvent.model_validate_json(body)
+    if event.event_name not in PAYLOADS:
+        raise ValueError(f"unknown event type {event.type!r}")
+    if event.nats_subject != subject:
+        raise ValueError(f"event arrived on {subject!r}")
+    event.payload()
+    return event
+
+
+async def fold_batch(conn: AsyncConnection, model: store.ReadModel, events: list[CloudEvent],
+                     directory: Directory, now, skipped: list[str]) -> None:
+    t = model.facts
+    keys = sorted({(e.estate, e.subject) for e in events})
+    facts: dict[tuple[str, str], rules.TicketFacts] = {}
+    for start in range(0, len(keys), 1000):
+        chunk = keys[start:start + 1000]
+        rows = await conn.execute(sa.select(t.c.estate, t.c.ticket_id, t.c.facts)
+                                  .where(sa.tuple_(t.c.estate, t.c.ticket_id).in_(chunk)))
+        facts.update({(r.estate, r.ticket_id): rules.TicketFacts.from_dict(r.facts) for r in rows})
+    changed: set[tuple[str, str]] = set()
+    forms: dict[tuple[str, str], str] = {}
+    deltas: list[rules.RollupDelta] = []
+    suggestions, alerts = [], []
+    for event in events:
+        key = (event.estate, event.subject)
+        before = facts.get(key)
+        if before is not None and event.id in before.seen_event_ids:
+            continue
+        policy = directory.policy_for(event.estate)
+        try:
+            after, produced = rules.apply_event(before, event, policy)
+        except ValueError as error:  # the live consumer dead-letters it after its retries
+            skipped.append(f"{event.id}: {error}")
+            continue
+        facts[key] = after
+        changed.add(key)
+        deltas.extend(produced)
+        if event.event_name == "accepted":
+            forms[key] = event.data.get("form_number")
+        suggestion, alert = store.extra_rows(event, policy)
+        if suggestion:
+            suggestions.append(suggestion)
+        if alert:
+            alerts.append(alert)
+    await store.save_facts(conn, model, [store.facts_row(facts[k], now, forms.get(k)) for k in sorted(changed)])
+    await store.add_rollups(conn, model, deltas)
+    await store.save_extras(conn, model, suggestions, alerts)
+
+
+async def replay_stream(js, conn_factory, model: store.ReadModel, directory: Directory, clock_now,
+                        first_seq: int, last_seq: int, result: RebuildResult, batch: int = BATCH) -> None:
+    """Fold stream messages first_seq..last_seq into `model`; `conn_factory()` gives the
+    (async context managed) connection each batch is written with."""
+    if last_seq < first_seq:
+        return
+    sub = await js.subscribe(
+        STREAM_SUBJECTS[0], ordered_consumer=True,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=first_seq),
+    )
+    buffer: list[CloudEvent] = []
+    try:
+        seq = first_seq - 1
+        while seq < last_seq:
+            try:
+                msg = await sub.next_msg(timeout=10)
+            except nats.errors.TimeoutError:
+                raise RuntimeError(f"the stream stopped at {seq} before {last_seq}") from None
+            seq = msg.metadata.sequence.stream
+            if seq > last_seq:
+                break
+            result.events += 1
+            try:
+                buffer.append(parse(msg.subject, msg.data))
+            except (ValidationError, ValueError) as error:
+                result.skipped.append(f"seq {seq}: {str(error).splitlines()[0]}")
+            if len(buffer) >= batch or seq >= last_seq:
+                async with conn_factory() as conn:
+                    await fold_batch(conn, model, buffer, directory, clock_now(), result.skipped)
+                buffer.clear()
+        if buffer:
+            async with conn_factory() as conn:
+                await fold_batch(conn, model, buffer, directory, clock_now(), result.skipped)
+    finally:
+        await sub.unsubscribe()
+
+
+async def compare(conn: AsyncConnection, live: store.ReadModel, scratch: store.ReadModel,
+                  limit: int = 20) -> tuple[int, list[dict]]:
+    """Counters whose values differ between the two models (a zero equals a missing row)."""
+    keys = ("period", "estate", "dimension", "key", "metric")
+    join = " AND ".join(f"l.{k} = s.{k}" for k in keys)
+    select = ", ".join(f"coalesce(l.{k}, s.{k}) AS {k}" for k in keys)
+    base = (f'FROM "{live.schema}".rollups l FULL OUTER JOIN "{scratch.schema}".rollups s ON {join} '
+            "WHERE coalesce(l.value, 0) <> coalesce(s.value, 0)")
+    count = (await conn.execute(sa.text(f"SELECT count(*) {base}"))).scalar_one()
+    rows = await conn.execute(sa.text(
+        f"SELECT {select}, l.value AS live, s.value AS rebuilt {base} ORDER BY 1, 2, 3, 4, 5 LIMIT {int(limit)}"))
+    return int(count), [dict(r._mapping) for r in rows]
+
+
+async def rebuild(nats_url: str, database_url: str, schema: str = DEFAULT_SCHEMA, *, swap: bool = False,
+                  keep: bool = True, batch: int = BATCH, clock=None) -> RebuildResult:
+    if not SCHEMA_NAME.match(schema) or schema in ("analytics", "public"):
+        raise ValueError(f"scratch schema {schema!r}: lower-case letters, digits and _, not the live schema")
+    from shared.clock import SystemClock
+
+    clock = clock or SystemClock()
+    result = RebuildResult(schema=schema)
+    scratch = store.read_model(schema)
+    engine = create_async_engine(asyncpg_url(database_url))
+    directory = Directory()
+    await directory.start(nats_url)
+    nc = await nats.connect(nats_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            await conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+            await conn.run_sync(scratch.metadata.create_all)
+        js = nc.jetstream()
+        result.last_seq = (await js.stream_info(STREAM_NAME)).state.last_seq
+        await replay_stream(js, engine.begin, scratch, directory, clock.now, 1, result.last_seq, result, batch)
+
+        if swap:
+            async with engine.begin() as conn:
+                live_tables = ", ".join(f'"{store.LIVE.schema}".{name}' for name in STREAM_TABLES)
+                await conn.execute(sa.text(f"LOCK TABLE {live_tables} IN ACCESS EXCLUSIVE MODE"))
+                latest = (await js.stream_info(STREAM_NAME)).state.last_seq
+
+                class Same:  # the catch-up writes inside the locking transaction
+                    async def __aenter__(self):
+                        return conn
+
+                    async def __aexit__(self, *exc):
+                        return False
+
+                await replay_stream(js, Same, scratch, directory, clock.now, result.last_seq + 1, latest, result, batch)
+                result.last_seq = latest
+                for name in STREAM_TABLES:
+                    await conn.execute(sa.text(f'DELETE FROM "{store.LIVE.schema}".{name}'))
+                    await conn.execute(sa.text(
+                        f'INSERT INTO "{store.LIVE.schema}".{name} SELECT * FROM "{schema}".{name}'))
+            result.swapped = True
+
+        async with engine.connect() as conn:
+            result.tickets = (await conn.execute(sa.text(f'SELECT count(*) FROM "{schema}".ticket_facts'))).scalar_one()
+            result.counters = (await conn.execute(sa.text(f'SELECT count(*) FROM "{schema}".rollups'))).scalar_one()
+            result.differences, result.sample = await compare(conn, store.LIVE, scratch)
+        if not keep:
+            async with engine.begin() as conn:
+                await conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    finally:
+        await nc.close()
+        await directory.stop()
+        await engine.dispose()
+    return result
+
+
+def summary_lines(result: RebuildResult) -> list[str]:
+    lines = [
+        f"replayed {result.events} events (stream up to seq {result.last_seq}) into schema {result.schema!r}: "
+        f"{result.tickets} tickets, {result.counters} counters",
+    ]
+    if result.skipped:
+        lines.append(f"skipped {len(result.skipped)} events the live consumer dead-letters too:")
+        lines += [f"  {reason}" for reason in result.skipped[:10]]
+    if result.swapped:
+        lines.append("swapped into the live read model")
+    if result.differences == 0:
+        lines.append("identical to the live read model")
+    else:
+        lines.append(f"{result.differences} counters differ from the live read model "
+                     "(events still being consumed live also show up here), e.g.:")
+        lines += [f"  {json.dumps(row, ensure_ascii=False, default=str)}" for row in result.sample]
+    return lines
+
+
+def run(args) -> int:
+    result = asyncio.run(rebuild(args.nats_url, args.database_url, args.into_schema or DEFAULT_SCHEMA,
+                                 swap=args.swap, keep=args.keep or bool(args.into_schema)))
+    for line in summary_lines(result):
+        print(line)
+    return 0 if result.differences == 0 else 1
