@@ -275,6 +275,58 @@ async def next_form_sequence(session, estate: str, year: int) -> int:
     return result.scalar_one()
 
 
+class RegistrationDesk:
+    """Registers the requests of one estate in batches.
+
+    The gapless form number needs the estate's counter row locked until commit, so
+    registrations of an estate are serial by nature. Rather than let every request wait
+    for the lock and its own commit, one worker per estate takes whatever has queued up
+    and registers it in one transaction: each request in its own savepoint (a refused one
+    gives its number back), one lock, one commit for the batch.
+    """
+
+    def __init__(self) -> None:
+        self._queues: dict[tuple[str, int], list] = {}
+        self._workers: dict[tuple[str, int], asyncio.Task] = {}
+
+    async def register(self, estate: str, year: int, write):
+        future = asyncio.get_running_loop().create_future()
+        key = (estate, year)
+        self._queues.setdefault(key, []).append((write, future))
+        worker = self._workers.get(key)
+        if worker is None or worker.done():
+            self._workers[key] = asyncio.create_task(self._drain(key))
+        return await future
+
+    async def _drain(self, key) -> None:
+        while self._queues.get(key):
+            batch, self._queues[key] = self._queues[key], []
+            outcomes = []
+            try:
+                async with service.db.transaction() as session:
+                    for write, future in batch:
+                        try:
+                            async with session.begin_nested():
+                                outcomes.append((future, await write(session), None))
+                        except Exception as error:  # this request only; the batch goes on
+                            outcomes.append((future, None, error))
+            except Exception as error:  # the commit failed: nobody in the batch was registered
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for future, value, error in outcomes:
+                if future.done():
+                    continue
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(value)
+
+
+registration_desk = RegistrationDesk()
+
+
 # --- requests: routes ---------------------------------------------------------------------------
 
 
@@ -295,7 +347,9 @@ async def register_request(estate: str, body: RequestIn, who: Principal = Depend
     requirement = rules.check_signature_at_intake(body.channel, body.owner_signed, policy)
     signature = "signed" if body.owner_signed else requirement.value
     off_hours = rules.is_off_hours(now, policy, calendar)
-    async with service.db.transaction() as session:
+    year = now.astimezone(tz).year
+
+    async def write(session):
         if body.client_request_id:
             existing = (
                 await session.execute(
@@ -304,7 +358,6 @@ async def register_request(estate: str, body: RequestIn, who: Principal = Depend
             ).first()
             if existing:
                 return await _full_ticket(session, existing)
-        year = now.astimezone(tz).year
         number = rules.form_number(estate, year, await next_form_sequence(session, estate, year), policy)
         ticket_id = str(uuid.uuid4())
         record = dict(
@@ -339,7 +392,9 @@ async def register_request(estate: str, body: RequestIn, who: Principal = Depend
                      **{k: v for k, v in record.items() if k not in ("first_contact_name",)}),
             estate=estate, actor=who.staff_id, time=now,
         )
-    return _ticket_out(stored, (), _Row(**handover, taken_over_by=None, taken_over_at=None) if handover else None, now)
+        return _ticket_out(stored, (), _Row(**handover, taken_over_by=None, taken_over_at=None) if handover else None, now)
+
+    return await registration_desk.register(estate, year, write)
 
 
 class _Row(dict):
