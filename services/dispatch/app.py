@@ -1144,26 +1144,17 @@ async def approve_nonconformity(estate: str, ticket_id: str, who: Principal = De
                    response_model=NonconformityOut, tags=["nonconformity"])
 async def start_corrective_action(estate: str, ticket_id: str, body: CorrectiveActionIn,
                                   who: Principal = Depends(require_estate)) -> NonconformityOut:
-    known_estate(service, estate)
-    who.require_role(*MANAGERS, "management_representative")
-    async with service.db.transaction() as session:
-        record = rules.start_corrective_action(_record(await _nonconformity(session, estate, ticket_id)), body.action,
-                                               body.responsible, service.clock.now())
-        await _save_nonconformity(session, record)
-        return _nc_out(record)
+    return await _advance_nonconformity(
+        estate, ticket_id, who,
+        lambda record, now: rules.start_corrective_action(record, body.action, body.responsible, now))
 
 
 @service.http.post("/estates/{estate}/forms/{ticket_id}/nonconformity/close", response_model=NonconformityOut,
                    tags=["nonconformity"])
 async def close_nonconformity(estate: str, ticket_id: str, body: CloseNonconformityIn,
                               who: Principal = Depends(require_estate)) -> NonconformityOut:
-    known_estate(service, estate)
-    who.require_role(*MANAGERS, "management_representative")
-    async with service.db.transaction() as session:
-        record = rules.close_nonconformity(_record(await _nonconformity(session, estate, ticket_id)), who.staff_id,
-                                           body.result, service.clock.now())
-        await _save_nonconformity(session, record)
-        return _nc_out(record)
+    return await _advance_nonconformity(
+        estate, ticket_id, who, lambda record, now: rules.close_nonconformity(record, who.staff_id, body.result, now))
 
 
 @service.http.post("/estates/{estate}/forms/{ticket_id}/nonconformity/capa-report", response_model=NonconformityOut,
@@ -1171,11 +1162,16 @@ async def close_nonconformity(estate: str, ticket_id: str, body: CloseNonconform
 async def attach_capa_report(estate: str, ticket_id: str, body: CapaReportIn,
                              who: Principal = Depends(require_estate)) -> NonconformityOut:
     """After the review meeting, where needed: the corrective/preventive action report."""
+    return await _advance_nonconformity(
+        estate, ticket_id, who, lambda record, now: rules.attach_capa_report(record, body.report, now))
+
+
+async def _advance_nonconformity(estate: str, ticket_id: str, who: Principal, step) -> NonconformityOut:
+    """One step of the nonconformity record (corrective action, close, CAPA report)."""
     known_estate(service, estate)
     who.require_role(*MANAGERS, "management_representative")
     async with service.db.transaction() as session:
-        record = rules.attach_capa_report(_record(await _nonconformity(session, estate, ticket_id)), body.report,
-                                          service.clock.now())
+        record = step(_record(await _nonconformity(session, estate, ticket_id)), service.clock.now())
         await _save_nonconformity(session, record)
         return _nc_out(record)
 
