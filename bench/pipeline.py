@@ -30,6 +30,7 @@ import nats  # noqa: E402
 from estatedesk.stack import Stack  # noqa: E402
 from shared.auth import issue_token  # noqa: E402
 from shared.directory import Company, Department, Estate, publish_directory  # noqa: E402
+from shared.settings import SERVICES  # noqa: E402
 
 ESTATE = "bench01"
 
@@ -143,9 +144,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--raw", type=int, default=5000, help="messages/rows for the raw measurements")
+    parser.add_argument("--services", default="intake,dispatch",
+                        help="services to run (default: only the measured path; 'all' for the whole system)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="edb-", dir="/tmp") as tmp:
-        stack = Stack(data_dir=Path(tmp))
+        services = SERVICES if args.services == "all" else tuple(args.services.split(","))
+        stack = Stack(data_dir=Path(tmp), services=services)
         stack.start()
         try:
             figures = asyncio.run(pipeline(stack, args.requests, args.concurrency))
@@ -154,7 +158,7 @@ def main() -> None:
         finally:
             stack.stop()
     print(f"pipeline intake → dispatch, {figures['requests']} requests, concurrency {args.concurrency}, "
-          f"{figures['errors']} errors")
+          f"{figures['errors']} errors; services running: {', '.join(services)}")
     print(f"  HTTP accept rate            {figures['http_accept_rate']:8.0f} req/s")
     print(f"  sustained (to assigned)     {figures['end_to_end_rate']:8.0f} req/s")
     print(f"  accepted → assigned latency p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms, "

@@ -61,8 +61,10 @@ def service_metadata(schema: str) -> sa.MetaData:
 
 class Database:
     def __init__(self, url: str, metadata: sa.MetaData, pool_size: int = 8):
+        # No pre-ping: it costs a round trip per transaction; a connection the server
+        # dropped fails its transaction once, which is retried (consumers redeliver).
         self.engine: AsyncEngine = create_async_engine(
-            asyncpg_url(url), pool_size=pool_size, max_overflow=4, pool_pre_ping=True
+            asyncpg_url(url), pool_size=pool_size, max_overflow=4, pool_recycle=1800
         )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.metadata = metadata
