@@ -333,7 +333,7 @@ async def estate_totals(session, model: ReadModel, periods: list[str]) -> dict[t
     )
     result: dict[tuple[str, str], dict] = {}
     dimension = rules.Dimension.estate.value
-    for period, estate, key, metric, value in rows.tuples():
+    for period, estate, key, metric, value in rows:
         result.setdefault((period, estate), {})[(dimension, key, metric)] = value
     return result
 
