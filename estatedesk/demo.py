@@ -355,7 +355,7 @@ class DemoFeeder:
 
     def on_callback_scheduled(self, estate: str, ticket: str, data: dict) -> None:
         round_ = data.get("round", 1)
-        satisfied = self.random.random() < (0.65 if round_ == 1 else 0.95)
+        satisfied = self.random.random() < (0.6 if round_ == 1 else 0.95)
         body = {"handled_in_time": self.random.random() < 0.85, "result_satisfied": satisfied,
                 "attitude_satisfied": self.random.random() < 0.92, "suggestions": "" if satisfied else "希望尽快彻底解决",
                 "owner_confirmed": True}
