@@ -27,7 +27,7 @@ import asyncpg  # noqa: E402
 import httpx  # noqa: E402
 import nats  # noqa: E402
 
-from estatedesk.stack import Stack  # noqa: E402
+from estatedesk.stack import Stack, wait_until_intake_knows  # noqa: E402
 from shared.auth import issue_token  # noqa: E402
 from shared.directory import Company, Department, Estate, publish_directory  # noqa: E402
 from shared.settings import SERVICES  # noqa: E402
@@ -65,11 +65,7 @@ async def pipeline(stack: Stack, requests: int, concurrency: int) -> dict:
 
     async with httpx.AsyncClient(base_url=stack.service("intake").url, headers=headers,
                                  limits=httpx.Limits(max_connections=concurrency), timeout=60) as client:
-        for _ in range(100):  # wait until intake has seen the directory
-            if (await client.get(f"/v1/estates/{ESTATE}/requests/none")).status_code == 404 and \
-                    "unknown estate" not in (await client.get(f"/v1/estates/{ESTATE}/requests/none")).text:
-                break
-            await asyncio.sleep(0.1)
+        await wait_until_intake_knows(client, stack.service("intake").url, ESTATE, token)
         queue: asyncio.Queue[int] = asyncio.Queue()
         for i in range(requests):
             queue.put_nowait(i)

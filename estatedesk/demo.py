@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import nats
 
+from estatedesk.stack import wait_until_intake_knows
 from shared.auth import issue_token
 from shared.calendar import WorkingCalendar
 from shared.clock import AcceleratedClock, clock_from_spec
@@ -189,7 +190,9 @@ class DemoFeeder:
         await publish_directory(self.stack.nats_url, self.company, self.estates)
         async with httpx.AsyncClient(timeout=30) as client:
             self.client = client
-            await self._wait_for_directory(client)
+            first = self.estates[0].code
+            await wait_until_intake_knows(client, self.url("intake"), first, self.token(first, f"{first}-cs01"),
+                                          timeout=20)
             nc = await nats.connect(self.stack.nats_url)
             await nc.subscribe("estatedesk.*.ticket.*", cb=self._on_event)
             for estate in self.estates:
@@ -214,14 +217,6 @@ class DemoFeeder:
                     await asyncio.sleep(wait)
             finally:
                 await nc.close()
-
-    async def _wait_for_directory(self, client: httpx.AsyncClient) -> None:
-        estate = self.estates[0].code
-        for _ in range(200):
-            r = await self.call(client, "GET", "intake", f"/v1/estates/{estate}/requests/none", estate, f"{estate}-cs01")
-            if r is not None and "unknown estate" not in r.text:
-                return
-            await asyncio.sleep(0.1)
 
     async def _on_event(self, msg) -> None:
         try:

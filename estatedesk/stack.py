@@ -4,6 +4,7 @@ Used by `estatedesk up` and by the integration tests alike."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,3 +102,15 @@ class Stack:
             self.embedded_nats.stop()
         if self.embedded_postgres:
             self.embedded_postgres.stop()
+
+
+async def wait_until_intake_knows(client, intake_url: str, estate: str, token: str, timeout: float = 10) -> bool:
+    """Every service watches the directory; True once intake knows `estate` (a lookup
+    of a missing request then says "no request", not "unknown estate")."""
+    for _ in range(int(timeout / 0.05)):
+        r = await client.get(f"{intake_url}/v1/estates/{estate}/requests/none",
+                             headers={"Authorization": f"Bearer {token}"})
+        if r.status_code == 404 and "unknown estate" not in r.text:
+            return True
+        await asyncio.sleep(0.05)
+    return False

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB, insert as pg_insert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from shared.events import CloudEvent
@@ -140,10 +139,6 @@ def json_default(value):
     if isinstance(value, (dt.datetime, dt.date)):
         return value.isoformat()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def dumps(value) -> str:
-    return json.dumps(value, default=json_default, ensure_ascii=False, sort_keys=True)
 
 
 # --- migrations -------------------------------------------------------------------------

@@ -75,7 +75,6 @@ class Service:
         self.directory = Directory()
         self.relay: OutboxRelay | None = None
         self._tasks: list[asyncio.Task] = []
-        self.started = asyncio.Event()
 
     # --- declaration -----------------------------------------------------------------
     def consumer(self, *events: str, description: str = "") -> Callable[[EventHandler], EventHandler]:
@@ -124,7 +123,6 @@ class Service:
         self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-outbox-relay"))
         for job in self.jobs:
             self._tasks.append(asyncio.create_task(self._run_periodic(job), name=f"{self.name}-{job.name}"))
-        self.started.set()
         log.info("%s started", self.name)
 
     async def _run_periodic(self, job: PeriodicJob) -> None:

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from estatedesk.embedded import EmbeddedNats, EmbeddedPostgres
-from estatedesk.stack import Stack
+from estatedesk.stack import Stack, wait_until_intake_knows
 from shared.auth import issue_token
 from shared.db import migrate
 from shared.directory import Company, Department, Estate, StaffMember, publish_directory
@@ -97,13 +97,9 @@ async def estate(stack) -> str:
 async def wait_for_directory(stack, code: str, timeout: float = 10) -> None:
     """Every service watches the directory; wait until intake knows the estate."""
     token = token_for(stack, "probe", ["quality_manager"], ["*"])
-    async with httpx.AsyncClient(base_url=stack.service("intake").url) as client:
-        for _ in range(int(timeout / 0.05)):
-            r = await client.get(f"/v1/estates/{code}/requests/none", headers=auth(token))
-            if r.status_code == 404 and "unknown estate" not in r.text:
-                return
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"directory update for {code} not seen")
+    async with httpx.AsyncClient() as client:
+        if not await wait_until_intake_knows(client, stack.service("intake").url, code, token, timeout):
+            raise AssertionError(f"directory update for {code} not seen")
 
 
 def token_for(stack, staff: str, roles: list[str], estates: list[str]) -> str:
