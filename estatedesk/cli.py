@@ -116,21 +116,40 @@ def cmd_token(args) -> int:
     from shared.settings import load_signing_key
     import datetime as dt
 
-    key = os.environ.get("ESTATEDESK_SIGNING_KEY") or load_signing_key(_data_dir(args), create=True)
-    token = issue_token(
-        key, args.staff, args.role, args.estate, name=args.name, departments=args.department,
-        ttl=dt.timedelta(days=args.days),
-    )
+    data_dir = _data_dir(args)
+    key = os.environ.get("ESTATEDESK_SIGNING_KEY")
+    if not key:
+        if not (data_dir / "signing.key").exists():
+            # A new key here would sign tokens that no running service accepts.
+            raise SystemExit(f"estatedesk token: no signing key in {data_dir} (not a data directory of a running "
+                             "EstateDesk): run it where `estatedesk up` ran, pass --data-dir, or set "
+                             "ESTATEDESK_SIGNING_KEY")
+        key = load_signing_key(data_dir)
+    try:
+        token = issue_token(
+            key, args.staff, args.role, args.estate, name=args.name, departments=args.department,
+            ttl=dt.timedelta(days=args.days),
+        )
+    except ValueError as error:
+        raise SystemExit(f"estatedesk token: {error}") from None
     print(token)
     return 0
 
 
 def cmd_directory(args) -> int:
     from shared.directory import Company, Estate, publish_directory
+    from shared.policy import effective_policy
 
-    data = json.loads(Path(args.file).read_text())
-    company = Company.model_validate(data["company"]) if "company" in data else None
-    estates = [Estate.model_validate(e) for e in data.get("estates", [])]
+    from pydantic import ValidationError
+
+    try:
+        data = json.loads(Path(args.file).read_text())
+        company = Company.model_validate(data["company"]) if "company" in data else None
+        estates = [Estate.model_validate(e) for e in data.get("estates", [])]
+        for estate in estates:
+            effective_policy(company.policy if company else {}, estate.policy)
+    except (OSError, ValueError, ValidationError) as error:
+        raise SystemExit(f"estatedesk directory: {args.file} refused: {error}") from None
     url = args.nats_url or os.environ.get("ESTATEDESK_NATS_URL") or _endpoints(args)["nats"]
     asyncio.run(publish_directory(url, company, estates))
     print(f"loaded {len(estates)} estates" + (" and the company" if company else ""))
@@ -150,6 +169,22 @@ def cmd_asyncapi(args) -> int:
         return 0
     target.write_text(text)
     print(f"wrote {target}")
+    return 0
+
+
+def role_table() -> str:
+    """The write routes of every service and the roles that may call them, as a Markdown
+    table (the README carries it; a test keeps the two the same)."""
+    lines = ["| service | route | roles that may call it |", "|---|---|---|"]
+    for name in SERVICES:
+        service = importlib.import_module(f"services.{name}.app").service
+        for (method, path), roles in sorted(service.write_roles.items(), key=lambda item: (item[0][1], item[0][0])):
+            lines.append(f"| {name} | `{method} /v1{path}` | {', '.join(roles)} |")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_roles(args) -> int:
+    print(role_table(), end="")
     return 0
 
 
@@ -218,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     dirc.add_argument("file")
     dirc.add_argument("--nats-url")
     dirc.set_defaults(func=cmd_directory)
+
+    rls = sub.add_parser("roles", help="print which roles may call each write route (the README's table)")
+    rls.set_defaults(func=cmd_roles)
 
     rev = sub.add_parser("revision", help="(developers) autogenerate a service's next migration")
     rev.add_argument("service", choices=SERVICES)

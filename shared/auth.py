@@ -25,6 +25,8 @@ KNOWN_ROLES = frozenset(
         *COMPANY_WIDE_ROLES,
     }
 )
+# Everybody who works for the company; `integration` is a system, not staff.
+STAFF_ROLES = tuple(sorted(KNOWN_ROLES - {"integration"}))
 ISSUER = "estatedesk"
 
 
@@ -50,7 +52,8 @@ class Principal:
         return bool(self.roles & COMPANY_WIDE_ROLES)
 
     def may_act_for(self, estate: str) -> bool:
-        return self.company_wide or estate in self.estates or "*" in self.estates
+        # A company-wide role sees every estate only with "*": the estate list is honoured.
+        return "*" in self.estates or estate in self.estates
 
     def require_estate(self, estate: str) -> None:
         if not self.may_act_for(estate):
@@ -78,6 +81,12 @@ def issue_token(
     unknown = set(roles) - KNOWN_ROLES
     if unknown:
         raise ValueError(f"unknown roles {sorted(unknown)}; known: {sorted(KNOWN_ROLES)}")
+    wide = sorted(set(roles) & COMPANY_WIDE_ROLES)
+    if wide and list(estates) != ["*"]:
+        raise ValueError(f"the company-wide roles {wide} act for every estate: give the estates as ['*'] "
+                         f"(--estate '*'), not {sorted(estates) or 'none'}")
+    if not estates:
+        raise ValueError("a token needs at least one estate (or '*')")
     now = now or dt.datetime.now(dt.timezone.utc)
     claims = {
         "iss": ISSUER,

@@ -15,39 +15,51 @@ from zoneinfo import ZoneInfo
 
 import nats
 from nats.js.api import KeyValueConfig
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, ValidationError, field_validator
 
+from shared.auth import KNOWN_ROLES
 from shared.calendar import CalendarOverrides, WorkingCalendar
-from shared.events import ESTATE_CODE
+from shared.limits import (
+    DEPARTMENT_CODE_MAX, DEPARTMENT_CODE_PATTERN, ESTATE_CODE_MAX, ESTATE_CODE_PATTERN, NAME_MAX, Contract, PersonName,
+    StaffId, UnitPart,
+)
 from shared.policy import Policy, effective_policy
 
 log = logging.getLogger("estatedesk.directory")
 BUCKET = "estatedesk_directory"
 
 
-class Department(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    code: str
-    name: str
-    head: str | None = None  # staff id of the department head
+DepartmentCodeField = Field(pattern=DEPARTMENT_CODE_PATTERN, max_length=DEPARTMENT_CODE_MAX)
 
 
-class StaffMember(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    id: str
-    name: str
+class Department(Contract):
+    code: str = DepartmentCodeField
+    name: PersonName
+    head: StaffId | None = None  # staff id of the department head
+
+
+class StaffMember(Contract):
+    id: StaffId
+    name: PersonName
     roles: list[str]
-    department: str | None = None
+    department: str | None = Field(None, pattern=DEPARTMENT_CODE_PATTERN, max_length=DEPARTMENT_CODE_MAX)
+
+    @field_validator("roles")
+    @classmethod
+    def _known_roles(cls, roles: list[str]) -> list[str]:
+        unknown = sorted(set(roles) - KNOWN_ROLES)
+        if unknown:
+            raise ValueError(f"unknown roles {unknown}; known: {sorted(KNOWN_ROLES)}")
+        return roles
 
 
-class Estate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    code: str = Field(pattern=ESTATE_CODE.pattern)
-    name: str
-    director: str | None = None  # 物业中心主任, staff id
+class Estate(Contract):
+    code: str = Field(pattern=ESTATE_CODE_PATTERN, max_length=ESTATE_CODE_MAX)
+    name: str = Field(min_length=1, max_length=NAME_MAX)
+    director: StaffId | None = None  # 物业中心主任, staff id
     departments: list[Department] = Field(default_factory=list)
     staff: list[StaffMember] = Field(default_factory=list)
-    buildings: list[str] = Field(default_factory=list)
+    buildings: list[UnitPart] = Field(default_factory=list)
     policy: dict = Field(default_factory=dict)  # overrides of the company policy
     routing_rules: list[dict] = Field(default_factory=list)  # dispatch routing, as data
 
@@ -55,8 +67,7 @@ class Estate(BaseModel):
         return [d.code for d in self.departments]
 
 
-class Company(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Company(Contract):
     code: str = "company"
     name: str = "EstateDesk Property Management"
     policy: dict = Field(default_factory=dict)  # overrides of the RULES.md defaults
@@ -83,7 +94,16 @@ class Directory:
     def policy_for(self, estate: str) -> Policy:
         if estate not in self._policies:
             overrides = self.estates[estate].policy if estate in self.estates else {}
-            self._policies[estate] = effective_policy(self.company.policy, overrides)
+            try:
+                self._policies[estate] = effective_policy(self.company.policy, overrides)
+            except ValidationError as error:
+                # Stored before the API refused such values: serve the company's policy
+                # rather than failing every request of the estate.
+                log.error("estate %s has an invalid policy, using the company's: %s", estate, error)
+                try:
+                    self._policies[estate] = effective_policy(self.company.policy)
+                except ValidationError:
+                    self._policies[estate] = effective_policy()
         return self._policies[estate]
 
     def calendar_for(self, estate: str) -> WorkingCalendar:

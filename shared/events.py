@@ -15,17 +15,20 @@ changes only when a field is removed or changes meaning; new optional fields kee
 from __future__ import annotations
 
 import datetime as dt
-import re
 import uuid
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from shared.limits import (
+    CATEGORY_MAX, DESCRIPTION_MAX, ESTATE_CODE, FORM_NUMBER_MAX, ID_MAX, SHORT_TEXT_MAX, TEXT_MAX, Instant, Money,
+    StorableText,
+)
+
 SUBJECT_PREFIX = "estatedesk"
 STREAM_NAME = "ESTATEDESK_TICKETS"
 STREAM_SUBJECTS = [f"{SUBJECT_PREFIX}.*.ticket.*"]
-ESTATE_CODE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
 
 # --- vocabulary (RULES.md §1–§3) -------------------------------------------------------
@@ -135,7 +138,10 @@ def new_event_id() -> str:
 # --- payloads ---------------------------------------------------------------------------
 
 
-class Payload(BaseModel):
+class Payload(StorableText):
+    """Base of every payload: unknown fields from a newer producer are ignored; every
+    string must be storable text (a NUL or lone surrogate makes the event a dead letter)."""
+
     model_config = ConfigDict(extra="ignore")
     event_name: ClassVar[str]
     version: ClassVar[int] = 1
@@ -149,34 +155,35 @@ class Payload(BaseModel):
 class Accepted(Payload):
     event_name = "accepted"
     summary = "A request was registered; its first-contact owner is fixed for its whole life."
-    ticket_id: str
-    form_number: str
+    ticket_id: str = Field(max_length=ID_MAX)
+    form_number: str = Field(max_length=FORM_NUMBER_MAX)
     kind: Kind
     channel: Channel
-    category: str = "general"
+    category: str = Field("general", max_length=CATEGORY_MAX)
     repair_class: RepairClass | None = None
     severity: Severity = Severity.not_serious
     urgency: Urgency = Urgency.not_urgent
     accepted_by: AcceptedBy = AcceptedBy.department
     building: str | None = None
     unit: str | None = None
-    location: str | None = None
-    description: str
-    first_contact: str
+    location: str | None = Field(None, max_length=SHORT_TEXT_MAX)
+    description: str = Field(max_length=DESCRIPTION_MAX)
+    first_contact: str = Field(max_length=ID_MAX)
     first_contact_name: str | None = None
-    received_at: dt.datetime
+    received_at: Instant
     reply_method: ReplyMethod = ReplyMethod.phone
-    reply_agreed_by: dt.datetime | None = None
-    appointment_at: dt.datetime | None = None
+    reply_agreed_by: Instant | None = None
+    appointment_at: Instant | None = None
     off_hours: bool = False
     anonymous: bool = False
     owner_id: str | None = None
     about_role: str | None = None  # complaint about a supervisor / customer-service staff
-    owner_loss_cny: float | None = None
+    # CNY as a decimal string ("800.00"); readers also accept the numbers older events carry.
+    owner_loss_cny: Money | None = None
     # Record content (RULES §1): when it happened, why, who was involved, attachments by
     # reference, and the owner's signature state ("signed", "later" for 补签, "not_required").
-    occurred_at: dt.datetime | None = None
-    cause: str | None = None
+    occurred_at: Instant | None = None
+    cause: str | None = Field(None, max_length=TEXT_MAX)
     people: list[str] = Field(default_factory=list)
     attachments: list[str] = Field(default_factory=list)
     owner_signature: str | None = None

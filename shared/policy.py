@@ -7,19 +7,34 @@ their numbers from a `Policy`, never from literals.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+
+from shared.limits import FORM_SEQUENCE_DIGITS_MAX, FORM_SEQUENCE_DIGITS_MIN, StorableText, TimeZoneName
+
+# Every whole number of a policy (minutes, hours, days, amounts, counts) lies in this
+# range unless its field says otherwise: a deadline computed from it can never overflow.
+POLICY_INT_MAX = 100_000
+CLOCK_TIME = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 
 
-class _Section(BaseModel):
+class _Section(StorableText):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="after")
+    def _plausible_numbers(self) -> "_Section":
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value <= POLICY_INT_MAX:
+                raise ValueError(f"{name} must lie between 0 and {POLICY_INT_MAX}, got {value}")
+        return self
 
 
 class IntakePolicy(_Section):
     # RULES §1 Opening hours: the customer-service centre's day shift (local time).
-    office_opens: str = "08:30"
-    office_closes: str = "17:30"
+    office_opens: str = Field("08:30", pattern=CLOCK_TIME)
+    office_closes: str = Field("17:30", pattern=CLOCK_TIME)
     # RULES §1 Invalid complaint: tell the customer the reason within 1 working day.
     invalid_complaint_notice_working_days: int = 1
     # Phone and letter requests get a record now and the owner's signature later (补签);
@@ -36,7 +51,13 @@ class IntakePolicy(_Section):
     signature_now_channels: tuple[str, ...] = ("walk_in", "walk_around_visit")
     signature_later_channels: tuple[str, ...] = ("phone", "letter", "online", "relayed_by_employee")
     # Countersign-form numbers: ESTATE-YEAR-sequence, the sequence zero-padded to this width.
-    form_sequence_digits: int = 6
+    form_sequence_digits: int = Field(6, ge=FORM_SEQUENCE_DIGITS_MIN, le=FORM_SEQUENCE_DIGITS_MAX)
+
+    @model_validator(mode="after")
+    def _opens_before_closes(self) -> "IntakePolicy":
+        if self.office_opens >= self.office_closes:
+            raise ValueError(f"office hours must open before they close, got {self.office_opens}–{self.office_closes}")
+        return self
 
 
 class ClockPolicy(_Section):
@@ -82,6 +103,12 @@ class EscalationPolicy(_Section):
     subject_roles: tuple[str, ...] = ("supervisor_or_above", "customer_service_staff", "company_staff")
     # RULES §2 Economic loss: who approves the nonconformity form.
     nonconformity_approver_role: str = "management_representative"
+
+    @model_validator(mode="after")
+    def _subject_rung_on_ladder(self) -> "EscalationPolicy":
+        if not self.ladder or self.subject_rung not in self.ladder:
+            raise ValueError("subject_rung must be one of the ladder's rungs")
+        return self
 
 
 class CallbackPolicy(_Section):
@@ -182,7 +209,7 @@ class ArchivePolicy(_Section):
 
 
 class Policy(_Section):
-    timezone: str = "Asia/Shanghai"
+    timezone: TimeZoneName = "Asia/Shanghai"
     intake: IntakePolicy = Field(default_factory=IntakePolicy)
     clocks: ClockPolicy = Field(default_factory=ClockPolicy)
     escalation: EscalationPolicy = Field(default_factory=EscalationPolicy)
@@ -211,3 +238,30 @@ def effective_policy(company_overrides: dict | None = None, estate_overrides: di
     data = _deep_merge(data, company_overrides or {})
     data = _deep_merge(data, estate_overrides or {})
     return Policy.model_validate(data)
+
+
+class _Overrides(StorableText):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _overrides_of(model: type[BaseModel]) -> type[BaseModel]:
+    """The same fields as `model`, each optional: what an estate or company may override.
+    Each field keeps its own limits; the whole is checked again by `effective_policy`."""
+    fields: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            annotation = _overrides_of(annotation)
+        elif info.metadata:
+            annotation = Annotated[annotation, *info.metadata]
+        fields[name] = (annotation | None, Field(None, description=info.description))
+    return create_model(f"{model.__name__}Overrides", __base__=_Overrides, **fields)
+
+
+PolicyOverrides = _overrides_of(Policy)
+"""Body of the policy PUT routes: any part of `Policy`, e.g. {"clocks": {"arrival_minutes_general": 45}}."""
+
+
+def overrides_data(overrides: BaseModel) -> dict[str, Any]:
+    """Only what the caller set, as stored in the directory."""
+    return overrides.model_dump(mode="json", exclude_unset=True)

@@ -11,18 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import logging
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Annotated, Awaitable, Callable
+from urllib.parse import unquote_to_bytes
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.encoders import ENCODERS_BY_TYPE
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from faststream.nats import NatsBroker, NatsRouter
 from faststream.nats.prometheus import NatsPrometheusMiddleware
+from pydantic import BaseModel, Field, PlainSerializer
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,6 +38,8 @@ from shared.db import Database
 from shared.directory import Directory
 from shared.errors import RuleViolation
 from shared.events import STREAM_NAME, CloudEvent, Payload, make_event
+from shared.limits import text_problem
+from shared.policy import DEFAULT_POLICY
 from shared.settings import Settings
 
 log = logging.getLogger("estatedesk.service")
@@ -68,6 +75,12 @@ class Service:
         self.dead_letter_gauge = Gauge(
             "estatedesk_dead_letters", "Dead letters recorded since start", ["service"], registry=self.registry
         )
+        self.refusals = Counter(
+            "estatedesk_refusals", "Requests refused for their token's roles, estates or staff", ["service", "status"],
+            registry=self.registry,
+        )
+        # (method, OpenAPI path) → roles that may call each write route; see `authorize`.
+        self.write_roles: RoleTable = {}
         self.settings: Settings | None = None
         self.clock: Clock = SystemClock()
         self.db: Database | None = None
@@ -171,22 +184,180 @@ class Service:
 
 # --- HTTP ---------------------------------------------------------------------------------
 
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+API_PREFIX = "/v1"
+RoleTable = dict[tuple[str, str], tuple[str, ...]]
+"""(method, path under /v1) → the roles that may call a write route."""
+
+# The zone every datetime of the current answer is shown in: the estate's, set by the
+# estate dependency; the company's for company-wide answers.
+response_zone: ContextVar[ZoneInfo] = ContextVar("response_zone", default=ZoneInfo(DEFAULT_POLICY.timezone))
+
+
+def local_iso(value: dt.datetime) -> str:
+    """An instant in the zone of the answer being built, ISO 8601 with its offset."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(response_zone.get()).isoformat()
+
+
+LocalTime = Annotated[dt.datetime, PlainSerializer(local_iso, return_type=str, when_used="json")]
+"""A datetime the API returns: always with the estate's offset (+08:00 for Asia/Shanghai)."""
+# Answers built as plain dicts go through FastAPI's encoder: the same rule there.
+ENCODERS_BY_TYPE[dt.datetime] = local_iso
+
 
 # Dependencies are coroutines so FastAPI does not hop to a worker thread for each request.
 async def principal(request: Request) -> Principal:
     service: Service = request.app.state.service
-    return principal_from_header(service.settings.signing_key, request.headers.get("authorization"))
-
-
-async def require_estate(estate: str, who: Principal = Depends(principal)) -> Principal:
-    """Dependency for routes under /estates/{estate}: the estate must exist and be in scope."""
-    who.require_estate(estate)
+    who = principal_from_header(service.settings.signing_key, request.headers.get("authorization"))
+    response_zone.set(_zone(service, None))
     return who
+
+
+def _zone(service: "Service", estate: str | None) -> ZoneInfo:
+    """The estate's zone, or the company's when `estate` is None."""
+    return service.directory.timezone_for(estate or "")
+
+
+async def require_estate(estate: str, request: Request, who: Principal = Depends(principal)) -> Principal:
+    """Dependency for routes under /estates/{estate}: the estate must be in the token's
+    scope, and a staff member must be one the directory knows for that estate."""
+    service: Service = request.app.state.service
+    refuse_unless(service, request, who, lambda: who.require_estate(estate))
+    known = service.directory.estate(estate)
+    if known is not None:
+        refuse_unless(service, request, who, lambda: require_known_staff(known, who))
+        response_zone.set(_zone(service, estate))
+    return who
+
+
+def require_known_staff(estate, who: Principal) -> None:
+    """Raises AuthError(403) unless `who` is on the estate's staff list (or its director, or
+    a department head); company-wide staff acting for every estate and integrations,
+    which are nobody's staff, are exempt."""
+    if who.company_wide and "*" in who.estates or who.has_role("integration"):
+        return
+    staff = {member.id for member in estate.staff} | {estate.director} | {d.head for d in estate.departments}
+    if who.staff_id not in staff:
+        raise AuthError(403, f"{who.staff_id} is not on the staff of estate {estate.code!r} in the directory")
+
+
+def refuse_unless(service: "Service", request: Request, who: Principal | None, check) -> None:
+    """Run an authorisation `check`; a refusal is logged with who, what and which estate,
+    and counted, before it is raised."""
+    try:
+        check()
+    except AuthError as error:
+        estate = request.path_params.get("estate", "")
+        service.refusals.labels(service.name, str(error.status)).inc()
+        log.warning("refused %s %s for %s (roles %s, estate %s): %s", request.method, request.url.path,
+                    who.staff_id if who else "anonymous", sorted(who.roles) if who else [], estate or "-", error.reason)
+        raise
+
+
+async def authorize(request: Request) -> None:
+    """The one gate of every write route: the caller must hold one of the roles the
+    service's role table names for the route (the table is printed in the README)."""
+    if request.method not in WRITE_METHODS:
+        return
+    service: Service = request.app.state.service
+    route = request.scope.get("route")
+    path = getattr(route, "path_format", request.url.path).removeprefix(API_PREFIX)
+    roles = service.write_roles.get((request.method, path))
+    who = await principal(request)
+
+    def check() -> None:
+        if roles is None:
+            raise AuthError(403, f"no role may call {request.method} {path}")
+        who.require_role(*roles)
+
+    refuse_unless(service, request, who, check)
 
 
 def known_estate(service: Service, estate: str) -> None:
     if service.directory.estate(estate) is None:
         raise RuleViolation(f"unknown estate {estate!r}", status=404)
+
+
+class Problem(BaseModel):
+    field: str = Field(description="Where in the request: body.description, query.limit, path.estate …")
+    message: str
+    message_zh: str
+
+
+class ErrorOut(BaseModel):
+    """The one shape of every error answer (4xx and 5xx), in English and Chinese."""
+
+    status: int
+    error: str = Field(description="What went wrong, in English")
+    error_zh: str = Field(description="出错原因（中文）")
+    problems: list[str] = Field(default_factory=list, description="One line per invalid field: 'field: message'")
+    details: list[Problem] = Field(default_factory=list)
+
+
+STATUS_ZH = {
+    400: "请求格式有误", 401: "未登录或登录已失效，请重新登录", 403: "无权执行此操作", 404: "未找到", 405: "不支持此请求方法",
+    409: "当前状态不允许此操作", 410: "记录已不存在（已销毁）", 413: "请求内容过大", 415: "不支持的内容类型",
+    422: "输入内容不符合要求", 500: "服务器内部错误", 503: "服务暂不可用",
+}
+PYDANTIC_ZH = {
+    "missing": "缺少此项", "extra_forbidden": "不允许此项", "string_too_long": "内容过长", "string_too_short": "内容过短",
+    "string_pattern_mismatch": "格式不正确", "too_long": "条目过多", "too_short": "条目过少",
+    "greater_than_equal": "数值过小", "less_than_equal": "数值过大", "greater_than": "数值过小", "less_than": "数值过大",
+    "decimal_max_places": "小数位过多", "decimal_max_digits": "数值位数过多", "enum": "不是允许的取值",
+    "literal_error": "不是允许的取值", "timezone_aware": "须带时区（如 +08:00）", "value_error": "取值不正确",
+    "int_parsing": "须为整数", "bool_parsing": "须为 true 或 false", "datetime_parsing": "须为 ISO 8601 时间",
+    "date_from_datetime_parsing": "须为日期 YYYY-MM-DD", "json_invalid": "不是有效的 JSON", "model_attributes_type": "须为对象",
+    "dict_type": "须为对象", "list_type": "须为列表", "string_type": "须为文本", "decimal_parsing": "须为数字",
+}
+
+
+def error_response(status: int, message: str, details: list[Problem] | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    details = details or []
+    body = ErrorOut(status=status, error=message, error_zh=STATUS_ZH.get(status, "请求未能完成"),
+                    problems=[f"{d.field}: {d.message}" for d in details], details=details)
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+ERROR_RESPONSES = {
+    status: {"model": ErrorOut, "description": description}
+    for status, description in (
+        (401, "No valid bearer token"), (403, "The token's roles or estates do not allow this"),
+        (404, "No such thing"), (409, "The current state does not allow this"),
+        (422, "The input breaks a limit or a rule; `problems` names each field"),
+    )
+}
+
+
+def unreadable_request(scope) -> str | None:
+    """Why a request's path or query cannot be processed (NUL, invalid UTF-8), or None."""
+    raw_path = scope.get("raw_path") or scope.get("path", "").encode()
+    for where, raw in (("path", raw_path), ("query", scope.get("query_string", b""))):
+        try:
+            decoded = unquote_to_bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            return f"the {where} is not valid UTF-8"
+        problem = text_problem(decoded.replace("+", " "))
+        if problem:
+            return f"the {where} {problem}"
+    return None
+
+
+class ReadableRequest:
+    """Refuses a request whose path or query holds NUL or is not UTF-8 with 400, before
+    any route could hand such text to the database (plain ASGI)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            problem = unreadable_request(scope)
+            if problem:
+                return await error_response(400, problem)(scope, receive, send)
+        return await self.app(scope, receive, send)
 
 
 class BodySizeLimit:
@@ -235,10 +406,9 @@ class BodySizeLimit:
                 raise
 
     async def _refuse(self, send, size: int):
-        body = json.dumps({"error": f"request body of {size} bytes exceeds the 1 MiB limit"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        response = error_response(413, f"request body of {size} bytes exceeds the {self.limit // 1024 // 1024} MiB limit")
+        await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
+        await send({"type": "http.response.body", "body": response.body})
 
 
 def create_http_app(service: Service, *, manage_lifecycle: bool = True) -> FastAPI:
@@ -254,22 +424,30 @@ def create_http_app(service: Service, *, manage_lifecycle: bool = True) -> FastA
     app.state.service = service
 
     app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(ReadableRequest)
 
     @app.exception_handler(AuthError)
     async def on_auth_error(request: Request, error: AuthError):
-        return JSONResponse({"error": error.reason}, status_code=error.status)
+        headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+        return error_response(error.status, error.reason, headers=headers)
 
     @app.exception_handler(RuleViolation)
     async def on_rule_violation(request: Request, error: RuleViolation):
-        return JSONResponse({"error": str(error)}, status_code=error.status)
+        return error_response(error.status, str(error))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, error: StarletteHTTPException):
+        return error_response(error.status_code, str(error.detail), headers=getattr(error, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid_request(request: Request, error: RequestValidationError):
-        problems = []
+        details = []
         for item in error.errors():
-            where = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
-            problems.append(f"{where or 'body'}: {item.get('msg')}")
-        return JSONResponse({"error": "invalid request", "problems": problems}, status_code=422)
+            where = ".".join(str(p) for p in item.get("loc", ()))
+            message = str(item.get("msg", "invalid"))
+            details.append(Problem(field=where or "body", message=message,
+                                   message_zh=PYDANTIC_ZH.get(item.get("type", ""), "取值不正确") + f"（{message}）"))
+        return error_response(422, "invalid request: " + "; ".join(f"{d.field}: {d.message}" for d in details), details)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz():
@@ -283,5 +461,5 @@ def create_http_app(service: Service, *, manage_lifecycle: bool = True) -> FastA
         service.dead_letter_gauge.labels(service.name).set(sum(c.stats.dead_letters for c in service.consumers))
         return PlainTextResponse(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.include_router(service.http, prefix="/v1")
+    app.include_router(service.http, prefix=API_PREFIX, dependencies=[Depends(authorize)], responses=ERROR_RESPONSES)
     return app

@@ -80,7 +80,17 @@ def demo_estate(code: str) -> Estate:
             Department(code="cleaning", name="保洁部", head=f"{code}-cln-head"),
             Department(code="customer_service", name="客服部", head=f"{code}-cs-head"),
         ],
-        staff=[StaffMember(id=f"{code}-cs01", name="客服一", roles=["customer_service"], department="customer_service")],
+        # Every staff id the tests sign tokens for: a token of someone the directory does
+        # not know for the estate is refused (issue 9).
+        staff=[
+            StaffMember(id=f"{code}-cs01", name="客服一", roles=["customer_service"], department="customer_service"),
+            StaffMember(id=f"{code}-duty01", name="值班一", roles=["duty_staff"], department="security"),
+            StaffMember(id=f"{code}-eng01", name="工程一", roles=["department_staff"], department="engineering"),
+            StaffMember(id=f"{code}-sec01", name="保安一", roles=["department_staff"], department="security"),
+            StaffMember(id=f"{code}-fin01", name="财务一", roles=["department_staff"], department="finance"),
+            StaffMember(id=f"{code}-head", name="主管一", roles=["department_head", "department_staff", "customer_service"],
+                        department="customer_service"),
+        ],
         buildings=["1", "2", "3"],
     )
 

@@ -34,7 +34,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import Gauge
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette import EventSourceResponse
@@ -42,6 +42,7 @@ from sse_starlette import EventSourceResponse
 from services.analytics import export, reports, rules, store
 from shared.auth import AuthError, Principal, principal_from_header, verify_token
 from shared.errors import RuleViolation
+from shared.limits import Contract
 from shared.events import CloudEvent
 from shared.service import Service, create_http_app, known_estate, principal, require_estate
 
@@ -229,10 +230,9 @@ async def estate_monthly_report(estate: str, month_spec: str, lang: Lang = "zh",
     return _render(report, fmt, lang, f"{estate}-{month}")
 
 
-class SignOffIn(BaseModel):
+class SignOffIn(Contract):
     """The department head's part of the monthly form (RULES §4: signed by the head)."""
 
-    model_config = ConfigDict(extra="forbid")
     department: str = Field(min_length=1, max_length=64)
     problems: str = Field(min_length=1, max_length=8000, description="存在问题 / the head's analysis")
     corrective_actions: str = Field(min_length=1, max_length=8000, description="纠正措施")
@@ -246,7 +246,6 @@ async def sign_off_monthly_report(estate: str, month: str, body: SignOffIn,
     signing again replaces the earlier entry of that department."""
     known_estate(service, estate)
     month = reports.parse_month(month)
-    who.require_role("department_head", "estate_director")
     if body.signed_by != who.staff_id:
         raise AuthError(403, f"a signature is the signer's own: signed_by {body.signed_by!r} is not the caller {who.staff_id!r}")
     info = service.directory.estate(estate)
@@ -347,7 +346,7 @@ async def ticket_list(estate: str, status: Literal["open", "overdue", "closed", 
 
 def _visible(who: Principal) -> list[reports.EstateInfo]:
     estates = service.directory.estates
-    codes = sorted(estates) if who.company_wide or "*" in who.estates else sorted(set(who.estates) & set(estates))
+    codes = sorted(estates) if "*" in who.estates else sorted(set(who.estates) & set(estates))
     return [
         reports.EstateInfo(code, estates[code].name, {d.code: d.name for d in estates[code].departments},
                            service.directory.timezone_for(code))
@@ -473,6 +472,12 @@ async def prune_alerts() -> None:
 
 
 # --- the app ----------------------------------------------------------------------------------------
+
+
+# Who may call each write route (RULES §4; printed in the README by `estatedesk roles`).
+service.write_roles = {
+    ("POST", "/estates/{estate}/reports/monthly/{month}/sign-off"): ("department_head", "estate_director"),
+}
 
 
 def create_app(manage_lifecycle: bool = True):

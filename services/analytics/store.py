@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+
+from shared import limits
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -67,12 +69,12 @@ def define_read_model(md: sa.MetaData) -> ReadModel:
         "ticket_facts", md,
         sa.Column("estate", Code(32), primary_key=True),
         sa.Column("ticket_id", Code(64), primary_key=True),
-        sa.Column("form_number", sa.String(64)),
+        sa.Column("form_number", sa.String(limits.FORM_NUMBER_COLUMN)),
         sa.Column("kind", sa.String(32)),
         sa.Column("channel", sa.String(32)),
         sa.Column("category", Code(64)),
-        sa.Column("building", sa.String(32)),
-        sa.Column("first_contact", sa.String(64)),
+        sa.Column("building", sa.String(limits.BUILDING_MAX)),
+        sa.Column("first_contact", sa.String(limits.ID_MAX)),
         sa.Column("accepted_at", sa.DateTime(timezone=True)),
         sa.Column("state", Code(16), nullable=False),
         sa.Column("round", sa.Integer, nullable=False),
@@ -111,9 +113,9 @@ def define_read_model(md: sa.MetaData) -> ReadModel:
     suggestions = sa.Table(
         "repeat_suggestions", md,
         sa.Column("event_id", sa.String(64), primary_key=True),
-        sa.Column("estate", sa.String(32), nullable=False),
+        sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), nullable=False),
         sa.Column("month", sa.String(7), nullable=False),  # estate-local month of the suggestion
-        sa.Column("ticket_id", sa.String(64), nullable=False),
+        sa.Column("ticket_id", sa.String(limits.ID_MAX), nullable=False),
         sa.Column("payload", JSONB, nullable=False),
         sa.Column("suggested_at", sa.DateTime(timezone=True), nullable=False),
         sa.Index("ix_repeat_suggestions_month", "month", "estate"),
@@ -121,8 +123,8 @@ def define_read_model(md: sa.MetaData) -> ReadModel:
     alerts = sa.Table(
         "alerts", md,
         sa.Column("event_id", sa.String(64), primary_key=True),
-        sa.Column("estate", sa.String(32), nullable=False),
-        sa.Column("ticket_id", sa.String(64), nullable=False),
+        sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), nullable=False),
+        sa.Column("ticket_id", sa.String(limits.ID_MAX), nullable=False),
         sa.Column("event", sa.String(40), nullable=False),
         sa.Column("clock", sa.String(64)),
         sa.Column("department", sa.String(64)),
@@ -139,7 +141,7 @@ LIVE = define_read_model(metadata)
 # (RULES §4). Entered by people, not derived from events: a rebuild keeps it.
 report_signoffs = sa.Table(
     "report_signoffs", metadata,
-    sa.Column("estate", sa.String(32), primary_key=True),
+    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), primary_key=True),
     sa.Column("month", sa.String(7), primary_key=True),
     sa.Column("department", sa.String(64), primary_key=True),
     sa.Column("problems", sa.Text, nullable=False),

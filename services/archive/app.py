@@ -28,15 +28,17 @@ import sqlalchemy as sa
 from fastapi import Depends, Query
 from fastapi.responses import HTMLResponse, Response
 from prometheus_client import Counter, Gauge
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from sqlalchemy.dialects.postgresql import JSONB, insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.archive import render, rules, store
 from shared.auth import Principal
 from shared.errors import RuleViolation
+from shared.limits import Contract
 from shared.events import STREAM_NAME, Archived, CloudEvent, Destroyed, Lent, Returned, subject_for
-from shared.service import Service, create_http_app, known_estate, require_estate
+from shared.auth import STAFF_ROLES
+from shared.service import LocalTime, Service, create_http_app, known_estate, require_estate
 
 log = logging.getLogger("estatedesk.archive")
 
@@ -608,13 +610,13 @@ class RecordOut(BaseModel):
     retention_class: str
     archived_class: str
     important: bool
-    archived_at: dt.datetime
-    retention_expires: dt.datetime
+    archived_at: LocalTime
+    retention_expires: LocalTime
     content_hash: str
     previous_hash: str
     record_hash: str
     destroyed: bool
-    destroyed_at: dt.datetime | None
+    destroyed_at: LocalTime | None
     month_part: int | None
     volume_number: str | None
     volume_item: int | None
@@ -748,16 +750,14 @@ async def record_pdf(estate: str, record_number: str, who: Principal = Depends(r
                     headers={"Content-Disposition": f'inline; filename="{row.record_number}.pdf"'})
 
 
-class ExternalBorrower(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ExternalBorrower(Contract):
     name: str = Field(min_length=1, max_length=100)
     organisation: str | None = Field(None, max_length=200)
 
 
-class LoanIn(BaseModel):
+class LoanIn(Contract):
     """A line of the lending register: the caller borrows, unless an outsider is named."""
 
-    model_config = ConfigDict(extra="forbid")
     record_number: str = Field(min_length=1, max_length=64)
     purpose: str = Field(max_length=2000)
     mode: str = Field("consult", description="consult, loan, copy or export")
@@ -776,13 +776,13 @@ class LoanOut(BaseModel):
     purpose: str
     mode: str
     basis: str
-    registered_at: dt.datetime
+    registered_at: LocalTime
     registered_by: str
-    valid_until: dt.datetime
-    due_back: dt.datetime | None
+    valid_until: LocalTime
+    due_back: LocalTime | None
     approved_by: str | None
     approval_reference: str | None
-    returned_at: dt.datetime | None
+    returned_at: LocalTime | None
     returned_to: str | None
     overdue: bool
 
@@ -892,8 +892,7 @@ async def list_loans(
     return [_loan_out(by_id[e.loan_id], now) for e in entries]
 
 
-class ImportantIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ImportantIn(Contract):
     reason: str = Field(min_length=1, max_length=2000)
 
 
@@ -950,8 +949,7 @@ async def important_events_file(estate: str, who: Principal = Depends(require_es
             for row in rows]
 
 
-class DestroyIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class DestroyIn(Contract):
     approval_reference: str = Field(max_length=200)
 
 
@@ -1083,6 +1081,19 @@ async def archive_quarter_now(estate: str, quarter: str, who: Principal = Depend
         raise
     except ValueError as error:  # a malformed quarter
         raise RuleViolation(str(error), status=422) from None
+
+
+# Who may call each write route (RULES §5; printed in the README by `estatedesk roles`).
+# Every staff role may ask: who may consult, approve, mark or destroy is the estate's
+# archive policy, checked inside against the record and the approvals given.
+service.write_roles = {
+    ("POST", "/estates/{estate}/archive/loans"): STAFF_ROLES,
+    ("POST", "/estates/{estate}/archive/loans/{loan_id}/return"): STAFF_ROLES,
+    ("POST", "/estates/{estate}/archive/records/{record_number}/important"): STAFF_ROLES,
+    ("POST", "/estates/{estate}/archive/records/{record_number}/destroy"): STAFF_ROLES,
+    ("POST", "/estates/{estate}/archive/months/{month}/organise"): STAFF_ROLES,
+    ("POST", "/estates/{estate}/archive/quarters/{quarter}/archive"): STAFF_ROLES,
+}
 
 
 def create_app(manage_lifecycle: bool = True):

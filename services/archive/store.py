@@ -16,6 +16,8 @@
 """
 
 import sqlalchemy as sa
+
+from shared import limits
 from sqlalchemy.dialects.postgresql import JSONB
 
 from shared.db import service_metadata
@@ -26,8 +28,8 @@ collected_events = sa.Table(
     "collected_events",
     metadata,
     sa.Column("event_id", sa.String(64), primary_key=True),
-    sa.Column("ticket_id", sa.String(64), nullable=False),
-    sa.Column("estate", sa.String(32), nullable=False),
+    sa.Column("ticket_id", sa.String(limits.ID_MAX), nullable=False),
+    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), nullable=False),
     sa.Column("time", sa.DateTime(timezone=True), nullable=False),
     sa.Column("event", sa.String(64), nullable=False),
     sa.Column("envelope", JSONB, nullable=False),
@@ -40,8 +42,8 @@ collected_events = sa.Table(
 pending_seals = sa.Table(
     "pending_seals",
     metadata,
-    sa.Column("estate", sa.String(32), primary_key=True),
-    sa.Column("ticket_id", sa.String(64), primary_key=True),
+    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), primary_key=True),
+    sa.Column("ticket_id", sa.String(limits.ID_MAX), primary_key=True),
     sa.Column("closed_event_id", sa.String(64), nullable=False),
     sa.Column("closed_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("noted_at", sa.DateTime(timezone=True), nullable=False),
@@ -56,7 +58,7 @@ pending_seals = sa.Table(
 chain_heads = sa.Table(
     "chain_heads",
     metadata,
-    sa.Column("estate", sa.String(32), primary_key=True),
+    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), primary_key=True),
     sa.Column("last_sequence", sa.BigInteger, nullable=False),
     sa.Column("last_hash", sa.String(64), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
@@ -67,7 +69,7 @@ chain_heads = sa.Table(
 record_years = sa.Table(
     "record_years",
     metadata,
-    sa.Column("estate", sa.String(32), primary_key=True),
+    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), primary_key=True),
     sa.Column("year", sa.Integer, primary_key=True),
     sa.Column("last", sa.Integer, nullable=False),
 )
@@ -75,11 +77,11 @@ record_years = sa.Table(
 records = sa.Table(
     "records",
     metadata,
-    sa.Column("estate", sa.String(32), primary_key=True),
+    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), primary_key=True),
     sa.Column("sequence", sa.BigInteger, primary_key=True),
     sa.Column("record_number", sa.String(64), nullable=False, unique=True),
-    sa.Column("ticket_id", sa.String(64), nullable=False),
-    sa.Column("form_number", sa.String(40), nullable=False),
+    sa.Column("ticket_id", sa.String(limits.ID_MAX), nullable=False),
+    sa.Column("form_number", sa.String(limits.FORM_NUMBER_COLUMN), nullable=False),
     sa.Column("kind", sa.String(32), nullable=False),
     sa.Column("title", sa.Text, nullable=False),
     sa.Column("closed_at", sa.DateTime(timezone=True), nullable=False),
@@ -110,7 +112,7 @@ important_marks = sa.Table(
     "important_marks",
     metadata,
     sa.Column("record_number", sa.String(64), primary_key=True),
-    sa.Column("estate", sa.String(32), nullable=False, index=True),
+    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), nullable=False, index=True),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("marked_by", sa.String(64), nullable=False),
     sa.Column("marked_at", sa.DateTime(timezone=True), nullable=False),
@@ -120,7 +122,7 @@ important_marks = sa.Table(
 monthly_sets = sa.Table(
     "monthly_sets",
     metadata,
-    sa.Column("estate", sa.String(32), primary_key=True),
+    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), primary_key=True),
     sa.Column("month", sa.String(7), primary_key=True),
     # Part 1 is the month's organisation; later parts take forms archived after it.
     sa.Column("part", sa.Integer, primary_key=True),
@@ -135,7 +137,7 @@ monthly_sets = sa.Table(
 quarterly_runs = sa.Table(
     "quarterly_runs",
     metadata,
-    sa.Column("estate", sa.String(32), primary_key=True),
+    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), primary_key=True),
     sa.Column("quarter", sa.String(6), primary_key=True),
     sa.Column("part", sa.Integer, primary_key=True),
     sa.Column("archived_at", sa.DateTime(timezone=True), nullable=False),
@@ -148,7 +150,7 @@ volumes = sa.Table(
     "volumes",
     metadata,
     sa.Column("volume_number", sa.String(64), primary_key=True),
-    sa.Column("estate", sa.String(32), nullable=False),
+    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), nullable=False),
     sa.Column("quarter", sa.String(6), nullable=False),
     sa.Column("part", sa.Integer, nullable=False),
     sa.Column("title", sa.Text, nullable=False),
@@ -167,9 +169,9 @@ loans = sa.Table(
     "loans",
     metadata,
     sa.Column("loan_id", sa.String(64), primary_key=True),
-    sa.Column("estate", sa.String(32), nullable=False),
+    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), nullable=False),
     sa.Column("record_number", sa.String(64), nullable=False),
-    sa.Column("ticket_id", sa.String(64), nullable=False),
+    sa.Column("ticket_id", sa.String(limits.ID_MAX), nullable=False),
     sa.Column("borrower", sa.String(128), nullable=False),
     sa.Column("borrower_external", sa.Boolean, nullable=False),
     sa.Column("borrower_organisation", sa.String(200)),
@@ -192,7 +194,7 @@ access_log = sa.Table(
     "access_log",
     metadata,
     sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-    sa.Column("estate", sa.String(32), nullable=False),
+    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), nullable=False),
     sa.Column("record_number", sa.String(64), nullable=False),
     sa.Column("actor", sa.String(64), nullable=False),
     sa.Column("roles", JSONB, nullable=False),
@@ -208,10 +210,10 @@ destruction_log = sa.Table(
     "destruction_log",
     metadata,
     sa.Column("record_number", sa.String(64), primary_key=True),
-    sa.Column("estate", sa.String(32), nullable=False, index=True),
+    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), nullable=False, index=True),
     sa.Column("sequence", sa.BigInteger, nullable=False),
-    sa.Column("ticket_id", sa.String(64), nullable=False),
-    sa.Column("form_number", sa.String(40), nullable=False),
+    sa.Column("ticket_id", sa.String(limits.ID_MAX), nullable=False),
+    sa.Column("form_number", sa.String(limits.FORM_NUMBER_COLUMN), nullable=False),
     sa.Column("retention_class", sa.String(32), nullable=False),
     sa.Column("archived_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("retention_expired_at", sa.DateTime(timezone=True), nullable=False),

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from fastapi import Depends, Query, Response
 from prometheus_client import Counter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,6 +31,7 @@ from services.callback import rules, store
 from services.callback.rules import CallbackPurpose, CompletionFacts, OpinionFact, PendingCallback
 from shared.auth import Principal
 from shared.errors import RuleViolation
+from shared.limits import Contract, Day
 from shared.events import (
     Accepted, Assigned, CallbackDone, CallbackOverdue, CallbackScheduled, Channel, CloudEvent, Closed,
     Completed, Kind, ProgressUpdated, RepairClass, ReplyMethod, Reopened, Severity, Urgency, ValidityJudged,
@@ -552,7 +553,93 @@ async def long_running_complaints(session, estate: str, first_contact: str | Non
     return [v for v in views if v]
 
 
-@service.http.get("/estates/{estate}/callbacks", tags=["callbacks"])
+# --- HTTP: answers -------------------------------------------------------------------------------
+# Datetimes in these answers are already strings in the estate's zone (`iso`).
+
+
+class CallbackRecordOut(BaseModel):
+    done_at: str | None = Field(description="When the owner was called back (estate time, ISO 8601)")
+    done_by: str | None
+    method: str | None
+    handled_in_time: bool | None
+    result_satisfied: bool | None
+    attitude_satisfied: bool | None
+    suggestions: str | None
+    owner_confirmed: bool | None
+    on_time: bool | None
+
+
+class OutcomeOut(BaseModel):
+    event: str = Field(description="closed or reopened")
+    round: int | None
+    reason: str | None
+
+
+class CallbackOut(BaseModel):
+    """One callback 回访 of a ticket's round (002 §4.4.2), with its record once made."""
+
+    callback_id: str
+    ticket_id: str
+    form_number: str | None
+    round: int
+    rule: str = Field(description="The RULES §3 window that set the due time")
+    purpose: str
+    kind: str
+    category: str
+    departments: list[str]
+    method: str = Field(description="The owner's chosen method")
+    counts_in_rate: bool
+    due_at: str | None
+    provisional: bool
+    assigned_to: str | None
+    status: str = Field(description="pending, done or cancelled")
+    overdue: bool
+    overdue_by_minutes: int
+    overdue_reported_at: str | None
+    scheduled_at: str | None
+    cancel_reason: str | None
+    record: CallbackRecordOut | None
+    outcome: OutcomeOut | None
+
+
+class ProgressStatusOut(BaseModel):
+    """Where a long-running complaint's owner updates stand (2 a week, 002 §4.4.1 b)."""
+
+    ticket_id: str
+    form_number: str | None
+    first_contact: str | None
+    round: int
+    opened_at: str | None
+    updates_total: int
+    week_start: str | None
+    week_end: str | None
+    done_this_week: int
+    missing_this_week: int
+    next_update_due_at: str | None
+    overdue: bool
+    missed_weeks: int
+
+
+class WorklistOut(BaseModel):
+    estate: str
+    as_of: str | None
+    status: str
+    assigned_to: str | None
+    overdue_count: int
+    callbacks: list[CallbackOut]
+    long_running_complaints: list[ProgressStatusOut]
+
+
+class RecordResultOut(BaseModel):
+    duplicate: bool = Field(description="True when the same answers were submitted again (nothing changed)")
+    callback: CallbackOut
+    outcome: OutcomeOut | None
+    attitude_complaint_request: dict | None = Field(
+        description="A ready-to-submit intake request for an attitude complaint, when the owner was unhappy "
+        "with the handler's attitude only")
+
+
+@service.http.get("/estates/{estate}/callbacks", response_model=WorklistOut, tags=["callbacks"])
 async def worklist(
     estate: str,
     assigned_to: str | None = Query(None, max_length=64, description="staff id; all staff when omitted"),
@@ -603,7 +690,7 @@ async def find_callback(session, estate: str, callback_id: str, lock: bool = Fal
     return row
 
 
-@service.http.get("/estates/{estate}/callbacks/{callback_id}", tags=["callbacks"])
+@service.http.get("/estates/{estate}/callbacks/{callback_id}", response_model=CallbackOut, tags=["callbacks"])
 async def get_callback(estate: str, callback_id: str, who: Principal = Depends(require_estate)) -> dict:
     known_estate(service, estate)
     async with service.db.transaction() as session:
@@ -611,10 +698,9 @@ async def get_callback(estate: str, callback_id: str, who: Principal = Depends(r
     return callback_view(row, service.directory.timezone_for(estate), service.clock.now(), row.form_number)
 
 
-class RecordIn(BaseModel):
+class RecordIn(Contract):
     """The owner's answers (002 §4.4.2 d) and, when it differs from the planned one, how the call was made."""
 
-    model_config = ConfigDict(extra="forbid")
     handled_in_time: bool
     result_satisfied: bool
     attitude_satisfied: bool
@@ -647,14 +733,14 @@ def record_view(row, duplicate: bool) -> dict:
     }
 
 
-@service.http.post("/estates/{estate}/callbacks/{callback_id}/record", tags=["callbacks"])
+@service.http.post("/estates/{estate}/callbacks/{callback_id}/record", response_model=RecordResultOut,
+                   tags=["callbacks"])
 async def record_callback(estate: str, callback_id: str, body: RecordIn, who: Principal = Depends(require_estate)) -> dict:
     """Record a callback. Satisfied closes the ticket (`closed`); not satisfied sends it back
     to the handling departments (`reopened`, round + 1). Submitting the same answers again
     returns the first record (200, "duplicate": true) and changes nothing; different
     answers for a recorded callback are refused with 409."""
     known_estate(service, estate)
-    who.require_role(*RECORDING_ROLES)
     policy, _ = policy_and_calendar(estate)
     async with service.db.transaction() as session:
         # Lock order everywhere: the ticket's row first, then its callbacks.
@@ -768,10 +854,9 @@ async def ticket_callbacks(estate: str, ticket_id: str, who: Principal = Depends
 # --- HTTP: walk-around visits ----------------------------------------------------------------------
 
 
-class RaisedRequest(BaseModel):
+class RaisedRequest(Contract):
     """What the owner raised during the visit; it becomes a normal request at intake."""
 
-    model_config = ConfigDict(extra="forbid")
     kind: Kind
     description: str = Field(min_length=1, max_length=20000)
     category: str = Field("general", min_length=1, max_length=64)
@@ -785,9 +870,8 @@ class RaisedRequest(BaseModel):
     owner_signed: bool = Field(False, description="The owner signed the request form during the visit")
 
 
-class VisitIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    visited_on: dt.date
+class VisitIn(Contract):
+    visited_on: Day
     notes: str = Field(min_length=1, max_length=5000)
     owner_id: str | None = Field(None, max_length=64)
     unit: str | None = Field(None, max_length=64)
@@ -816,7 +900,6 @@ async def record_visit(estate: str, body: VisitIn, response: Response, who: Prin
     ready-to-submit intake request (channel walk_around_visit): requests are registered only
     by intake, and services talk to each other only through events."""
     known_estate(service, estate)
-    who.require_role(*VISITING_ROLES)
     tz = service.directory.timezone_for(estate)
     now = service.clock.now()
     rules.check_visit_date(body.visited_on, now.astimezone(tz).date())
@@ -961,6 +1044,13 @@ async def callback_metrics(estate: str, month: str | None = Query(None, descript
         "by_kind": {k: _rates(v) for k, v in sorted(by_kind.items())},
         "by_department": {k: _rates(v) for k, v in sorted(by_department.items())},
     }
+
+
+# Who may call each write route (RULES §3; printed in the README by `estatedesk roles`).
+service.write_roles = {
+    ("POST", "/estates/{estate}/callbacks/{callback_id}/record"): RECORDING_ROLES,
+    ("POST", "/estates/{estate}/visits"): VISITING_ROLES,
+}
 
 
 def create_app(manage_lifecycle: bool = True):

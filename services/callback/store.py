@@ -4,13 +4,15 @@ progress updates and walk-around visits. Filled only from events and its own API
 never reads another service's tables."""
 
 import sqlalchemy as sa
+
+from shared import limits
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from shared.db import service_metadata
 
 metadata = service_metadata("callback")
 
-Departments = ARRAY(sa.String(32))
+Departments = ARRAY(sa.String(limits.DEPARTMENT_CODE_MAX))
 
 # One row per ticket, assembled from accepted / validity_judged / assigned / completed in
 # whatever order they arrive (every consumer is independent). Handlers lock this row first
@@ -18,18 +20,18 @@ Departments = ARRAY(sa.String(32))
 tickets = sa.Table(
     "tickets",
     metadata,
-    sa.Column("ticket_id", sa.String(64), primary_key=True),
-    sa.Column("estate", sa.String(32), nullable=False),
-    sa.Column("form_number", sa.String(40)),
+    sa.Column("ticket_id", sa.String(limits.ID_MAX), primary_key=True),
+    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), nullable=False),
+    sa.Column("form_number", sa.String(limits.FORM_NUMBER_COLUMN)),
     sa.Column("kind", sa.String(32)),
-    sa.Column("category", sa.String(64)),
+    sa.Column("category", sa.String(limits.CATEGORY_MAX)),
     # Category as the recurrence rule compares it (rules.recurrence_key).
-    sa.Column("category_key", sa.String(64)),
+    sa.Column("category_key", sa.String(limits.CATEGORY_MAX)),
     sa.Column("channel", sa.String(32)),
     sa.Column("repair_class", sa.String(32)),
     sa.Column("reply_method", sa.String(16)),
-    sa.Column("first_contact", sa.String(64)),
-    sa.Column("owner_id", sa.String(64)),
+    sa.Column("first_contact", sa.String(limits.ID_MAX)),
+    sa.Column("owner_id", sa.String(limits.ID_MAX)),
     sa.Column("appointment_at", sa.DateTime(timezone=True)),
     # When the opinion was raised (accepted.received_at; until that is seen, the time of
     # the first event that mentioned the ticket).
@@ -58,11 +60,11 @@ tickets = sa.Table(
 rounds = sa.Table(
     "rounds",
     metadata,
-    sa.Column("ticket_id", sa.String(64), primary_key=True),
+    sa.Column("ticket_id", sa.String(limits.ID_MAX), primary_key=True),
     sa.Column("round", sa.Integer, primary_key=True),
-    sa.Column("estate", sa.String(32), nullable=False),
+    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), nullable=False),
     sa.Column("kind", sa.String(32), nullable=False),
-    sa.Column("category", sa.String(64), nullable=False),
+    sa.Column("category", sa.String(limits.CATEGORY_MAX), nullable=False),
     sa.Column("departments", Departments, nullable=False),
     sa.Column("reply_method", sa.String(16), nullable=False),
     sa.Column("completed_at", sa.DateTime(timezone=True), nullable=False),
@@ -78,13 +80,13 @@ callbacks = sa.Table(
     "callbacks",
     metadata,
     sa.Column("callback_id", sa.String(64), primary_key=True),
-    sa.Column("ticket_id", sa.String(64), nullable=False, index=True),
-    sa.Column("estate", sa.String(32), nullable=False),
+    sa.Column("ticket_id", sa.String(limits.ID_MAX), nullable=False, index=True),
+    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), nullable=False),
     sa.Column("round", sa.Integer, nullable=False),
     sa.Column("rule", sa.String(32), nullable=False),
     sa.Column("purpose", sa.String(16), nullable=False),
     sa.Column("kind", sa.String(32), nullable=False),
-    sa.Column("category", sa.String(64), nullable=False),
+    sa.Column("category", sa.String(limits.CATEGORY_MAX), nullable=False),
     sa.Column("departments", Departments, nullable=False),
     sa.Column("method", sa.String(16), nullable=False),  # the owner's chosen method
     sa.Column("counts_in_rate", sa.Boolean, nullable=False),
@@ -122,11 +124,11 @@ callbacks = sa.Table(
 recurrence_watches = sa.Table(
     "recurrence_watches",
     metadata,
-    sa.Column("ticket_id", sa.String(64), primary_key=True),
+    sa.Column("ticket_id", sa.String(limits.ID_MAX), primary_key=True),
     sa.Column("round", sa.Integer, primary_key=True),
-    sa.Column("estate", sa.String(32), nullable=False),
-    sa.Column("category", sa.String(64), nullable=False),
-    sa.Column("category_key", sa.String(64), nullable=False),
+    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), nullable=False),
+    sa.Column("category", sa.String(limits.CATEGORY_MAX), nullable=False),
+    sa.Column("category_key", sa.String(limits.CATEGORY_MAX), nullable=False),
     sa.Column("departments", Departments, nullable=False),
     sa.Column("kind", sa.String(32), nullable=False),
     sa.Column("completed_at", sa.DateTime(timezone=True), nullable=False),
@@ -143,8 +145,8 @@ progress_updates = sa.Table(
     "progress_updates",
     metadata,
     sa.Column("event_id", sa.String(64), primary_key=True),
-    sa.Column("ticket_id", sa.String(64), nullable=False, index=True),
-    sa.Column("estate", sa.String(32), nullable=False),
+    sa.Column("ticket_id", sa.String(limits.ID_MAX), nullable=False, index=True),
+    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("method", sa.String(16), nullable=False),
     sa.Column("note", sa.Text, nullable=False),
@@ -156,11 +158,11 @@ visits = sa.Table(
     "visits",
     metadata,
     sa.Column("visit_id", sa.String(64), primary_key=True),
-    sa.Column("estate", sa.String(32), nullable=False),
+    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), nullable=False),
     sa.Column("staff_id", sa.String(64), nullable=False),
     sa.Column("visited_on", sa.Date, nullable=False),  # estate-local date
-    sa.Column("owner_id", sa.String(64)),
-    sa.Column("unit", sa.String(64)),
+    sa.Column("owner_id", sa.String(limits.ID_MAX)),
+    sa.Column("unit", sa.String(limits.UNIT_CODE_MAX)),
     sa.Column("notes", sa.Text, nullable=False),
     sa.Column("raised_request", JSONB),  # the request handed to intake, if the visit raised one
     sa.Column("client_visit_id", sa.String(128)),

@@ -32,7 +32,7 @@ from typing import Literal
 import sqlalchemy as sa
 from fastapi import Depends, Query
 from prometheus_client import Counter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -41,12 +41,13 @@ from services.dispatch.rules import Clock, Step, TicketFacts
 from shared.auth import Principal
 from shared.directory import Estate
 from shared.errors import RuleViolation
+from shared.limits import Contract, Instant, Money, Quantity
 from shared.events import (
     Accepted, Acknowledged, Arrived, Assigned, CloudEvent, Completed, Deadline, Escalated,
     Kind, RepairClass, Reopened, SignedBack, SlaBreached, ValidityJudged,
 )
 from shared.policy import Policy
-from shared.service import Service, create_http_app, known_estate, require_estate
+from shared.service import LocalTime, Service, create_http_app, known_estate, require_estate
 
 log = logging.getLogger("estatedesk.dispatch")
 
@@ -564,8 +565,7 @@ async def recompute_provisional(force: bool = False) -> int:
 # --- HTTP: the form -------------------------------------------------------------------------------
 
 
-class DepartmentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class DepartmentIn(Contract):
     department: str = Field(min_length=1, max_length=32)
 
 
@@ -576,7 +576,7 @@ class SignBackIn(DepartmentIn):
 
 
 class RescheduleIn(DepartmentIn):
-    appointment_at: dt.datetime = Field(description="The new appointment (timezone-aware)")
+    appointment_at: Instant = Field(description="The new appointment (timezone-aware)")
     note: str = Field(min_length=1, max_length=2000, description="The note left for the owner, and why")
 
 
@@ -591,23 +591,23 @@ class LedgerLineOut(BaseModel):
     id: int
     round: int
     department: str
-    assigned_at: dt.datetime
+    assigned_at: LocalTime
     assigned_by: str
     transferred_from: str | None
     arrival_required: bool
     status: str
-    acknowledged_at: dt.datetime | None
+    acknowledged_at: LocalTime | None
     acknowledged_by: str | None
-    arrived_at: dt.datetime | None
+    arrived_at: LocalTime | None
     arrived_by: str | None
-    signed_back_at: dt.datetime | None
+    signed_back_at: LocalTime | None
     opinion: str | None
     result: str | None
     signed_by: str | None
     verified_by: str | None
-    appointment_at: dt.datetime | None
+    appointment_at: LocalTime | None
     notes: list[dict]
-    transferred_at: dt.datetime | None
+    transferred_at: LocalTime | None
     transferred_to: str | None
     transferred_by: str | None
 
@@ -616,11 +616,11 @@ class DeadlineOut(BaseModel):
     round: int
     clock: str
     department: str | None
-    due_at: dt.datetime
+    due_at: LocalTime
     provisional: bool
-    met_at: dt.datetime | None
+    met_at: LocalTime | None
     outcome: str | None
-    breached_at: dt.datetime | None
+    breached_at: LocalTime | None
     overdue: bool
 
 
@@ -631,9 +631,9 @@ class EscalationOut(BaseModel):
     clock: str | None
     department: str | None
     nonconformity: bool
-    escalated_at: dt.datetime
-    next_at: dt.datetime | None
-    resolved_at: dt.datetime | None
+    escalated_at: LocalTime
+    next_at: LocalTime | None
+    resolved_at: LocalTime | None
 
 
 class NonconformityOut(BaseModel):
@@ -642,22 +642,22 @@ class NonconformityOut(BaseModel):
     owner_loss_cny: Decimal | None
     state: str
     opened_by: str
-    opened_at: dt.datetime
+    opened_at: LocalTime
     approved_by: str | None
-    approved_at: dt.datetime | None
+    approved_at: LocalTime | None
     corrective_action: str | None
     responsible: str | None
-    action_started_at: dt.datetime | None
+    action_started_at: LocalTime | None
     closed_by: str | None
-    closed_at: dt.datetime | None
+    closed_at: LocalTime | None
     result: str | None
     capa_report: str | None
-    capa_reported_at: dt.datetime | None
+    capa_reported_at: LocalTime | None
 
 
 class ProgressWindowOut(BaseModel):
-    start: dt.datetime
-    end: dt.datetime
+    start: LocalTime
+    end: LocalTime
     updates: int
     required: int
 
@@ -673,8 +673,8 @@ class FormOut(BaseModel):
     round: int
     status: str
     validity: str | None
-    accepted_at: dt.datetime
-    completed_at: dt.datetime | None
+    accepted_at: LocalTime
+    completed_at: LocalTime | None
     departments: list[str] = Field(description="Departments holding an active line in the current round")
     ledger: list[LedgerLineOut]
     deadlines: list[DeadlineOut]
@@ -693,9 +693,9 @@ class FormSummaryOut(BaseModel):
     round: int
     status: str
     departments: list[str]
-    accepted_at: dt.datetime
+    accepted_at: LocalTime
     overdue: bool
-    next_due_at: dt.datetime | None
+    next_due_at: LocalTime | None
 
 
 def _line_status(line) -> str:
@@ -1038,25 +1038,21 @@ async def transfer(estate: str, ticket_id: str, body: TransferIn, who: Principal
 NC = store.nonconformities
 
 
-class NonconformityIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class NonconformityIn(Contract):
     content: str = Field(min_length=1, max_length=20000, description="不合格内容")
-    owner_loss_cny: Decimal | None = Field(None, ge=0)
+    owner_loss_cny: Money | None = Field(None)
 
 
-class CorrectiveActionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CorrectiveActionIn(Contract):
     action: str = Field(min_length=1, max_length=20000)
     responsible: str = Field(min_length=1, max_length=64)
 
 
-class CloseNonconformityIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CloseNonconformityIn(Contract):
     result: str = Field(min_length=1, max_length=20000)
 
 
-class CapaReportIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CapaReportIn(Contract):
     report: str = Field(min_length=1, max_length=50000, description="纠正/预防措施报告")
 
 
@@ -1094,6 +1090,10 @@ def _nc_out(record: rules.NonconformityRecord) -> NonconformityOut:
 
 
 MANAGERS = ("estate_director", "customer_service_supervisor", "department_head", "quality_manager")
+# Who may ask to approve; whether the caller holds the policy's approver role is checked inside.
+NONCONFORMITY_APPROVERS = ("management_representative", "general_manager", *MANAGERS)
+DEPARTMENT_ROLES = ("department_staff", "department_head", "duty_staff", "customer_service",
+                    "customer_service_supervisor", "estate_director")
 
 
 @service.http.get("/estates/{estate}/forms/{ticket_id}/nonconformity", response_model=NonconformityOut, tags=["nonconformity"])
@@ -1109,7 +1109,6 @@ async def open_nonconformity(estate: str, ticket_id: str, body: NonconformityIn,
                              who: Principal = Depends(require_estate)) -> NonconformityOut:
     """The estate manager convenes the departments and writes the nonconformity record."""
     known_estate(service, estate)
-    who.require_role(*MANAGERS)
     now = service.clock.now()
     policy = _policy(estate)
     async with service.db.transaction() as session:
@@ -1169,7 +1168,6 @@ async def attach_capa_report(estate: str, ticket_id: str, body: CapaReportIn,
 async def _advance_nonconformity(estate: str, ticket_id: str, who: Principal, step) -> NonconformityOut:
     """One step of the nonconformity record (corrective action, close, CAPA report)."""
     known_estate(service, estate)
-    who.require_role(*MANAGERS, "management_representative")
     async with service.db.transaction() as session:
         record = step(_record(await _nonconformity(session, estate, ticket_id)), service.clock.now())
         await _save_nonconformity(session, record)
@@ -1180,42 +1178,38 @@ async def _advance_nonconformity(estate: str, ticket_id: str, who: Principal, st
 
 SI, BILLS = store.service_items, store.bills
 CATALOGUE_ROLES = ("estate_director", "customer_service_supervisor", "quality_manager")
+BILLING_ROLES = ("department_staff", "department_head", "customer_service", "customer_service_supervisor")
 
 
-class ServiceItemIO(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ServiceItemIO(Contract):
     code: str = Field(min_length=1, max_length=32)
     name: str = Field(min_length=1, max_length=200)
     paid: bool
-    price_cny: Decimal | None = Field(None, ge=0, description="None for a paid item charged case by case")
+    price_cny: Money | None = Field(None, description="None for a paid item charged case by case")
 
 
-class ServiceLineIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ServiceLineIn(Contract):
     code: str = Field(min_length=1, max_length=32)
-    quantity: Decimal = Field(Decimal(1), gt=0)
-    agreed_price_cny: Decimal | None = Field(None, ge=0)
+    quantity: Quantity = Decimal(1)
+    agreed_price_cny: Money | None = Field(None)
     agreed_by: list[str] | None = Field(
         None, description="(engineering supervisor, customer-service supervisor) who set an unpublished price"
     )
 
 
-class MaterialLineIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class MaterialLineIn(Contract):
     name: str = Field(min_length=1, max_length=200)
-    quantity: Decimal = Field(gt=0)
-    unit_price_cny: Decimal = Field(ge=0)
+    quantity: Quantity
+    unit_price_cny: Money
 
 
-class BillIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class BillIn(Contract):
     ticket_id: str = Field(min_length=1, max_length=64)
     services: list[ServiceLineIn] = Field(default_factory=list)
     materials: list[MaterialLineIn] = Field(default_factory=list)
 
 
-class SettleIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SettleIn(Contract):
     channel: str = Field(description="finance_counter or bank_collection; technicians take no cash")
 
 
@@ -1238,10 +1232,10 @@ class BillOut(BaseModel):
     total_cny: Decimal
     copies: list[str] = Field(description="owner (业户联), finance (财务联), stub (存根联): the same lines on each")
     created_by: str
-    created_at: dt.datetime
+    created_at: LocalTime
     settled_channel: str | None
     settled_by: str | None
-    settled_at: dt.datetime | None
+    settled_at: LocalTime | None
 
 
 def _bill_lines(rows: list[dict]) -> tuple[rules.BillLine, ...]:
@@ -1278,7 +1272,6 @@ async def list_service_items(estate: str, who: Principal = Depends(require_estat
 async def put_service_items(estate: str, body: list[ServiceItemIO], who: Principal = Depends(require_estate)) -> list[ServiceItemIO]:
     """Replace the estate's catalogue."""
     known_estate(service, estate)
-    who.require_role(*CATALOGUE_ROLES)
     codes = [item.code for item in body]
     if len(set(codes)) != len(codes):
         raise RuleViolation("a service item code appears twice", status=422)
@@ -1371,6 +1364,25 @@ async def settle_bill(estate: str, number: str, body: SettleIn, who: Principal =
         ))
         row = (await session.execute(sa.select(BILLS).where(BILLS.c.number == number))).first()
     return _bill_out(row)
+
+
+# Who may call each write route (RULES §2; printed in the README by `estatedesk roles`).
+# Which department a caller acts for, and the policy's approver, are checked inside.
+service.write_roles = {
+    ("POST", "/estates/{estate}/forms/{ticket_id}/acknowledge"): DEPARTMENT_ROLES,
+    ("POST", "/estates/{estate}/forms/{ticket_id}/arrive"): DEPARTMENT_ROLES,
+    ("POST", "/estates/{estate}/forms/{ticket_id}/sign-back"): DEPARTMENT_ROLES,
+    ("POST", "/estates/{estate}/forms/{ticket_id}/reschedule"): DEPARTMENT_ROLES,
+    ("POST", "/estates/{estate}/forms/{ticket_id}/transfer"): DEPARTMENT_ROLES,
+    ("POST", "/estates/{estate}/forms/{ticket_id}/nonconformity"): MANAGERS,
+    ("POST", "/estates/{estate}/forms/{ticket_id}/nonconformity/approve"): NONCONFORMITY_APPROVERS,
+    ("POST", "/estates/{estate}/forms/{ticket_id}/nonconformity/corrective-action"): (*MANAGERS, "management_representative"),
+    ("POST", "/estates/{estate}/forms/{ticket_id}/nonconformity/close"): (*MANAGERS, "management_representative"),
+    ("POST", "/estates/{estate}/forms/{ticket_id}/nonconformity/capa-report"): (*MANAGERS, "management_representative"),
+    ("PUT", "/estates/{estate}/service-items"): CATALOGUE_ROLES,
+    ("POST", "/estates/{estate}/bills"): BILLING_ROLES,
+    ("POST", "/estates/{estate}/bills/{number}/settle"): ("department_staff", "department_head"),
+}
 
 
 def create_app(manage_lifecycle: bool = True):

@@ -18,6 +18,7 @@ from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from shared.calendar import WorkingCalendar
+from shared.limits import MONEY_MAX
 from shared.errors import RuleViolation as SharedRuleViolation
 from shared.events import (
     Accepted,
@@ -1010,6 +1011,9 @@ class Bill:
 def make_bill(number: str, ticket_id: str, lines: Sequence[BillLine]) -> Bill:
     if not lines:
         raise RuleViolation("a bill needs at least one line")
+    total = sum((line.amount_cny for line in lines), Decimal(0))
+    if total > MONEY_MAX:
+        raise RuleViolation(f"a bill of {total} CNY exceeds the largest amount recorded, {MONEY_MAX} CNY")
     return Bill(_required(number, "the bill number"), _required(ticket_id, "the ticket"), tuple(lines))
 
 

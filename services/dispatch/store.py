@@ -4,6 +4,8 @@ restarts, escalations, nonconformity records, the owner-update log and paid-serv
 
 import sqlalchemy as sa
 
+from shared import limits
+
 from shared.db import service_metadata
 
 metadata = service_metadata("dispatch")
@@ -11,14 +13,14 @@ metadata = service_metadata("dispatch")
 forms = sa.Table(
     "forms",
     metadata,
-    sa.Column("ticket_id", sa.String(64), primary_key=True),
-    sa.Column("estate", sa.String(32), nullable=False, index=True),
-    sa.Column("form_number", sa.String(40), nullable=False),
+    sa.Column("ticket_id", sa.String(limits.ID_MAX), primary_key=True),
+    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), nullable=False, index=True),
+    sa.Column("form_number", sa.String(limits.FORM_NUMBER_COLUMN), nullable=False),
     sa.Column("kind", sa.String(32), nullable=False),
-    sa.Column("category", sa.String(64), nullable=False),
+    sa.Column("category", sa.String(limits.CATEGORY_MAX), nullable=False),
     sa.Column("repair_class", sa.String(32)),
     sa.Column("reply_method", sa.String(16), nullable=False),
-    sa.Column("first_contact", sa.String(64), nullable=False),
+    sa.Column("first_contact", sa.String(limits.ID_MAX), nullable=False),
     sa.Column("facts", sa.JSON, nullable=False),  # the accepted payload, for re-rounds
     sa.Column("round", sa.Integer, nullable=False),
     # in_handling → completed (every department signed back) → closed (owner satisfied);
@@ -37,10 +39,10 @@ assignments = sa.Table(
     "assignments",
     metadata,
     sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-    sa.Column("ticket_id", sa.String(64), nullable=False),
+    sa.Column("ticket_id", sa.String(limits.ID_MAX), nullable=False),
     sa.Column("round", sa.Integer, nullable=False),
     sa.Column("department", sa.String(32), nullable=False),
-    sa.Column("estate", sa.String(32), nullable=False, index=True),
+    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), nullable=False, index=True),
     sa.Column("assigned_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("assigned_by", sa.String(64), nullable=False),
     sa.Column("transferred_from", sa.String(32)),
@@ -71,8 +73,8 @@ deadlines = sa.Table(
     "deadlines",
     metadata,
     sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-    sa.Column("ticket_id", sa.String(64), nullable=False, index=True),
-    sa.Column("estate", sa.String(32), nullable=False),
+    sa.Column("ticket_id", sa.String(limits.ID_MAX), nullable=False, index=True),
+    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), nullable=False),
     sa.Column("round", sa.Integer, nullable=False),
     sa.Column("clock", sa.String(32), nullable=False),
     sa.Column("department", sa.String(32), nullable=False, default=""),
@@ -104,8 +106,8 @@ escalations = sa.Table(
     "escalations",
     metadata,
     sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-    sa.Column("ticket_id", sa.String(64), nullable=False, index=True),
-    sa.Column("estate", sa.String(32), nullable=False),
+    sa.Column("ticket_id", sa.String(limits.ID_MAX), nullable=False, index=True),
+    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), nullable=False),
     sa.Column("round", sa.Integer, nullable=False),
     sa.Column("deadline_id", sa.BigInteger),  # NULL: escalated by subject or by loss
     sa.Column("clock", sa.String(32)),
@@ -125,8 +127,8 @@ escalations = sa.Table(
 nonconformities = sa.Table(
     "nonconformities",
     metadata,
-    sa.Column("ticket_id", sa.String(64), primary_key=True),
-    sa.Column("estate", sa.String(32), nullable=False, index=True),
+    sa.Column("ticket_id", sa.String(limits.ID_MAX), primary_key=True),
+    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), nullable=False, index=True),
     sa.Column("content", sa.Text, nullable=False),
     sa.Column("owner_loss_cny", sa.Numeric(12, 2)),
     sa.Column("state", sa.String(24), nullable=False),
@@ -149,8 +151,8 @@ progress_log = sa.Table(
     "progress_log",
     metadata,
     sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-    sa.Column("ticket_id", sa.String(64), nullable=False, index=True),
-    sa.Column("estate", sa.String(32), nullable=False),
+    sa.Column("ticket_id", sa.String(limits.ID_MAX), nullable=False, index=True),
+    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("method", sa.String(16), nullable=False),
     sa.Column("updated_by", sa.String(64), nullable=False),
@@ -160,7 +162,7 @@ progress_log = sa.Table(
 service_items = sa.Table(
     "service_items",
     metadata,
-    sa.Column("estate", sa.String(32), primary_key=True),
+    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), primary_key=True),
     sa.Column("code", sa.String(32), primary_key=True),
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("paid", sa.Boolean, nullable=False),
@@ -172,8 +174,8 @@ bills = sa.Table(
     "bills",
     metadata,
     sa.Column("number", sa.String(48), primary_key=True),
-    sa.Column("estate", sa.String(32), nullable=False, index=True),
-    sa.Column("ticket_id", sa.String(64), nullable=False, index=True),
+    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), nullable=False, index=True),
+    sa.Column("ticket_id", sa.String(limits.ID_MAX), nullable=False, index=True),
     sa.Column("lines", sa.JSON, nullable=False),
     sa.Column("total_cny", sa.Numeric(12, 2), nullable=False),
     sa.Column("created_by", sa.String(64), nullable=False),
@@ -186,7 +188,7 @@ bills = sa.Table(
 bill_sequences = sa.Table(
     "bill_sequences",
     metadata,
-    sa.Column("estate", sa.String(32), primary_key=True),
+    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), primary_key=True),
     sa.Column("year", sa.Integer, primary_key=True),
     sa.Column("last", sa.Integer, nullable=False),
 )

@@ -533,7 +533,7 @@ async def test_destruction_only_after_retention_with_the_general_managers_approv
 
 async def test_monthly_and_quarterly_archiving_by_command_change_nothing_the_second_time(stack, clock_file):
     # The schedule would wait for ever here: only the commands organise this estate.
-    estate = await archive_estate(stack, {"organise_grace_hours": 10_000_000})
+    estate = await archive_estate(stack, {"organise_grace_hours": 100_000})
     quarter_start, quarter = previous_quarter_start(now_of(clock_file))
     early, late = quarter_start - dt.timedelta(days=70), quarter_start - dt.timedelta(days=3)
     await publish(stack.nats_url, history(estate, early) + history(estate, late))

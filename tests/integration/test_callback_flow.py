@@ -462,7 +462,7 @@ async def test_walk_around_visits_and_their_shortfall(stack, callback_estate, cl
                                    "visited_on": (today + dt.timedelta(days=1)).isoformat()}, headers=auth(token))
         bad_month = await client.get(f"{base}/visits/shortfall", params={"month": "2026/11"}, headers=auth(token))
         guard = await client.post(f"{base}/visits", json=visit,
-                                  headers=auth(token_for(stack, "guard", ["duty_staff"], [estate])))
+                                  headers=auth(token_for(stack, f"{estate}-duty01", ["duty_staff"], [estate])))
     assert first.status_code == 201, first.text
     assert repeat.status_code == 200 and repeat.json()["visit_id"] == first.json()["visit_id"]
     request = first.json()["intake_request"]
@@ -494,7 +494,7 @@ async def test_bad_callback_requests_get_readable_4xx(stack, callback_estate):
                                      headers=auth(token))
         extra = await client.post(f"{base}/callbacks/nope/record", json={**ANSWERS_SATISFIED, "mood": "ok"}, headers=auth(token))
         wrong_role = await client.post(f"{base}/callbacks/nope/record", json=ANSWERS_SATISFIED,
-                                       headers=auth(token_for(stack, "guard", ["duty_staff"], [estate])))
+                                       headers=auth(token_for(stack, f"{estate}-duty01", ["duty_staff"], [estate])))
         bad_status = await client.get(f"{base}/callbacks", params={"status": "lost"}, headers=auth(token))
         other_estate = await client.get("/v1/estates/elsewhere/callbacks", headers=auth(token))
         unknown_estate = await client.get("/v1/estates/nosuch/callbacks",

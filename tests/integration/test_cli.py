@@ -22,7 +22,8 @@ pytestmark = pytest.mark.integration
 
 DIRECTORY = {
     "company": {"name": "测试物业"},
-    "estates": [{"code": "cli01", "name": "测试小区", "departments": [{"code": "engineering", "name": "工程部"}]}],
+    "estates": [{"code": "cli01", "name": "测试小区", "departments": [{"code": "engineering", "name": "工程部"}],
+                 "staff": [{"id": "cs01", "name": "客服一", "roles": ["customer_service"]}]}],
 }
 
 

@@ -54,6 +54,8 @@ def estate_definition(code: str, now: dt.datetime) -> dict:
             {"id": f"{code}-cs01", "name": "客服一", "roles": ["customer_service"], "department": "customer_service"},
             {"id": f"{code}-duty01", "name": "值班一", "roles": ["duty_staff"], "department": "security"},
             {"id": f"{code}-eng01", "name": "工程一", "roles": ["department_staff"], "department": "engineering"},
+            {"id": f"{code}-sec01", "name": "保安一", "roles": ["department_staff"], "department": "security"},
+            {"id": f"{code}-fin01", "name": "财务一", "roles": ["department_staff"], "department": "finance"},
         ],
         "buildings": ["1", "2"],
         # A leak in an owner's home is engineering's to fix and customer service's to
@@ -253,7 +255,7 @@ async def test_restarting_dispatch_loses_no_deadline_and_fires_none_twice(stack,
     fires nothing again."""
     total = 6
     clock = FileOffsetClock(clock_file)
-    cs = staff_token(stack, "cs", ["customer_service"], estate)
+    cs = staff_token(stack, f"{estate}-cs01", ["customer_service"], estate)
     dispatch = stack.service("dispatch")
     async with httpx.AsyncClient(base_url=stack.service("intake").url, timeout=30) as client:
         ids = []

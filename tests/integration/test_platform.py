@@ -51,7 +51,7 @@ async def test_accepted_event_reaches_a_plain_nats_subscriber(stack, estate):
 
 
 async def test_dispatch_assigns_what_intake_accepted(stack, estate):
-    token = token_for(stack, "cs", ["customer_service"], [estate])
+    token = token_for(stack, f"{estate}-cs01", ["customer_service"], [estate])
     async with httpx.AsyncClient(base_url=stack.service("intake").url, timeout=30) as client:
         r = await client.post(f"/v1/estates/{estate}/requests", json=REPAIR, headers=auth(token))
     ticket_id = r.json()["id"]
@@ -61,12 +61,12 @@ async def test_dispatch_assigns_what_intake_accepted(stack, estate):
 
 
 async def test_bad_input_gets_readable_4xx(stack, estate):
-    own = token_for(stack, "cs", ["customer_service"], [estate])
-    company = token_for(stack, "qm", ["quality_manager"], ["*"])
+    own = token_for(stack, f"{estate}-cs01", ["customer_service"], [estate])
     url = f"/v1/estates/{estate}/requests"
     async with httpx.AsyncClient(base_url=stack.service("intake").url, timeout=30) as client:
         malformed = await client.post(url, content=b'{"kind": "repair",', headers={**auth(own), "content-type": "application/json"})
-        unknown = await client.post("/v1/estates/nosuch/requests", json=REPAIR, headers=auth(company))
+        admin = token_for(stack, "admin", ["company_admin"], ["*"])
+        unknown = await client.post("/v1/estates/nosuch/requests", json=REPAIR, headers=auth(admin))
         oversize = await client.post(url, content=b"x" * (1024 * 1024 + 1), headers={**auth(own), "content-type": "application/json"})
         async def chunks():
             for _ in range(20):
@@ -106,7 +106,7 @@ async def test_malformed_message_becomes_a_dead_letter_and_the_consumer_goes_on(
     assert "malformed event" in reasons
 
     # The consumer keeps going: a valid request after the poison is still dispatched.
-    token = token_for(stack, "cs", ["customer_service"], [estate])
+    token = token_for(stack, f"{estate}-cs01", ["customer_service"], [estate])
     async with httpx.AsyncClient(base_url=stack.service("intake").url, timeout=30) as client:
         r = await client.post(f"/v1/estates/{estate}/requests", json=REPAIR, headers=auth(token))
     events = await read_stream(stack.nats_url, subject_for(estate, "assigned"), expected=1)
@@ -122,7 +122,7 @@ async def test_crash_of_a_consumer_loses_nothing_and_doubles_nothing(stack, esta
     """500 requests; dispatch is killed with SIGKILL mid-way and restarted by the
     supervisor; every request is dispatched exactly once."""
     total = 500
-    token = token_for(stack, "cs", ["customer_service"], [estate])
+    token = token_for(stack, f"{estate}-cs01", ["customer_service"], [estate])
     dispatch = stack.service("dispatch")
     limits = httpx.Limits(max_connections=16)
     async with httpx.AsyncClient(base_url=stack.service("intake").url, limits=limits, timeout=30) as client:
@@ -163,7 +163,7 @@ async def test_crash_of_a_consumer_loses_nothing_and_doubles_nothing(stack, esta
 
 
 async def test_health_and_metrics(stack, estate):
-    token = token_for(stack, "cs", ["customer_service"], [estate])
+    token = token_for(stack, f"{estate}-cs01", ["customer_service"], [estate])
     async with httpx.AsyncClient(timeout=30) as client:
         await client.post(f"{stack.service('intake').url}/v1/estates/{estate}/requests", json=REPAIR, headers=auth(token))
         await read_stream(stack.nats_url, subject_for(estate, "assigned"), expected=1)
@@ -201,7 +201,7 @@ async def test_two_dispatch_replicas_share_the_work_without_doubling_it(stack, e
                     pass
                 await asyncio.sleep(0.1)
             total = 200
-            token = token_for(stack, "cs", ["customer_service"], [estate])
+            token = token_for(stack, f"{estate}-cs01", ["customer_service"], [estate])
             semaphore = asyncio.Semaphore(16)
 
             async def submit(i):

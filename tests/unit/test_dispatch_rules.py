@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 import holidays
 import pytest
+from pydantic import ValidationError
 
 from services.dispatch.rules import (
     DEFAULT_ROUTING_RULES,
@@ -601,7 +602,7 @@ def test_unknown_rung_refused():
 
 
 def test_ladder_is_policy():
-    policy = effective_policy(company_overrides={"escalation": {"ladder": ["supervisor", "general_manager"]}})
+    policy = effective_policy(company_overrides={"escalation": {"ladder": ["supervisor", "general_manager"], "subject_rung": "supervisor"}})
     assert next_rung(None, policy) == "supervisor"
     assert next_rung("supervisor", policy) == "general_manager"
     assert next_rung("general_manager", policy) is None
@@ -631,17 +632,14 @@ def test_direct_to_estate_director_then_up_the_ladder():
 
 
 def test_subject_rung_must_be_on_the_ladder():
-    policy = effective_policy(estate_overrides={"escalation": {"subject_rung": "chairman"}})
-    with pytest.raises(RuleViolation, match="not on the ladder"):
-        first_rung(facts(Kind.complaint, about_role="company_staff"), policy)
+    # Refused when the policy is set, so no rule ever meets such a ladder.
+    with pytest.raises(ValidationError, match="subject_rung must be one of the ladder's rungs"):
+        effective_policy(estate_overrides={"escalation": {"subject_rung": "chairman"}})
 
 
 def test_empty_ladder_refused():
-    policy = effective_policy(estate_overrides={"escalation": {"ladder": []}})
-    with pytest.raises(RuleViolation, match="empty"):
-        next_rung(None, policy)
-    with pytest.raises(RuleViolation, match="empty"):
-        first_rung(facts(), policy)
+    with pytest.raises(ValidationError, match="subject_rung must be one of the ladder's rungs"):
+        effective_policy(estate_overrides={"escalation": {"ladder": []}})
 
 
 def test_next_escalation_at():

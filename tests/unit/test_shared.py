@@ -201,8 +201,19 @@ class TestAuth:
         assert who.may_act_for("hx01") and not who.may_act_for("hx02")
 
     def test_company_wide_roles_see_every_estate(self):
-        who = auth.verify_token(self.key, auth.issue_token(self.key, "qm", ["quality_manager"], []))
+        who = auth.verify_token(self.key, auth.issue_token(self.key, "qm", ["quality_manager"], ["*"]))
         assert who.company_wide and who.may_act_for("anything")
+
+    def test_company_wide_role_for_one_estate_is_refused_at_issue(self):
+        # Issue 9: `--role quality_manager --estate hx01` silently widened to every estate.
+        with pytest.raises(ValueError, match=r"--estate '\*'"):
+            auth.issue_token(self.key, "q1", ["quality_manager"], ["hx01"])
+
+    def test_estate_list_is_honoured_whatever_the_roles(self):
+        import jwt
+        claims = {"iss": auth.ISSUER, "sub": "q1", "roles": ["quality_manager"], "estates": ["hx01"], "exp": 2**40}
+        who = auth.verify_token(self.key, jwt.encode(claims, self.key, algorithm="HS256"))
+        assert who.may_act_for("hx01") and not who.may_act_for("ch02")
 
     def test_out_of_scope_is_403_with_reason(self):
         who = auth.verify_token(self.key, auth.issue_token(self.key, "cs01", ["customer_service"], ["hx01"]))
