@@ -29,7 +29,7 @@ import nats  # noqa: E402
 
 from estatedesk.stack import Stack, wait_until_intake_knows  # noqa: E402
 from shared.auth import issue_token  # noqa: E402
-from shared.directory import Company, Department, Estate, publish_directory  # noqa: E402
+from shared.directory import Company, Department, Estate, StaffMember, publish_directory  # noqa: E402
 from shared.settings import SERVICES  # noqa: E402
 
 ESTATE = "bench01"
@@ -42,7 +42,8 @@ def percentile(values: list[float], p: float) -> float:
 
 async def pipeline(stack: Stack, requests: int, concurrency: int) -> dict:
     await publish_directory(stack.nats_url, Company(), [Estate(
-        code=ESTATE, name="压测小区", departments=[Department(code="engineering", name="工程部")])])
+        code=ESTATE, name="压测小区", departments=[Department(code="engineering", name="工程部")],
+        staff=[StaffMember(id="bench-cs", name="压测客服", roles=["customer_service"])])])
     token = issue_token(stack.signing_key, "bench-cs", ["customer_service"], [ESTATE])
     headers = {"Authorization": f"Bearer {token}"}
     accepted_at: dict[str, float] = {}

@@ -20,7 +20,8 @@ from urllib.parse import unquote_to_bytes
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.encoders import ENCODERS_BY_TYPE
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -256,7 +257,12 @@ def refuse_unless(service: "Service", request: Request, who: Principal | None, c
         raise
 
 
-async def authorize(request: Request) -> None:
+# Declares the bearer scheme in every OpenAPI document (the Authorize button of /docs);
+# the token itself is read by `principal`, which also accepts what this would refuse.
+BEARER = HTTPBearer(auto_error=False, description="A token from sign-in or `estatedesk token`")
+
+
+async def authorize(request: Request, _: HTTPAuthorizationCredentials | None = Security(BEARER)) -> None:
     """The one gate of every write route: the caller must hold one of the roles the
     service's role table names for the route (the table is printed in the README)."""
     if request.method not in WRITE_METHODS:

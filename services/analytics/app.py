@@ -104,7 +104,7 @@ def announce_after_commit(session: AsyncSession, event: CloudEvent) -> None:
     data = event.data
     notice = {
         "estate": event.estate, "event": event.event_name, "ticket_id": event.subject,
-        "time": event.time.isoformat(), "clock": data.get("clock"), "department": data.get("department"),
+        "time": event.time.astimezone(service.directory.timezone_for(event.estate)).isoformat(), "clock": data.get("clock"), "department": data.get("department"),
         "rung": data.get("rung"), "category": data.get("category"),
     }
     loop = asyncio.get_running_loop()
