@@ -534,7 +534,11 @@ _calendar_seen: dict = {"data": None}
 
 @service.periodic("provisional-recompute", every_seconds=5.0)
 async def recompute_provisional(force: bool = False) -> int:
-    """When the company loads a year's calendar, count provisional day clocks again."""
+    """On every change of the company's calendar (a year loaded, a correction, a typhoon
+    day off), count every running day clock again from its start — not only the
+    provisional ones: a day off added for tomorrow moves today's open reply and tracking
+    deadlines too (issue 10). On start-up (nothing seen yet) the same recount picks up a
+    year the `holidays` package has learned since."""
     data = service.directory.company.calendar
     if not force and _calendar_seen["data"] == data:
         return 0
@@ -543,7 +547,7 @@ async def recompute_provisional(force: bool = False) -> int:
     async with service.db.transaction() as session:
         rows = (
             await session.execute(
-                sa.select(D).where(D.c.provisional.is_(True), D.c.met_at.is_(None), D.c.breached_at.is_(None),
+                sa.select(D).where(D.c.met_at.is_(None), D.c.breached_at.is_(None),
                                    D.c.working_days.is_not(None), D.c.started_at.is_not(None))
                 .with_for_update(skip_locked=True)
             )
@@ -557,7 +561,7 @@ async def recompute_provisional(force: bool = False) -> int:
                 changed += 1
     _calendar_seen["data"] = data
     if changed:
-        log.info("recomputed %d provisional deadlines on the company's calendar", changed)
+        log.info("recomputed %d running day deadlines on the company's calendar", changed)
     return changed
 
 

@@ -444,8 +444,10 @@ def recompute_day_clock(
     policy: Policy,
     calendar: WorkingCalendar,
 ) -> tuple[dt.datetime, bool] | None:
-    """A day clock counted again on today's calendar (the company may have loaded the
-    year it reaches into). Returns (due_at, provisional) when either changed, else None."""
+    """A day clock counted again on today's calendar: the company may have loaded the
+    year it reaches into, corrected a loaded year, or declared a day off (a typhoon);
+    every running day clock follows every change, provisional or not (issue 10).
+    Returns (due_at, provisional) when either changed, else None."""
     if working_days < 0:
         raise RuleViolation(f"a day clock counts a non-negative number of working days, got {working_days}")
     result = calendar.add_working_days(_local(started_at, policy, "started_at"), working_days)

@@ -2,7 +2,7 @@
 
 Calendar facts used below (2026 arrangement published by the State Council, as carried
 by the `holidays` package): National Day 1–7 Oct off, make-up workdays Sun 20 Sep and
-Sat 10 Oct; Mid-Autumn Fri 25 Sep off. 2027 is not published yet (weekends only).
+Sat 10 Oct; Mid-Autumn Fri 25 Sep off. 2027 is not published yet (projected: fixed statutory holidays and weekends, provisional).
 """
 
 from __future__ import annotations
@@ -220,7 +220,7 @@ def test_valid_complaint_needs_no_confirmation_and_no_notice():
         (at(2026, 9, 30, 15), at(2026, 10, 8, 15), False),  # skips National Day
         (at(2026, 10, 9, 11), at(2026, 10, 10, 11), False),  # make-up Saturday counts
         (at(2026, 9, 24, 16), at(2026, 9, 28, 16), False),  # skips Mid-Autumn and the weekend
-        (at(2026, 12, 31, 10), at(2027, 1, 1, 10), True),  # 2027 unpublished: provisional
+        (at(2026, 12, 31, 10), at(2027, 1, 4, 10), True),  # 2027 projected: New Year off, provisional
     ],
 )
 def test_invalid_complaint_notice_deadline(judged_at, notify_by, provisional):

@@ -1,0 +1,124 @@
+"""Issue 10, domain fidelity, on the running stack: the rows of the issue's table with
+the issue's values (the pure-rule twins are in tests/unit/test_domain_fidelity.py).
+
+Some rows need a particular moment (30 Dec 2026 10:00 in Shanghai): the test sets the
+shared clock file there and puts it back afterwards, so the tests after it see the time
+they would have seen. The company calendar is company-wide: a test that changes it
+restores the empty one before it ends."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from contextlib import asynccontextmanager
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+
+from tests.conftest import auth, eventually, token_for
+from tests.integration.test_lifecycle import define_estate, staff_token
+
+pytestmark = pytest.mark.integration
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+def _write_offset(clock_file: Path, seconds: float) -> None:
+    tmp = clock_file.with_suffix(".tmp")
+    tmp.write_text(str(seconds))
+    os.replace(tmp, clock_file)
+
+
+def set_time(clock_file: Path, moment: dt.datetime) -> None:
+    """Every service's clock reads `moment` now (offset from real time)."""
+    _write_offset(clock_file, (moment - dt.datetime.now(dt.timezone.utc)).total_seconds())
+
+
+@asynccontextmanager
+async def clock_kept(clock_file: Path):
+    before = clock_file.read_text()
+    try:
+        yield
+    finally:
+        _write_offset(clock_file, float(before.strip() or 0))
+
+
+@pytest.fixture
+async def estate(stack, clock_file) -> str:
+    code = f"f{uuid.uuid4().hex[:8]}"
+    await define_estate(stack, code, clock_file)
+    return code
+
+
+def local(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value).astimezone(SHANGHAI)
+
+
+async def ticket_clocks(client, dispatch: str, ticket_id: str, headers) -> dict[str, dict]:
+    async def routed():
+        r = await client.get(f"{dispatch}/forms/{ticket_id}", headers=headers)
+        return r.json() if r.status_code == 200 else None
+
+    form = await eventually(routed, timeout=45)
+    assert form, f"form {ticket_id} never routed"
+    return {d["clock"]: d for d in form["deadlines"] if d["department"] is None}
+
+
+def day_and_flag(deadline: dict) -> tuple[str, str, bool]:
+    due = local(deadline["due_at"])
+    return due.date().isoformat(), f"{due:%H:%M}", deadline["provisional"]
+
+
+async def test_calendar_rows_projected_2027_and_every_change_followed(stack, estate, clock_file):
+    intake = stack.service("intake").url
+    dispatch = f"{stack.service('dispatch').url}/v1/estates/{estate}"
+    cs = staff_token(stack, f"{estate}-cs01", ["customer_service"], estate, ["customer_service"])
+    company = auth(token_for(stack, "qm", ["quality_manager"], ["*"]))
+    complaint_body = {"kind": "complaint", "channel": "phone", "category": "noise",
+                      "description": "楼上深夜噪音，投诉"}
+    opinion_body = {"kind": "suggestion", "channel": "letter", "accepted_by": "company",
+                    "description": "建议公司统一更换门禁系统"}
+
+    async with httpx.AsyncClient(timeout=30) as client, clock_kept(clock_file):
+        try:
+            # Row 1: a complaint accepted Wed 30 Dec 2026 10:00 (2 working days to reply, 3 to track).
+            set_time(clock_file, dt.datetime(2026, 12, 30, 10, 0, tzinfo=SHANGHAI))
+            r = await client.post(f"{intake}/v1/estates/{estate}/requests", json=complaint_body, headers=cs)
+            assert r.status_code == 201, r.text
+            complaint = r.json()
+            due = await ticket_clocks(client, dispatch, complaint["id"], cs)
+            assert day_and_flag(due["reply"]) == ("2027-01-04", "10:00", True)
+            assert day_and_flag(due["tracking"]) == ("2027-01-05", "10:00", True)
+
+            # Row 2: a company-accepted opinion Thu 31 Dec 2026 10:00 (7 working days).
+            set_time(clock_file, dt.datetime(2026, 12, 31, 10, 0, tzinfo=SHANGHAI))
+            r = await client.post(f"{intake}/v1/estates/{estate}/requests", json=opinion_body, headers=cs)
+            assert r.status_code == 201, r.text
+            opinion = r.json()
+            assert day_and_flag((await ticket_clocks(client, dispatch, opinion["id"], cs))["tracking"]) == (
+                "2027-01-12", "10:00", True)
+
+            # Row 3: the company loads 2027 — the same days, no longer provisional …
+            r = await client.put(f"{intake}/v1/company/calendar", headers=company, json={"loaded_years": [2027]})
+            assert r.status_code == 200, r.text
+
+            async def clocks_are(ticket_id: str, expected: dict[str, tuple]) -> bool:
+                due = await ticket_clocks(client, dispatch, ticket_id, cs)
+                return all(day_and_flag(due[c]) == v for c, v in expected.items())
+
+            assert await eventually(lambda: clocks_are(complaint["id"], {
+                "reply": ("2027-01-04", "10:00", False), "tracking": ("2027-01-05", "10:00", False)}), timeout=30)
+            # … then corrects it: 4 Jan off, Sat 9 Jan a workday. Running clocks follow again.
+            r = await client.put(f"{intake}/v1/company/calendar", headers=company, json={
+                "loaded_years": [2027], "days_off": ["2027-01-04"], "workdays": ["2027-01-09"]})
+            assert r.status_code == 200, r.text
+            assert await eventually(lambda: clocks_are(complaint["id"], {
+                "reply": ("2027-01-05", "10:00", False), "tracking": ("2027-01-06", "10:00", False)}), timeout=30)
+            assert await eventually(lambda: clocks_are(opinion["id"], {
+                "tracking": ("2027-01-12", "10:00", False)}), timeout=30)
+        finally:
+            r = await client.put(f"{intake}/v1/company/calendar", headers=company, json={})
+            assert r.status_code == 200, r.text

@@ -1,0 +1,116 @@
+"""Issue 10, domain fidelity: each row of the issue's table as a pure-rule test with the
+issue's values (the integration twins are in tests/integration/test_domain_fidelity.py).
+
+Calendar facts: 2026 is published (the package carries the State Council's arrangement);
+2027 is not, so it is *projected*: its fixed statutory holidays (Fri 1 Jan New Year's Day,
+…) are off, weekends rest, no make-up days, and every deadline reaching into it is
+provisional (RULES §1 Reply deadline, §2 Tracking control time; 003 §4 3.A, 002 §4.7).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from services.dispatch.rules import Clock, TicketFacts, recompute_day_clock, start_round_clocks, working_days_of
+from shared.calendar import CalendarOverrides, WorkingCalendar
+from shared.events import AcceptedBy, Kind
+from shared.policy import Policy
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+POLICY = Policy()
+PROJECTED = WorkingCalendar()
+
+
+def at(*parts: int) -> dt.datetime:
+    return dt.datetime(*parts, tzinfo=SHANGHAI)
+
+
+def clocks(facts: TicketFacts, start: dt.datetime, calendar: WorkingCalendar = PROJECTED) -> dict:
+    return {d.clock: d for d in start_round_clocks(facts, ["customer_service"], start, POLICY, calendar)
+            if d.department is None}
+
+
+# --- row 1: complaint accepted 2026-12-30 10:00 ---------------------------------------------
+
+
+def test_row1_complaint_before_new_year_reply_and_tracking_skip_new_years_day():
+    due = clocks(TicketFacts(Kind.complaint), at(2026, 12, 30, 10, 0))
+    # Thu 31 Dec is day 1; Fri 1 Jan 2027 is New Year's Day (projected), weekend, Mon 4 Jan.
+    assert (due["reply"].due_at, due["reply"].provisional) == (at(2027, 1, 4, 10, 0), True)
+    assert (due["tracking"].due_at, due["tracking"].provisional) == (at(2027, 1, 5, 10, 0), True)
+
+
+# --- row 2: company-accepted opinion 2026-12-31 10:00, 7 working days ------------------------
+
+
+def test_row2_company_accepted_opinion_tracks_seven_projected_working_days():
+    due = clocks(TicketFacts(Kind.suggestion, accepted_by=AcceptedBy.company), at(2026, 12, 31, 10, 0))
+    # 4, 5, 6, 7, 8, 11, 12 Jan: New Year's Day is not a working day.
+    assert (due["tracking"].due_at, due["tracking"].provisional) == (at(2027, 1, 12, 10, 0), True)
+
+
+@pytest.mark.parametrize(
+    "day, working",
+    [
+        (dt.date(2027, 1, 1), False),  # New Year's Day
+        (dt.date(2027, 2, 5), False),  # Spring Festival Eve
+        (dt.date(2027, 2, 8), False),  # Spring Festival (Mon)
+        (dt.date(2027, 2, 9), True),  # the package's guessed in-lieu day: not fixed, so worked
+        (dt.date(2027, 4, 5), False),  # Qingming
+        (dt.date(2027, 5, 3), True),  # guessed Labour Day substitute: worked until published
+        (dt.date(2027, 6, 9), False),  # Dragon Boat
+        (dt.date(2027, 9, 15), False),  # Mid-Autumn
+        (dt.date(2027, 10, 1), False),  # National Day
+        (dt.date(2027, 1, 9), False),  # a Saturday: no make-up days are guessed
+        (dt.date(2027, 1, 6), True),  # an ordinary Wednesday
+    ],
+)
+def test_projected_calendar_days(day, working):
+    assert PROJECTED.is_working_day(day) is working
+    assert not PROJECTED.is_known(day)
+
+
+# --- row 3: the company loads a 2027 calendar, then corrects it --------------------------------
+
+
+def recount(start: dt.datetime, days: int, due: dt.datetime, provisional: bool, calendar: WorkingCalendar):
+    return recompute_day_clock(start, days, due, provisional, POLICY, calendar)
+
+
+def test_row3_every_calendar_change_moves_every_running_day_clock():
+    start = at(2026, 12, 30, 10, 0)
+    facts = TicketFacts(Kind.complaint)
+    due = clocks(facts, start)
+    reply_days = working_days_of(Clock.reply, facts, POLICY)
+    tracking_days = working_days_of(Clock.tracking, facts, POLICY)
+    # First load: 2027 as projected, now official. Same days, no longer provisional.
+    loaded = WorkingCalendar(CalendarOverrides(loaded_years=frozenset({2027})))
+    reply = recount(start, reply_days, due["reply"].due_at, True, loaded)
+    tracking = recount(start, tracking_days, due["tracking"].due_at, True, loaded)
+    assert reply == (at(2027, 1, 4, 10, 0), False)
+    assert tracking == (at(2027, 1, 5, 10, 0), False)
+    # The correction: 4 Jan becomes a day off, Sat 9 Jan a workday. The clocks are no
+    # longer provisional, and still they follow.
+    corrected = WorkingCalendar(CalendarOverrides(days_off=frozenset({dt.date(2027, 1, 4)}),
+                                                  workdays=frozenset({dt.date(2027, 1, 9)}),
+                                                  loaded_years=frozenset({2027})))
+    assert recount(start, reply_days, reply[0], False, corrected) == (at(2027, 1, 5, 10, 0), False)
+    assert recount(start, tracking_days, tracking[0], False, corrected) == (at(2027, 1, 6, 10, 0), False)
+    # The company-accepted opinion of row 2 gains Sat 9 Jan and loses Mon 4 Jan: still 12 Jan.
+    company_start = at(2026, 12, 31, 10, 0)
+    assert recount(company_start, 7, at(2027, 1, 12, 10, 0), True, corrected) == (at(2027, 1, 12, 10, 0), False)
+
+
+def test_row3_a_typhoon_day_off_tomorrow_moves_todays_open_deadlines():
+    # Published 2026: Mon 23 Nov 10:00, reply 2 and tracking 3 working days.
+    start = at(2026, 11, 23, 10, 0)
+    due = clocks(TicketFacts(Kind.complaint), start, WorkingCalendar())
+    assert due["reply"].due_at == at(2026, 11, 25, 10, 0) and not due["reply"].provisional
+    typhoon = WorkingCalendar(CalendarOverrides(days_off=frozenset({dt.date(2026, 11, 24)})))
+    assert recount(start, 2, due["reply"].due_at, False, typhoon) == (at(2026, 11, 26, 10, 0), False)
+    assert recount(start, 3, due["tracking"].due_at, False, typhoon) == (at(2026, 11, 27, 10, 0), False)
+    # Nothing changed: nothing to write.
+    assert recount(start, 2, due["reply"].due_at, False, WorkingCalendar()) is None
