@@ -45,8 +45,10 @@ class ClockPolicy(_Section):
     arrival_minutes_general: int = 60
     arrival_minutes_simple: int = 20
     arrival_minutes_commissioned_immediate: int = 15
-    # Grace before an "immediate" arrival counts as breached (the technician must travel).
-    arrival_grace_minutes_immediate: int = 10
+    # Grace before an "immediate" (立即) emergency arrival counts as breached. The documents
+    # give none (000 §五.2(1), 004 篇2 一.四: 立即), so none by default; a company that wants
+    # to allow travel time sets it here, and the form shows it beside the arrival clock.
+    arrival_grace_minutes_immediate: int = Field(0, ge=0)
     # RULES §2 Repair slip back to customer service.
     repair_slip_return_hours: int = 24
     # RULES §1 Reply deadline when none agreed: urgent → 2 h, not urgent → 2 working days.

@@ -626,6 +626,7 @@ class DeadlineOut(BaseModel):
     outcome: str | None
     breached_at: dt.datetime | None
     overdue: bool
+    grace_minutes: int = Field(0, description="Arrival only: the policy's grace included in due_at (emergency 立即)")
 
 
 class EscalationOut(BaseModel):
@@ -715,11 +716,12 @@ def _line_out(line) -> LedgerLineOut:
     return LedgerLineOut.model_validate(data)
 
 
-def _deadline_out(row, now: dt.datetime) -> DeadlineOut:
+def _deadline_out(row, now: dt.datetime, grace_minutes: int = 0) -> DeadlineOut:
     overdue = row.met_at is None and (row.breached_at is not None or row.due_at < now)
     return DeadlineOut(round=row.round, clock=row.clock, department=_dept(row.department), due_at=row.due_at,
                        provisional=row.provisional, met_at=row.met_at, outcome=row.outcome,
-                       breached_at=row.breached_at, overdue=overdue)
+                       breached_at=row.breached_at, overdue=overdue,
+                       grace_minutes=grace_minutes if row.clock == Clock.arrival.value else 0)
 
 
 def _missing_updates(form, update_times: list[dt.datetime], now: dt.datetime) -> list[rules.ProgressWindow]:
@@ -747,7 +749,9 @@ async def _form_out(session: AsyncSession, form) -> FormOut:
             .order_by(store.progress_log.c.updated_at)
         )
     ).scalars().all()
-    deadlines_out = [_deadline_out(d, now) for d in deadlines]
+    grace = rules.arrival_grace_minutes(
+        TicketFacts(kind=form.kind, repair_class=form.repair_class), _policy(form.estate))
+    deadlines_out = [_deadline_out(d, now, grace) for d in deadlines]
     missing = _missing_updates(form, list(updates), now)
     return FormOut(
         ticket_id=form.ticket_id, estate=form.estate, form_number=form.form_number, kind=form.kind,

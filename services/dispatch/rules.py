@@ -285,13 +285,22 @@ def arrival_due(facts: TicketFacts, accepted_at: dt.datetime, policy: Policy) ->
             )
         return appointment
     minutes = {
-        # "Immediately" still needs travel time before it counts as late.
-        RepairClass.emergency: clocks.arrival_minutes_emergency + clocks.arrival_grace_minutes_immediate,
+        RepairClass.emergency: clocks.arrival_minutes_emergency + arrival_grace_minutes(facts, policy),
         RepairClass.general: clocks.arrival_minutes_general,
         RepairClass.simple: clocks.arrival_minutes_simple,
         RepairClass.commissioned_immediate: clocks.arrival_minutes_commissioned_immediate,
     }[repair_class]
     return _elapsed(start, dt.timedelta(minutes=minutes), policy)
+
+
+def arrival_grace_minutes(facts: TicketFacts, policy: Policy) -> int:
+    """Minutes of grace an arrival clock allows beyond the documents' value: the policy's
+    `arrival_grace_minutes_immediate` (default 0) for an emergency (立即) repair, 0 for
+    every other class and kind. Shown on the form beside the arrival clock.
+    Source: RULES §2 Repair arrival; 000 §五.2(1), 004 篇2 一.四."""
+    if facts.kind is not Kind.repair or (facts.repair_class or RepairClass.general) is not RepairClass.emergency:
+        return 0
+    return policy.clocks.arrival_grace_minutes_immediate
 
 
 def start_round_clocks(

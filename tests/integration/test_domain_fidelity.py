@@ -47,7 +47,7 @@ async def clock_kept(clock_file: Path):
 
 
 @pytest.fixture
-async def estate(stack, clock_file) -> str:
+async def fidelity_estate(stack, clock_file) -> str:
     code = f"f{uuid.uuid4().hex[:8]}"
     await define_estate(stack, code, clock_file)
     return code
@@ -72,7 +72,8 @@ def day_and_flag(deadline: dict) -> tuple[str, str, bool]:
     return due.date().isoformat(), f"{due:%H:%M}", deadline["provisional"]
 
 
-async def test_calendar_rows_projected_2027_and_every_change_followed(stack, estate, clock_file):
+async def test_calendar_rows_projected_2027_and_every_change_followed(stack, fidelity_estate, clock_file):
+    estate = fidelity_estate
     intake = stack.service("intake").url
     dispatch = f"{stack.service('dispatch').url}/v1/estates/{estate}"
     cs = staff_token(stack, f"{estate}-cs01", ["customer_service"], estate, ["customer_service"])
@@ -122,3 +123,53 @@ async def test_calendar_rows_projected_2027_and_every_change_followed(stack, est
         finally:
             r = await client.put(f"{intake}/v1/company/calendar", headers=company, json={})
             assert r.status_code == 200, r.text
+
+
+async def test_emergency_repair_on_a_holiday_night_is_due_at_once_and_the_form_shows_any_grace(
+        stack, fidelity_estate, clock_file):
+    estate = fidelity_estate
+    intake = f"{stack.service('intake').url}/v1/estates/{estate}"
+    dispatch = f"{stack.service('dispatch').url}/v1/estates/{estate}"
+    duty = staff_token(stack, f"{estate}-duty01", ["duty_staff"], estate, ["security"])
+    director = staff_token(stack, f"{estate}-director", ["estate_director"], estate)
+    repair = {"kind": "repair", "repair_class": "emergency", "channel": "phone", "category": "water",
+              "description": "水管爆裂，急修", "building": "1", "unit": "1-1-101"}
+
+    async def arrival_of(ticket_id: str) -> dict:
+        async def routed():
+            r = await client.get(f"{dispatch}/forms/{ticket_id}", headers=duty)
+            return r.json() if r.status_code == 200 else None
+
+        form = await eventually(routed, timeout=45)
+        assert form, f"form {ticket_id} never routed"
+        return next(d for d in form["deadlines"] if d["clock"] == "arrival")
+
+    async with httpx.AsyncClient(timeout=30) as client, clock_kept(clock_file):
+        # This estate's definition allowed 10 min (test_lifecycle's company); back to the default.
+        overrides = (await client.get(f"{intake}/policy", headers=director)).json()["overrides"]
+        overrides["clocks"] = {}
+        r = await client.put(f"{intake}/policy", json=overrides, headers=director)
+        assert r.status_code == 200 and r.json()["effective"]["clocks"]["arrival_grace_minutes_immediate"] == 0
+        set_time(clock_file, dt.datetime(2027, 1, 1, 23, 50, tzinfo=SHANGHAI))  # New Year's Day, 23:50
+        r = await client.post(f"{intake}/requests", json=repair, headers=duty)
+        assert r.status_code == 201, r.text
+        ticket = r.json()
+        arrival = await arrival_of(ticket["id"])
+        assert local(arrival["due_at"]) == local(ticket["received_at"])  # 立即: 0 min
+        assert arrival["grace_minutes"] == 0
+
+        # A company that wants travel time sets it as policy, and the form shows it.
+        overrides["clocks"] = {"arrival_grace_minutes_immediate": 10}
+        r = await client.put(f"{intake}/policy", json=overrides, headers=director)
+        assert r.status_code == 200, r.text
+
+        async def graced():
+            r = await client.post(f"{intake}/requests", json={**repair, "description": f"急修 {uuid.uuid4().hex[:6]}"},
+                                  headers=duty)
+            assert r.status_code == 201, r.text
+            ticket = r.json()
+            arrival = await arrival_of(ticket["id"])
+            late = local(arrival["due_at"]) - local(ticket["received_at"])
+            return late == dt.timedelta(minutes=10) and arrival["grace_minutes"] == 10
+
+        assert await eventually(graced, timeout=20)

@@ -62,7 +62,9 @@ def estate_definition(code: str, now: dt.datetime) -> dict:
             {"kind": "complaint", "category": "*leak*|*water*", "departments": ["engineering", "customer_service"],
              "priority": 50},
         ],
-        "policy": {"intake": off_hours_at(now), "escalation": {"minutes_per_rung": 5}},
+        # This company allows its technicians 10 minutes to reach an emergency (policy grace).
+        "policy": {"intake": off_hours_at(now), "escalation": {"minutes_per_rung": 5},
+                   "clocks": {"arrival_grace_minutes_immediate": 10}},
     }
 
 

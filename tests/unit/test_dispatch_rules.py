@@ -309,7 +309,7 @@ def test_working_days_are_counted_in_the_estates_local_time():
 @pytest.mark.parametrize(
     "repair_class, minutes",
     [
-        (RepairClass.emergency, 0 + 10),  # immediately, with the travel grace
+        (RepairClass.emergency, 0),  # immediately (立即): no grace unless the policy gives one
         (RepairClass.general, 60),
         (None, 60),  # unclassified repair is a general repair
         (RepairClass.simple, 20),

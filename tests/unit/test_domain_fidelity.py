@@ -114,3 +114,37 @@ def test_row3_a_typhoon_day_off_tomorrow_moves_todays_open_deadlines():
     assert recount(start, 3, due["tracking"].due_at, False, typhoon) == (at(2026, 11, 27, 10, 0), False)
     # Nothing changed: nothing to write.
     assert recount(start, 2, due["reply"].due_at, False, WorkingCalendar()) is None
+
+
+# --- row 4: emergency water repair registered 23:50 on a holiday --------------------------------
+
+
+def test_row4_emergency_arrival_is_due_at_once_even_on_a_holiday_night():
+    from services.dispatch.rules import arrival_due, arrival_grace_minutes
+    from shared.events import RepairClass
+
+    registered = at(2027, 1, 1, 23, 50)  # New Year's Day
+    emergency = TicketFacts(Kind.repair, category="water", repair_class=RepairClass.emergency)
+    assert arrival_due(emergency, registered, POLICY) == registered  # 立即: 0 min
+    assert arrival_grace_minutes(emergency, POLICY) == 0
+    dept = {d.clock: d for d in start_round_clocks(emergency, ["engineering"], registered, POLICY, PROJECTED)
+            if d.department == "engineering"}
+    assert dept["arrival"].due_at == registered
+
+
+def test_row4_a_grace_is_the_companys_policy_and_only_for_emergencies():
+    from services.dispatch.rules import arrival_due, arrival_grace_minutes
+    from shared.events import RepairClass
+    from shared.policy import effective_policy
+
+    policy = effective_policy({"clocks": {"arrival_grace_minutes_immediate": 10}})
+    registered = at(2027, 1, 1, 23, 50)
+    emergency = TicketFacts(Kind.repair, repair_class=RepairClass.emergency)
+    assert arrival_grace_minutes(emergency, policy) == 10
+    assert arrival_due(emergency, registered, policy) == at(2027, 1, 2, 0, 0)
+    general = TicketFacts(Kind.repair, repair_class=RepairClass.general)
+    assert arrival_grace_minutes(general, policy) == 0
+    assert arrival_due(general, registered, policy) == at(2027, 1, 2, 0, 50)
+    assert arrival_grace_minutes(TicketFacts(Kind.complaint), policy) == 0
+    with pytest.raises(Exception):
+        effective_policy({"clocks": {"arrival_grace_minutes_immediate": -1}})
