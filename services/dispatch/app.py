@@ -969,16 +969,21 @@ async def reschedule(estate: str, ticket_id: str, body: RescheduleIn, who: Princ
         if line.arrived_at is not None:
             raise RuleViolation(f"department {body.department} already arrived on site; nothing to reschedule", status=409)
         rows = (await session.execute(
-            sa.select(D).where(D.c.assignment_id == line.id, D.c.clock.in_((Clock.arrival.value, Clock.repair_slip_return.value)))
+            sa.select(D).where(D.c.assignment_id == line.id, D.c.met_at.is_(None),
+                               D.c.clock.in_((Clock.arrival.value, Clock.repair_slip_return.value)))
         )).all()
         moved = rules.reschedule_appointment(
             [Deadline(clock=r.clock, due_at=r.due_at, department=body.department, provisional=r.provisional) for r in rows],
             body.appointment_at, policy, department=body.department,
         )
-        for row, deadline in zip(rows, moved):
-            # A clock already breached stays breached (it fires once a round); its due
-            # time still shows the new appointment.
-            await session.execute(sa.update(D).where(D.c.id == row.id).values(due_at=deadline.due_at, provisional=False))
+        # The old clocks end "rescheduled" (a breached one climbs no further rung); the new
+        # appointment gets fresh clocks that breach and escalate afresh if it is missed.
+        await _close_clocks(session, now, rules.RESCHEDULED, D.c.id.in_([r.id for r in rows]))
+        await session.execute(sa.insert(D), [dict(
+            ticket_id=row.ticket_id, estate=row.estate, round=row.round, clock=row.clock, department=row.department,
+            assignment_id=row.assignment_id, due_at=deadline.due_at, provisional=False, started_at=now,
+            working_days=None,
+        ) for row, deadline in zip(rows, moved)])
         notes = list(line.notes or []) + [{
             "at": now.isoformat(), "by": who.staff_id, "note": body.note,
             "appointment_at": body.appointment_at.isoformat(), "previous_appointment_at":

@@ -368,6 +368,10 @@ def start_round_clocks(
     return deadlines
 
 
+# The outcome of a clock ended by a new appointment: it fires and climbs no more.
+RESCHEDULED = "rescheduled"
+
+
 def reschedule_appointment(
     deadlines: Sequence[Deadline],
     new_appointment_at: dt.datetime,
@@ -377,7 +381,12 @@ def reschedule_appointment(
 ) -> list[Deadline]:
     """The owner was not at home (004 篇2 二.一): the arrival clock follows the new
     appointment and the repair slip is due that many hours after it. Other clocks keep
-    running. `department` limits the change to one department's clocks."""
+    running. `department` limits the change to one department's clocks.
+
+    The returned arrival and slip deadlines are *fresh clocks*: the caller ends the old
+    ones with the outcome `RESCHEDULED` (their escalation ladder stops, breached or not)
+    and starts these, which breach and escalate afresh from the first rung if the new
+    appointment is missed (issue 10)."""
     new_at = _local(new_appointment_at, policy, "new_appointment_at")
     targets = {
         d.department for d in deadlines

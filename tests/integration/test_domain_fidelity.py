@@ -8,6 +8,7 @@ restores the empty one before it ends."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import uuid
@@ -18,8 +19,9 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
+from shared.clock import FileOffsetClock
 from tests.conftest import auth, eventually, token_for
-from tests.integration.test_lifecycle import define_estate, staff_token
+from tests.integration.test_lifecycle import define_estate, events_of, staff_token
 
 pytestmark = pytest.mark.integration
 
@@ -173,3 +175,62 @@ async def test_emergency_repair_on_a_holiday_night_is_due_at_once_and_the_form_s
             return late == dt.timedelta(minutes=10) and arrival["grace_minutes"] == 10
 
         assert await eventually(graced, timeout=20)
+
+
+async def test_rescheduled_appointment_ends_the_old_ladder_and_starts_a_fresh_clock(
+        stack, fidelity_estate, clock_file):
+    estate = fidelity_estate  # minutes_per_rung 5 (test_lifecycle's company)
+    intake = f"{stack.service('intake').url}/v1/estates/{estate}"
+    dispatch = f"{stack.service('dispatch').url}/v1/estates/{estate}"
+    cs = staff_token(stack, f"{estate}-cs01", ["customer_service"], estate, ["customer_service"])
+    eng = staff_token(stack, f"{estate}-eng01", ["department_staff"], estate, ["engineering"])
+    clock = FileOffsetClock(clock_file)
+
+    async def arrival_events(name: str, expected: int | None = None) -> list[dict]:
+        found = await events_of(stack, estate, name, expected=expected, timeout=20 if expected else 2)
+        return [e for e in found if e["data"].get("clock") == "arrival"]
+
+    async with httpx.AsyncClient(timeout=30) as client:
+        r = await client.post(f"{intake}/requests", headers=cs, json={
+            "kind": "repair", "repair_class": "general", "channel": "phone", "category": "plumbing",
+            "description": "卫生间水龙头漏水", "building": "1", "unit": "1-2-301"})
+        assert r.status_code == 201, r.text
+        ticket = r.json()
+        url = f"{dispatch}/forms/{ticket['id']}"
+        assert await eventually(lambda: _ok(client.get(url, headers=cs)), timeout=45)
+        r = await client.post(f"{url}/acknowledge", headers=eng, json={"department": "engineering"})
+        assert r.status_code == 200, r.text
+
+        clock.advance(61 * 60)  # general repair: 60 min, breached
+        assert len(await arrival_events("sla_breached", 1)) == 1
+        assert [e["data"]["rung"] for e in await arrival_events("escalated", 1)] == ["department_head"]
+
+        tomorrow_ten = (clock.now().astimezone(SHANGHAI) + dt.timedelta(days=1)).replace(
+            hour=10, minute=0, second=0, microsecond=0)
+        r = await client.post(f"{url}/reschedule", headers=cs, json={
+            "department": "engineering", "appointment_at": tomorrow_ten.isoformat(), "note": "业主不在家，留条改约"})
+        assert r.status_code == 200, r.text
+        arrivals = [d for d in r.json()["deadlines"] if d["clock"] == "arrival"]
+        assert [(d["outcome"], d["met_at"] is not None) for d in arrivals] == [("rescheduled", True), (None, False)]
+        assert local(arrivals[1]["due_at"]) == tomorrow_ten
+        assert all(e["resolved_at"] for e in r.json()["escalations"] if e["clock"] == "arrival")
+
+        # The old ladder stops: hours later, before the appointment, no further rung.
+        clock.advance(7 * 3600)
+        await asyncio.sleep(3)
+        assert [e["data"]["rung"] for e in await arrival_events("escalated")] == ["department_head"]
+        assert len(await arrival_events("sla_breached")) == 1
+
+        # The new appointment is missed: a fresh breach, escalated afresh from the first rung.
+        offset = (tomorrow_ten - clock.now()).total_seconds() + 60
+        clock.advance(offset)
+        assert len(await arrival_events("sla_breached", 2)) == 2
+        assert [e["data"]["rung"] for e in await arrival_events("escalated", 2)] == [
+            "department_head", "department_head"]
+        form = (await client.get(url, headers=cs)).json()
+        fresh = [d for d in form["deadlines"] if d["clock"] == "arrival" and d["outcome"] is None]
+        assert len(fresh) == 1 and fresh[0]["breached_at"] is not None
+
+
+async def _ok(response_coro) -> bool:
+    return (await response_coro).status_code == 200
