@@ -30,11 +30,13 @@ class IntakePolicy(_Section):
     # Masked display keeps this many leading and trailing characters (138****5678).
     mask_keep_head: int = 3
     mask_keep_tail: int = 4
-    # RULES §1 Record content: walk-ins sign the form now; phone and letter requests are
-    # recorded and signed later (补签). Channels in neither list need no owner signature
-    # (a superior's or government transfer record stands in for it).
+    # RULES §1 Record content (000 §五.1–2): walk-ins sign the form now; phone and letter
+    # requests are recorded and signed later (补签). Channels in neither list need no owner
+    # signature: online opinions have no person present to sign (their record is the
+    # posting itself), and a superior's or government transfer record stands in for one.
+    # An anonymous request, or one that wants no reply, owes no later signature either.
     signature_now_channels: tuple[str, ...] = ("walk_in", "walk_around_visit")
-    signature_later_channels: tuple[str, ...] = ("phone", "letter", "online", "relayed_by_employee")
+    signature_later_channels: tuple[str, ...] = ("phone", "letter", "relayed_by_employee")
     # Countersign-form numbers: ESTATE-YEAR-sequence, the sequence zero-padded to this width.
     form_sequence_digits: int = 6
 

@@ -344,7 +344,8 @@ async def register_request(estate: str, body: RequestIn, who: Principal = Depend
     tz = service.directory.timezone_for(estate)
     now = service.clock.now()
     _check_request(body, directory_estate, now)
-    requirement = rules.check_signature_at_intake(body.channel, body.owner_signed, policy)
+    requirement = rules.check_signature_at_intake(body.channel, body.owner_signed, policy, anonymous=body.anonymous,
+                                                  reply_method=body.reply_method)
     signature = "signed" if body.owner_signed else requirement.value
     off_hours = rules.is_off_hours(now, policy, calendar)
     year = now.astimezone(tz).year

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from shared.calendar import WorkingCalendar
 from shared.errors import RuleViolation as SharedRuleViolation
-from shared.events import Channel, Kind, ValidityJudged
+from shared.events import Channel, Kind, ReplyMethod, ValidityJudged
 from shared.policy import Policy
 
 
@@ -213,22 +213,47 @@ class SignatureRequirement(StrEnum):
     not_required = "not_required"
 
 
-def signature_requirement(channel: Channel | str, policy: Policy) -> SignatureRequirement:
+def signature_requirement(
+    channel: Channel | str,
+    policy: Policy,
+    *,
+    anonymous: bool = False,
+    reply_method: ReplyMethod | str | None = None,
+) -> SignatureRequirement:
+    """What the owner's signature on the form needs (RULES §1 Record content; 000 §五.1–2).
+
+    By channel (policy.intake.signature_now_channels / signature_later_channels). A later
+    signature (补签) needs a person to ask: an anonymous request, or one whose owner wants
+    no reply (`reply_method` none), owes none — nobody would ever be reminded to sign.
+    Raises RuleViolation for an unknown channel or reply method."""
     try:
         channel = Channel(channel)
     except ValueError:
         raise RuleViolation(f"unknown channel {channel!r}") from None
+    try:
+        reply_method = ReplyMethod(reply_method) if reply_method is not None else None
+    except ValueError:
+        raise RuleViolation(f"unknown reply method {reply_method!r}") from None
     if channel.value in policy.intake.signature_now_channels:
         return SignatureRequirement.now
     if channel.value in policy.intake.signature_later_channels:
+        if anonymous or reply_method is ReplyMethod.none:
+            return SignatureRequirement.not_required
         return SignatureRequirement.later
     return SignatureRequirement.not_required
 
 
-def check_signature_at_intake(channel: Channel | str, owner_signed: bool, policy: Policy) -> SignatureRequirement:
+def check_signature_at_intake(
+    channel: Channel | str,
+    owner_signed: bool,
+    policy: Policy,
+    *,
+    anonymous: bool = False,
+    reply_method: ReplyMethod | str | None = None,
+) -> SignatureRequirement:
     """Refuse a walk-in registration without the owner's signature; otherwise say what
     is still owed (`later` means: schedule reminders until the owner signs)."""
-    requirement = signature_requirement(channel, policy)
+    requirement = signature_requirement(channel, policy, anonymous=anonymous, reply_method=reply_method)
     if requirement is SignatureRequirement.now and not owner_signed:
         raise RuleViolation(f"a {Channel(channel).value} request needs the owner's signature on the form now")
     if owner_signed:

@@ -234,3 +234,22 @@ async def test_rescheduled_appointment_ends_the_old_ladder_and_starts_a_fresh_cl
 
 async def _ok(response_coro) -> bool:
     return (await response_coro).status_code == 200
+
+
+async def test_anonymous_online_opinion_owes_no_later_signature(stack, fidelity_estate):
+    estate = fidelity_estate
+    intake = f"{stack.service('intake').url}/v1/estates/{estate}"
+    cs = staff_token(stack, f"{estate}-cs01", ["customer_service"], estate, ["customer_service"])
+    async with httpx.AsyncClient(timeout=30) as client:
+        r = await client.post(f"{intake}/requests", headers=cs, json={
+            "kind": "complaint", "channel": "online", "reply_method": "none", "anonymous": True,
+            "category": "lift_noise", "description": "论坛匿名帖：电梯夜间异响"})
+        assert r.status_code == 201, r.text
+        signature = r.json()["signature"]
+        assert signature["requirement"] == "not_required"
+        assert signature["next_reminder_at"] is None and signature["reminders_sent"] == 0
+        # A known caller still owes the later signature (补签) and is reminded.
+        r = await client.post(f"{intake}/requests", headers=cs, json={
+            "kind": "complaint", "channel": "phone", "category": "lift_noise", "description": "电梯夜间异响"})
+        assert r.status_code == 201, r.text
+        assert r.json()["signature"]["requirement"] == "later" and r.json()["signature"]["next_reminder_at"]

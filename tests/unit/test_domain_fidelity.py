@@ -176,3 +176,31 @@ def test_row7_a_rescheduled_appointment_is_a_fresh_arrival_clock():
     assert [(d.clock, d.department) for d in missed] == [("arrival", "engineering")]
     # Arriving for the new appointment meets it: nothing fires.
     assert due_breaches(fresh, {("arrival", "engineering")}, set(), at(2026, 11, 24, 10, 1)) == []
+
+
+# --- row 8: anonymous online opinion (reply_method none) owes no later signature ----------------
+
+
+@pytest.mark.parametrize(
+    "channel, anonymous, reply_method, owed",
+    [
+        ("online", True, "none", "not_required"),  # the row: nobody present, nobody to ask
+        ("online", False, "online", "not_required"),  # online: no person present to sign
+        ("phone", True, "none", "not_required"),  # an anonymous caller cannot sign later
+        ("phone", False, "none", "not_required"),  # wants no reply: nobody to remind
+        ("phone", False, "phone", "later"),  # a known caller signs later (补签)
+        ("letter", False, "letter", "later"),
+        ("escalated_from_above", False, "phone", "not_required"),
+    ],
+)
+def test_row8_later_signature_only_when_a_person_can_sign(channel, anonymous, reply_method, owed):
+    from services.intake.rules import check_signature_at_intake
+
+    assert check_signature_at_intake(channel, False, POLICY, anonymous=anonymous, reply_method=reply_method).value == owed
+
+
+def test_row8_walk_ins_still_sign_at_the_desk():
+    from services.intake.rules import RuleViolation, check_signature_at_intake
+
+    with pytest.raises(RuleViolation, match="signature on the form now"):
+        check_signature_at_intake("walk_in", False, POLICY, anonymous=True, reply_method="none")

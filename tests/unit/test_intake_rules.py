@@ -282,7 +282,7 @@ def test_judgement_becomes_the_event_payload():
         (Channel.walk_around_visit, SignatureRequirement.now),
         (Channel.phone, SignatureRequirement.later),
         (Channel.letter, SignatureRequirement.later),
-        (Channel.online, SignatureRequirement.later),
+        (Channel.online, SignatureRequirement.not_required),  # no person present to sign
         (Channel.relayed_by_employee, SignatureRequirement.later),
         (Channel.escalated_from_above, SignatureRequirement.not_required),
         ("phone", SignatureRequirement.later),
