@@ -294,11 +294,13 @@ class DemoFeeder:
         if data["kind"] == "complaint":
             valid = self.random.random() > 0.12
             body = {"valid": valid, "reason": "属于物业服务范围，责任在我方" if valid else "属开发商遗留问题，非物业责任"}
-            if not valid:
-                body["confirmed_by"] = f"{estate}-dir"
             self.later(5, 40, "judge validity", lambda: self.call(
                 self.client, "POST", "intake", f"/v1/estates/{estate}/requests/{ticket}/validity", estate,
                 f"{estate}-css", body))
+            if not valid:  # the director confirms an invalid judgement with their own sign-in
+                self.later(45, 90, "confirm invalid", lambda: self.call(
+                    self.client, "POST", "intake", f"/v1/estates/{estate}/requests/{ticket}/validity/confirmation",
+                    estate, f"{estate}-dir", {"confirm": True}))
 
     def on_assigned(self, estate: str, ticket: str, data: dict) -> None:
         round_ = data.get("round", 1)

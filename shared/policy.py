@@ -22,6 +22,11 @@ class IntakePolicy(_Section):
     office_closes: str = "17:30"
     # RULES §1 Invalid complaint: tell the customer the reason within 1 working day.
     invalid_complaint_notice_working_days: int = 1
+    # RULES §1 Complaint validity (002 §4.2.2, §4.2.4): an invalid judgement is final only
+    # when a manager confirms it with their own sign-in; these roles may confirm or reject.
+    invalid_confirmation_roles: tuple[str, ...] = (
+        "customer_service_supervisor", "estate_manager", "estate_director",
+    )
     # Phone and letter requests get a record now and the owner's signature later (补签);
     # remind every this many hours until it is supplied.
     signature_reminder_hours: int = 24

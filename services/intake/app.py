@@ -32,6 +32,7 @@ from shared.errors import RuleViolation
 from shared.events import (
     AcceptedBy, Accepted, Channel, CloudEvent, Kind, ProgressUpdated, RepairClass, ReplyMethod, Severity, Urgency,
 )
+from shared.events import ValidityJudged
 from shared.policy import Policy, effective_policy
 from shared.service import Service, create_http_app, known_estate, principal, require_estate
 
@@ -47,7 +48,6 @@ T = store.tickets
 REGISTRAR_ROLES = ("customer_service", "customer_service_supervisor", "duty_staff", "department_staff",
                    "department_head", "estate_director")
 JUDGE_ROLES = ("customer_service", "customer_service_supervisor", "estate_director", "quality_manager")
-MANAGER_ROLES = ("customer_service_supervisor", "estate_director", "department_head")
 OWNER_DESK_ROLES = ("customer_service", "customer_service_supervisor", "estate_director")
 
 signature_reminders_total = Counter(
@@ -114,15 +114,18 @@ class SignatureOut(BaseModel):
 
 
 class ValidityOut(BaseModel):
-    valid: bool
+    valid: bool = Field(description="The judgement (while awaiting confirmation: the judge's proposal, invalid)")
+    state: str = Field("valid", description="valid / awaiting_confirmation / confirmed / rejected")
     reason: str
     judged_by: str
-    confirmed_by: str | None
+    confirmed_by: str | None = Field(description="The manager who confirmed or rejected an invalid judgement")
     judged_at: dt.datetime
+    decided_at: dt.datetime | None = None
     notify_owner_by: dt.datetime | None
     notify_provisional: bool
     owner_notified_at: dt.datetime | None
     notice_overdue: bool
+    notice_late: bool = Field(False, description="The owner heard the reason after the deadline (stays marked)")
 
 
 class ProgressOut(BaseModel):
@@ -190,14 +193,20 @@ def _ticket_out(row, updates=(), handover=None, now: dt.datetime | None = None) 
         reminders_sent=data.get("reminders_sent") or 0, last_reminded_at=data.get("last_reminded_at"),
         next_reminder_at=data.get("next_reminder_at"),
     )
-    if data.get("valid") is not None:
+    state = data.get("validity_state")
+    if data.get("valid") is not None or state == rules.ValidityState.awaiting_confirmation:
         now = now or service.clock.now()
+        notice_owed = state in (rules.ValidityState.awaiting_confirmation, rules.ValidityState.confirmed) or (
+            state is None and data["valid"] is False)
         data["validity"] = ValidityOut(
-            valid=data["valid"], reason=data["validity_reason"], judged_by=data["judged_by"],
-            confirmed_by=data["confirmed_by"], judged_at=data["judged_at"], notify_owner_by=data["notify_owner_by"],
+            valid=bool(data["valid"]), state=state or ("valid" if data["valid"] else "confirmed"),
+            reason=data["validity_reason"], judged_by=data["judged_by"],
+            confirmed_by=data["confirmed_by"], judged_at=data["judged_at"], decided_at=data.get("validity_decided_at"),
+            notify_owner_by=data["notify_owner_by"],
             notify_provisional=data["notify_provisional"], owner_notified_at=data["owner_notified_at"],
-            notice_overdue=bool(not data["valid"] and data["owner_notified_at"] is None and data["notify_owner_by"]
+            notice_overdue=bool(notice_owed and data["owner_notified_at"] is None and data["notify_owner_by"]
                                 and data["notify_owner_by"] < now),
+            notice_late=rules.notice_late(data["notify_owner_by"], data["owner_notified_at"]),
         )
     else:
         data["validity"] = None
@@ -436,7 +445,8 @@ async def list_requests(
         query = query.where(T.c.owner_signature == "later", T.c.signed_at.is_(None))
     now = service.clock.now()
     if notice == "overdue":
-        query = query.where(T.c.valid.is_(False), T.c.owner_notified_at.is_(None), T.c.notify_owner_by < now)
+        query = query.where(sa.or_(T.c.valid.is_(False), T.c.validity_state == rules.ValidityState.awaiting_confirmation),
+                            T.c.owner_notified_at.is_(None), T.c.notify_owner_by < now)
     async with service.db.transaction() as session:
         return [_ticket_out(row, now=now) for row in (await session.execute(query)).all()]
 
@@ -448,39 +458,70 @@ class ValidityIn(BaseModel):
     confirmed_by: str | None = Field(None, max_length=64, description="The manager confirming an invalid judgement")
 
 
-def _check_manager(estate: Estate, staff_id: str) -> None:
-    managers = {estate.director} | {d.head for d in estate.departments}
-    managers |= {s.id for s in estate.staff if set(s.roles) & set(MANAGER_ROLES)}
-    if staff_id not in managers - {None}:
-        raise RuleViolation(f"{staff_id!r} is not a manager of estate {estate.code}; an invalid complaint needs a "
-                            "manager's confirmation", status=403)
-
-
 @service.http.post("/estates/{estate}/requests/{ticket_id}/validity", response_model=TicketOut, tags=["requests"])
 async def judge_validity(estate: str, ticket_id: str, body: ValidityIn, who: Principal = Depends(require_estate)) -> TicketOut:
-    """Judge a complaint valid or invalid, with the reason; invalid needs a manager's
-    confirmation and the owner must hear the reason within the policy's working days."""
+    """Judge a complaint valid or invalid, with the reason. Valid is final at once. Invalid
+    waits as "awaiting_confirmation" (a `confirmed_by` in the body confirms nothing) until
+    a manager confirms or rejects it with their own sign-in (POST .../validity/confirmation);
+    the owner must hear the reason within the policy's working days of this judgement."""
     known_estate(service, estate)
     who.require_role(*JUDGE_ROLES)
-    directory_estate = service.directory.estate(estate)
     policy = service.directory.policy_for(estate)
     now = service.clock.now()
     async with service.db.transaction() as session:
         row = await _ticket(session, estate, ticket_id, lock=True)
+        if row.validity_state == rules.ValidityState.awaiting_confirmation:
+            raise RuleViolation("this complaint's invalid judgement awaits a manager's confirmation", status=409)
         if row.valid is not None:
             raise RuleViolation(f"this complaint was already judged {'valid' if row.valid else 'invalid'}", status=409)
         judgement = rules.judge_validity(row.kind, body.valid, body.reason, who.staff_id, body.confirmed_by, now,
                                          policy, service.directory.calendar_for(estate))
-        if judgement.confirmed_by is not None and not judgement.valid:
-            _check_manager(directory_estate, judgement.confirmed_by)
         if row.status == "closed":
             raise RuleViolation("the request is closed", status=409)
         await session.execute(sa.update(T).where(T.c.id == ticket_id).values(
-            valid=judgement.valid, validity_reason=judgement.reason, judged_by=judgement.judged_by,
-            confirmed_by=judgement.confirmed_by, judged_at=now, notify_owner_by=judgement.notify_owner_by,
-            notify_provisional=judgement.provisional, status="open" if judgement.valid else "invalid",
+            valid=True if judgement.valid else None, validity_reason=judgement.reason, judged_by=judgement.judged_by,
+            confirmed_by=None, judged_at=now, notify_owner_by=judgement.notify_owner_by,
+            notify_provisional=judgement.provisional, validity_state=judgement.state,
         ))
-        await service.emit(session, judgement.to_payload(ticket_id), estate=estate, actor=who.staff_id, time=now)
+        if judgement.valid:  # an invalid one is announced when the manager decides
+            await service.emit(session, judgement.to_payload(ticket_id), estate=estate, actor=who.staff_id, time=now)
+        return await _full_ticket(session, await _ticket(session, estate, ticket_id))
+
+
+class ConfirmationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    confirm: bool = Field(description="true: confirmed invalid (handling ends); false: rejected (the complaint is valid)")
+    note: str | None = Field(None, max_length=5000, description="The manager's reason, required to reject")
+
+
+@service.http.post("/estates/{estate}/requests/{ticket_id}/validity/confirmation", response_model=TicketOut,
+                   tags=["requests"])
+async def confirm_validity(estate: str, ticket_id: str, body: ConfirmationIn,
+                           who: Principal = Depends(require_estate)) -> TicketOut:
+    """The manager, signed in as themselves, confirms or rejects an invalid judgement
+    (RULES §1 Complaint validity). Only then is `validity_judged` announced; the owner's
+    notice deadline still counts from the judgement."""
+    known_estate(service, estate)
+    policy = service.directory.policy_for(estate)
+    now = service.clock.now()
+    async with service.db.transaction() as session:
+        row = await _ticket(session, estate, ticket_id, lock=True)
+        state = rules.confirm_invalid(row.validity_state, row.judged_by, who.staff_id, who.roles, body.confirm, policy)
+        note = (body.note or "").strip()
+        if state is rules.ValidityState.rejected and not note:
+            raise RuleViolation("rejecting an invalid judgement needs the manager's reason", status=422)
+        valid = state is rules.ValidityState.rejected
+        reason = note if valid else row.validity_reason
+        await session.execute(sa.update(T).where(T.c.id == ticket_id).values(
+            valid=valid, confirmed_by=who.staff_id, validity_state=state, validity_decided_at=now,
+            validity_reason=reason, notify_owner_by=None if valid else row.notify_owner_by,
+            notify_provisional=False if valid else row.notify_provisional,
+            status=row.status if valid else "invalid",
+        ))
+        await service.emit(session, ValidityJudged(
+            ticket_id=ticket_id, valid=valid, reason=reason, judged_by=row.judged_by, confirmed_by=who.staff_id,
+            notify_owner_by=None if valid else row.notify_owner_by,
+        ), estate=estate, actor=who.staff_id, time=now)
         return await _full_ticket(session, await _ticket(session, estate, ticket_id))
 
 

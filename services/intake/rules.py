@@ -140,6 +140,15 @@ def handover_due(received_at: dt.datetime, policy: Policy, calendar: WorkingCale
 # --- complaint validity (RULES §1 Complaint validity, Invalid complaint) ------------------
 
 
+class ValidityState(StrEnum):
+    """Where a validity judgement stands (RULES §1 Complaint validity)."""
+
+    valid = "valid"  # final at once: a valid complaint needs nobody's confirmation
+    awaiting_confirmation = "awaiting_confirmation"  # judged invalid; the manager has not acted
+    confirmed = "confirmed"  # the manager confirmed it invalid: handling ends
+    rejected = "rejected"  # the manager rejected the invalid judgement: the complaint is valid
+
+
 @dataclass(frozen=True)
 class ValidityJudgement:
     valid: bool
@@ -150,6 +159,7 @@ class ValidityJudgement:
     # Invalid only: the owner must hear the reason by then (working days, local time).
     notify_owner_by: dt.datetime | None
     provisional: bool = False
+    state: ValidityState = ValidityState.valid
 
     def to_payload(self, ticket_id: str) -> ValidityJudged:
         return ValidityJudged(
@@ -174,9 +184,13 @@ def judge_validity(
 ) -> ValidityJudgement:
     """Judge a complaint valid or invalid.
 
-    Only complaints are judged. Every judgement states its reason. An invalid judgement
-    needs a manager's confirmation by someone other than the judge, and starts the clock
-    to tell the owner why (policy.intake.invalid_complaint_notice_working_days).
+    Only complaints are judged. Every judgement states its reason. A valid judgement is
+    final. An invalid one is never final here: it waits `awaiting_confirmation` (with
+    `confirmed_by` None, whatever the judge wrote there) until a manager other than the
+    judge confirms or rejects it with their own sign-in (`confirm_invalid`). The clock to
+    tell the owner why (policy.intake.invalid_complaint_notice_working_days) runs from
+    this judgement, not from the confirmation. Source: RULES §1 Complaint validity,
+    Invalid complaint; 002 §4.2.2, §4.2.4; 003 §4 3.B.
     """
     try:
         kind = Kind(kind)
@@ -189,19 +203,53 @@ def judge_validity(
     if not (judged_by or "").strip():
         raise RuleViolation("a validity judgement must name who judged it")
     local = _local(judged_at, policy, "judged_at")
-    confirmed_by = (confirmed_by or "").strip() or None
     if valid:
-        return ValidityJudgement(True, reason.strip(), judged_by, confirmed_by, local, None)
-    if confirmed_by is None:
-        raise RuleViolation("an invalid complaint needs a manager's confirmation", 403)
-    if confirmed_by == judged_by:
+        return ValidityJudgement(True, reason.strip(), judged_by, None, local, None)
+    notice = calendar.add_working_days(local, policy.intake.invalid_complaint_notice_working_days)
+    return ValidityJudgement(
+        False, reason.strip(), judged_by, None, local, notice.value, notice.provisional,
+        ValidityState.awaiting_confirmation,
+    )
+
+
+def confirm_invalid(
+    state: ValidityState | str | None,
+    judged_by: str,
+    manager: str,
+    manager_roles: set[str] | frozenset[str] | list[str] | tuple[str, ...],
+    confirm: bool,
+    policy: Policy,
+) -> ValidityState:
+    """The manager's answer to an invalid judgement: `confirmed` (handling ends, the owner
+    is told why) or `rejected` (the complaint is valid after all).
+
+    `manager` and `manager_roles` come from the caller's own sign-in, never from the
+    judge's form. Raises RuleViolation 409 when nothing awaits confirmation, 403 when the
+    caller holds none of policy.intake.invalid_confirmation_roles or is the judge.
+    Source: RULES §1 Complaint validity ("invalid needs a manager's confirmation");
+    002 §4.2.2, §4.2.4."""
+    try:
+        state = ValidityState(state) if state is not None else None
+    except ValueError:
+        raise RuleViolation(f"unknown validity state {state!r}") from None
+    if state is not ValidityState.awaiting_confirmation:
+        raise RuleViolation("no invalid judgement of this complaint awaits confirmation", 409)
+    if not any(role in policy.intake.invalid_confirmation_roles for role in manager_roles):
+        raise RuleViolation(
+            "an invalid complaint is confirmed or rejected only by a manager "
+            f"({', '.join(policy.intake.invalid_confirmation_roles)}) with their own sign-in", 403
+        )
+    if (manager or "").strip() == (judged_by or "").strip():
         raise RuleViolation(
             f"an invalid complaint must be confirmed by a manager other than its judge {judged_by!r}", 403
         )
-    notice = calendar.add_working_days(local, policy.intake.invalid_complaint_notice_working_days)
-    return ValidityJudgement(
-        False, reason.strip(), judged_by, confirmed_by, local, notice.value, notice.provisional
-    )
+    return ValidityState.confirmed if confirm else ValidityState.rejected
+
+
+def notice_late(notify_owner_by: dt.datetime | None, owner_notified_at: dt.datetime | None) -> bool:
+    """True when the owner heard an invalid judgement's reason after its deadline; stays
+    true once the notice is given (RULES §1 Invalid complaint; 003 §4 3.B)."""
+    return notify_owner_by is not None and owner_notified_at is not None and owner_notified_at > notify_owner_by
 
 
 # --- the owner's signature (RULES §1 Record content) ---------------------------------------

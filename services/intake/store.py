@@ -56,8 +56,11 @@ tickets = sa.Table(
     sa.Column("valid", sa.Boolean),
     sa.Column("validity_reason", sa.Text),
     sa.Column("judged_by", sa.String(64)),
-    sa.Column("confirmed_by", sa.String(64)),
+    sa.Column("confirmed_by", sa.String(64)),  # the manager who confirmed or rejected an invalid judgement
     sa.Column("judged_at", sa.DateTime(timezone=True)),
+    # rules.ValidityState; an invalid judgement is final only once a manager confirms it.
+    sa.Column("validity_state", sa.String(24)),
+    sa.Column("validity_decided_at", sa.DateTime(timezone=True)),
     sa.Column("notify_owner_by", sa.DateTime(timezone=True)),
     sa.Column("notify_provisional", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("owner_notified_at", sa.DateTime(timezone=True)),

@@ -253,3 +253,68 @@ async def test_anonymous_online_opinion_owes_no_later_signature(stack, fidelity_
             "kind": "complaint", "channel": "phone", "category": "lift_noise", "description": "电梯夜间异响"})
         assert r.status_code == 201, r.text
         assert r.json()["signature"]["requirement"] == "later" and r.json()["signature"]["next_reminder_at"]
+
+
+async def test_invalid_complaint_waits_for_the_managers_own_sign_in_and_a_late_notice_stays_late(
+        stack, fidelity_estate, clock_file):
+    estate = fidelity_estate
+    intake = f"{stack.service('intake').url}/v1/estates/{estate}"
+    dispatch = f"{stack.service('dispatch').url}/v1/estates/{estate}"
+    cs = staff_token(stack, f"{estate}-cs01", ["customer_service"], estate, ["customer_service"])
+    director = staff_token(stack, f"{estate}-director", ["estate_director"], estate)
+    clock = FileOffsetClock(clock_file)
+    async with httpx.AsyncClient(timeout=30) as client:
+        r = await client.post(f"{intake}/requests", headers=cs, json={
+            "kind": "complaint", "channel": "phone", "category": "noise", "description": "市政道路夜间施工噪音"})
+        assert r.status_code == 201, r.text
+        ticket = r.json()
+        url = f"{intake}/requests/{ticket['id']}"
+        assert await eventually(lambda: _ok(client.get(f"{dispatch}/forms/{ticket['id']}", headers=cs)), timeout=45)
+
+        # The clerk names the director as confirming: nothing is final.
+        r = await client.post(f"{url}/validity", headers=cs, json={
+            "valid": False, "reason": "市政施工，非物业责任", "confirmed_by": f"{estate}-director"})
+        assert r.status_code == 200, r.text
+        validity = r.json()["validity"]
+        assert validity["state"] == "awaiting_confirmation" and validity["confirmed_by"] is None
+        assert r.json()["status"] != "invalid"
+        judged_at, notify_by = local(validity["judged_at"]), local(validity["notify_owner_by"])
+        # 1 working day from the judgement (the estate's calendar), not from any confirmation.
+        from shared.calendar import WorkingCalendar
+        assert notify_by == WorkingCalendar().add_working_days(judged_at, 1).value
+        await asyncio.sleep(2)
+        assert not await events_of(stack, estate, "validity_judged", timeout=1)
+        form = (await client.get(f"{dispatch}/forms/{ticket['id']}", headers=cs)).json()
+        assert form["status"] == "in_handling"
+
+        # The manager is late to confirm: the notice deadline passes meanwhile.
+        clock.advance((notify_by - clock.now()).total_seconds() + 60)
+        overdue = (await client.get(f"{intake}/requests", params={"notice": "overdue"}, headers=cs)).json()
+        assert [t["id"] for t in overdue] == [ticket["id"]]
+        r = await client.post(f"{url}/validity/confirmation", headers=cs, json={"confirm": True})
+        assert r.status_code == 403
+        r = await client.post(f"{url}/validity/confirmation", headers=director, json={"confirm": True})
+        assert r.status_code == 200, r.text
+        assert r.json()["validity"]["state"] == "confirmed" and r.json()["status"] == "invalid"
+        (judged,) = await events_of(stack, estate, "validity_judged", expected=1)
+        assert (judged["data"]["valid"], judged["data"]["judged_by"], judged["data"]["confirmed_by"]) == (
+            False, f"{estate}-cs01", f"{estate}-director")
+
+        r = await client.post(f"{url}/progress", headers=cs, json={"note": "已电话告知业主无效原因", "method": "phone"})
+        assert r.status_code == 201, r.text
+        assert r.json()["validity"]["notice_late"] is True and r.json()["validity"]["notice_overdue"] is False
+        shown = (await client.get(url, headers=cs)).json()["validity"]
+        assert shown["notice_late"] is True and shown["owner_notified_at"]
+
+        # A manager may also reject a clerk's invalid judgement: the complaint stays valid.
+        r = await client.post(f"{intake}/requests", headers=cs, json={
+            "kind": "complaint", "channel": "phone", "category": "noise", "description": "保安夜间巡逻噪音"})
+        other = r.json()
+        r = await client.post(f"{intake}/requests/{other['id']}/validity", headers=cs,
+                              json={"valid": False, "reason": "非物业责任"})
+        assert r.status_code == 200, r.text
+        r = await client.post(f"{intake}/requests/{other['id']}/validity/confirmation", headers=director,
+                              json={"confirm": False, "note": "保安巡逻属物业服务，投诉有效"})
+        assert r.status_code == 200, r.text
+        assert r.json()["validity"]["state"] == "rejected" and r.json()["validity"]["valid"] is True
+        assert r.json()["validity"]["notify_owner_by"] is None and r.json()["status"] != "invalid"

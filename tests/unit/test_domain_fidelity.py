@@ -204,3 +204,58 @@ def test_row8_walk_ins_still_sign_at_the_desk():
 
     with pytest.raises(RuleViolation, match="signature on the form now"):
         check_signature_at_intake("walk_in", False, POLICY, anonymous=True, reply_method="none")
+
+
+# --- row 5: a clerk posts validity {"valid": false, "confirmed_by": "<supervisor id>"} ------------
+
+
+def test_row5_an_invalid_judgement_waits_for_the_manager():
+    from services.intake.rules import ValidityState, judge_validity
+
+    judged = judge_validity(Kind.complaint, False, "开发商遗留问题，非物业责任", "cs01", "sup01",
+                            at(2026, 11, 23, 15, 0), POLICY, WorkingCalendar())
+    assert judged.state is ValidityState.awaiting_confirmation and judged.confirmed_by is None
+    # The owner-notice deadline runs from the judgement: 1 working day.
+    assert judged.notify_owner_by == at(2026, 11, 24, 15, 0)
+
+
+@pytest.mark.parametrize(
+    "state, judge, manager, roles, confirm, outcome",
+    [
+        ("awaiting_confirmation", "cs01", "sup01", ["customer_service_supervisor"], True, "confirmed"),
+        ("awaiting_confirmation", "cs01", "dir01", ["estate_director"], False, "rejected"),
+        ("awaiting_confirmation", "cs01", "cs02", ["customer_service"], True, 403),  # a clerk is no manager
+        ("awaiting_confirmation", "sup01", "sup01", ["customer_service_supervisor"], True, 403),  # own judgement
+        ("confirmed", "cs01", "sup01", ["customer_service_supervisor"], True, 409),  # already decided
+        ("valid", "cs01", "sup01", ["customer_service_supervisor"], False, 409),
+        (None, "cs01", "sup01", ["customer_service_supervisor"], True, 409),  # never judged
+    ],
+)
+def test_row5_only_a_manager_with_their_own_sign_in_decides(state, judge, manager, roles, confirm, outcome):
+    from services.intake.rules import RuleViolation, confirm_invalid
+
+    if isinstance(outcome, int):
+        with pytest.raises(RuleViolation) as error:
+            confirm_invalid(state, judge, manager, roles, confirm, POLICY)
+        assert error.value.status == outcome
+    else:
+        assert confirm_invalid(state, judge, manager, roles, confirm, POLICY).value == outcome
+
+
+def test_row5_confirming_roles_are_policy():
+    from services.intake.rules import confirm_invalid
+    from shared.policy import effective_policy
+
+    policy = effective_policy({"intake": {"invalid_confirmation_roles": ["estate_manager"]}})
+    assert confirm_invalid("awaiting_confirmation", "cs01", "em01", ["estate_manager"], True, policy) == "confirmed"
+
+
+def test_row5_a_late_notice_stays_late():
+    from services.intake.rules import notice_late
+
+    due = at(2026, 11, 24, 15, 0)
+    assert notice_late(due, None) is False  # not given yet: overdue, not "late"
+    assert notice_late(due, at(2026, 11, 24, 14, 59)) is False
+    assert notice_late(due, due) is False
+    assert notice_late(due, at(2026, 11, 25, 9, 0)) is True
+    assert notice_late(None, at(2026, 11, 25, 9, 0)) is False

@@ -190,8 +190,9 @@ def test_missing_approvals_answer_403():
     state = dispatch_rules.apply_acknowledge(dispatch_rules.assign_round(["engineering"], at(2026, 11, 2, 9)),
                                              "engineering", "s", at(2026, 11, 2, 9, 5))
     assert _status(lambda: dispatch_rules.apply_sign_back(state, "engineering", "o", "r", "s", "", at(2026, 11, 2, 10))) == 403
-    assert _status(lambda: intake_rules.judge_validity(Kind.complaint, False, "r", "cs", None, at(2026, 11, 2, 9),
-                                                       POLICY, CALENDAR)) == 403
+    assert _status(lambda: intake_rules.confirm_invalid("awaiting_confirmation", "cs", "cs2", ["customer_service"],
+                                                        True, POLICY)) == 403
+    assert _status(lambda: intake_rules.confirm_invalid("confirmed", "cs", "mgr", ["estate_director"], True, POLICY)) == 409
     record = dispatch_rules.open_nonconformity("t", "c", "m", at(2026, 11, 2, 9))
     assert _status(lambda: dispatch_rules.approve_nonconformity(record, "x", "estate_director", at(2026, 11, 2, 10))) == 403
 
