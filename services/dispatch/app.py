@@ -242,6 +242,9 @@ def _line(lines, department: str):
 def _expect_in_handling(form) -> None:
     if form.status == "invalid":
         raise RuleViolation("handling ended: the complaint was judged invalid", status=409)
+    if form.status == AWAITING_APPROVAL:
+        raise RuleViolation(f"round {form.round} is signed back and waits for the nonconformity record's approval",
+                            status=409)
     if form.status in ("completed", "closed"):
         raise RuleViolation(f"round {form.round} of this form is already {form.status}", status=409)
 
@@ -466,7 +469,7 @@ async def _breach_batch() -> int:
                 sa.select(D, F.c.facts)
                 .join(F, F.c.ticket_id == D.c.ticket_id)
                 .where(D.c.met_at.is_(None), D.c.breached_at.is_(None), D.c.due_at < now,
-                       F.c.status.in_(("in_handling", "completed")))
+                       F.c.status.in_(("in_handling", AWAITING_APPROVAL, "completed")))
                 .order_by(D.c.due_at)
                 .limit(SCAN_BATCH)
                 .with_for_update(of=D, skip_locked=True)
@@ -919,13 +922,22 @@ async def sign_back(estate: str, ticket_id: str, body: SignBackIn, who: Principa
             estate=estate, actor=who.staff_id, time=now,
         )
         if rules.round_complete(state):
-            await _complete(session, form, [l.department for l in lines], now, who.staff_id)
+            nc_state = (await session.execute(sa.select(NC.c.state).where(NC.c.ticket_id == ticket_id))).scalar()
+            await _complete(session, form, [l.department for l in lines], now, who.staff_id,
+                            hold=rules.completion_waits_for_approval(nc_state))
         return await _form_out(session, await _form(session, estate, ticket_id))
 
 
-async def _complete(session: AsyncSession, form, departments: list[str], now: dt.datetime, actor: str) -> None:
+# Every department signed back, but the nonconformity record is not approved yet: the
+# form is not `completed` (no callback, so the ticket cannot close) until it is.
+AWAITING_APPROVAL = "awaiting_nc"  # (forms.status holds 16 characters)
+
+
+async def _complete(session: AsyncSession, form, departments: list[str], now: dt.datetime, actor: str,
+                    hold: bool = False) -> None:
     await session.execute(
-        sa.update(F).where(F.c.ticket_id == form.ticket_id).values(status="completed", completed_at=now, updated_at=now)
+        sa.update(F).where(F.c.ticket_id == form.ticket_id)
+        .values(status=AWAITING_APPROVAL if hold else "completed", completed_at=None if hold else now, updated_at=now)
     )
     # The form is back with customer service: every clock of the round but tracking
     # (which runs to the callback) is settled.
@@ -933,11 +945,15 @@ async def _complete(session: AsyncSession, form, departments: list[str], now: dt
                         D.c.clock.in_(_met_by(Step.completed)))
     await _close_clocks(session, now, "superseded", D.c.ticket_id == form.ticket_id, D.c.round == form.round,
                         D.c.clock != Clock.tracking.value)
+    # A nonconformity's escalation to the management representative is resolved only by
+    # the approval (approve_nonconformity), not by the departments signing back.
     await session.execute(
         sa.update(E).where(E.c.ticket_id == form.ticket_id, E.c.round == form.round, E.c.resolved_at.is_(None),
-                           sa.or_(E.c.clock.is_(None), E.c.clock != Clock.tracking.value))
+                           sa.or_(E.c.clock.is_(None), E.c.clock != Clock.tracking.value), E.c.nonconformity.is_(False))
         .values(resolved_at=now, next_at=None)
     )
+    if hold:
+        return
     facts = _facts(form)
     await service.emit(
         session,
@@ -1146,10 +1162,20 @@ async def approve_nonconformity(estate: str, ticket_id: str, who: Principal = De
     policy = _policy(estate)
     required = policy.escalation.nonconformity_approver_role
     role = required if who.has_role(required) else (sorted(who.roles)[0] if who.roles else "none")
+    now = service.clock.now()
     async with service.db.transaction() as session:
+        form = await _form(session, estate, ticket_id, lock=True)
         record = rules.approve_nonconformity(_record(await _nonconformity(session, estate, ticket_id)), who.staff_id,
-                                             role, service.clock.now(), policy)
+                                             role, now, policy)
         await _save_nonconformity(session, record)
+        # The approval is what the escalation to the management representative waited for.
+        await session.execute(
+            sa.update(E).where(E.c.ticket_id == ticket_id, E.c.nonconformity.is_(True), E.c.resolved_at.is_(None))
+            .values(resolved_at=now, next_at=None)
+        )
+        if form.status == AWAITING_APPROVAL:  # signed back meanwhile: the form returns to customer service now
+            lines = await _active_lines(session, ticket_id, form.round)
+            await _complete(session, form, [l.department for l in lines], now, who.staff_id)
         return _nc_out(record)
 
 

@@ -617,6 +617,20 @@ class NonconformityRecord:
         return max(m for m in moments if m is not None)
 
 
+def completion_waits_for_approval(nonconformity_state: NonconformityState | str | None) -> bool:
+    """True while the form's nonconformity record (owner's loss above the threshold) still
+    waits for the management representative's approval: the form may not return to
+    customer service (`completed`), so no callback is planned and the ticket cannot close.
+    None (no record) and every later state let it complete.
+    Source: RULES §2 Economic loss; 004 篇3 §4.2.5."""
+    if nonconformity_state is None:
+        return False
+    try:
+        return NonconformityState(nonconformity_state) is NonconformityState.opened
+    except ValueError:
+        raise RuleViolation(f"unknown nonconformity state {nonconformity_state!r}") from None
+
+
 def _expect(record: NonconformityRecord, state: NonconformityState, action: str) -> None:
     if record.state is not state:
         raise RuleViolation(

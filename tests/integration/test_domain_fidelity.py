@@ -318,3 +318,53 @@ async def test_invalid_complaint_waits_for_the_managers_own_sign_in_and_a_late_n
         assert r.status_code == 200, r.text
         assert r.json()["validity"]["state"] == "rejected" and r.json()["validity"]["valid"] is True
         assert r.json()["validity"]["notify_owner_by"] is None and r.json()["status"] != "invalid"
+
+
+async def test_a_ticket_cannot_close_while_its_nonconformity_waits_for_approval(stack, fidelity_estate):
+    estate = fidelity_estate  # its routing sends a leak complaint to engineering and customer service
+    intake = f"{stack.service('intake').url}/v1/estates/{estate}"
+    dispatch = f"{stack.service('dispatch').url}/v1/estates/{estate}"
+    callback = f"{stack.service('callback').url}/v1/estates/{estate}"
+    cs = staff_token(stack, f"{estate}-cs01", ["customer_service"], estate, ["customer_service"])
+    eng = staff_token(stack, f"{estate}-eng01", ["department_staff"], estate, ["engineering"])
+    rep = auth(token_for(stack, "mr01", ["management_representative"], ["*"]))
+    async with httpx.AsyncClient(timeout=30) as client:
+        r = await client.post(f"{intake}/requests", headers=cs, json={
+            "kind": "complaint", "channel": "phone", "category": "water leak", "owner_loss_cny": 800,
+            "description": "水管维修不当泡坏地板，损失约800元"})
+        assert r.status_code == 201, r.text
+        ticket = r.json()
+        url = f"{dispatch}/forms/{ticket['id']}"
+        assert await eventually(lambda: _ok(client.get(url, headers=cs)), timeout=45)
+        form = (await client.get(url, headers=cs)).json()
+        assert form["nonconformity"]["state"] == "opened" and sorted(form["departments"]) == [
+            "customer_service", "engineering"]
+        for department, headers, head in (("engineering", eng, "eng-head"), ("customer_service", cs, "cs-head")):
+            r = await client.post(f"{url}/acknowledge", headers=headers, json={"department": department})
+            assert r.status_code == 200, r.text
+            r = await client.post(f"{url}/sign-back", headers=headers, json={
+                "department": department, "opinion": "赔偿业主地板损失", "result": "已处理",
+                "verified_by": f"{estate}-{head}"})
+            assert r.status_code == 200, r.text
+        form = r.json()
+        # Signed back, but not completed: no callback is planned, so the ticket cannot close.
+        assert form["status"] == "awaiting_nc" and form["completed_at"] is None
+        (nc_escalation,) = [e for e in form["escalations"] if e["nonconformity"]]
+        assert nc_escalation["rung"] == "management_representative" and nc_escalation["resolved_at"] is None
+        await asyncio.sleep(2)
+        assert not await events_of(stack, estate, "completed", timeout=1)
+        assert not await events_of(stack, estate, "callback_scheduled", timeout=1)
+
+        # The management representative approves: the escalation resolves and the form completes.
+        r = await client.post(f"{url}/nonconformity/approve", headers=rep)
+        assert r.status_code == 200 and r.json()["state"] == "approved", r.text
+        form = (await client.get(url, headers=cs)).json()
+        assert form["status"] == "completed" and form["completed_at"]
+        assert all(e["resolved_at"] for e in form["escalations"] if e["nonconformity"])
+        (scheduled,) = await events_of(stack, estate, "callback_scheduled", expected=1)
+        r = await client.post(f"{callback}/callbacks/{scheduled['data']['callback_id']}/record", headers=cs, json={
+            "handled_in_time": True, "result_satisfied": True, "attitude_satisfied": True, "suggestions": "",
+            "owner_confirmed": True})
+        assert r.status_code == 200, r.text
+        (closed,) = await events_of(stack, estate, "closed", expected=1)
+        assert closed["subject"] == ticket["id"] and closed["data"]["satisfied"] is True

@@ -259,3 +259,32 @@ def test_row5_a_late_notice_stays_late():
     assert notice_late(due, due) is False
     assert notice_late(due, at(2026, 11, 25, 9, 0)) is True
     assert notice_late(None, at(2026, 11, 25, 9, 0)) is False
+
+
+# --- row 6: an 800 CNY loss whose nonconformity record is never approved ------------------------
+
+
+@pytest.mark.parametrize(
+    "state, waits",
+    [(None, False), ("opened", True), ("approved", False), ("corrective_action", False), ("closed", False)],
+)
+def test_row6_completion_waits_only_for_an_unapproved_nonconformity(state, waits):
+    from services.dispatch.rules import completion_waits_for_approval
+
+    assert completion_waits_for_approval(state) is waits
+
+
+def test_row6_an_800_cny_loss_opens_a_record_that_holds_completion_until_approved():
+    from services.dispatch.rules import (
+        RuleViolation, approve_nonconformity, completion_waits_for_approval, needs_nonconformity, open_nonconformity)
+
+    assert needs_nonconformity(800, POLICY) and not needs_nonconformity(500, POLICY)
+    record = open_nonconformity("T-1", "维修不当泡坏地板", "em01", at(2026, 11, 23, 10, 0), 800)
+    assert completion_waits_for_approval(record.state)
+    with pytest.raises(RuleViolation) as error:  # only the management representative approves
+        approve_nonconformity(record, "dir01", "estate_director", at(2026, 11, 23, 11, 0), POLICY)
+    assert error.value.status == 403
+    approved = approve_nonconformity(record, "mr01", "management_representative", at(2026, 11, 23, 11, 0), POLICY)
+    assert not completion_waits_for_approval(approved.state)
+    with pytest.raises(RuleViolation, match="unknown nonconformity state"):
+        completion_waits_for_approval("lost")
