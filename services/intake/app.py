@@ -697,6 +697,35 @@ async def remind_signatures() -> int:
     return len(due)
 
 
+_calendar_seen: dict = {"data": None}
+
+
+@service.periodic("calendar-recompute", every_seconds=5.0)
+async def recompute_notices_on_calendar_change() -> int:
+    """On every change of the company's calendar, count every owed invalid-complaint
+    notice deadline again from its judgement (issue 10: every running deadline follows
+    every change)."""
+    data = service.directory.company.calendar
+    if _calendar_seen["data"] == data:
+        return 0
+    changed = 0
+    async with service.db.transaction() as session:
+        rows = (await session.execute(
+            sa.select(T.c.id, T.c.estate, T.c.judged_at, T.c.notify_owner_by, T.c.notify_provisional)
+            .where(T.c.notify_owner_by.is_not(None), T.c.owner_notified_at.is_(None), T.c.judged_at.is_not(None))
+            .with_for_update(skip_locked=True)
+        )).all()
+        for row in rows:
+            notice = rules.invalid_notice_due(row.judged_at, service.directory.policy_for(row.estate),
+                                              service.directory.calendar_for(row.estate))
+            if (notice.value, notice.provisional) != (row.notify_owner_by, row.notify_provisional):
+                await session.execute(sa.update(T).where(T.c.id == row.id)
+                                      .values(notify_owner_by=notice.value, notify_provisional=notice.provisional))
+                changed += 1
+    _calendar_seen["data"] = data
+    return changed
+
+
 # --- owners and units -----------------------------------------------------------------------------
 
 U, O = store.units, store.owners

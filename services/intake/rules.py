@@ -205,11 +205,21 @@ def judge_validity(
     local = _local(judged_at, policy, "judged_at")
     if valid:
         return ValidityJudgement(True, reason.strip(), judged_by, None, local, None)
-    notice = calendar.add_working_days(local, policy.intake.invalid_complaint_notice_working_days)
+    notice = invalid_notice_due(local, policy, calendar)
     return ValidityJudgement(
         False, reason.strip(), judged_by, None, local, notice.value, notice.provisional,
         ValidityState.awaiting_confirmation,
     )
+
+
+def invalid_notice_due(judged_at: dt.datetime, policy: Policy, calendar: WorkingCalendar):
+    """When the owner must hear why the complaint is invalid: policy.intake.
+    invalid_complaint_notice_working_days working days after the judgement, on the
+    estate's calendar (a WorkingDayResult: value and provisional flag). Counted again on
+    every calendar change while the notice is owed. Source: RULES §1 Invalid complaint;
+    003 §4 3.B."""
+    return calendar.add_working_days(_local(judged_at, policy, "judged_at"),
+                                     policy.intake.invalid_complaint_notice_working_days)
 
 
 def confirm_invalid(

@@ -78,7 +78,9 @@ async def test_calendar_rows_projected_2027_and_every_change_followed(stack, fid
     estate = fidelity_estate
     intake = stack.service("intake").url
     dispatch = f"{stack.service('dispatch').url}/v1/estates/{estate}"
+    callback = f"{stack.service('callback').url}/v1/estates/{estate}"
     cs = staff_token(stack, f"{estate}-cs01", ["customer_service"], estate, ["customer_service"])
+    sec = staff_token(stack, f"{estate}-sec01", ["department_staff"], estate, ["security"])
     company = auth(token_for(stack, "qm", ["quality_manager"], ["*"]))
     complaint_body = {"kind": "complaint", "channel": "phone", "category": "noise",
                       "description": "楼上深夜噪音，投诉"}
@@ -104,6 +106,45 @@ async def test_calendar_rows_projected_2027_and_every_change_followed(stack, fid
             assert day_and_flag((await ticket_clocks(client, dispatch, opinion["id"], cs))["tracking"]) == (
                 "2027-01-12", "10:00", True)
 
+            # Two more running deadlines owned by other services, counted on the same calendar:
+            # a complaint completed now owes a callback within 2 working days (callback) …
+            r = await client.post(f"{intake}/v1/estates/{estate}/requests", json={
+                **complaint_body, "description": "夜间广场舞噪音"}, headers=cs)
+            done = r.json()
+            await ticket_clocks(client, dispatch, done["id"], cs)
+            form_url = f"{dispatch}/forms/{done['id']}"
+            assert (await client.post(f"{form_url}/acknowledge", headers=sec, json={"department": "security"})
+                    ).status_code == 200
+            r = await client.post(f"{form_url}/sign-back", headers=sec, json={
+                "department": "security", "opinion": "已劝导楼上住户", "result": "噪音已停止",
+                "verified_by": f"{estate}-sec-head"})
+            assert r.status_code == 200 and r.json()["status"] == "completed", r.text
+
+            async def complaint_callback():
+                r = await client.get(f"{callback}/tickets/{done['id']}/callbacks", headers=cs)
+                found = [c for round_ in r.json()["rounds"] for c in round_["callbacks"]
+                         if c["rule"] == "complaint"] if r.status_code == 200 else []
+                return found[0] if found else None
+
+            def callback_day(c: dict) -> tuple[str, bool]:
+                return local(c["due_at"]).date().isoformat(), c["provisional"]
+
+            assert callback_day(await eventually(complaint_callback, timeout=30)) == ("2027-01-05", True)
+            # … and an invalid judgement owes the owner a notice within 1 working day (intake).
+            r = await client.post(f"{intake}/v1/estates/{estate}/requests", json={
+                **complaint_body, "description": "市政施工噪音"}, headers=cs)
+            invalid = r.json()
+            r = await client.post(f"{intake}/v1/estates/{estate}/requests/{invalid['id']}/validity", headers=cs,
+                                  json={"valid": False, "reason": "市政施工，非物业责任"})
+            assert r.status_code == 200, r.text
+
+            async def notice_day() -> tuple[str, bool]:
+                v = (await client.get(f"{intake}/v1/estates/{estate}/requests/{invalid['id']}", headers=cs)
+                     ).json()["validity"]
+                return local(v["notify_owner_by"]).date().isoformat(), v["notify_provisional"]
+
+            assert await notice_day() == ("2027-01-04", True)
+
             # Row 3: the company loads 2027 — the same days, no longer provisional …
             r = await client.put(f"{intake}/v1/company/calendar", headers=company, json={"loaded_years": [2027]})
             assert r.status_code == 200, r.text
@@ -122,6 +163,15 @@ async def test_calendar_rows_projected_2027_and_every_change_followed(stack, fid
                 "reply": ("2027-01-05", "10:00", False), "tracking": ("2027-01-06", "10:00", False)}), timeout=30)
             assert await eventually(lambda: clocks_are(opinion["id"], {
                 "tracking": ("2027-01-12", "10:00", False)}), timeout=30)
+
+            async def callback_moved():
+                return callback_day(await complaint_callback()) == ("2027-01-06", False)
+
+            async def notice_moved():
+                return await notice_day() == ("2027-01-05", False)
+
+            assert await eventually(callback_moved, timeout=30)
+            assert await eventually(notice_moved, timeout=30)
         finally:
             r = await client.put(f"{intake}/v1/company/calendar", headers=company, json={})
             assert r.status_code == 200, r.text

@@ -288,3 +288,33 @@ def test_row6_an_800_cny_loss_opens_a_record_that_holds_completion_until_approve
     assert not completion_waits_for_approval(approved.state)
     with pytest.raises(RuleViolation, match="unknown nonconformity state"):
         completion_waits_for_approval("lost")
+
+
+# --- row 3 again: the callback and owner-notice deadlines follow every calendar change too ---------
+
+
+def test_row3_a_pending_complaint_callback_follows_every_calendar_change():
+    from services.callback.rules import recompute_complaint_due
+    from shared.policy import effective_policy
+
+    completed = at(2026, 12, 30, 10, 0)  # 2 working days: Thu 31 Dec, (1 Jan off) Mon 4 Jan
+    assert recompute_complaint_due(completed, at(2027, 1, 4, 10, 0), True, POLICY, PROJECTED) is None
+    loaded = WorkingCalendar(CalendarOverrides(loaded_years=frozenset({2027})))
+    assert recompute_complaint_due(completed, at(2027, 1, 4, 10, 0), True, POLICY, loaded) == (
+        at(2027, 1, 4, 10, 0), False)
+    corrected = WorkingCalendar(CalendarOverrides(days_off=frozenset({dt.date(2027, 1, 4)}),
+                                                  loaded_years=frozenset({2027})))
+    assert recompute_complaint_due(completed, at(2027, 1, 4, 10, 0), False, POLICY, corrected) == (
+        at(2027, 1, 5, 10, 0), False)
+    # The 001 rule (3 calendar days) follows no calendar.
+    calendar_days = effective_policy({"callback": {"complaint_rule": "calendar_days"}})
+    assert recompute_complaint_due(completed, at(2027, 1, 2, 10, 0), False, calendar_days, corrected) is None
+
+
+def test_row3_the_invalid_complaint_notice_follows_a_typhoon_day_off():
+    from services.intake.rules import invalid_notice_due
+
+    judged = at(2026, 11, 23, 15, 0)
+    assert invalid_notice_due(judged, POLICY, WorkingCalendar()).value == at(2026, 11, 24, 15, 0)
+    typhoon = WorkingCalendar(CalendarOverrides(days_off=frozenset({dt.date(2026, 11, 24)})))
+    assert invalid_notice_due(judged, POLICY, typhoon).value == at(2026, 11, 25, 15, 0)
