@@ -44,6 +44,15 @@ class IntakePolicy(_Section):
     signature_later_channels: tuple[str, ...] = ("phone", "letter", "relayed_by_employee")
     # Countersign-form numbers: ESTATE-YEAR-sequence, the sequence zero-padded to this width.
     form_sequence_digits: int = 6
+    # Duty roster (001 第7篇 1.2.1 三班制; 第11篇; 004 篇3 §3.4): the posts that keep a
+    # monthly roster, and the three shifts as (name, starts, ends) local "HH:MM" (a shift
+    # ending at or before its start ends the next day). Holidays are rostered like any day.
+    duty_posts: tuple[str, ...] = ("customer_service_desk", "security_control_centre")
+    duty_shifts: tuple[tuple[str, str, str], ...] = (
+        ("early", "08:00", "16:00"), ("middle", "16:00", "00:00"), ("night", "00:00", "08:00"),
+    )
+    # An item the incoming shift has not claimed by its start escalates to this role.
+    handover_escalation_role: str = "customer_service_supervisor"
 
 
 class ClockPolicy(_Section):

@@ -1053,5 +1053,254 @@ async def put_estate(estate: str, body: Estate, who: Principal = Depends(princip
     return body
 
 
+# --- duty roster, duty log and shift handover (issue 10 "Also build" 2) ---------------------------
+# 001 第1篇 (handover rules, 2.4 when it is refused), 第2篇 (duty log, holiday duty), 第7篇
+# (monthly roster, 三班制), 第11、14篇 (front desk and security handover); 002 §4.2.4;
+# 004 篇3 §3.4.
+
+ROSTER_ROLES = ("customer_service_supervisor", "estate_director", "estate_manager")
+RS, DL, SH, SHI = store.roster_shifts, store.duty_log, store.shift_handovers, store.shift_handover_items
+
+
+class RosterEntryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    day: dt.date
+    post: str = Field(min_length=1, max_length=32, description="customer_service_desk / security_control_centre")
+    shift: str = Field(min_length=1, max_length=16, description="A shift of the estate's policy (early/middle/night)")
+    staff: list[str] = Field(min_length=1, max_length=20)
+
+
+class RosterShiftOut(BaseModel):
+    id: int
+    day: dt.date
+    post: str
+    shift: str
+    staff: list[str]
+    starts_at: dt.datetime
+    ends_at: dt.datetime
+
+
+class DutyLogIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    entry: str = Field(min_length=1, max_length=5000, description="What happened, how it was handled (值班记录)")
+
+
+class HandoverItemIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: str = Field(min_length=1, max_length=5000)
+    ticket_id: str | None = Field(None, max_length=64)
+
+
+class ShiftHandoverIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    items: list[HandoverItemIn] = Field(default_factory=list, max_length=200,
+                                        description="Leaders' instructions, keys, equipment… (open requests are added)")
+
+
+class ShiftItemOut(BaseModel):
+    id: int
+    ticket_id: str | None
+    kind: str | None
+    repair_class: str | None
+    urgency: str | None
+    note: str
+    claim_due: dt.datetime
+    claimed_by: str | None
+    claimed_at: dt.datetime | None
+    escalated_to: str | None
+    escalated_at: dt.datetime | None
+    overdue: bool
+
+
+def _shift_out(row) -> RosterShiftOut:
+    return RosterShiftOut(id=row.id, day=row.day, post=row.post, shift=row.shift, staff=list(row.staff),
+                          starts_at=row.starts_at, ends_at=row.ends_at)
+
+
+def _item_out(row, now: dt.datetime) -> ShiftItemOut:
+    return ShiftItemOut(id=row.id, ticket_id=row.ticket_id, kind=row.kind, repair_class=row.repair_class,
+                        urgency=row.urgency, note=row.note, claim_due=row.claim_due, claimed_by=row.claimed_by,
+                        claimed_at=row.claimed_at, escalated_to=row.escalated_to, escalated_at=row.escalated_at,
+                        overdue=rules.handover_item_overdue(row.claimed_at, row.claim_due, now))
+
+
+def _roster_of(rows) -> list[rules.RosterShift]:
+    return [rules.RosterShift(r.day, r.post, r.shift, tuple(r.staff), r.starts_at, r.ends_at) for r in rows]
+
+
+@service.http.put("/estates/{estate}/roster/{month}", response_model=list[RosterShiftOut], tags=["duty"])
+async def put_roster(estate: str, month: str, entries: list[RosterEntryIn],
+                     who: Principal = Depends(require_estate)) -> list[RosterShiftOut]:
+    """Set a month's roster (排班表) of every duty post, holidays included; replaces the
+    month's shifts that have no handover yet (a changed roster is re-issued, 第7篇 1.1.7)."""
+    known_estate(service, estate)
+    who.require_role(*ROSTER_ROLES)
+    policy = service.directory.policy_for(estate)
+    shifts = rules.roster_for_month(month, [e.model_dump(mode="json") for e in entries], policy)
+    now = service.clock.now()
+    first = dt.date.fromisoformat(f"{month}-01")
+    after = (first + dt.timedelta(days=32)).replace(day=1)
+    async with service.db.transaction() as session:
+        handed = sa.select(SH.c.shift_id)
+        await session.execute(sa.delete(RS).where(RS.c.estate == estate, RS.c.day >= first, RS.c.day < after,
+                                                  RS.c.id.not_in(handed)))
+        for s in shifts:
+            await session.execute(pg_insert(RS).values(
+                estate=estate, post=s.post, day=s.day, shift=s.shift, staff=list(s.staff), starts_at=s.starts_at,
+                ends_at=s.ends_at, set_by=who.staff_id, set_at=now,
+            ).on_conflict_do_nothing(constraint="uq_roster_shift"))
+        rows = (await session.execute(sa.select(RS).where(RS.c.estate == estate, RS.c.day >= first, RS.c.day < after)
+                                      .order_by(RS.c.starts_at, RS.c.post))).all()
+    return [_shift_out(r) for r in rows]
+
+
+@service.http.get("/estates/{estate}/roster/{month}", response_model=list[RosterShiftOut], tags=["duty"])
+async def get_roster(estate: str, month: str, who: Principal = Depends(require_estate)) -> list[RosterShiftOut]:
+    known_estate(service, estate)
+    rules.roster_for_month(month, [], service.directory.policy_for(estate))  # validates the month
+    first = dt.date.fromisoformat(f"{month}-01")
+    after = (first + dt.timedelta(days=32)).replace(day=1)
+    async with service.db.transaction() as session:
+        rows = (await session.execute(sa.select(RS).where(RS.c.estate == estate, RS.c.day >= first, RS.c.day < after)
+                                      .order_by(RS.c.starts_at, RS.c.post))).all()
+    return [_shift_out(r) for r in rows]
+
+
+async def _shift(session: AsyncSession, estate: str, shift_id: int):
+    row = (await session.execute(sa.select(RS).where(RS.c.id == shift_id, RS.c.estate == estate))).first()
+    if row is None:
+        raise RuleViolation(f"no rostered shift {shift_id} in estate {estate!r}", status=404)
+    return row
+
+
+def _on_duty(who: Principal, shift) -> None:
+    if who.staff_id not in shift.staff and not who.has_role(*ROSTER_ROLES):
+        raise RuleViolation(f"{who.staff_id} is not on the {shift.shift} shift of {shift.post} on {shift.day}", status=403)
+
+
+@service.http.post("/estates/{estate}/shifts/{shift_id}/log", status_code=201, tags=["duty"])
+async def add_duty_log(estate: str, shift_id: int, body: DutyLogIn, who: Principal = Depends(require_estate)) -> dict:
+    """A line of the shift's duty log (值班记录: who, when, what happened, how handled)."""
+    known_estate(service, estate)
+    now = service.clock.now()
+    async with service.db.transaction() as session:
+        _on_duty(who, await _shift(session, estate, shift_id))
+        entry_id = (await session.execute(sa.insert(DL).values(shift_id=shift_id, at=now, by=who.staff_id,
+                                                              entry=body.entry).returning(DL.c.id))).scalar_one()
+    return {"id": entry_id, "shift_id": shift_id, "at": now, "by": who.staff_id, "entry": body.entry}
+
+
+@service.http.post("/estates/{estate}/shifts/{shift_id}/handover", status_code=201, response_model=list[ShiftItemOut],
+                   tags=["duty"])
+async def hand_over_shift(estate: str, shift_id: int, body: ShiftHandoverIn,
+                          who: Principal = Depends(require_estate)) -> list[ShiftItemOut]:
+    """The outgoing shift hands over item by item: the given items plus every request its
+    staff registered on the shift and not yet handled (with kind, repair class and
+    urgency). Refused (409) while a major or emergency incident of the shift is still open
+    (001 第1篇 2.4). The incoming shift must claim each item by its start."""
+    known_estate(service, estate)
+    now = service.clock.now()
+    async with service.db.transaction() as session:
+        shift = await _shift(session, estate, shift_id)
+        _on_duty(who, shift)
+        if (await session.execute(sa.select(SH.c.id).where(SH.c.shift_id == shift_id))).first():
+            raise RuleViolation(f"the {shift.shift} shift of {shift.post} on {shift.day} was already handed over",
+                                status=409)
+        tickets = (await session.execute(sa.select(T).where(
+            T.c.estate == estate, T.c.first_contact.in_(list(shift.staff)),
+            T.c.received_at >= shift.starts_at, T.c.received_at < shift.ends_at).order_by(T.c.received_at))).all()
+        incidents = [rules.ShiftIncident(
+            t.id, t.kind, t.repair_class, t.severity, t.urgency,
+            handled=t.completed_at is not None or t.closed_at is not None or t.status in ("closed", "invalid"),
+        ) for t in tickets]
+        blockers = rules.handover_blockers(incidents)
+        if blockers:
+            raise RuleViolation(f"no handover while a major or emergency incident of this shift is open: "
+                                f"{', '.join(blockers)}", status=409)
+        roster = _roster_of((await session.execute(sa.select(RS).where(
+            RS.c.estate == estate, RS.c.post == shift.post, RS.c.starts_at >= shift.ends_at))).all())
+        claim_due = rules.next_shift_start(roster, shift.post, shift.ends_at) or shift.ends_at
+        handover_id = (await session.execute(sa.insert(SH).values(
+            shift_id=shift_id, estate=estate, handed_over_by=who.staff_id, handed_over_at=now, claim_due=claim_due,
+        ).returning(SH.c.id))).scalar_one()
+        by_id = {t.id: t for t in tickets}
+        rows = [dict(ticket_id=t.id, kind=t.kind, repair_class=t.repair_class, urgency=t.urgency,
+                     note=t.description[:500]) for t in tickets if t.id in
+                {i.ticket_id for i in incidents if not i.handled}]
+        for item in body.items:
+            ticket = by_id.get(item.ticket_id) if item.ticket_id else None
+            rows.append(dict(ticket_id=item.ticket_id, kind=ticket.kind if ticket else None,
+                             repair_class=ticket.repair_class if ticket else None,
+                             urgency=ticket.urgency if ticket else None, note=item.note))
+        if rows:
+            await session.execute(sa.insert(SHI), [dict(r, handover_id=handover_id, estate=estate, claim_due=claim_due)
+                                                  for r in rows])
+        items = (await session.execute(sa.select(SHI).where(SHI.c.handover_id == handover_id)
+                                       .order_by(SHI.c.id))).all()
+    return [_item_out(i, now) for i in items]
+
+
+@service.http.get("/estates/{estate}/shift-handover-items", response_model=list[ShiftItemOut], tags=["duty"])
+async def list_shift_items(estate: str, status: Literal["open", "overdue", "all"] = Query("open"),
+                           who: Principal = Depends(require_estate)) -> list[ShiftItemOut]:
+    """Handover items: unclaimed (`open`), unclaimed past the incoming shift's start
+    (`overdue`, escalated to the customer-service supervisor), or all."""
+    known_estate(service, estate)
+    now = service.clock.now()
+    query = sa.select(SHI).where(SHI.c.estate == estate).order_by(SHI.c.claim_due, SHI.c.id).limit(500)
+    if status == "open":
+        query = query.where(SHI.c.claimed_at.is_(None))
+    elif status == "overdue":
+        query = query.where(SHI.c.claimed_at.is_(None), SHI.c.claim_due < now)
+    async with service.db.transaction() as session:
+        return [_item_out(r, now) for r in (await session.execute(query)).all()]
+
+
+@service.http.post("/estates/{estate}/shift-handover-items/{item_id}/claim", response_model=ShiftItemOut,
+                   tags=["duty"])
+async def claim_shift_item(estate: str, item_id: int, who: Principal = Depends(require_estate)) -> ShiftItemOut:
+    """The incoming shift claims one item (签字确认)."""
+    known_estate(service, estate)
+    now = service.clock.now()
+    async with service.db.transaction() as session:
+        item = (await session.execute(sa.select(SHI).where(SHI.c.id == item_id, SHI.c.estate == estate)
+                                      .with_for_update())).first()
+        if item is None:
+            raise RuleViolation(f"no handover item {item_id} in estate {estate!r}", status=404)
+        if item.claimed_at is not None:
+            raise RuleViolation(f"handover item {item_id} was already claimed by {item.claimed_by}", status=409)
+        handover = (await session.execute(sa.select(SH).where(SH.c.id == item.handover_id))).one()
+        outgoing = await _shift(session, estate, handover.shift_id)
+        incoming = (await session.execute(sa.select(RS).where(
+            RS.c.estate == estate, RS.c.post == outgoing.post, RS.c.starts_at == handover.claim_due))).first()
+        if not who.has_role(*ROSTER_ROLES) and (incoming is None or who.staff_id not in incoming.staff):
+            raise RuleViolation(f"{who.staff_id} is not on the incoming shift of {outgoing.post}", status=403)
+        await session.execute(sa.update(SHI).where(SHI.c.id == item_id).values(claimed_by=who.staff_id, claimed_at=now))
+        row = (await session.execute(sa.select(SHI).where(SHI.c.id == item_id))).one()
+    return _item_out(row, now)
+
+
+@service.periodic("shift-handover-escalation", every_seconds=5.0)
+async def escalate_unclaimed_items() -> int:
+    """An item unclaimed past the incoming shift's start escalates (once) to the estate's
+    policy.intake.handover_escalation_role (the customer-service supervisor)."""
+    now = service.clock.now()
+    async with service.db.transaction() as session:
+        due = (await session.execute(
+            sa.select(SHI.c.id, SHI.c.estate).where(SHI.c.claimed_at.is_(None), SHI.c.escalated_at.is_(None),
+                                                    SHI.c.claim_due < now)
+            .order_by(SHI.c.claim_due).limit(500).with_for_update(skip_locked=True)
+        )).all()
+        for row in due:
+            role = service.directory.policy_for(row.estate).intake.handover_escalation_role
+            found = service.directory.estate(row.estate)
+            holders = [s.id for s in (found.staff if found else []) if role in s.roles]
+            await session.execute(sa.update(SHI).where(SHI.c.id == row.id).values(
+                escalated_to=holders[0] if holders else role, escalated_at=now))
+            log.warning("handover item unclaimed past the incoming shift's start; escalated to the %s", role,
+                        extra={"estate": row.estate, "item": row.id})
+    return len(due)
+
+
 def create_app(manage_lifecycle: bool = True):
     return create_http_app(service, manage_lifecycle=manage_lifecycle)

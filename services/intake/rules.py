@@ -350,6 +350,107 @@ def next_signature_reminder(
     return max(due, now).astimezone(ZoneInfo(policy.timezone))
 
 
+# --- duty roster and shift handover (001 第1、2、7、11、14篇; 002 §4.2.4; 004 篇3 §3.4) ------
+
+
+@dataclass(frozen=True)
+class RosterShift:
+    """One rostered shift of one post: who is on duty from `starts_at` to `ends_at`."""
+
+    day: dt.date
+    post: str
+    shift: str
+    staff: tuple[str, ...]
+    starts_at: dt.datetime
+    ends_at: dt.datetime
+
+
+def shift_window(day: dt.date, shift: str, policy: Policy) -> tuple[dt.datetime, dt.datetime]:
+    """(starts, ends) of `shift` on `day`, aware local times; a shift whose end is not
+    after its start ends the next day (the middle shift 16:00–00:00). Raises RuleViolation
+    for a shift the policy does not define."""
+    for name, starts, ends in policy.intake.duty_shifts:
+        if name == shift:
+            tz = ZoneInfo(policy.timezone)
+            start = dt.datetime.combine(day, _clock_time(starts, f"shift {name} start"), tzinfo=tz)
+            end_day = day if _clock_time(ends, f"shift {name} end") > start.time() else day + dt.timedelta(days=1)
+            return start, dt.datetime.combine(end_day, _clock_time(ends, f"shift {name} end"), tzinfo=tz)
+    known = ", ".join(name for name, _, _ in policy.intake.duty_shifts)
+    raise RuleViolation(f"unknown shift {shift!r} (the estate's shifts: {known})")
+
+
+def roster_for_month(month: str, entries: list[dict], policy: Policy) -> list[RosterShift]:
+    """A month's roster (排班表) from `entries` of {"day", "post", "shift", "staff"}:
+    every day in the month (holidays included: they have their own duty shifts, 第2篇
+    1.9, 001 第7篇 1.1.6), a known post and shift, at least one staff id, each (day,
+    post, shift) once. Raises RuleViolation naming the first bad entry."""
+    try:
+        year, number = (int(part) for part in month.split("-"))
+        first = dt.date(year, number, 1)
+    except ValueError:
+        raise RuleViolation(f"month {month!r} is not YYYY-MM") from None
+    shifts, seen = [], set()
+    for entry in entries:
+        try:
+            day = dt.date.fromisoformat(str(entry["day"]))
+            post, shift = str(entry["post"]), str(entry["shift"])
+            staff = tuple(s.strip() for s in entry["staff"] if s and s.strip())
+        except (KeyError, TypeError, ValueError):
+            raise RuleViolation(f"roster entry {entry!r} needs day (YYYY-MM-DD), post, shift and staff") from None
+        if (day.year, day.month) != (first.year, first.month):
+            raise RuleViolation(f"roster entry for {day} is not in {month}")
+        if post not in policy.intake.duty_posts:
+            raise RuleViolation(f"unknown duty post {post!r} (posts: {', '.join(policy.intake.duty_posts)})")
+        if not staff:
+            raise RuleViolation(f"the {shift} shift of {post} on {day} has nobody on duty")
+        if (day, post, shift) in seen:
+            raise RuleViolation(f"the {shift} shift of {post} on {day} is rostered twice")
+        seen.add((day, post, shift))
+        starts_at, ends_at = shift_window(day, shift, policy)
+        shifts.append(RosterShift(day, post, shift, staff, starts_at, ends_at))
+    return sorted(shifts, key=lambda s: (s.starts_at, s.post))
+
+
+def next_shift_start(roster: list[RosterShift], post: str, after: dt.datetime) -> dt.datetime | None:
+    """When the next rostered shift of `post` starts at or after `after` (the incoming
+    shift), or None when the roster has none yet. A holiday night hands over to the next
+    rostered shift, not to the next working morning."""
+    _aware(after, "after")
+    starts = [s.starts_at for s in roster if s.post == post and s.starts_at >= after]
+    return min(starts) if starts else None
+
+
+@dataclass(frozen=True)
+class ShiftIncident:
+    """A request registered on a shift, as the handover sees it."""
+
+    ticket_id: str
+    kind: str
+    repair_class: str | None
+    severity: str
+    urgency: str
+    handled: bool  # completed, closed or judged invalid
+
+
+def is_major_or_emergency(incident: ShiftIncident) -> bool:
+    """重大或紧急: serious, urgent, or an emergency repair."""
+    return incident.severity == "serious" or incident.urgency == "urgent" or incident.repair_class == "emergency"
+
+
+def handover_blockers(incidents: list[ShiftIncident]) -> list[str]:
+    """The tickets that forbid the handover: a major or emergency incident of the shift
+    not yet handled (001 第1篇 2.4 ⑴ 在重大事件或紧急事件未处理完的情况下不得交接班)."""
+    return [i.ticket_id for i in incidents if not i.handled and is_major_or_emergency(i)]
+
+
+def handover_item_overdue(claimed_at: dt.datetime | None, claim_due: dt.datetime, now: dt.datetime) -> bool:
+    """An item the incoming shift has not claimed by its start is overdue (and escalates
+    to policy.intake.handover_escalation_role); a claimed one never is."""
+    _aware(claim_due, "claim_due")
+    _aware(now, "now")
+    return claimed_at is None and now > claim_due
+
+
 # --- privacy (RULES §1 Privacy) -------------------------------------------------------------
 
 

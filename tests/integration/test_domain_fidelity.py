@@ -418,3 +418,84 @@ async def test_a_ticket_cannot_close_while_its_nonconformity_waits_for_approval(
         assert r.status_code == 200, r.text
         (closed,) = await events_of(stack, estate, "closed", expected=1)
         assert closed["subject"] == ticket["id"] and closed["data"]["satisfied"] is True
+
+
+async def test_duty_roster_and_a_holiday_nights_shift_handover(stack, fidelity_estate, clock_file):
+    estate = fidelity_estate
+    intake = f"{stack.service('intake').url}/v1/estates/{estate}"
+    dispatch = f"{stack.service('dispatch').url}/v1/estates/{estate}"
+    supervisor = staff_token(stack, f"{estate}-cssup", ["customer_service_supervisor"], estate, ["customer_service"])
+    night = staff_token(stack, f"{estate}-duty01", ["duty_staff"], estate, ["security"])
+    incoming = staff_token(stack, f"{estate}-duty02", ["duty_staff"], estate, ["security"])
+    cs = staff_token(stack, f"{estate}-cs01", ["customer_service"], estate, ["customer_service"])
+    eng = staff_token(stack, f"{estate}-eng01", ["department_staff"], estate, ["engineering"])
+    roster = [
+        {"day": "2027-01-01", "post": "security_control_centre", "shift": "middle", "staff": [f"{estate}-duty01"]},
+        {"day": "2027-01-02", "post": "security_control_centre", "shift": "night", "staff": [f"{estate}-duty02"]},
+        {"day": "2027-01-04", "post": "customer_service_desk", "shift": "early", "staff": [f"{estate}-cs01"]},
+    ]
+    async with httpx.AsyncClient(timeout=30) as client, clock_kept(clock_file):
+        assert (await client.put(f"{intake}/roster/2027-01", json=roster, headers=cs)).status_code == 403
+        r = await client.put(f"{intake}/roster/2027-01", json=roster, headers=supervisor)
+        assert r.status_code == 200, r.text
+        (holiday_middle,) = [s for s in r.json() if s["shift"] == "middle"]
+        bad = [{**roster[0], "shift": "siesta"}]
+        assert (await client.put(f"{intake}/roster/2027-01", json=bad, headers=supervisor)).status_code == 422
+
+        # New Year's Day, 23:00: the security control centre's middle shift registers two requests.
+        set_time(clock_file, dt.datetime(2027, 1, 1, 23, 0, tzinfo=SHANGHAI))
+        r = await client.post(f"{intake}/requests", headers=night, json={
+            "kind": "repair", "repair_class": "emergency", "channel": "phone", "category": "water",
+            "description": "水管爆裂，急修", "building": "1", "unit": "1-1-101"})
+        assert r.status_code == 201, r.text
+        emergency = r.json()
+        r = await client.post(f"{intake}/requests", headers=night, json={
+            "kind": "inquiry", "channel": "phone", "description": "明天停水吗？"})
+        inquiry = r.json()
+        shift_url = f"{intake}/shifts/{holiday_middle['id']}"
+        assert (await client.post(f"{shift_url}/log", headers=night, json={"entry": "23:00 1-1-101 水管爆裂，已通知工程部"})
+                ).status_code == 201
+        assert (await client.post(f"{shift_url}/log", headers=cs, json={"entry": "x"})).status_code == 403
+
+        # The emergency is still open: no handover (001 第1篇 2.4).
+        r = await client.post(f"{shift_url}/handover", headers=night, json={"items": [{"note": "对讲机两部已交接"}]})
+        assert r.status_code == 409 and emergency["id"] in r.json()["error"]
+
+        # Engineering arrives and signs back; intake sees it completed.
+        form_url = f"{dispatch}/forms/{emergency['id']}"
+        assert await eventually(lambda: _ok(client.get(form_url, headers=cs)), timeout=45)
+        for step, body in (("acknowledge", {"department": "engineering"}), ("arrive", {"department": "engineering"}),
+                           ("sign-back", {"department": "engineering", "opinion": "更换水管", "result": "已修复",
+                                          "verified_by": f"{estate}-eng-head"})):
+            r = await client.post(f"{form_url}/{step}", headers=eng, json=body)
+            assert r.status_code == 200, r.text
+
+        async def completed():
+            r = await client.get(f"{intake}/requests/{emergency['id']}", headers=cs)
+            return r.json()["completed_at"]
+
+        assert await eventually(completed, timeout=30)
+        r = await client.post(f"{shift_url}/handover", headers=night, json={"items": [{"note": "对讲机两部已交接"}]})
+        assert r.status_code == 201, r.text
+        items = r.json()
+        assert [(i["ticket_id"], i["kind"], i["urgency"]) for i in items] == [
+            (inquiry["id"], "inquiry", "not_urgent"), (None, None, None)]
+        # Handed to the holiday's next duty shift at midnight, not to Monday's desk.
+        assert {local(i["claim_due"]) for i in items} == {dt.datetime(2027, 1, 2, 0, 0, tzinfo=SHANGHAI)}
+        assert (await client.post(f"{shift_url}/handover", headers=night, json={})).status_code == 409
+
+        claim = f"{intake}/shift-handover-items/{items[0]['id']}/claim"
+        assert (await client.post(claim, headers=cs)).status_code == 403  # not on the incoming shift
+        r = await client.post(claim, headers=incoming)
+        assert r.status_code == 200 and r.json()["claimed_by"] == f"{estate}-duty02", r.text
+
+        # Past the incoming shift's start the unclaimed item is overdue and escalates.
+        set_time(clock_file, dt.datetime(2027, 1, 2, 0, 5, tzinfo=SHANGHAI))
+
+        async def escalated():
+            r = await client.get(f"{intake}/shift-handover-items", params={"status": "overdue"}, headers=supervisor)
+            return r.json() if r.json() and r.json()[0]["escalated_at"] else None
+
+        overdue = await eventually(escalated, timeout=20)
+        assert overdue and [i["id"] for i in overdue] == [items[1]["id"]]
+        assert overdue[0]["escalated_to"] == "customer_service_supervisor" and overdue[0]["overdue"] is True

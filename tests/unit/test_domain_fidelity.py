@@ -318,3 +318,73 @@ def test_row3_the_invalid_complaint_notice_follows_a_typhoon_day_off():
     assert invalid_notice_due(judged, POLICY, WorkingCalendar()).value == at(2026, 11, 24, 15, 0)
     typhoon = WorkingCalendar(CalendarOverrides(days_off=frozenset({dt.date(2026, 11, 24)})))
     assert invalid_notice_due(judged, POLICY, typhoon).value == at(2026, 11, 25, 15, 0)
+
+
+# --- "Also build" 2: duty roster and shift handover ------------------------------------------------
+
+
+def test_three_shifts_cover_the_day_and_the_middle_shift_ends_at_midnight():
+    from services.intake.rules import shift_window
+
+    assert shift_window(dt.date(2027, 1, 1), "early", POLICY) == (at(2027, 1, 1, 8, 0), at(2027, 1, 1, 16, 0))
+    assert shift_window(dt.date(2027, 1, 1), "middle", POLICY) == (at(2027, 1, 1, 16, 0), at(2027, 1, 2, 0, 0))
+    assert shift_window(dt.date(2027, 1, 1), "night", POLICY) == (at(2027, 1, 1, 0, 0), at(2027, 1, 1, 8, 0))
+
+
+def test_a_month_roster_holidays_included_and_its_refusals():
+    from services.intake.rules import RuleViolation, roster_for_month
+
+    entries = [{"day": "2027-01-01", "post": "security_control_centre", "shift": "night", "staff": ["sec01"]},
+               {"day": "2027-01-01", "post": "customer_service_desk", "shift": "early", "staff": ["cs01"]}]
+    roster = roster_for_month("2027-01", entries, POLICY)  # New Year's Day has its own duty shifts
+    assert [(s.post, s.shift, s.starts_at) for s in roster] == [
+        ("security_control_centre", "night", at(2027, 1, 1, 0, 0)),
+        ("customer_service_desk", "early", at(2027, 1, 1, 8, 0))]
+    for bad, message in [
+        ({**entries[0], "day": "2027-02-01"}, "not in 2027-01"),
+        ({**entries[0], "post": "canteen"}, "unknown duty post"),
+        ({**entries[0], "shift": "siesta"}, "unknown shift"),
+        ({**entries[0], "staff": [" "]}, "nobody on duty"),
+    ]:
+        with pytest.raises(RuleViolation, match=message):
+            roster_for_month("2027-01", [bad], POLICY)
+    with pytest.raises(RuleViolation, match="rostered twice"):
+        roster_for_month("2027-01", [entries[0], entries[0]], POLICY)
+    with pytest.raises(RuleViolation, match="YYYY-MM"):
+        roster_for_month("January", entries, POLICY)
+
+
+def test_a_holiday_night_hands_over_to_the_next_shift_not_the_next_working_morning():
+    from services.intake.rules import next_shift_start, roster_for_month
+
+    roster = roster_for_month("2027-01", [
+        {"day": "2027-01-01", "post": "security_control_centre", "shift": "middle", "staff": ["sec01"]},
+        {"day": "2027-01-02", "post": "security_control_centre", "shift": "night", "staff": ["sec02"]},
+        {"day": "2027-01-04", "post": "customer_service_desk", "shift": "early", "staff": ["cs01"]},
+    ], POLICY)
+    # Fri 1 Jan (holiday) middle shift ends at midnight: Sat 2 Jan's night shift takes over
+    # at 00:00, not the desk on Mon 4 Jan (the next working morning).
+    assert next_shift_start(roster, "security_control_centre", at(2027, 1, 2, 0, 0)) == at(2027, 1, 2, 0, 0)
+    assert next_shift_start(roster, "customer_service_desk", at(2027, 1, 2, 0, 0)) == at(2027, 1, 4, 8, 0)
+    assert next_shift_start(roster, "security_control_centre", at(2027, 1, 2, 8, 0)) is None
+
+
+def test_no_handover_while_a_major_or_emergency_incident_is_open():
+    from services.intake.rules import ShiftIncident, handover_blockers
+
+    emergency = ShiftIncident("T-1", "repair", "emergency", "not_serious", "not_urgent", handled=False)
+    serious = ShiftIncident("T-2", "complaint", None, "serious", "not_urgent", handled=False)
+    urgent = ShiftIncident("T-3", "complaint", None, "not_serious", "urgent", handled=False)
+    ordinary = ShiftIncident("T-4", "inquiry", None, "not_serious", "not_urgent", handled=False)
+    assert handover_blockers([emergency, serious, urgent, ordinary]) == ["T-1", "T-2", "T-3"]
+    handled = ShiftIncident("T-1", "repair", "emergency", "not_serious", "not_urgent", handled=True)
+    assert handover_blockers([handled, ordinary]) == []
+
+
+def test_an_unclaimed_item_is_overdue_after_the_incoming_shift_starts():
+    from services.intake.rules import handover_item_overdue
+
+    start = at(2027, 1, 2, 0, 0)
+    assert not handover_item_overdue(None, start, start)
+    assert handover_item_overdue(None, start, at(2027, 1, 2, 0, 1))
+    assert not handover_item_overdue(at(2027, 1, 1, 23, 58), start, at(2027, 1, 2, 0, 1))
