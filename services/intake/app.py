@@ -392,7 +392,7 @@ async def register_request(estate: str, body: RequestIn, who: Principal = Depend
         handover = None
         if off_hours and who.has_role("duty_staff"):
             handover = dict(estate=estate, ticket_id=ticket_id, registered_by=who.staff_id, registered_at=now,
-                            handover_due=rules.handover_due(now, policy, calendar))
+                            handover_due=await _roster_handover_due(session, estate, who.staff_id, now, policy, calendar))
             handover["id"] = (await session.execute(
                 sa.insert(store.handover_items).values(**handover).returning(store.handover_items.c.id)
             )).scalar_one()
@@ -1126,6 +1126,17 @@ def _item_out(row, now: dt.datetime) -> ShiftItemOut:
 
 def _roster_of(rows) -> list[rules.RosterShift]:
     return [rules.RosterShift(r.day, r.post, r.shift, tuple(r.staff), r.starts_at, r.ends_at) for r in rows]
+
+
+async def _roster_handover_due(session: AsyncSession, estate: str, staff_id: str, now: dt.datetime, policy: Policy,
+                               calendar) -> dt.datetime:
+    """An off-hours registration's handover time on the estate's roster (the next shift of
+    the registrant's post; holidays have their own duty shifts), else the next working
+    morning."""
+    rows = (await session.execute(sa.select(RS).where(
+        RS.c.estate == estate, RS.c.ends_at > now - dt.timedelta(days=1), RS.c.starts_at < now + dt.timedelta(days=14),
+    ))).all()
+    return rules.roster_handover_due(now, staff_id, _roster_of(rows), policy, calendar)
 
 
 @service.http.put("/estates/{estate}/roster/{month}", response_model=list[RosterShiftOut], tags=["duty"])

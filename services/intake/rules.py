@@ -420,6 +420,29 @@ def next_shift_start(roster: list[RosterShift], post: str, after: dt.datetime) -
     return min(starts) if starts else None
 
 
+def roster_handover_due(
+    received_at: dt.datetime,
+    registered_by: str,
+    roster: list[RosterShift],
+    policy: Policy,
+    calendar: WorkingCalendar,
+) -> dt.datetime:
+    """When an off-hours registration must be handed on: the start of the next rostered
+    shift of the post the registrant is on duty for (a holiday night's emergency goes to
+    the holiday's next duty shift, 第2篇 1.9), else — nobody rostered — the next working
+    day's opening (`handover_due`). A request received in office hours is already with
+    the day shift: due at once. Source: RULES §1 Opening hours; 002 §4.2.4; 004 篇3 §3.4."""
+    local = _local(received_at, policy, "received_at")
+    if not is_off_hours(local, policy, calendar):
+        return local
+    on_duty = [s for s in roster if registered_by in s.staff and s.starts_at <= local < s.ends_at]
+    for shift in on_duty:
+        following = next_shift_start(roster, shift.post, shift.ends_at)
+        if following is not None:
+            return following.astimezone(ZoneInfo(policy.timezone))
+    return handover_due(local, policy, calendar)
+
+
 @dataclass(frozen=True)
 class ShiftIncident:
     """A request registered on a shift, as the handover sees it."""

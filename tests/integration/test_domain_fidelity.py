@@ -449,6 +449,9 @@ async def test_duty_roster_and_a_holiday_nights_shift_handover(stack, fidelity_e
             "description": "水管爆裂，急修", "building": "1", "unit": "1-1-101"})
         assert r.status_code == 201, r.text
         emergency = r.json()
+        # Registered off hours on a holiday: handed to the next duty shift at midnight, not
+        # to the next working morning (Mon 4 Jan).
+        assert local(emergency["handover"]["handover_due"]) == dt.datetime(2027, 1, 2, 0, 0, tzinfo=SHANGHAI)
         r = await client.post(f"{intake}/requests", headers=night, json={
             "kind": "inquiry", "channel": "phone", "description": "明天停水吗？"})
         inquiry = r.json()

@@ -388,3 +388,18 @@ def test_an_unclaimed_item_is_overdue_after_the_incoming_shift_starts():
     assert not handover_item_overdue(None, start, start)
     assert handover_item_overdue(None, start, at(2027, 1, 2, 0, 1))
     assert not handover_item_overdue(at(2027, 1, 1, 23, 58), start, at(2027, 1, 2, 0, 1))
+
+
+def test_an_off_hours_registration_on_a_holiday_night_goes_to_the_next_rostered_shift():
+    from services.intake.rules import roster_handover_due, roster_for_month
+
+    roster = roster_for_month("2027-01", [
+        {"day": "2027-01-01", "post": "security_control_centre", "shift": "middle", "staff": ["duty01"]},
+        {"day": "2027-01-02", "post": "security_control_centre", "shift": "night", "staff": ["duty02"]},
+    ], POLICY)
+    registered = at(2027, 1, 1, 23, 50)  # New Year's Day night, emergency water repair
+    assert roster_handover_due(registered, "duty01", roster, POLICY, PROJECTED) == at(2027, 1, 2, 0, 0)
+    # Nobody rostered for the registrant: the next working morning (Mon 4 Jan 08:30).
+    assert roster_handover_due(registered, "duty09", roster, POLICY, PROJECTED) == at(2027, 1, 4, 8, 30)
+    # In office hours the day shift already has it.
+    assert roster_handover_due(at(2027, 1, 5, 10, 0), "duty01", roster, POLICY, PROJECTED) == at(2027, 1, 5, 10, 0)
