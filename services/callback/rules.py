@@ -204,6 +204,27 @@ def _complaint_due(local: dt.datetime, policy: Policy, calendar: WorkingCalendar
     return result.value, result.provisional
 
 
+def recompute_complaint_due(
+    completed_at: dt.datetime,
+    due_at: dt.datetime,
+    provisional: bool,
+    policy: Policy,
+    calendar: WorkingCalendar,
+) -> tuple[dt.datetime, bool] | None:
+    """A pending complaint callback's window counted again on today's calendar: every
+    change of the company's calendar (a year loaded or corrected, a typhoon day off)
+    moves it, provisional or not (issue 10). Returns (due_at, provisional) when either
+    changed, else None; None too under the calendar-days rule, which no calendar moves.
+    Source: RULES §3 When (complaint); 002 §4.4.2 b."""
+    _require_aware(due_at, "due_at")
+    if policy.callback.complaint_rule != "working_days":
+        return None
+    due, now_provisional = _complaint_due(_local(completed_at, policy, "completed_at"), policy, calendar)
+    if due == due_at and now_provisional == provisional:
+        return None
+    return due, now_provisional
+
+
 def plan_callbacks(facts: CompletionFacts, policy: Policy, calendar: WorkingCalendar) -> list[PlannedCallback]:
     """The callbacks a completed round calls for (RULES §3 When), earliest first.
 
