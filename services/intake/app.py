@@ -36,6 +36,7 @@ from shared.events import (
 from shared import limits
 from shared.events import ValidityJudged
 from shared.limits import Category, Contract, Day, Identifier, Instant, Money, RowId, UnitPart, text
+from shared.periods import canonical_category
 from shared.policy import Policy, PolicyOverrides, effective_policy, overrides_data
 from shared.service import LocalTime, Service, create_http_app, known_estate, principal, require_estate
 
@@ -111,6 +112,15 @@ class RequestIn(Contract):
             if not value.strip() or len(value) > limits.SHORT_TEXT_MAX:
                 raise ValueError(f"each entry must be 1–{limits.SHORT_TEXT_MAX} characters")
         return values
+
+    @field_validator("category")
+    @classmethod
+    def _canonical_category(cls, value: str) -> str:
+        # Every service compares categories in this one form (shared.periods).
+        canonical = canonical_category(value)
+        if not canonical:
+            raise ValueError("a category needs a visible character")
+        return canonical
 
 
 class SignatureOut(BaseModel):
