@@ -27,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.auth import AuthError, Principal, principal_from_header
-from shared.bus import EventConsumer, EventHandler, OutboxRelay, ensure_stream
+from shared.bus import EventConsumer, EventHandler, OutboxRelay, ReconnectPolicy, ensure_stream, probe_nats
 from shared.clock import Clock, SystemClock, clock_from_spec
 from shared.db import Database
 from shared.directory import Directory
@@ -74,6 +74,9 @@ class Service:
         self.broker: NatsBroker | None = None
         self.directory = Directory()
         self.relay: OutboxRelay | None = None
+        self.reconnect = ReconnectPolicy()
+        # Last answer of the broker probe (see `_probe_broker`); /healthz reads it.
+        self.nats_status = "error: not started"
         self._tasks: list[asyncio.Task] = []
 
     # --- declaration -----------------------------------------------------------------
@@ -103,14 +106,37 @@ class Service:
         self.settings = settings
         self.clock = clock or clock_from_spec(settings.clock_spec)
         self.db = Database(settings.database_url, self.metadata)
+        self.reconnect = ReconnectPolicy.from_env()
         self.broker = NatsBroker(
             settings.nats_url,
+            **self.reconnect.connect_options(),
             middlewares=[NatsPrometheusMiddleware(registry=self.registry, app_name=self.name)],
             logger=logging.getLogger(f"estatedesk.{self.name}.broker"),
         )
         self.broker.include_router(self.router)
-        self.relay = OutboxRelay(self.db, self._publish)
+        self.relay = OutboxRelay(self.db, self._publish, ready=self.broker_connected)
         return self
+
+    @property
+    def nats_connection(self):
+        return getattr(self.broker, "_connection", None)
+
+    def broker_connected(self) -> bool:
+        """True while the broker's connection is up and the last probe was answered."""
+        connection = self.nats_connection
+        return connection is not None and connection.is_connected and self.nats_status == "ok"
+
+    async def _probe_broker(self) -> None:
+        """Keeps `nats_status` current: a PING round trip every few seconds, so a frozen
+        server (connection open, nothing answers) shows within one probe timeout."""
+        policy = self.reconnect
+        while True:
+            status = await probe_nats(self.nats_connection, policy.probe_timeout_seconds)
+            if status != self.nats_status:
+                (log.info if status == "ok" else log.warning)("broker %s", status)
+            self.nats_status = status
+            # Looked at more often while down, so the relay resumes soon after a return.
+            await asyncio.sleep(policy.probe_every_seconds if status == "ok" else policy.probe_every_while_down_seconds)
 
     async def _publish(self, subject: str, body: bytes, headers: dict[str, str]):
         return await self.broker.publish(body, subject, headers=headers, stream=STREAM_NAME)
@@ -118,8 +144,10 @@ class Service:
     async def start(self) -> None:
         assert self.settings is not None, "bind() the service first"
         await ensure_stream(self.settings.nats_url)
-        await self.directory.start(self.settings.nats_url)
+        await self.directory.start(self.settings.nats_url, self.reconnect.connect_options())
         await self.broker.start()
+        self.nats_status = await probe_nats(self.nats_connection, self.reconnect.probe_timeout_seconds)
+        self._tasks.append(asyncio.create_task(self._probe_broker(), name=f"{self.name}-broker-probe"))
         self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-outbox-relay"))
         for job in self.jobs:
             self._tasks.append(asyncio.create_task(self._run_periodic(job), name=f"{self.name}-{job.name}"))
@@ -163,8 +191,7 @@ class Service:
             checks["database"] = "ok"
         except Exception as error:
             checks["database"] = f"error: {error}"
-        connection = getattr(self.broker, "_connection", None)
-        checks["nats"] = "ok" if connection is not None and connection.is_connected else "error: not connected"
+        checks["nats"] = self.nats_status
         checks["directory"] = "ok" if self.directory.connected else "error: not watching"
         return checks
 
