@@ -131,3 +131,27 @@ async def test_frozen_nats_is_reported_within_seconds(fault_stack, fault_estate)
     assert await dead_letters(stack) == 0
     record("nats SIGSTOP 20 s", detected_after_s=detected, healthy_after_s=healthy_after, drained_after_s=drained_after)
     assert drained_after < RECOVERY_LIMIT_SECONDS
+
+
+async def test_killed_nats_is_restarted_by_the_supervisor(fault_stack, fault_estate):
+    """kill -9 of the embedded nats-server: the supervisor starts it again (and says so),
+    the services reconnect, and requests made around it all flow."""
+    stack, _ = fault_stack
+    server = stack.embedded_nats
+    restarts = stack.supervisor.server_restarts.get("nats-server", 0)
+    before = await post_requests(stack, fault_estate, 3)
+    old_pid = server.process.pid
+    os.kill(old_pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    during = await post_requests(stack, fault_estate, 3)
+    for _ in range(100):
+        if stack.supervisor.server_restarts.get("nats-server", 0) > restarts and server.exit_code() is None:
+            break
+        await asyncio.sleep(0.1)
+    restarted_after = time.monotonic() - killed_at
+    assert server.process.pid != old_pid and server.exit_code() is None
+    healthy_after = await wait_all(stack, 200, timeout=RECOVERY_LIMIT_SECONDS)
+    assert healthy_after is not None, await health_of_all(stack)
+    await assert_all_flowed(stack, fault_estate, before + during)
+    assert await dead_letters(stack) == 0
+    record("nats kill -9", restarted_after_s=restarted_after, flowing_after_s=time.monotonic() - killed_at)
