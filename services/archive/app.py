@@ -29,7 +29,7 @@ from fastapi import Depends, Query
 from fastapi.responses import HTMLResponse, Response
 from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.dialects.postgresql import JSONB, insert as pg_insert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.archive import render, rules, store
@@ -126,22 +126,34 @@ async def _next_in_year(session: AsyncSession, estate: str, year: int) -> int:
     return result.scalar_one()
 
 
+def _ticket_of(body: bytes) -> str | None:
+    """The ticket id (CloudEvents `subject`) of a stored event body, None when the body is
+    not a JSON object. Parsed here, not cast in SQL: a body PostgreSQL cannot hold as
+    JSONB (a NUL character, say) must not fail the query for every other ticket."""
+    try:
+        envelope = json.loads(body)
+    except ValueError:
+        return None
+    return envelope.get("subject") if isinstance(envelope, dict) else None
+
+
 async def _check_no_dead_letters(session: AsyncSession, estate: str, ticket_id: str) -> None:
     """An event of the ticket this consumer gave up on would leave a hole in the frozen
-    form: the ticket waits (pending, with the reason) until the event is replayed."""
+    form: the ticket waits (pending, with the reason) until the event is replayed.
+    Raises ValueError naming the event and its dead-letter reason."""
     d = store.metadata.tables["archive.dead_letters"]
-    lost = (await session.execute(
-        sa.select(d.c.event_id).where(
+    rows = (await session.execute(
+        sa.select(d.c.event_id, d.c.reason, d.c.body).where(
             d.c.consumer == service.consumers[0].durable, d.c.estate == estate,
             # Only handler failures: their bodies are well-formed events (malformed ones
             # cannot be attributed to a ticket at all).
             d.c.reason.not_like("malformed%"),
-            sa.cast(sa.func.convert_from(d.c.body, "UTF8"), JSONB)["subject"].astext == ticket_id,
-        ).limit(1)
-    )).first()
-    if lost is not None:
-        raise ValueError(f"event {lost.event_id} of ticket {ticket_id} is a dead letter of the archive: "
-                         "replay it before the form can be sealed")
+        )
+    )).all()
+    for row in rows:
+        if _ticket_of(row.body) == ticket_id:
+            raise ValueError(f"event {row.event_id} of ticket {ticket_id} is a dead letter of the archive "
+                             f"({row.reason[:200]}): replay it before the form can be sealed")
 
 
 async def archive_ticket(session: AsyncSession, estate: str, ticket_id: str, closed_at: dt.datetime) -> str | None:
@@ -242,8 +254,9 @@ async def seal_closed_tickets() -> int:
             try:
                 async with session.begin_nested():
                     number = await archive_ticket(session, estate, ticket_id, row.closed_at)
-            except ValueError as error:  # includes the rules' RuleViolation
-                log.warning("ticket cannot be sealed yet: %s", error, extra={"estate": estate, "ticket": ticket_id})
+            except Exception as error:  # ValueError (incl. RuleViolation): not yet; anything else: this ticket only
+                log.warning("ticket cannot be sealed yet: %s", error, extra={"estate": estate, "ticket": ticket_id},
+                            exc_info=not isinstance(error, ValueError))
                 await session.execute(
                     sa.update(p).where(p.c.estate == estate, p.c.ticket_id == ticket_id)
                     .values(attempts=p.c.attempts + 1, last_error=str(error)[:2000],
