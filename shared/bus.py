@@ -215,6 +215,7 @@ class EventConsumer:
     stats: ConsumerStats = field(default_factory=ConsumerStats)
     backoff: tuple[float, ...] = BACKOFF_SECONDS
     on_processed: Callable[[CloudEvent], None] | None = None
+    on_dead_letter: Callable[[], None] | None = None
 
     @property
     def durable(self) -> str:
@@ -279,6 +280,8 @@ class EventConsumer:
                 self.stats.duplicates += 1
             elif outcome == "dead_letter":
                 self.stats.dead_letters += 1
+                if self.on_dead_letter:
+                    self.on_dead_letter()
 
     async def _process(self, session: AsyncSession, raw, now) -> tuple[object, str, CloudEvent | None]:
         metadata = raw.metadata

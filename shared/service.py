@@ -37,6 +37,7 @@ from shared.settings import Settings
 
 log = logging.getLogger("estatedesk.service")
 MAX_BODY_BYTES = 1024 * 1024
+STORED_FACTS_REFRESH_SECONDS = 15.0
 
 
 @dataclass
@@ -66,7 +67,8 @@ class Service:
             ["service", "estate", "event"], registry=self.registry,
         )
         self.dead_letter_gauge = Gauge(
-            "estatedesk_dead_letters", "Dead letters recorded since start", ["service"], registry=self.registry
+            "estatedesk_dead_letters", "Dead letters held in the service's store (read from it at start)",
+            ["service"], registry=self.registry,
         )
         self.settings: Settings | None = None
         self.clock: Clock = SystemClock()
@@ -87,6 +89,7 @@ class Service:
             consumer = EventConsumer(
                 service=self, handler=handler, events=tuple(events) or None,
                 on_processed=lambda event: self.events_consumed.labels(self.name, event.estate, event.event_name).inc(),
+                on_dead_letter=lambda: self.dead_letter_gauge.labels(self.name).inc(),
             )
             consumer.register(self.router, description)
             self.consumers.append(consumer)
@@ -143,15 +146,26 @@ class Service:
 
     async def start(self) -> None:
         assert self.settings is not None, "bind() the service first"
+        await self.read_stored_facts()
         await ensure_stream(self.settings.nats_url)
         await self.directory.start(self.settings.nats_url, self.reconnect.connect_options())
         await self.broker.start()
         self.nats_status = await probe_nats(self.nats_connection, self.reconnect.probe_timeout_seconds)
         self._tasks.append(asyncio.create_task(self._probe_broker(), name=f"{self.name}-broker-probe"))
         self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-outbox-relay"))
-        for job in self.jobs:
+        # Rows removed by an operator (a replay) show at the next refresh.
+        jobs = self.jobs + [PeriodicJob("stored-facts", STORED_FACTS_REFRESH_SECONDS, self.read_stored_facts)]
+        for job in jobs:
             self._tasks.append(asyncio.create_task(self._run_periodic(job), name=f"{self.name}-{job.name}"))
         log.info("%s started", self.name)
+
+    async def read_stored_facts(self) -> None:
+        """Set the gauges of facts the store holds (dead letters: rows in this service's
+        `dead_letters`) from the store, so a restart does not show 0 while rows exist.
+        Kept current afterwards by each new dead letter and by the refresh job."""
+        async with self.db.transaction() as session:
+            count = (await session.execute(sa.select(sa.func.count()).select_from(self.db.dead_letters))).scalar_one()
+        self.dead_letter_gauge.labels(self.name).set(count)
 
     async def _run_periodic(self, job: PeriodicJob) -> None:
         while True:
@@ -307,7 +321,6 @@ def create_http_app(service: Service, *, manage_lifecycle: bool = True) -> FastA
 
     @app.get("/metrics", tags=["operations"])
     async def metrics():
-        service.dead_letter_gauge.labels(service.name).set(sum(c.stats.dead_letters for c in service.consumers))
         return PlainTextResponse(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(service.http, prefix="/v1")
