@@ -63,7 +63,7 @@ def cmd_up(args) -> int:
             logging.getLogger("estatedesk.demo").addHandler(handler)
             logging.getLogger("estatedesk.demo").setLevel(logging.INFO)
             print(f"  demo log   {stack.data_dir / 'logs' / 'demo.log'}", flush=True)
-            feeder = DemoFeeder(stack)
+            feeder = DemoFeeder(stack, seed=args.seed)
             feeder.start()
         while not stopping:
             stack.supervisor.check_once()
@@ -190,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--database-url")
     up.add_argument("--demo", action="store_true", help="load a demo company and feed it live requests")
     up.add_argument("--speed", type=float, default=60.0, help="demo clock acceleration (default 60×)")
+    up.add_argument("--seed", type=int, default=None,
+                    help="seed of the demo's random choices (same seed, same requests; default: a new show each time)")
     up.set_defaults(func=cmd_up)
 
     run = sub.add_parser("run", help="run one service (replicas, separate hosts)")
