@@ -66,6 +66,10 @@ class Service:
             "estatedesk_events_consumed", "Ticket events processed (first delivery only)",
             ["service", "estate", "event"], registry=self.registry,
         )
+        self.refusals = Counter(
+            "estatedesk_refusals", "Requests refused for want of a token, an estate in scope or a role",
+            ["service", "estate", "status"], registry=self.registry,
+        )
         self.dead_letter_gauge = Gauge(
             "estatedesk_dead_letters", "Dead letters held in the service's store (read from it at start)",
             ["service"], registry=self.registry,
@@ -282,6 +286,17 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+def refusal_context(service: Service, request: Request) -> tuple[str, str | None]:
+    """(who asked: staff id or "anonymous"/"invalid token", estate of the path or None)
+    for the log line and metric of a refusal."""
+    estate = request.path_params.get("estate")
+    try:
+        who = principal_from_header(service.settings.signing_key, request.headers.get("authorization")).staff_id
+    except AuthError:
+        who = "anonymous" if not request.headers.get("authorization") else "invalid token"
+    return who, estate
+
+
 def create_http_app(service: Service, *, manage_lifecycle: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -298,6 +313,12 @@ def create_http_app(service: Service, *, manage_lifecycle: bool = True) -> FastA
 
     @app.exception_handler(AuthError)
     async def on_auth_error(request: Request, error: AuthError):
+        who, estate = refusal_context(service, request)
+        # Only estates the directory knows become metric labels (bounded series).
+        label = estate if estate is None or service.directory.estate(estate) else "unknown"
+        service.refusals.labels(service.name, label or "-", str(error.status)).inc()
+        log.warning("refused %s %s: %s", request.method, request.url.path, error.reason,
+                    extra={"estate": estate, "actor": who, "status": error.status})
         return JSONResponse({"error": error.reason}, status_code=error.status)
 
     @app.exception_handler(RuleViolation)
