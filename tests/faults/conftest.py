@@ -139,6 +139,18 @@ async def dead_letters(stack: Stack) -> int:
         await engine.dispose()
 
 
+async def processed_by(stack: Stack, service: str, event_ids: list[str]) -> int:
+    """How many of `event_ids` the service's consumers have processed (committed)."""
+    engine = create_async_engine(asyncpg_url(stack.database_url))
+    try:
+        async with engine.connect() as conn:
+            return (await conn.execute(sa.text(
+                f'SELECT count(DISTINCT event_id) FROM "{service}".processed_events WHERE event_id = ANY(:ids)'),
+                {"ids": list(event_ids)})).scalar()
+    finally:
+        await engine.dispose()
+
+
 def record(name: str, **figures) -> None:
     """Appends a fault's figures (recovery times) to tests/artifacts/faults.txt and prints
     them, for the closing note."""

@@ -17,8 +17,8 @@ import pytest
 
 from shared.bus import ReconnectPolicy
 from shared.events import subject_for
-from tests.conftest import read_stream
-from tests.faults.conftest import dead_letters, health_of_all, post_requests, record, wait_all
+from tests.conftest import eventually, read_stream
+from tests.faults.conftest import dead_letters, health_of_all, post_requests, processed_by, record, wait_all
 
 pytestmark = pytest.mark.integration
 
@@ -62,6 +62,13 @@ async def assert_all_flowed(stack, estate: str, tickets: list[str], timeout: flo
     assert sorted(e["subject"] for e in accepted) == sorted(tickets)
     assert len({e["id"] for e in accepted}) == len(accepted)
     assert sorted(e["subject"] for e in assigned) == sorted(tickets)  # each once
+    # ...and the read model saw every one of them (each event id once: its primary key).
+    ids = [e["id"] for e in accepted] + [e["id"] for e in assigned]
+
+    async def analytics_saw_all():
+        return await processed_by(stack, "analytics", ids) == len(ids)
+
+    assert await eventually(analytics_saw_all, timeout=timeout)
     return took
 
 
