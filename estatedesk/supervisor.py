@@ -39,11 +39,15 @@ class ServiceProcess:
         self.started_at = time.time()
 
     def stop(self, timeout: float = 10) -> None:
+        """SIGTERM, then SIGKILL after `timeout` seconds (said aloud: a service must stop
+        on SIGTERM)."""
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
+                log.error("%s ignored SIGTERM for %g s; killing it", self.name, timeout)
+                print(f"[supervisor] {self.name} ignored SIGTERM for {timeout:g} s; killed", flush=True)
                 self.process.kill()
                 self.process.wait()
 

@@ -50,3 +50,21 @@ def test_nothing_is_restarted_while_stopping():
     supervisor = Supervisor(servers=[nats], stopping=True)
     supervisor.check_servers()
     assert nats.restarted == 0
+
+
+def test_a_service_that_ignores_sigterm_is_killed_and_named(capsys, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from estatedesk.supervisor import ServiceProcess
+
+    service = ServiceProcess("stubborn", 0, {}, tmp_path / "log")
+    service.process = subprocess.Popen([sys.executable, "-c", "import signal, time\n"
+                                        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ready', flush=True)\n"
+                                        "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    assert service.process.stdout.readline().strip() == "ready"  # its handler is in place
+    started = time.monotonic()
+    service.stop(timeout=0.5)
+    assert service.process.returncode == -9 and time.monotonic() - started < 5
+    assert "stubborn ignored SIGTERM for 0.5 s; killed" in capsys.readouterr().out
