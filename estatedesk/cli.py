@@ -67,7 +67,7 @@ def cmd_up(args) -> int:
             print(f"  demo log   {stack.data_dir / 'logs' / 'demo.log'}", flush=True)
             from estatedesk.demo import DEMO_PASSWORD, demo_accounts
 
-            feeder = DemoFeeder(stack)
+            feeder = DemoFeeder(stack, seed=args.seed)
             feeder.start()
             print(f"  demo accounts (password {DEMO_PASSWORD}) at {stack.console_url}:")
             for staff_id, what in demo_accounts():
@@ -226,6 +226,59 @@ def cmd_revision(args) -> int:
     return 0
 
 
+def cmd_dead_letters(args) -> int:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from estatedesk import deadletters
+    from shared.settings import asyncpg_url
+
+    db_url = args.database_url or os.environ.get("ESTATEDESK_DATABASE_URL") or _endpoints(args)["database"]
+
+    async def run() -> int:
+        engine = create_async_engine(asyncpg_url(db_url))
+        try:
+            if args.action == "list":
+                rows = await deadletters.list_dead_letters(engine, tuple(args.service or SERVICES), args.estate)
+                if args.json:
+                    print(json.dumps(rows, default=str, ensure_ascii=False, indent=2))
+                    return 0
+                for row in rows:
+                    print(f"{row['service']:<9} #{row['id']:<5} {row['recorded_at']:%Y-%m-%d %H:%M:%S} "
+                          f"{row['estate'] or '-':<10} {row['event_id'] or '-':<36} x{row['attempts']} "
+                          f"{row['reason'][:100]}")
+                print(f"{len(rows)} dead letter(s)")
+                return 0
+            (service,) = args.service or [None]
+            if service is None:
+                raise SystemExit("--service is needed to show or replay")
+            if args.action == "show":
+                found = await deadletters.show_dead_letter(engine, service, args.id)
+                if found is None:
+                    print(f"no dead letter #{args.id} in {service}", file=sys.stderr)
+                    return 1
+                print(json.dumps(found, default=str, ensure_ascii=False, indent=2))
+                return 0
+            if args.id is None and not args.all:
+                raise SystemExit("replay needs an id or --all")
+            nats_url = args.nats_url or os.environ.get("ESTATEDESK_NATS_URL") or _endpoints(args)["nats"]
+            try:
+                done = await deadletters.replay_dead_letters(
+                    engine, nats_url, service, ids=None if args.all else [args.id],
+                    replayed_by=args.by or os.environ.get("USER", "operator"),
+                )
+            except LookupError as error:
+                print(error, file=sys.stderr)
+                return 1
+            for item in done:
+                print(f"replayed {service} #{item['id']} (event {item['event_id']}) as stream seq {item['stream_seq']}")
+            print(f"{len(done)} replayed")
+            return 0
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
 def _endpoints(args) -> dict:
     path = _data_dir(args) / "endpoints.json"
     if not path.exists():
@@ -243,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--database-url")
     up.add_argument("--demo", action="store_true", help="load a demo company and feed it live requests")
     up.add_argument("--speed", type=float, default=60.0, help="demo clock acceleration (default 60×)")
+    up.add_argument("--seed", type=int, default=None,
+                    help="seed of the demo's random choices (same seed, same requests; default: a new show each time)")
     up.set_defaults(func=cmd_up)
 
     run = sub.add_parser("run", help="run one service (replicas, separate hosts)")
@@ -290,6 +345,18 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--output", default=str(Path(__file__).resolve().parent.parent / "docs" / "asyncapi.json"))
     api.add_argument("--check", action="store_true")
     api.set_defaults(func=cmd_asyncapi)
+
+    dl = sub.add_parser("dead-letters", help="list, show and replay what the services set aside")
+    dl.add_argument("action", choices=("list", "show", "replay"))
+    dl.add_argument("id", nargs="?", type=int, help="dead letter id (show, replay)")
+    dl.add_argument("--service", action="append", choices=SERVICES, help="(list: any number; show/replay: one)")
+    dl.add_argument("--estate", help="list: only this estate's")
+    dl.add_argument("--all", action="store_true", help="replay: every dead letter of the service")
+    dl.add_argument("--by", help="replay: who replays (recorded; default $USER)")
+    dl.add_argument("--json", action="store_true", help="list: as JSON")
+    dl.add_argument("--database-url")
+    dl.add_argument("--nats-url")
+    dl.set_defaults(func=cmd_dead_letters)
 
     # Each service may add its own commands (e.g. `estatedesk analytics rebuild`) in
     # services/<name>/cli.py with a `register(subparsers)` function.

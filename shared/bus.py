@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import random
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Protocol
 
@@ -40,6 +42,82 @@ ACK_WAIT_SECONDS = 30
 BACKOFF_SECONDS = (0.5, 2.0, 5.0, 10.0)
 BATCH_SIZE = 100
 BATCH_WAIT_SECONDS = 0.05
+FETCH_WAIT_WHILE_DISCONNECTED_SECONDS = 0.25
+
+@dataclass(frozen=True)
+class ReconnectPolicy:
+    """How every NATS connection of a service rides out an outage of any length.
+
+    - reconnects forever (`max_attempts` -1; nats-py's default gives up after 60 tries,
+      about two minutes), waiting `first_wait_seconds` before the first try, doubling up
+      to `max_wait_seconds`, each wait with up to `jitter` (fraction) added so replicas
+      do not knock in step;
+    - pings every `ping_interval_seconds`; `max_outstanding_pings` unanswered pings make
+      the connection stale and start the reconnecting (a frozen server);
+    - the health probe flushes (a PING/PONG round trip) every `probe_every_seconds` and
+      calls the broker unreachable when no PONG comes within `probe_timeout_seconds`.
+
+    Every value can be set from the environment (`from_env`), so tests can shorten them.
+    """
+
+    max_attempts: int = -1
+    first_wait_seconds: float = 0.1
+    max_wait_seconds: float = 2.0
+    jitter: float = 0.1
+    ping_interval_seconds: float = 5.0
+    max_outstanding_pings: int = 2
+    probe_every_seconds: float = 1.0
+    probe_timeout_seconds: float = 1.0
+    probe_every_while_down_seconds: float = 0.2
+
+    ENV = {
+        "max_attempts": ("ESTATEDESK_NATS_MAX_RECONNECTS", int),
+        "first_wait_seconds": ("ESTATEDESK_NATS_RECONNECT_FIRST_WAIT", float),
+        "max_wait_seconds": ("ESTATEDESK_NATS_RECONNECT_MAX_WAIT", float),
+        "ping_interval_seconds": ("ESTATEDESK_NATS_PING_INTERVAL", float),
+        "max_outstanding_pings": ("ESTATEDESK_NATS_MAX_OUTSTANDING_PINGS", int),
+        "probe_every_seconds": ("ESTATEDESK_NATS_PROBE_EVERY", float),
+        "probe_timeout_seconds": ("ESTATEDESK_NATS_PROBE_TIMEOUT", float),
+    }
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "ReconnectPolicy":
+        env = os.environ if env is None else env
+        values = {field: kind(env[name]) for field, (name, kind) in cls.ENV.items() if env.get(name)}
+        return cls(**values)
+
+    def wait_before(self, failed_attempts: int, rand: Callable[[], float] = random.random) -> float:
+        """Seconds to wait before the next reconnect try after `failed_attempts` failures."""
+        base = min(self.max_wait_seconds, self.first_wait_seconds * 2 ** min(failed_attempts, 30))
+        return base * (1 + self.jitter * rand())
+
+    def connect_options(self) -> dict:
+        """Keyword arguments for `nats.connect` and `NatsBroker`."""
+        return dict(
+            allow_reconnect=True,
+            max_reconnect_attempts=self.max_attempts,
+            reconnect_time_wait=self.first_wait_seconds,
+            ping_interval=self.ping_interval_seconds,
+            max_outstanding_pings=self.max_outstanding_pings,
+            # nats-py calls this before every reconnect try: (server to use, delay).
+            reconnect_to_server_handler=lambda servers, info: (None, self.wait_before(servers[0].reconnects)),
+        )
+
+
+async def probe_nats(connection, timeout: float) -> str:
+    """"ok" when the server answers a PING within `timeout` seconds, else the reason."""
+    if connection is None:
+        return "error: not connected yet"
+    if connection.is_closed:
+        return "error: connection closed"
+    if connection.is_reconnecting or not connection.is_connected:
+        return "error: reconnecting (server unreachable)"
+    try:
+        await connection.flush(timeout=timeout)
+    except Exception as error:  # timeout: a frozen or partitioned server
+        return f"error: no answer to ping within {timeout:g} s ({type(error).__name__})"
+    return "ok"
+
 
 class ServiceLike(Protocol):
     name: str
@@ -83,11 +161,13 @@ TICKET_STREAM = JStream(STREAM_NAME, declare=False)
 def _fetch_times_out_as_nats_error() -> None:
     """Compatibility shim for nats-py 2.16 + faststream 0.7.8.
 
-    nats-py's batch `fetch` sometimes ends a short wait with a bare `asyncio.TimeoutError`
+    1. nats-py's batch `fetch` sometimes ends a short wait with a bare `asyncio.TimeoutError`
     instead of `nats.errors.TimeoutError` (its subclass); faststream's batch loop only
     catches the latter, so its fetch task died and dropped the messages it had already
     fetched, which then waited `ACK_WAIT_SECONDS` for redelivery. Raising the documented
     error lets the loop hand over what it has.
+    2. While the connection is down, faststream's pull loop would call `fetch` in a tight
+    loop (a closed connection fails at once: 30-40 % CPU per service); the shim waits.
     """
     from nats.js.client import JetStreamContext
 
@@ -97,6 +177,13 @@ def _fetch_times_out_as_nats_error() -> None:
     original = pull_subscription.fetch
 
     async def fetch(self, *args, **kwargs):
+        connection = getattr(self, "_nc", None)
+        if connection is not None and not connection.is_connected:
+            # Reconnecting (or closed): a fetch would queue a pull request in the
+            # reconnect buffer (filling it) or fail at once, and faststream's loop would
+            # spin on it. Wait a little and report an empty batch instead.
+            await asyncio.sleep(FETCH_WAIT_WHILE_DISCONNECTED_SECONDS)
+            raise nats.errors.TimeoutError()
         try:
             return await original(self, *args, **kwargs)
         except nats.errors.TimeoutError:
@@ -128,6 +215,7 @@ class EventConsumer:
     stats: ConsumerStats = field(default_factory=ConsumerStats)
     backoff: tuple[float, ...] = BACKOFF_SECONDS
     on_processed: Callable[[CloudEvent], None] | None = None
+    on_dead_letter: Callable[[], None] | None = None
 
     @property
     def durable(self) -> str:
@@ -192,6 +280,8 @@ class EventConsumer:
                 self.stats.duplicates += 1
             elif outcome == "dead_letter":
                 self.stats.dead_letters += 1
+                if self.on_dead_letter:
+                    self.on_dead_letter()
 
     async def _process(self, session: AsyncSession, raw, now) -> tuple[object, str, CloudEvent | None]:
         metadata = raw.metadata
@@ -200,13 +290,20 @@ class EventConsumer:
         body: bytes = raw.data
         try:
             event = CloudEvent.model_validate_json(body)
+        except (ValidationError, ValueError) as error:
+            await self._dead_letter(session, raw.subject, body, f"malformed event: {error}", attempts, stream_seq, now)
+            return raw, "dead_letter", None
+        try:
             if event.event_name not in PAYLOADS:
                 raise ValueError(f"unknown event type {event.type!r}")
             if event.nats_subject != raw.subject:
                 raise ValueError(f"event of estate {event.estate!r} and type {event.type!r} arrived on {raw.subject!r}")
-            event.payload()
+            event.payload()  # the contract, storable text included (shared.limits)
         except (ValidationError, ValueError) as error:
-            await self._dead_letter(session, raw.subject, body, f"malformed event: {error}", attempts, stream_seq, now)
+            # The envelope is readable: keep its id and estate, so the ticket's own
+            # services can tell the event was set aside (archive holds that ticket back).
+            await self._dead_letter(session, raw.subject, body, f"malformed event: {error}", attempts, stream_seq, now,
+                                    event_id=event.id, estate=event.estate)
             return raw, "dead_letter", None
         db = self.service.db
         try:
@@ -236,19 +333,32 @@ class EventConsumer:
 class OutboxRelay:
     """Publishes a service's outbox rows to JetStream, oldest first, then deletes them.
 
-    Replicas share the outbox safely: rows are claimed with FOR UPDATE SKIP LOCKED.
+    Replicas share the outbox safely: rows are claimed with FOR UPDATE SKIP LOCKED. Only
+    rows whose publication JetStream acknowledged are deleted; the others stay for the
+    next pass, so a re-publish after a failure sends only what was not acknowledged (a
+    plain core-NATS subscriber sees each event once, except one whose ack was lost in
+    flight). While `ready()` is False (broker unreachable) nothing is sent: the rows wait
+    in the outbox, and the service keeps accepting work.
     """
 
     def __init__(self, db: Database, publish: Callable[[str, bytes, dict[str, str]], Awaitable[object]],
-                 batch_size: int = 256, idle_seconds: float = 0.5):
+                 batch_size: int = 256, idle_seconds: float = 0.5, ready: Callable[[], bool] = lambda: True,
+                 retry_seconds: float = 0.5):
         self.db = db
         self.publish = publish
         self.batch_size = batch_size
         self.idle_seconds = idle_seconds
+        self.retry_seconds = retry_seconds
+        self.ready = ready
         self.published = 0
+        self.failed = 0
         self._stopping = asyncio.Event()
 
     async def relay_once(self) -> int:
+        """One batch: returns the number of rows published and deleted. Raises nothing
+        for a failed publication (counted in `failed`; the row stays)."""
+        if not self.ready():
+            return 0
         outbox = self.db.outbox
         async with self.db.transaction() as session:
             rows = (
@@ -262,12 +372,20 @@ class OutboxRelay:
             if not rows:
                 return 0
             # Sent in order on one connection; acks awaited together for throughput.
-            await asyncio.gather(
-                *(self.publish(row.subject, row.body, {"Nats-Msg-Id": row.event_id}) for row in rows)
+            results = await asyncio.gather(
+                *(self.publish(row.subject, row.body, {"Nats-Msg-Id": row.event_id}) for row in rows),
+                return_exceptions=True,
             )
-            await session.execute(sa.delete(outbox).where(outbox.c.seq.in_([row.seq for row in rows])))
-        self.published += len(rows)
-        return len(rows)
+            acked = [row.seq for row, result in zip(rows, results) if not isinstance(result, BaseException)]
+            failures = [result for result in results if isinstance(result, BaseException)]
+            if acked:
+                await session.execute(sa.delete(outbox).where(outbox.c.seq.in_(acked)))
+        if failures:
+            self.failed += len(failures)
+            log.warning("outbox relay: %d of %d not acknowledged (%r); kept for the next pass",
+                        len(failures), len(rows), failures[0])
+        self.published += len(acked)
+        return len(acked)
 
     async def run(self) -> None:
         while not self._stopping.is_set():
@@ -275,10 +393,10 @@ class OutboxRelay:
             self.db.outbox_written.clear()
             try:
                 sent = await self.relay_once()
-            except Exception:
+            except Exception:  # the database itself (gone, restarting): try again soon
                 log.exception("outbox relay failed; retrying")
                 sent = 0
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(self.retry_seconds)
             if sent:
                 continue
             try:

@@ -55,7 +55,29 @@ def service_metadata(schema: str) -> sa.MetaData:
         sa.Column("body", sa.LargeBinary, nullable=False),
         sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
     )
+    sa.Table("dead_letter_replays", metadata, *dead_letter_replays_columns())
     return metadata
+
+
+def dead_letter_replays_columns() -> list[sa.Column]:
+    """The record of every dead-letter replay (`estatedesk dead-letters replay`): the dead
+    letter as it was, who replayed it when, and the stream sequence of the re-publication.
+    Also the body of each service's migration that adds the table."""
+    return [
+        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+        sa.Column("dead_letter_id", sa.BigInteger, nullable=False),
+        sa.Column("consumer", sa.String(80), nullable=False),
+        sa.Column("subject", sa.String(200), nullable=False),
+        sa.Column("event_id", sa.String(64)),
+        sa.Column("estate", sa.String(32)),
+        sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("replayed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("replayed_by", sa.String(80), nullable=False),
+        sa.Column("message_id", sa.String(160), nullable=False),  # Nats-Msg-Id of the re-publication
+        sa.Column("stream_seq", sa.BigInteger),
+    ]
 
 
 class Database:

@@ -148,8 +148,10 @@ class Directory:
         self._policies.clear()
         self.changed.set()
 
-    async def start(self, nats_url: str) -> None:
-        self._nc = await nats.connect(nats_url)
+    async def start(self, nats_url: str, connect_options: dict | None = None) -> None:
+        """Load the directory and follow its changes; `connect_options` for nats.connect
+        (the service's reconnect policy)."""
+        self._nc = await nats.connect(nats_url, **(connect_options or {}))
         kv = await ensure_bucket(self._nc)
         self._watcher = await kv.watchall()
         # Initial values arrive first, then a None marker.

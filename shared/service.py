@@ -33,7 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.auth import AuthError, Principal, principal_from_header
-from shared.bus import EventConsumer, EventHandler, OutboxRelay, ensure_stream
+from shared.bus import EventConsumer, EventHandler, OutboxRelay, ReconnectPolicy, ensure_stream, probe_nats
 from shared.clock import Clock, SystemClock, clock_from_spec
 from shared.db import Database
 from shared.directory import Directory
@@ -45,6 +45,7 @@ from shared.settings import Settings
 
 log = logging.getLogger("estatedesk.service")
 MAX_BODY_BYTES = 1024 * 1024
+STORED_FACTS_REFRESH_SECONDS = 15.0
 
 
 @dataclass
@@ -73,12 +74,13 @@ class Service:
             "estatedesk_events_consumed", "Ticket events processed (first delivery only)",
             ["service", "estate", "event"], registry=self.registry,
         )
-        self.dead_letter_gauge = Gauge(
-            "estatedesk_dead_letters", "Dead letters recorded since start", ["service"], registry=self.registry
-        )
         self.refusals = Counter(
-            "estatedesk_refusals", "Requests refused for their token's roles, estates or staff", ["service", "status"],
-            registry=self.registry,
+            "estatedesk_refusals", "Requests refused for want of a token, an estate in scope or a role",
+            ["service", "estate", "status"], registry=self.registry,
+        )
+        self.dead_letter_gauge = Gauge(
+            "estatedesk_dead_letters", "Dead letters held in the service's store (read from it at start)",
+            ["service"], registry=self.registry,
         )
         # (method, OpenAPI path) → roles that may call each write route; see `authorize`.
         self.write_roles: RoleTable = {}
@@ -89,6 +91,9 @@ class Service:
         self.broker: NatsBroker | None = None
         self.directory = Directory()
         self.relay: OutboxRelay | None = None
+        self.reconnect = ReconnectPolicy()
+        # Last answer of the broker probe (see `_probe_broker`); /healthz reads it.
+        self.nats_status = "error: not started"
         self._tasks: list[asyncio.Task] = []
 
     # --- declaration -----------------------------------------------------------------
@@ -99,6 +104,7 @@ class Service:
             consumer = EventConsumer(
                 service=self, handler=handler, events=tuple(events) or None,
                 on_processed=lambda event: self.events_consumed.labels(self.name, event.estate, event.event_name).inc(),
+                on_dead_letter=lambda: self.dead_letter_gauge.labels(self.name).inc(),
             )
             consumer.register(self.router, description)
             self.consumers.append(consumer)
@@ -118,27 +124,63 @@ class Service:
         self.settings = settings
         self.clock = clock or clock_from_spec(settings.clock_spec)
         self.db = Database(settings.database_url, self.metadata)
+        self.reconnect = ReconnectPolicy.from_env()
         self.broker = NatsBroker(
             settings.nats_url,
+            **self.reconnect.connect_options(),
             middlewares=[NatsPrometheusMiddleware(registry=self.registry, app_name=self.name)],
             logger=logging.getLogger(f"estatedesk.{self.name}.broker"),
         )
         self.broker.include_router(self.router)
-        self.relay = OutboxRelay(self.db, self._publish)
+        self.relay = OutboxRelay(self.db, self._publish, ready=self.broker_connected)
         return self
+
+    @property
+    def nats_connection(self):
+        return getattr(self.broker, "_connection", None)
+
+    def broker_connected(self) -> bool:
+        """True while the broker's connection is up and the last probe was answered."""
+        connection = self.nats_connection
+        return connection is not None and connection.is_connected and self.nats_status == "ok"
+
+    async def _probe_broker(self) -> None:
+        """Keeps `nats_status` current: a PING round trip every few seconds, so a frozen
+        server (connection open, nothing answers) shows within one probe timeout."""
+        policy = self.reconnect
+        while True:
+            status = await probe_nats(self.nats_connection, policy.probe_timeout_seconds)
+            if status != self.nats_status:
+                (log.info if status == "ok" else log.warning)("broker %s", status)
+            self.nats_status = status
+            # Looked at more often while down, so the relay resumes soon after a return.
+            await asyncio.sleep(policy.probe_every_seconds if status == "ok" else policy.probe_every_while_down_seconds)
 
     async def _publish(self, subject: str, body: bytes, headers: dict[str, str]):
         return await self.broker.publish(body, subject, headers=headers, stream=STREAM_NAME)
 
     async def start(self) -> None:
         assert self.settings is not None, "bind() the service first"
+        await self.read_stored_facts()
         await ensure_stream(self.settings.nats_url)
-        await self.directory.start(self.settings.nats_url)
+        await self.directory.start(self.settings.nats_url, self.reconnect.connect_options())
         await self.broker.start()
+        self.nats_status = await probe_nats(self.nats_connection, self.reconnect.probe_timeout_seconds)
+        self._tasks.append(asyncio.create_task(self._probe_broker(), name=f"{self.name}-broker-probe"))
         self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-outbox-relay"))
-        for job in self.jobs:
+        # Rows removed by an operator (a replay) show at the next refresh.
+        jobs = self.jobs + [PeriodicJob("stored-facts", STORED_FACTS_REFRESH_SECONDS, self.read_stored_facts)]
+        for job in jobs:
             self._tasks.append(asyncio.create_task(self._run_periodic(job), name=f"{self.name}-{job.name}"))
         log.info("%s started", self.name)
+
+    async def read_stored_facts(self) -> None:
+        """Set the gauges of facts the store holds (dead letters: rows in this service's
+        `dead_letters`) from the store, so a restart does not show 0 while rows exist.
+        Kept current afterwards by each new dead letter and by the refresh job."""
+        async with self.db.transaction() as session:
+            count = (await session.execute(sa.select(sa.func.count()).select_from(self.db.dead_letters))).scalar_one()
+        self.dead_letter_gauge.labels(self.name).set(count)
 
     async def _run_periodic(self, job: PeriodicJob) -> None:
         while True:
@@ -178,8 +220,7 @@ class Service:
             checks["database"] = "ok"
         except Exception as error:
             checks["database"] = f"error: {error}"
-        connection = getattr(self.broker, "_connection", None)
-        checks["nats"] = "ok" if connection is not None and connection.is_connected else "error: not connected"
+        checks["nats"] = self.nats_status
         checks["directory"] = "ok" if self.directory.connected else "error: not watching"
         return checks
 
@@ -228,10 +269,10 @@ async def require_estate(estate: str, request: Request, who: Principal = Depends
     """Dependency for routes under /estates/{estate}: the estate must be in the token's
     scope, and a staff member must be one the directory knows for that estate."""
     service: Service = request.app.state.service
-    refuse_unless(service, request, who, lambda: who.require_estate(estate))
+    who.require_estate(estate)
     known = service.directory.estate(estate)
     if known is not None:
-        refuse_unless(service, request, who, lambda: require_known_staff(service.directory, known, who))
+        require_known_staff(service.directory, known, who)
         response_zone.set(_zone(service, estate))
     return who
 
@@ -268,19 +309,6 @@ def no_longer_valid(service: "Service", who: Principal, now: dt.datetime | None 
     return None
 
 
-def refuse_unless(service: "Service", request: Request, who: Principal | None, check) -> None:
-    """Run an authorisation `check`; a refusal is logged with who, what and which estate,
-    and counted, before it is raised."""
-    try:
-        check()
-    except AuthError as error:
-        estate = request.path_params.get("estate", "")
-        service.refusals.labels(service.name, str(error.status)).inc()
-        log.warning("refused %s %s for %s (roles %s, estate %s): %s", request.method, request.url.path,
-                    who.staff_id if who else "anonymous", sorted(who.roles) if who else [], estate or "-", error.reason)
-        raise
-
-
 # Declares the bearer scheme in every OpenAPI document (the Authorize button of /docs);
 # the token itself is read by `principal`, which also accepts what this would refuse.
 BEARER = HTTPBearer(auto_error=False, description="A token from sign-in or `estatedesk token`")
@@ -304,7 +332,7 @@ async def authorize(request: Request, _: HTTPAuthorizationCredentials | None = S
             raise AuthError(403, f"no role may call {request.method} {path}")
         who.require_role(*roles)
 
-    refuse_unless(service, request, who, check)
+    check()
 
 
 def known_estate(service: Service, estate: str) -> None:
@@ -443,6 +471,17 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": response.body})
 
 
+def refusal_context(service: Service, request: Request) -> tuple[str, str | None]:
+    """(who asked: staff id or "anonymous"/"invalid token", estate of the path or None)
+    for the log line and metric of a refusal."""
+    estate = request.path_params.get("estate")
+    try:
+        who = principal_from_header(service.settings.signing_key, request.headers.get("authorization")).staff_id
+    except AuthError:
+        who = "anonymous" if not request.headers.get("authorization") else "invalid token"
+    return who, estate
+
+
 def create_http_app(service: Service, *, manage_lifecycle: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -460,6 +499,13 @@ def create_http_app(service: Service, *, manage_lifecycle: bool = True) -> FastA
 
     @app.exception_handler(AuthError)
     async def on_auth_error(request: Request, error: AuthError):
+        # Every refusal is logged with who, what and which estate, and counted.
+        who, estate = refusal_context(service, request)
+        # Only estates the directory knows become metric labels (bounded series).
+        label = estate if estate is None or service.directory.estate(estate) else "unknown"
+        service.refusals.labels(service.name, label or "-", str(error.status)).inc()
+        log.warning("refused %s %s: %s", request.method, request.url.path, error.reason,
+                    extra={"estate": estate, "actor": who, "status": error.status})
         headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
         return error_response(error.status, error.reason, headers=headers)
 
@@ -490,7 +536,6 @@ def create_http_app(service: Service, *, manage_lifecycle: bool = True) -> FastA
 
     @app.get("/metrics", tags=["operations"])
     async def metrics():
-        service.dead_letter_gauge.labels(service.name).set(sum(c.stats.dead_letters for c in service.consumers))
         return PlainTextResponse(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(service.http, prefix=API_PREFIX, dependencies=[Depends(authorize)], responses=ERROR_RESPONSES)

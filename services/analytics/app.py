@@ -148,7 +148,8 @@ class DashboardHub:
         self.connected = asyncio.Event()
 
     async def run(self) -> None:
-        nc = await nats.connect(service.settings.nats_url, name=f"analytics-dashboard-{service.settings.replica}")
+        nc = await nats.connect(service.settings.nats_url, name=f"analytics-dashboard-{service.settings.replica}",
+                               **service.reconnect.connect_options())
         try:
             await nc.subscribe(CHANGED_SUBJECT, cb=self._on_notice)
             await nc.flush()

@@ -8,6 +8,9 @@ one (`rules.replay` is order-preserving and idempotent per ticket). Events the l
 consumer would refuse as dead letters (malformed, unknown type, wrong subject, or a
 payload `apply_event` rejects) are skipped and counted here too.
 
+Compare: at a stream sequence both models have reached (see `compare_at_common_sequence`),
+so a difference is drift, never an event still in flight.
+
 Swap: inside one transaction the live tables are locked (the live consumer waits), the
 scratch model catches up with the events published since the replay started, and the
 live tables are replaced with its rows. An event the live consumer is still to deliver
@@ -32,6 +35,12 @@ from shared.directory import Directory
 from shared.events import PAYLOADS, STREAM_NAME, STREAM_SUBJECTS, CloudEvent
 from shared.settings import asyncpg_url
 
+# The live consumer (shared.bus.EventConsumer of every event: "<service>-all").
+LIVE_DURABLE = "analytics-all"
+# Looking for a cut: after locking, wait this long for acks of commits made just before
+# the lock to reach the server; give up after CUT_WAIT_SECONDS.
+CUT_SETTLE_SECONDS = 0.3
+CUT_WAIT_SECONDS = 60.0
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 DEFAULT_SCHEMA = "analytics_rebuild"
 BATCH = 2000
@@ -46,7 +55,7 @@ class RebuildResult:
     skipped: list[str] = field(default_factory=list)
     tickets: int = 0
     counters: int = 0
-    differences: int | None = None
+    differences: int | None = None  # None: no common stream sequence found to compare at
     sample: list[dict] = field(default_factory=list)
     swapped: bool = False
 
@@ -139,6 +148,63 @@ async def replay_stream(js, conn_factory, model: store.ReadModel, directory: Dir
         await sub.unsubscribe()
 
 
+def cut_of(delivered: int, ack_floor: int, ack_pending: int) -> int | None:
+    """The stream sequence up to which the live model holds every event and none after,
+    from its consumer's position taken while the live tables are locked against writes
+    (so nothing delivered and unacknowledged is committed): the ack floor, when every
+    message above it is still pending (nothing acknowledged out of order), else None."""
+    return ack_floor if ack_pending == delivered - ack_floor else None
+
+
+async def live_cut(js) -> int | None:
+    await asyncio.sleep(CUT_SETTLE_SECONDS)
+    info = await js.consumer_info(STREAM_NAME, LIVE_DURABLE)
+    return cut_of(info.delivered.stream_seq, info.ack_floor.stream_seq, info.num_ack_pending)
+
+
+class _Within:
+    """A connection factory that hands out one open connection (writes inside a caller's
+    transaction)."""
+
+    def __init__(self, conn: AsyncConnection):
+        self.conn = conn
+
+    def __call__(self):
+        return self
+
+    async def __aenter__(self):
+        return self.conn
+
+    async def __aexit__(self, *exc):
+        return False
+
+
+async def compare_at_common_sequence(engine, js, scratch: store.ReadModel, directory: Directory, clock_now,
+                                     result: RebuildResult, batch: int = BATCH) -> None:
+    """Compare the scratch model (folded up to `result.last_seq`) with the live one at a
+    stream sequence both have reached: lock the live tables against writes, take the live
+    consumer's cut, fold the scratch model on to it and compare, all in one transaction.
+    When the live model is behind the scratch one, release and try again (it catches up);
+    gives up after CUT_WAIT_SECONDS, leaving `result.differences` None."""
+    deadline = asyncio.get_running_loop().time() + CUT_WAIT_SECONDS
+    live_tables = ", ".join(f'"{store.LIVE.schema}".{name}' for name in STREAM_TABLES)
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(sa.text(f"LOCK TABLE {live_tables} IN SHARE MODE"))
+                cut = await live_cut(js)
+                if cut is not None and cut >= result.last_seq:
+                    await replay_stream(js, _Within(conn), scratch, directory, clock_now, result.last_seq + 1, cut,
+                                        result, batch)
+                    result.last_seq = cut
+                    result.differences, result.sample = await compare(conn, store.LIVE, scratch)
+                    return
+        except sa.exc.DBAPIError as error:  # a deadlock with the live consumer: PostgreSQL chose us
+            if "deadlock" not in str(error):
+                raise
+        await asyncio.sleep(0.2)  # the lock is released: the live consumer moves on
+
+
 async def compare(conn: AsyncConnection, live: store.ReadModel, scratch: store.ReadModel,
                   limit: int = 20) -> tuple[int, list[dict]]:
     """Counters whose values differ between the two models (a zero equals a missing row)."""
@@ -196,10 +262,13 @@ async def rebuild(nats_url: str, database_url: str, schema: str = DEFAULT_SCHEMA
                         f'INSERT INTO "{store.LIVE.schema}".{name} SELECT * FROM "{schema}".{name}'))
             result.swapped = True
 
+        else:
+            await compare_at_common_sequence(engine, js, scratch, directory, clock.now, result, batch)
         async with engine.connect() as conn:
             result.tickets = (await conn.execute(sa.text(f'SELECT count(*) FROM "{schema}".ticket_facts'))).scalar_one()
             result.counters = (await conn.execute(sa.text(f'SELECT count(*) FROM "{schema}".rollups'))).scalar_one()
-            result.differences, result.sample = await compare(conn, store.LIVE, scratch)
+            if swap:
+                result.differences, result.sample = await compare(conn, store.LIVE, scratch)
         if not keep:
             async with engine.begin() as conn:
                 await conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
@@ -220,11 +289,14 @@ def summary_lines(result: RebuildResult) -> list[str]:
         lines += [f"  {reason}" for reason in result.skipped[:10]]
     if result.swapped:
         lines.append("swapped into the live read model")
-    if result.differences == 0:
-        lines.append("identical to the live read model")
+    if result.differences is None:
+        lines.append(f"the live read model did not reach a common stream sequence within {CUT_WAIT_SECONDS:g} s: "
+                     "nothing compared")
+    elif result.differences == 0:
+        lines.append(f"identical to the live read model at stream sequence {result.last_seq}")
     else:
-        lines.append(f"{result.differences} counters differ from the live read model "
-                     "(events still being consumed live also show up here), e.g.:")
+        lines.append(f"{result.differences} counters differ from the live read model at stream sequence "
+                     f"{result.last_seq} (both had every event up to it: this is drift), e.g.:")
         lines += [f"  {json.dumps(row, ensure_ascii=False, default=str)}" for row in result.sample]
     return lines
 

@@ -29,7 +29,7 @@ from fastapi import Depends, Query
 from fastapi.responses import HTMLResponse, Response
 from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, Field
-from sqlalchemy.dialects.postgresql import JSONB, insert as pg_insert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.archive import render, rules, store
@@ -76,10 +76,14 @@ SCHEDULE_SECONDS = float(os.environ.get("ESTATEDESK_ARCHIVE_SCHEDULE_SECONDS", "
 async def on_ticket_event(session: AsyncSession, event: CloudEvent) -> None:
     if event.event_name in rules.NOT_PART_OF_FORM:
         return  # the archive's own events, analytics' suggestions: never part of a form
-    if await _record_of_ticket(session, event.estate, event.subject) is not None:
-        # `closed` is final: anything after it is not part of the frozen form.
+    record = await _record_of_ticket(session, event.estate, event.subject)
+    if record is not None:
+        # `closed` is final: the frozen form does not change; the late event is appended
+        # to the record as an addendum in its side chain, never dropped.
+        number = await append_addendum(session, event.estate, record.record_number, event, service.clock.now())
         late_events.labels(event.estate, event.event_name).inc()
-        log.warning("event %s for archived ticket ignored", event.event_name,
+        log.warning("event %s arrived after its ticket was archived: appended as addendum %s to %s",
+                    event.event_name, number, record.record_number,
                     extra={"estate": event.estate, "ticket": event.subject, "event_id": event.id})
         return
     now = service.clock.now()
@@ -98,6 +102,42 @@ async def on_ticket_event(session: AsyncSession, event: CloudEvent) -> None:
                     noted_at=now, attempts=0, next_try_at=now)
             .on_conflict_do_nothing()
         )
+
+
+async def append_addendum(session: AsyncSession, estate: str, record_number: str, event: CloudEvent,
+                          now: dt.datetime) -> int:
+    """Append `event` to the archived record as its next addendum (the record row is
+    locked, so addenda of one record are numbered 1, 2, ... without gaps); returns its
+    number."""
+    r, a = store.records, store.addenda
+    record_hash = (await session.execute(
+        sa.select(r.c.record_hash).where(r.c.record_number == record_number).with_for_update()
+    )).scalar_one()
+    last = (await session.execute(
+        sa.select(a.c.number, a.c.addendum_hash).where(a.c.record_number == record_number)
+        .order_by(a.c.number.desc()).limit(1)
+    )).first()
+    number, previous = (1, record_hash) if last is None else (last.number + 1, last.addendum_hash)
+    content = rules.addendum_content(event.model_dump(mode="json"))
+    digest = rules.content_hash(content)
+    await session.execute(sa.insert(a).values(
+        record_number=record_number, number=number, estate=estate, event_id=event.id, event=event.event_name,
+        time=event.time, content=content, content_hash=digest, previous_hash=previous,
+        addendum_hash=rules.addendum_hash(previous, record_number, number, digest), appended_at=now,
+    ))
+    return number
+
+
+async def _addenda(session: AsyncSession, record_number: str) -> list:
+    a = store.addenda
+    return (await session.execute(
+        sa.select(a).where(a.c.record_number == record_number).order_by(a.c.number)
+    )).all()
+
+
+def _addendum_link(row) -> rules.AddendumLink:
+    return rules.AddendumLink(number=row.number, content=row.content, content_hash=row.content_hash,
+                              previous_hash=row.previous_hash, stored_hash=row.addendum_hash)
 
 
 async def _record_of_ticket(session: AsyncSession, estate: str, ticket_id: str):
@@ -128,22 +168,33 @@ async def _next_in_year(session: AsyncSession, estate: str, year: int) -> int:
     return result.scalar_one()
 
 
+def _ticket_of(body: bytes) -> str | None:
+    """The ticket id (CloudEvents `subject`) of a stored event body, None when the body is
+    not a JSON object. Parsed here, not cast in SQL: a body PostgreSQL cannot hold as
+    JSONB (a NUL character, say) must not fail the query for every other ticket."""
+    try:
+        envelope = json.loads(body)
+    except ValueError:
+        return None
+    return envelope.get("subject") if isinstance(envelope, dict) else None
+
+
 async def _check_no_dead_letters(session: AsyncSession, estate: str, ticket_id: str) -> None:
     """An event of the ticket this consumer gave up on would leave a hole in the frozen
-    form: the ticket waits (pending, with the reason) until the event is replayed."""
+    form: the ticket waits (pending, with the reason) until the event is replayed.
+    Raises ValueError naming the event and its dead-letter reason."""
     d = store.metadata.tables["archive.dead_letters"]
-    lost = (await session.execute(
-        sa.select(d.c.event_id).where(
+    rows = (await session.execute(
+        sa.select(d.c.event_id, d.c.reason, d.c.body).where(
+            # A dead letter carries its estate whenever its envelope could be read (a handler
+            # failure, or a payload the contract refuses): those are attributable to a ticket.
             d.c.consumer == service.consumers[0].durable, d.c.estate == estate,
-            # Only handler failures: their bodies are well-formed events (malformed ones
-            # cannot be attributed to a ticket at all).
-            d.c.reason.not_like("malformed%"),
-            sa.cast(sa.func.convert_from(d.c.body, "UTF8"), JSONB)["subject"].astext == ticket_id,
-        ).limit(1)
-    )).first()
-    if lost is not None:
-        raise ValueError(f"event {lost.event_id} of ticket {ticket_id} is a dead letter of the archive: "
-                         "replay it before the form can be sealed")
+        )
+    )).all()
+    for row in rows:
+        if _ticket_of(row.body) == ticket_id:
+            raise ValueError(f"event {row.event_id} of ticket {ticket_id} is a dead letter of the archive "
+                             f"({row.reason[:200]}): replay it before the form can be sealed")
 
 
 async def archive_ticket(session: AsyncSession, estate: str, ticket_id: str, closed_at: dt.datetime) -> str | None:
@@ -244,8 +295,9 @@ async def seal_closed_tickets() -> int:
             try:
                 async with session.begin_nested():
                     number = await archive_ticket(session, estate, ticket_id, row.closed_at)
-            except ValueError as error:  # includes the rules' RuleViolation
-                log.warning("ticket cannot be sealed yet: %s", error, extra={"estate": estate, "ticket": ticket_id})
+            except Exception as error:  # ValueError (incl. RuleViolation): not yet; anything else: this ticket only
+                log.warning("ticket cannot be sealed yet: %s", error, extra={"estate": estate, "ticket": ticket_id},
+                            exc_info=not isinstance(error, ValueError))
                 await session.execute(
                     sa.update(p).where(p.c.estate == estate, p.c.ticket_id == ticket_id)
                     .values(attempts=p.c.attempts + 1, last_error=str(error)[:2000],
@@ -377,7 +429,22 @@ async def verify_estate(estate: str) -> dict:
         chain, catalogue, estate=estate, head=None if head is None else (head.last_sequence, head.last_hash),
         destruction_log=[_destruction_entry(row) for row in destroyed], anchors=anchors,
     )
-    return dict(estate=estate, ok=result.ok, first_broken=result.first_broken, reason=result.reason,
+    ok, first_broken, reason = result.ok, result.first_broken, result.reason
+    if ok:  # then each record's addenda, linked to the record's stored hash
+        a = store.addenda
+        async with service.db.transaction() as session:
+            addenda = (await session.execute(
+                sa.select(a).where(a.c.estate == estate).order_by(a.c.record_number, a.c.number))).all()
+        by_record: dict[str, list] = {}
+        for row in addenda:
+            by_record.setdefault(row.record_number, []).append(_addendum_link(row))
+        hashes = {row.record_number: row.record_hash for row in rows}
+        for number, links in by_record.items():
+            broken = rules.verify_addenda(number, hashes.get(number, ""), links)
+            if broken:
+                ok, first_broken, reason = False, number, broken
+                break
+    return dict(estate=estate, ok=ok, first_broken=first_broken, reason=reason,
                 records_checked=result.records_checked, anchors=None if anchors is None else len(anchors),
                 anchors_note=anchors_note)
 
@@ -729,8 +796,16 @@ async def read_record(estate: str, record_number: str, who: Principal = Depends(
     """The archived form's content; needs a running register entry for the caller."""
     row = await _authorise_read(estate, record_number, who, "content")
     form = rules.form_from_bytes(row.content)
+    async with service.db.transaction() as session:
+        addenda = await _addenda(session, row.record_number)
     return {"record": _record_out(row, service.directory.policy_for(estate)).model_dump(mode="json"),
-            "form": form.model_dump(mode="json")}
+            "form": form.model_dump(mode="json"),
+            # What the frozen form covers, and what arrived after it (appended, never merged).
+            "covers": {"events_up_to": form.closed_at.isoformat() if form.closed_at else None,
+                       "source_events": len(form.source_events), "addenda": len(addenda)},
+            "addenda": [{"number": a.number, "event": a.event, "event_id": a.event_id, "time": a.time.isoformat(),
+                         "addendum_hash": a.addendum_hash, "previous_hash": a.previous_hash,
+                         "envelope": json.loads(a.content)} for a in addenda]}
 
 
 @service.http.get("/estates/{estate}/archive/records/{record_number}/form.html", response_class=HTMLResponse,

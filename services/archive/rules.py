@@ -607,6 +607,48 @@ def chain_hash(previous_hash: str, sequence: int, record_number: str, content_ha
     return hashlib.sha256(f"{previous_hash}|{sequence}|{record_number}|{content_hash}".encode()).hexdigest()
 
 
+# --- addenda: events that arrive after their ticket was archived ---------------------------
+
+
+def addendum_content(envelope: Mapping[str, Any]) -> bytes:
+    """An addendum's content: the late event's CloudEvents envelope as canonical JSON."""
+    return json.dumps(envelope, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def addendum_hash(previous_hash: str, record_number: str, number: int, content_hash: str) -> str:
+    """sha256("<previous_hash>|<record_number>+<number>|<content_hash>"); the first
+    addendum's previous_hash is its record's stored hash, each later one the addendum
+    before it: a side chain hanging from the record, never changing the record itself."""
+    return hashlib.sha256(f"{previous_hash}|{record_number}+{number}|{content_hash}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class AddendumLink:
+    number: int
+    content: bytes
+    content_hash: str
+    previous_hash: str
+    stored_hash: str
+
+
+def verify_addenda(record_number: str, record_hash: str, addenda: Sequence[AddendumLink]) -> str | None:
+    """None when the record's addenda (in number order) are intact and linked to it, else
+    the reason naming the first broken one."""
+    previous = record_hash
+    for expected, link in enumerate(addenda, start=1):
+        where = f"addendum {link.number} of {record_number}"
+        if link.number != expected:
+            return f"{where}: numbered out of turn (expected {expected})"
+        if content_hash(link.content) != link.content_hash:
+            return f"{where}: content altered (hash differs)"
+        if link.previous_hash != previous:
+            return f"{where}: not linked to what precedes it"
+        if addendum_hash(previous, record_number, link.number, link.content_hash) != link.stored_hash:
+            return f"{where}: stored hash does not match"
+        previous = link.stored_hash
+    return None
+
+
 class ChainRecord(_Frozen):
     """One link of an estate's chain; `content` is None once the record is destroyed."""
 

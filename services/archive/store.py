@@ -74,6 +74,25 @@ record_years = sa.Table(
     sa.Column("last", sa.Integer, nullable=False),
 )
 
+# Events that arrived after their ticket was archived, appended (never dropped) in a
+# side chain hanging from the record: see rules.addendum_hash. Content is bytes (the
+# event's canonical JSON), so any event can be kept, whatever PostgreSQL's JSONB refuses.
+addenda = sa.Table(
+    "addenda",
+    metadata,
+    sa.Column("record_number", sa.String(64), primary_key=True),
+    sa.Column("number", sa.Integer, primary_key=True),
+    sa.Column("estate", sa.String(32), nullable=False),
+    sa.Column("event_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("event", sa.String(64), nullable=False),
+    sa.Column("time", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("content", sa.LargeBinary, nullable=False),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("previous_hash", sa.String(64), nullable=False),
+    sa.Column("addendum_hash", sa.String(64), nullable=False),
+    sa.Column("appended_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 records = sa.Table(
     "records",
     metadata,

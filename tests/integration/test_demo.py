@@ -39,7 +39,9 @@ async def watch(nats_url: str, seen: dict[str, int], deadline: float) -> None:
 
 def test_demo_shows_every_kind_of_event_within_two_minutes():
     data_dir = Path("/tmp") / f"eddemo-{uuid.uuid4().hex[:6]}"
-    process = start_up(data_dir, "--demo")
+    # Seeded: the same show every run (with a complaint opening each estate), so the
+    # test does not pass or fail on the draw.
+    process = start_up(data_dir, "--demo", "--seed", "14")
     seen: dict[str, int] = {}
     try:
         endpoints = wait_for_endpoints(data_dir, process)

@@ -159,3 +159,11 @@ def test_grafana_dashboard_is_built_on_exported_metrics():
     assert {"estatedesk_open_forms", "estatedesk_sla_breaches", "estatedesk_callback_rate",
             "estatedesk_satisfaction"} <= used
     assert any("faststream_received_processed_messages" in q for q in queries)
+
+
+def test_the_live_cut_is_the_ack_floor_only_when_nothing_above_it_was_acknowledged():
+    from services.analytics.rebuild import cut_of
+
+    assert cut_of(delivered=120, ack_floor=120, ack_pending=0) == 120  # idle
+    assert cut_of(delivered=150, ack_floor=120, ack_pending=30) == 120  # a batch waits on the lock
+    assert cut_of(delivered=150, ack_floor=120, ack_pending=5) is None  # 121 retried, later ones acked

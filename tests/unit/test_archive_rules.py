@@ -899,3 +899,25 @@ def test_pdf_runs_a_long_description_over_pages_and_keeps_markup_as_text() -> No
     text = "\n".join(p.extract_text() for p in reader.pages)
     assert len(reader.pages) > 2
     assert "<b>业主</b> & 物业 结尾" in text and "业主满意" in text
+
+
+def test_addenda_hang_from_their_record_and_any_change_breaks_them():
+    from services.archive.rules import AddendumLink, addendum_content, addendum_hash, content_hash, verify_addenda
+
+    def chain(record_hash, contents):
+        links, previous = [], record_hash
+        for number, content in enumerate(contents, start=1):
+            digest = content_hash(content)
+            stored = addendum_hash(previous, "R-1", number, digest)
+            links.append(AddendumLink(number, content, digest, previous, stored))
+            previous = stored
+        return links
+
+    contents = [addendum_content({"id": "e1", "b": 1}), addendum_content({"id": "e2"})]
+    links = chain("h" * 64, contents)
+    assert verify_addenda("R-1", "h" * 64, links) is None
+    assert "not linked" in verify_addenda("R-1", "x" * 64, links)
+    altered = [links[0], AddendumLink(2, b"{}", links[1].content_hash, links[1].previous_hash, links[1].stored_hash)]
+    assert "addendum 2 of R-1: content altered" in verify_addenda("R-1", "h" * 64, altered)
+    assert "out of turn" in verify_addenda("R-1", "h" * 64, [links[1]])
+    assert addendum_content({"b": 1, "a": "楼"}) == '{"a":"楼","b":1}'.encode()

@@ -29,3 +29,27 @@ async def test_messages_pass_through_untouched(monkeypatch):
     subscription = JetStreamContext.PullSubscription.__new__(JetStreamContext.PullSubscription)
     subscription._sub = object()
     assert await subscription.fetch(batch=10, timeout=0.01) == ["m1", "m2"]
+
+
+class _Down:
+    is_connected = False
+
+
+async def test_fetch_while_disconnected_waits_instead_of_spinning(monkeypatch):
+    """A closed or reconnecting connection: no pull request is queued, the caller is held
+    for a moment and sees an empty batch (faststream's loop then tries again)."""
+    calls = []
+
+    async def fetch_n(self, batch, expires, timeout, heartbeat=None):
+        calls.append(batch)
+        return ["m1"]
+
+    monkeypatch.setattr(JetStreamContext.PullSubscription, "_fetch_n", fetch_n)
+    subscription = JetStreamContext.PullSubscription.__new__(JetStreamContext.PullSubscription)
+    subscription._sub = object()
+    subscription._nc = _Down()
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(nats.errors.TimeoutError):
+        await subscription.fetch(batch=10, timeout=0.01)
+    assert asyncio.get_running_loop().time() - started >= shared.bus.FETCH_WAIT_WHILE_DISCONNECTED_SECONDS * 0.9
+    assert calls == []
