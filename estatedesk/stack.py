@@ -101,6 +101,11 @@ class Stack:
         gateway = next((s for s in self.supervisor.services if s.name == "gateway"), None)
         return gateway.url + "/" if gateway else None
 
+    @property
+    def service_processes(self) -> list[ServiceProcess]:
+        """The five services' processes (the gateway is not a service: no NATS, no database)."""
+        return [s for s in self.supervisor.services if s.name in SERVICES]
+
     def service(self, name: str) -> ServiceProcess:
         return next(s for s in self.supervisor.services if s.name == name)
 

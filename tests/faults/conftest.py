@@ -106,7 +106,7 @@ async def health_of_all(stack: Stack) -> dict[str, tuple[int, dict]]:
     """{service: (status code, checks)}; a service that does not answer in 3 s is (0, {})."""
     found = {}
     async with httpx.AsyncClient(timeout=3) as client:
-        for service in stack.supervisor.services:
+        for service in stack.service_processes:
             try:
                 r = await client.get(service.url + "/healthz")
                 found[service.name] = (r.status_code, r.json().get("checks", {}))

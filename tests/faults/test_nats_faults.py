@@ -73,7 +73,7 @@ async def assert_all_flowed(stack, estate: str, tickets: list[str], timeout: flo
 
 
 def cpu_percent_of_services(stack, seconds: float = 3.0) -> dict[str, float]:
-    processes = {s.name: psutil.Process(s.process.pid) for s in stack.supervisor.services}
+    processes = {s.name: psutil.Process(s.process.pid) for s in stack.service_processes}
     before = {name: sum(p.cpu_times()[:2]) for name, p in processes.items()}
     time.sleep(seconds)
     return {name: 100 * (sum(p.cpu_times()[:2]) - before[name]) / seconds for name, p in processes.items()}
