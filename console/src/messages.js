@@ -62,6 +62,7 @@ const zh = {
     acknowledgedAt: '签收', arrivedAt: '到场', signedBackAt: '回签', opinion: '意见', result: '结果',
     verifiedBy: '审核', doneAt: '回访时间', answers: '回访答复', noCallbacks: '暂无回访',
   },
+  purpose: { satisfaction: '满意度回访', repair_check: '维修质量检查', midway_check: '服务中途回访', thanks: '致谢回访' },
   mine: { title: '我的首问', empty: '暂无您首问的工单', nextDue: '下一时限', signatureOwed: '待补签' },
   common: { loading: '加载中…', none: '无', minutesLeft: '剩 {n} 分钟', minutesLate: '超 {n} 分钟' },
 }
@@ -129,6 +130,7 @@ const en = {
     acknowledgedAt: 'Acknowledged', arrivedAt: 'Arrived', signedBackAt: 'Signed back', opinion: 'Opinion', result: 'Result',
     verifiedBy: 'Verified by', doneAt: 'Called back', answers: 'Answers', noCallbacks: 'No callbacks yet',
   },
+  purpose: { satisfaction: 'Satisfaction', repair_check: 'Repair check', midway_check: 'Mid-way check', thanks: 'Thanks' },
   mine: { title: 'My first-contact requests', empty: 'You own no requests', nextDue: 'Next deadline', signatureOwed: 'Signature owed' },
   common: { loading: 'Loading…', none: 'None', minutesLeft: '{n} min left', minutesLate: '{n} min late' },
 }
