@@ -44,10 +44,12 @@ def cmd_up(args) -> int:
     try:
         stack.start()
         print("EstateDesk is up.")
+        print(f"  console    {stack.console_url}   (the staff console and every API under /v1)")
         print(f"  NATS       {stack.nats_url}")
         print(f"  PostgreSQL {stack.database_url}")
         for service in stack.supervisor.services:
-            print(f"  {service.name:<10} {service.url}   (API docs: {service.url}/docs)")
+            if service.name != "gateway":
+                print(f"  {service.name:<10} {service.url}   (API docs: {service.url}/docs)")
         print(f"  dashboard  {stack.service('analytics').url}/dashboard")
         print(f"  endpoints  {stack.data_dir / 'endpoints.json'}")
         print("  token      estatedesk token --staff qm01 --role quality_manager --estate '*'")

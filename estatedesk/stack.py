@@ -5,6 +5,7 @@ Used by `estatedesk up` and by the integration tests alike."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,8 @@ class Stack:
         return {
             "nats": self.nats_url,
             "database": self.database_url,
-            "services": {s.name: s.url for s in self.supervisor.services},
+            "services": {s.name: s.url for s in self.supervisor.services if s.name in SERVICES},
+            "console": self.console_url,
             "clock": self.clock_spec,
         }
 
@@ -80,11 +82,23 @@ class Stack:
             self.supervisor.services.append(
                 ServiceProcess(name, port, self.service_env(name, port), logs / f"{name}.log")
             )
+        # The gateway: one address for the console and every API (issue 16).
+        port = free_port(remembered.get("gateway_port"))
+        remembered["gateway_port"] = port
+        upstreams = {s.name: s.url for s in self.supervisor.services}
+        self.supervisor.services.append(ServiceProcess(
+            "gateway", port, self.service_env("gateway", port) | {"ESTATEDESK_GATEWAY_UPSTREAMS": json.dumps(upstreams)},
+            logs / "gateway.log", module="estatedesk.gateway"))
         write_json(self.data_dir / "ports.json", remembered)
         self.supervisor.start_all()
         if wait:
             self.supervisor.wait_healthy()
         write_json(self.data_dir / "endpoints.json", self.endpoints)
+
+    @property
+    def console_url(self) -> str | None:
+        gateway = next((s for s in self.supervisor.services if s.name == "gateway"), None)
+        return gateway.url + "/" if gateway else None
 
     def service(self, name: str) -> ServiceProcess:
         return next(s for s in self.supervisor.services if s.name == name)

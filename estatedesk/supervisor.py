@@ -23,6 +23,8 @@ class ServiceProcess:
     process: subprocess.Popen | None = None
     restarts: int = 0
     started_at: float = 0.0
+    module: str | None = None  # default: services.<name>
+
 
     @property
     def url(self) -> str:
@@ -31,7 +33,7 @@ class ServiceProcess:
     def start(self) -> None:
         log_file = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", f"services.{self.name}"],
+            [sys.executable, "-m", self.module or f"services.{self.name}"],
             env=self.env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.started_at = time.time()

@@ -46,6 +46,8 @@ class Principal:
     roles: frozenset[str]
     estates: frozenset[str]
     departments: frozenset[str] = frozenset()
+    session: str | None = None  # the sign-in this token belongs to (`jti`); None for `estatedesk token`
+    expires_at: dt.datetime | None = None
 
     @property
     def company_wide(self) -> bool:
@@ -77,6 +79,7 @@ def issue_token(
     departments: list[str] | None = None,
     now: dt.datetime | None = None,
     ttl: dt.timedelta = dt.timedelta(days=30),
+    session: str | None = None,
 ) -> str:
     unknown = set(roles) - KNOWN_ROLES
     if unknown:
@@ -98,6 +101,8 @@ def issue_token(
         "iat": int(now.timestamp()),
         "exp": int((now + ttl).timestamp()),
     }
+    if session:
+        claims["jti"] = session
     return jwt.encode(claims, key, algorithm="HS256")
 
 
@@ -116,6 +121,9 @@ def verify_token(key: str, token: str) -> Principal:
         roles=frozenset(claims.get("roles", [])),
         estates=frozenset(claims.get("estates", [])),
         departments=frozenset(claims.get("departments", [])),
+        session=claims.get("jti"),
+        # A forged far-future expiry must not break the date arithmetic: 2100 at most.
+        expires_at=dt.datetime.fromtimestamp(min(int(claims["exp"]), 4_102_444_800), dt.timezone.utc),
     )
 
 

@@ -27,6 +27,7 @@ from shared.policy import Policy, effective_policy
 
 log = logging.getLogger("estatedesk.directory")
 BUCKET = "estatedesk_directory"
+REVOKED_PREFIX = "revoked."
 
 
 DepartmentCodeField = Field(pattern=DEPARTMENT_CODE_PATTERN, max_length=DEPARTMENT_CODE_MAX)
@@ -43,6 +44,7 @@ class StaffMember(Contract):
     name: PersonName
     roles: list[str]
     department: str | None = Field(None, pattern=DEPARTMENT_CODE_PATTERN, max_length=DEPARTMENT_CODE_MAX)
+    phone: str | None = Field(None, pattern=r"^\+?[0-9-]{5,20}$", description="Signs in with it instead of the id")
 
     @field_validator("roles")
     @classmethod
@@ -63,6 +65,11 @@ class Estate(Contract):
     policy: dict = Field(default_factory=dict)  # overrides of the company policy
     routing_rules: list[dict] = Field(default_factory=list)  # dispatch routing, as data
 
+    def knows(self, staff_id: str) -> bool:
+        """Is `staff_id` on this estate's staff (its list, its director, a department head)?"""
+        return (staff_id in {member.id for member in self.staff} or staff_id == self.director
+                or staff_id in {d.head for d in self.departments})
+
     def department_codes(self) -> list[str]:
         return [d.code for d in self.departments]
 
@@ -70,6 +77,9 @@ class Estate(Contract):
 class Company(Contract):
     code: str = "company"
     name: str = "EstateDesk Property Management"
+    # Head-office people (quality manager, general manager, management representative,
+    # company admin, general management dept): they act for every estate.
+    staff: list[StaffMember] = Field(default_factory=list)
     policy: dict = Field(default_factory=dict)  # overrides of the RULES.md defaults
     calendar: dict = Field(default_factory=dict)  # CalendarOverrides.to_data()
 
@@ -82,6 +92,8 @@ class Directory:
         self.estates: dict[str, Estate] = {}
         self._calendar = WorkingCalendar()
         self._policies: dict[str, Policy] = {}
+        # Signed-out sessions (token `jti` → when the token would have expired).
+        self.revoked: dict[str, str] = {}
         self._nc = None
         self._watcher = None
         self._task: asyncio.Task | None = None
@@ -90,6 +102,9 @@ class Directory:
     # --- queries ---
     def estate(self, code: str) -> Estate | None:
         return self.estates.get(code)
+
+    def company_staff(self, staff_id: str) -> StaffMember | None:
+        return next((member for member in self.company.staff if member.id == staff_id), None)
 
     def policy_for(self, estate: str) -> Policy:
         if estate not in self._policies:
@@ -123,6 +138,13 @@ class Directory:
                 self.estates[code] = Estate.model_validate_json(value)
             else:
                 self.estates.pop(code, None)
+        elif key.startswith(REVOKED_PREFIX):
+            session = key.removeprefix(REVOKED_PREFIX)
+            if value:
+                self.revoked[session] = value.decode()
+            else:
+                self.revoked.pop(session, None)
+            return
         self._policies.clear()
         self.changed.set()
 
@@ -171,6 +193,16 @@ async def ensure_bucket(nc):
         return await js.key_value(BUCKET)
     except nats.js.errors.BucketNotFoundError:
         return await js.create_key_value(KeyValueConfig(bucket=BUCKET, history=16))
+
+
+async def revoke_session(nats_url: str, session: str, expires_at: str) -> None:
+    """Tell every service that a sign-in ended: its tokens are refused from now on."""
+    nc = await nats.connect(nats_url)
+    try:
+        kv = await ensure_bucket(nc)
+        await kv.put(f"{REVOKED_PREFIX}{session}", expires_at.encode())
+    finally:
+        await nc.close()
 
 
 async def publish_directory(nats_url: str, company: Company | None, estates: list[Estate]) -> None:

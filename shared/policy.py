@@ -208,6 +208,15 @@ class ArchivePolicy(_Section):
     organise_grace_hours: int = 24
 
 
+class AccountPolicy(_Section):
+    # Issue 16: a sign-in lasts a shift, renewable while it lasts.
+    session_hours: int = Field(8, ge=1, le=24)
+    # Lock-out: this many wrong passwords in a row lock the account for this long.
+    max_failed_logins: int = Field(5, ge=1, le=100)
+    lockout_minutes: int = Field(15, ge=1)
+    min_password_length: int = Field(8, ge=6, le=128)
+
+
 class Policy(_Section):
     timezone: TimeZoneName = "Asia/Shanghai"
     intake: IntakePolicy = Field(default_factory=IntakePolicy)
@@ -216,6 +225,7 @@ class Policy(_Section):
     callback: CallbackPolicy = Field(default_factory=CallbackPolicy)
     analytics: AnalyticsPolicy = Field(default_factory=AnalyticsPolicy)
     archive: ArchivePolicy = Field(default_factory=ArchivePolicy)
+    accounts: AccountPolicy = Field(default_factory=AccountPolicy)
 
 
 DEFAULT_POLICY = Policy()

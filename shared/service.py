@@ -82,6 +82,7 @@ class Service:
         )
         # (method, OpenAPI path) → roles that may call each write route; see `authorize`.
         self.write_roles: RoleTable = {}
+        self.public_routes: set[tuple[str, str]] = set()  # writes that need no token (signing in)
         self.settings: Settings | None = None
         self.clock: Clock = SystemClock()
         self.db: Database | None = None
@@ -212,6 +213,8 @@ ENCODERS_BY_TYPE[dt.datetime] = local_iso
 async def principal(request: Request) -> Principal:
     service: Service = request.app.state.service
     who = principal_from_header(service.settings.signing_key, request.headers.get("authorization"))
+    if who.session and who.session in service.directory.revoked:
+        raise AuthError(401, "signed out: sign in again")
     response_zone.set(_zone(service, None))
     return who
 
@@ -228,20 +231,41 @@ async def require_estate(estate: str, request: Request, who: Principal = Depends
     refuse_unless(service, request, who, lambda: who.require_estate(estate))
     known = service.directory.estate(estate)
     if known is not None:
-        refuse_unless(service, request, who, lambda: require_known_staff(known, who))
+        refuse_unless(service, request, who, lambda: require_known_staff(service.directory, known, who))
         response_zone.set(_zone(service, estate))
     return who
 
 
-def require_known_staff(estate, who: Principal) -> None:
-    """Raises AuthError(403) unless `who` is on the estate's staff list (or its director, or
-    a department head); company-wide staff acting for every estate and integrations,
-    which are nobody's staff, are exempt."""
-    if who.company_wide and "*" in who.estates or who.has_role("integration"):
+def require_known_staff(directory: Directory, estate, who: Principal) -> None:
+    """Raises AuthError(403) unless `who` is on the estate's staff (its list, its director,
+    a department head) or the company's head-office staff acting for every estate;
+    company-wide roles for every estate and integrations, nobody's staff, are exempt."""
+    if "*" in who.estates and (who.company_wide or directory.company_staff(who.staff_id)):
         return
-    staff = {member.id for member in estate.staff} | {estate.director} | {d.head for d in estate.departments}
-    if who.staff_id not in staff:
-        raise AuthError(403, f"{who.staff_id} is not on the staff of estate {estate.code!r} in the directory")
+    if who.has_role("integration") or estate.knows(who.staff_id):
+        return
+    raise AuthError(403, f"{who.staff_id} is not on the staff of estate {estate.code!r} in the directory")
+
+
+def no_longer_valid(service: "Service", who: Principal, now: dt.datetime | None = None) -> str | None:
+    """Why a principal accepted earlier is refused now (for streams that outlive the
+    request that opened them): expired, signed out, or no longer on an estate's staff."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    if who.expires_at is not None and who.expires_at <= now:
+        return "token expired"
+    if who.session and who.session in service.directory.revoked:
+        return "signed out"
+    for code in who.estates - {"*"}:
+        estate = service.directory.estate(code)
+        if estate is not None:
+            try:
+                require_known_staff(service.directory, estate, who)
+            except AuthError as error:
+                return error.reason
+    if "*" in who.estates and not who.company_wide and not service.directory.company_staff(who.staff_id) \
+            and not who.has_role("integration"):
+        return f"{who.staff_id} is no longer head-office staff"
+    return None
 
 
 def refuse_unless(service: "Service", request: Request, who: Principal | None, check) -> None:
@@ -270,6 +294,8 @@ async def authorize(request: Request, _: HTTPAuthorizationCredentials | None = S
     service: Service = request.app.state.service
     route = request.scope.get("route")
     path = getattr(route, "path_format", request.url.path).removeprefix(API_PREFIX)
+    if (request.method, path) in service.public_routes:
+        return
     roles = service.write_roles.get((request.method, path))
     who = await principal(request)
 

@@ -44,7 +44,7 @@ from shared.auth import AuthError, Principal, principal_from_header, verify_toke
 from shared.errors import RuleViolation
 from shared.limits import Contract
 from shared.events import CloudEvent
-from shared.service import Service, create_http_app, known_estate, principal, require_estate
+from shared.service import Service, create_http_app, known_estate, no_longer_valid, principal, require_estate
 
 log = logging.getLogger("estatedesk.analytics")
 
@@ -55,6 +55,7 @@ service = Service(
 
 CHANGED_SUBJECT = "estatedesk.analytics.changed"  # core NATS, outside the ticket stream
 REFRESH_SECONDS = 15.0
+STREAM_RECHECK_SECONDS = 2.0  # how soon a live stream notices its token is no longer good
 MIN_PUSH_INTERVAL = 0.25
 STATIC = Path(__file__).resolve().parent / "static"
 Lang = Literal["zh", "en"]
@@ -376,6 +377,9 @@ async def dashboard_stream(request: Request, token: str | None = Query(None, max
     header = request.headers.get("authorization")
     who = verify_token(service.settings.signing_key, token) if token else principal_from_header(
         service.settings.signing_key, header)
+    ended = no_longer_valid(service, who)
+    if ended:
+        raise AuthError(401, ended)
     client = DashboardClient(who)
     hub.clients.add(client)
 
@@ -389,10 +393,19 @@ async def dashboard_stream(request: Request, token: str | None = Query(None, max
                 yield {"event": "summary", "data": json.dumps(jsonable_encoder(summary), ensure_ascii=False)}
                 while client.alerts:
                     yield {"event": "alert", "data": json.dumps(client.alerts.pop(0), ensure_ascii=False)}
-                try:
-                    await asyncio.wait_for(client.dirty.wait(), REFRESH_SECONDS)
-                except asyncio.TimeoutError:
-                    pass
+                # Wait for a change, re-checking the token meanwhile: the stream ends when
+                # it expires, its sign-in ends or its staff member leaves the directory.
+                waited_until = loop.time() + REFRESH_SECONDS
+                while (ended := no_longer_valid(service, who)) is None and loop.time() < waited_until:
+                    try:
+                        await asyncio.wait_for(client.dirty.wait(), min(STREAM_RECHECK_SECONDS,
+                                                                        waited_until - loop.time()))
+                        break
+                    except asyncio.TimeoutError:
+                        pass
+                if ended:
+                    yield {"event": "end", "data": json.dumps({"reason": ended}, ensure_ascii=False)}
+                    return
                 # Coalesce a burst of notices into one re-read.
                 await asyncio.sleep(max(0.0, last_push + MIN_PUSH_INTERVAL - loop.time()))
                 client.dirty.clear()

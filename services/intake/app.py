@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.intake import rules, store
-from shared.auth import Principal
+from shared.auth import STAFF_ROLES, Principal
 from shared.calendar import CalendarOverrides
 from shared.directory import Company, Estate, publish_directory
 from shared.errors import RuleViolation
@@ -53,6 +53,7 @@ JUDGE_ROLES = ("customer_service", "customer_service_supervisor", "estate_direct
 MANAGER_ROLES = ("customer_service_supervisor", "estate_director", "department_head")
 OWNER_DESK_ROLES = ("customer_service", "customer_service_supervisor", "estate_director")
 HANDOVER_ROLES = ("customer_service", "customer_service_supervisor", "duty_staff")
+ACCOUNT_ADMIN_ROLES = ("company_admin", "estate_director")
 
 signature_reminders_total = Counter(
     "estatedesk_signature_reminders", "Reminders to get a phone/letter owner's later signature (补签)",
@@ -993,7 +994,18 @@ service.write_roles = {
     ("PUT", "/company/policy"): POLICY_ROLES_COMPANY,
     ("PUT", "/company/calendar"): POLICY_ROLES_COMPANY,
     ("PUT", "/estates/{estate}"): ("company_admin",),
+    # Sign-in (services/intake/accounts.py): anyone on the staff renews, signs out and
+    # changes their own password; accounts are the admin's and estate directors'.
+    ("POST", "/auth/renew"): STAFF_ROLES,
+    ("POST", "/auth/logout"): STAFF_ROLES,
+    ("POST", "/auth/password"): STAFF_ROLES,
+    ("PUT", "/accounts/{staff_id}/password"): ACCOUNT_ADMIN_ROLES,
+    ("DELETE", "/accounts/{staff_id}"): ACCOUNT_ADMIN_ROLES,
 }
+# Signing in is the one write that needs no token.
+service.public_routes = {("POST", "/auth/login")}
+
+from services.intake import accounts  # noqa: E402,F401  (registers the sign-in routes)
 
 
 def create_app(manage_lifecycle: bool = True):

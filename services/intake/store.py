@@ -147,3 +147,28 @@ disclosures = sa.Table(
     sa.Column("purpose", sa.String(200)),
     sa.Column("disclosed_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+# Staff sign-in (issue 16): the password hash lives here, never in the directory bucket.
+accounts = sa.Table(
+    "accounts",
+    metadata,
+    sa.Column("staff_id", sa.String(limits.ID_MAX), primary_key=True),
+    sa.Column("password_hash", sa.Text, nullable=False),
+    sa.Column("failed_attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("locked_until", sa.DateTime(timezone=True)),
+    sa.Column("disabled_at", sa.DateTime(timezone=True)),
+    sa.Column("password_set_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("password_set_by", sa.String(limits.ID_MAX), nullable=False),
+    sa.Column("last_login_at", sa.DateTime(timezone=True)),
+)
+
+# One row per sign-in (the token's `jti`): renewal needs a live session; sign-out ends it.
+auth_sessions = sa.Table(
+    "auth_sessions",
+    metadata,
+    sa.Column("id", sa.String(limits.ID_MAX), primary_key=True),
+    sa.Column("staff_id", sa.String(limits.ID_MAX), nullable=False, index=True),
+    sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
+)

@@ -12,6 +12,7 @@ import nats
 import pytest
 
 from shared.events import CloudEvent, subject_for
+from shared.settings import SERVICES
 from tests.conftest import auth, eventually, read_stream, scalar, token_for
 
 pytestmark = pytest.mark.integration
@@ -167,7 +168,7 @@ async def test_health_and_metrics(stack, estate):
     async with httpx.AsyncClient(timeout=30) as client:
         await client.post(f"{stack.service('intake').url}/v1/estates/{estate}/requests", json=REPAIR, headers=auth(token))
         await read_stream(stack.nats_url, subject_for(estate, "assigned"), expected=1)
-        for service in stack.supervisor.services:
+        for service in (stack.service(name) for name in SERVICES):
             health = await client.get(service.url + "/healthz")
             assert health.status_code == 200, health.text
             assert health.json()["checks"] == {"database": "ok", "nats": "ok", "directory": "ok"}

@@ -211,7 +211,7 @@ class TestAuth:
 
     def test_estate_list_is_honoured_whatever_the_roles(self):
         import jwt
-        claims = {"iss": auth.ISSUER, "sub": "q1", "roles": ["quality_manager"], "estates": ["hx01"], "exp": 2**40}
+        claims = {"iss": auth.ISSUER, "sub": "q1", "roles": ["quality_manager"], "estates": ["hx01"], "exp": 2**31}
         who = auth.verify_token(self.key, jwt.encode(claims, self.key, algorithm="HS256"))
         assert who.may_act_for("hx01") and not who.may_act_for("ch02")
 

@@ -164,6 +164,14 @@
     source.addEventListener("error", () => setStatus(false));
     source.addEventListener("summary", (ev) => { setStatus(true); render(JSON.parse(ev.data)); });
     source.addEventListener("alert", () => { /* the next summary carries it; nothing to do */ });
+    // The server ends the stream when the token expires, is signed out or its staff member
+    // leaves the directory: stop reconnecting and ask for a sign-in again.
+    source.addEventListener("end", (ev) => {
+      source.close();
+      setStatus(false);
+      sessionStorage.removeItem("estatedesk.token");
+      showLogin(JSON.parse(ev.data).reason);
+    });
     state.source = source;
   }
 
