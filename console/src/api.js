@@ -51,3 +51,9 @@ export function errorText(e) {
 }
 
 export const estatePath = (rest = '') => `/v1/estates/${encodeURIComponent(session.estate)}${rest}`
+
+/** In Chinese, the API's English `error` when it says more than the short `error_zh`. */
+export function errorDetail(e) {
+  const body = e?.body || {}
+  return i18n.global.locale.value === 'zh' && body.error && body.error !== body.error_zh ? body.error : ''
+}
