@@ -35,12 +35,14 @@ up: install
 demo: install
 	$(BIN)/estatedesk up --demo $(ARGS)
 
-# Debian's Chromium for the browser tests (Playwright cannot download its own here), and
-# a CJK font so the dashboard's Chinese renders in screenshots.
+# Debian's Chromium for the browser tests (Playwright cannot download its own here), a
+# CJK font so the Chinese renders in screenshots, and Debian's nginx for the test of the
+# production routing in deploy/nginx/.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 chromium:
-	@if ! command -v chromium >/dev/null 2>&1 || ! fc-list 2>/dev/null | grep -qi wenquanyi; then \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium fonts-wqy-zenhei >/dev/null; fi
+	@if ! command -v chromium >/dev/null 2>&1 || ! fc-list 2>/dev/null | grep -qi wenquanyi \
+	  || ! [ -x /usr/sbin/nginx ]; then \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium fonts-wqy-zenhei nginx >/dev/null; fi
 
 test: install chromium
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(ARGS)

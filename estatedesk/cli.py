@@ -65,8 +65,13 @@ def cmd_up(args) -> int:
             logging.getLogger("estatedesk.demo").addHandler(handler)
             logging.getLogger("estatedesk.demo").setLevel(logging.INFO)
             print(f"  demo log   {stack.data_dir / 'logs' / 'demo.log'}", flush=True)
+            from estatedesk.demo import DEMO_PASSWORD, demo_accounts
+
             feeder = DemoFeeder(stack)
             feeder.start()
+            print(f"  demo accounts (password {DEMO_PASSWORD}) at {stack.console_url}:")
+            for staff_id, what in demo_accounts():
+                print(f"    {staff_id:<24} {what}")
         while not stopping:
             stack.supervisor.check_once()
             if feeder:
@@ -158,20 +163,25 @@ def cmd_directory(args) -> int:
     return 0
 
 
-def cmd_asyncapi(args) -> int:
-    from shared.asyncapi import asyncapi_json
-
-    text = asyncapi_json()
-    target = Path(args.output)
-    if args.check:
+def _write_or_check(target: Path, text: str, check: bool, command: str) -> int:
+    """A generated file committed to the repository: write it, or (--check) say whether it
+    is current; exit 1 when stale."""
+    if check:
         if not target.exists() or target.read_text() != text:
-            print(f"{target} is stale: run `estatedesk asyncapi` and commit it", file=sys.stderr)
+            print(f"{target} is stale: run `estatedesk {command}` and commit it", file=sys.stderr)
             return 1
         print(f"{target} is current")
         return 0
+    target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text)
     print(f"wrote {target}")
     return 0
+
+
+def cmd_asyncapi(args) -> int:
+    from shared.asyncapi import asyncapi_json
+
+    return _write_or_check(Path(args.output), asyncapi_json(), args.check, "asyncapi")
 
 
 def role_table() -> str:
@@ -183,6 +193,12 @@ def role_table() -> str:
         for (method, path), roles in sorted(service.write_roles.items(), key=lambda item: (item[0][1], item[0][0])):
             lines.append(f"| {name} | `{method} /v1{path}` | {', '.join(roles)} |")
     return "\n".join(lines) + "\n"
+
+
+def cmd_nginx(args) -> int:
+    from estatedesk.gateway import nginx_config
+
+    return _write_or_check(Path(args.output), nginx_config(), args.check, "nginx")
 
 
 def cmd_roles(args) -> int:
@@ -255,6 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
     dirc.add_argument("file")
     dirc.add_argument("--nats-url")
     dirc.set_defaults(func=cmd_directory)
+
+    ngx = sub.add_parser("nginx", help="write (or --check) deploy/nginx/estatedesk.conf, the gateway's nginx twin")
+    ngx.add_argument("--output", default=str(Path(__file__).resolve().parent.parent / "deploy" / "nginx" /
+                                             "estatedesk.conf"))
+    ngx.add_argument("--check", action="store_true")
+    ngx.set_defaults(func=cmd_nginx)
 
     rls = sub.add_parser("roles", help="print which roles may call each write route (the README's table)")
     rls.set_defaults(func=cmd_roles)

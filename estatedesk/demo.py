@@ -100,7 +100,28 @@ def demo_directory() -> tuple[Company, list[Estate]]:
                                      department=dept))
         estates.append(Estate(code=code, name=name, director=f"{code}-dir", departments=departments, staff=staff,
                               buildings=[str(b) for b in range(1, 9)]))
-    return Company(name="示范物业管理有限公司"), estates
+    head_office = [
+        StaffMember(id="qm01", name="品质主管 赵敏", roles=["quality_manager"]),
+        StaffMember(id="gm01", name="总经理 孙伟", roles=["general_manager"]),
+        StaffMember(id="mr01", name="管理者代表 周涛", roles=["management_representative"]),
+        StaffMember(id="admin", name="系统管理员", roles=["company_admin"]),
+    ]
+    return Company(name="示范物业管理有限公司", staff=head_office), estates
+
+
+# Every demo account signs in with this password (printed by `make demo`, in the README).
+DEMO_PASSWORD = "estatedesk-demo"
+
+
+def demo_accounts() -> list[tuple[str, str]]:
+    """(staff id, what they do) of the accounts worth trying first, one per role."""
+    first = ESTATES[0][0]
+    return [
+        (f"{first}-cs01", "前台客服 front desk"), (f"{first}-engineering-1", "工程部员工 technician"),
+        (f"{first}-engineering-head", "工程部主管 department head"), (f"{first}-css", "客服主管 supervisor"),
+        (f"{first}-dir", "物业中心主任 estate director"), (f"{first}-duty", "值班 duty staff"),
+        ("qm01", "品质主管 quality manager"), ("admin", "系统管理员 company admin"),
+    ]
 
 
 @dataclass(order=True)
@@ -164,6 +185,16 @@ class DemoFeeder:
             )
         return self.tokens[staff_id]
 
+    async def create_accounts(self) -> None:
+        """An account for every demo staff member, with the one demo password."""
+        admin = issue_token(self.stack.signing_key, "admin", ["company_admin"], ["*"], name="系统管理员")
+        people = [m.id for m in self.company.staff] + [m.id for e in self.estates for m in e.staff]
+        for staff_id in dict.fromkeys(people):
+            r = await self.client.put(f"{self.url('intake')}/v1/accounts/{staff_id}/password",
+                                      json={"password": DEMO_PASSWORD}, headers={"Authorization": f"Bearer {admin}"})
+            if r.status_code != 204:
+                log.warning("demo account %s not created: %s", staff_id, r.text)
+
     def url(self, service: str) -> str:
         return self.stack.service(service).url
 
@@ -193,6 +224,7 @@ class DemoFeeder:
             first = self.estates[0].code
             await wait_until_intake_knows(client, self.url("intake"), first, self.token(first, f"{first}-cs01"),
                                           timeout=20)
+            await self.create_accounts()
             nc = await nats.connect(self.stack.nats_url)
             await nc.subscribe("estatedesk.*.ticket.*", cb=self._on_event)
             for estate in self.estates:
@@ -294,11 +326,13 @@ class DemoFeeder:
         if data["kind"] == "complaint":
             valid = self.random.random() > 0.12
             body = {"valid": valid, "reason": "属于物业服务范围，责任在我方" if valid else "属开发商遗留问题，非物业责任"}
-            if not valid:
-                body["confirmed_by"] = f"{estate}-dir"
             self.later(5, 40, "judge validity", lambda: self.call(
                 self.client, "POST", "intake", f"/v1/estates/{estate}/requests/{ticket}/validity", estate,
                 f"{estate}-css", body))
+            if not valid:  # the director confirms an invalid judgement with their own sign-in
+                self.later(45, 90, "confirm invalid", lambda: self.call(
+                    self.client, "POST", "intake", f"/v1/estates/{estate}/requests/{ticket}/validity/confirmation",
+                    estate, f"{estate}-dir", {"confirm": True}))
 
     def on_assigned(self, estate: str, ticket: str, data: dict) -> None:
         round_ = data.get("round", 1)

@@ -3,9 +3,14 @@ company's own overrides.
 
 The `holidays` package knows the State Council's published arrangement (holidays and
 make-up Saturdays/Sundays) only up to the last published year; it *projects* later years
-without their make-up days. For a year nobody has published yet we count plain weekends
-and mark the result provisional, so the caller can store the flag and recompute once the
-company loads that year's calendar. Nothing here ever raises for a date out of range.
+without their make-up days. For a year nobody has published yet we use the *projected
+calendar*: the fixed statutory holidays the package knows for that year (New Year, Spring
+Festival, Qingming, Labour Day, Dragon Boat, Mid-Autumn, National Day — without the
+package's guessed in-lieu "observed" days) are days off, weekends are rest days, and there
+are no make-up days. Every result that reaches into such a year is provisional, so the
+caller stores the flag and recomputes once the company loads that year's calendar or the
+package learns it (issue 10 "Also build" 1). Nothing here ever raises for a date out of
+range.
 """
 
 from __future__ import annotations
@@ -34,6 +39,18 @@ def _statutory_year(year: int) -> tuple[frozenset[dt.date], frozenset[dt.date]]:
     except Exception:  # an unknown year must never crash a deadline computation
         return frozenset(), frozenset()
     return off, makeup
+
+
+@lru_cache(maxsize=256)
+def _projected_year(year: int) -> frozenset[dt.date]:
+    """The fixed statutory days off of a year whose arrangement is not published: only the
+    holidays themselves (observed=False drops the package's guessed substitute days; the
+    real in-lieu days and make-up days come with the published arrangement)."""
+    try:
+        cn = holidays_pkg.country_holidays("CN", years=year, observed=False)
+        return frozenset(d for d in cn if d.year == year)
+    except Exception:  # an unknown year must never crash a deadline computation
+        return frozenset()
 
 
 @dataclass(frozen=True)
@@ -89,6 +106,8 @@ class WorkingCalendar:
                 return True
             if day in off:
                 return False
+        elif day in _projected_year(day.year):
+            return False
         return day.weekday() < 5
 
     def add_working_days(self, start: dt.datetime, days: int) -> WorkingDayResult:

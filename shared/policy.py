@@ -37,6 +37,11 @@ class IntakePolicy(_Section):
     office_closes: str = Field("17:30", pattern=CLOCK_TIME)
     # RULES §1 Invalid complaint: tell the customer the reason within 1 working day.
     invalid_complaint_notice_working_days: int = 1
+    # RULES §1 Complaint validity (002 §4.2.2, §4.2.4): an invalid judgement is final only
+    # when a manager confirms it with their own sign-in; these roles may confirm or reject.
+    invalid_confirmation_roles: tuple[str, ...] = (
+        "customer_service_supervisor", "estate_manager", "estate_director",
+    )
     # Phone and letter requests get a record now and the owner's signature later (补签);
     # remind every this many hours until it is supplied.
     signature_reminder_hours: int = 24
@@ -45,13 +50,24 @@ class IntakePolicy(_Section):
     # Masked display keeps this many leading and trailing characters (138****5678).
     mask_keep_head: int = 3
     mask_keep_tail: int = 4
-    # RULES §1 Record content: walk-ins sign the form now; phone and letter requests are
-    # recorded and signed later (补签). Channels in neither list need no owner signature
-    # (a superior's or government transfer record stands in for it).
+    # RULES §1 Record content (000 §五.1–2): walk-ins sign the form now; phone and letter
+    # requests are recorded and signed later (补签). Channels in neither list need no owner
+    # signature: online opinions have no person present to sign (their record is the
+    # posting itself), and a superior's or government transfer record stands in for one.
+    # An anonymous request, or one that wants no reply, owes no later signature either.
     signature_now_channels: tuple[str, ...] = ("walk_in", "walk_around_visit")
-    signature_later_channels: tuple[str, ...] = ("phone", "letter", "online", "relayed_by_employee")
+    signature_later_channels: tuple[str, ...] = ("phone", "letter", "relayed_by_employee")
     # Countersign-form numbers: ESTATE-YEAR-sequence, the sequence zero-padded to this width.
     form_sequence_digits: int = Field(6, ge=FORM_SEQUENCE_DIGITS_MIN, le=FORM_SEQUENCE_DIGITS_MAX)
+    # Duty roster (001 第7篇 1.2.1 三班制; 第11篇; 004 篇3 §3.4): the posts that keep a
+    # monthly roster, and the three shifts as (name, starts, ends) local "HH:MM" (a shift
+    # ending at or before its start ends the next day). Holidays are rostered like any day.
+    duty_posts: tuple[str, ...] = ("customer_service_desk", "security_control_centre")
+    duty_shifts: tuple[tuple[str, str, str], ...] = (
+        ("early", "08:00", "16:00"), ("middle", "16:00", "00:00"), ("night", "00:00", "08:00"),
+    )
+    # An item the incoming shift has not claimed by its start escalates to this role.
+    handover_escalation_role: str = "customer_service_supervisor"
 
     @model_validator(mode="after")
     def _opens_before_closes(self) -> "IntakePolicy":
@@ -66,8 +82,10 @@ class ClockPolicy(_Section):
     arrival_minutes_general: int = 60
     arrival_minutes_simple: int = 20
     arrival_minutes_commissioned_immediate: int = 15
-    # Grace before an "immediate" arrival counts as breached (the technician must travel).
-    arrival_grace_minutes_immediate: int = 10
+    # Grace before an "immediate" (立即) emergency arrival counts as breached. The documents
+    # give none (000 §五.2(1), 004 篇2 一.四: 立即), so none by default; a company that wants
+    # to allow travel time sets it here, and the form shows it beside the arrival clock.
+    arrival_grace_minutes_immediate: int = Field(0, ge=0)
     # RULES §2 Repair slip back to customer service.
     repair_slip_return_hours: int = 24
     # RULES §1 Reply deadline when none agreed: urgent → 2 h, not urgent → 2 working days.

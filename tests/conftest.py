@@ -64,9 +64,12 @@ def stack(servers, tmp_root, clock_file):
         clock_spec=f"file:{clock_file}",
     )
     stack.start_servers()
-    stack.start_services()
-    yield stack
-    stack.supervisor.stop_all()
+    try:
+        stack.start_services()
+        yield stack
+    finally:
+        # Also when a service never got healthy: no process outlives the session.
+        stack.supervisor.stop_all()
 
 
 def demo_estate(code: str) -> Estate:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
@@ -26,26 +25,19 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from services.analytics import rules, store
 from services.analytics.rules import COMPANY_TOTAL, Figures, MonthlyReport
 from shared import events as ev
+from shared import periods
 from shared.errors import RuleViolation
 from shared.policy import Policy
 
 ARRAY_TEXT = ARRAY(sa.String)
-MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
-QUARTER = re.compile(r"^(\d{4})-?Q([1-4])$")
-
-
 def parse_month(text: str) -> str:
-    if not MONTH.match(text):
-        raise RuleViolation(f"month {text!r} must look like 2026-11", status=422)
-    return text
+    return periods.parse_month(text)
 
 
 def parse_quarter(text: str) -> tuple[str, tuple[str, str, str]]:
-    match = QUARTER.match(text)
-    if not match:
-        raise RuleViolation(f"quarter {text!r} must look like 2026Q4", status=422)
-    year, number = int(match.group(1)), int(match.group(2))
-    return rules.quarter_of(f"{year}-{3 * number - 2:02d}")
+    """ "2026Q4" (or "2026-Q4") → ("2026Q4", its three months)."""
+    quarter = periods.parse_quarter(text)
+    return quarter, periods.months_of_quarter(quarter)
 
 
 def local_month(now: dt.datetime, tz: ZoneInfo) -> str:

@@ -53,6 +53,8 @@ from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from shared import events as ev
+from shared import periods
+from shared.periods import canonical_category
 from shared.policy import DEFAULT_POLICY, Policy
 
 # --- vocabulary --------------------------------------------------------------------------
@@ -449,7 +451,7 @@ def _on_accepted(facts: TicketFacts, p: ev.Accepted, event: ev.CloudEvent, day: 
         return  # the same ticket registered twice: count it once
     facts.kind = p.kind.value
     facts.channel = p.channel.value
-    facts.category = p.category
+    facts.category = canonical_category(p.category)  # older events may carry it as typed
     facts.repair_class = p.repair_class.value if p.repair_class else None
     facts.building = p.building
     facts.first_contact = p.first_contact
@@ -802,7 +804,7 @@ class SignOff:
 @dataclass(frozen=True)
 class MonthlyReport:
     """《月客户意见统计分析表》 of one estate and one month (or, for the quarterly summary,
-    the sum over a quarter: `period` "2026-Q4"; for the company, estate `COMPANY_TOTAL`)."""
+    the sum over a quarter: `period` "2026Q4"; for the company, estate `COMPANY_TOTAL`)."""
 
     estate: str
     period: str
@@ -949,7 +951,7 @@ def period_report(
     *,
     due_on: dt.date | None = None,
 ) -> MonthlyReport:
-    """A report over rollups already summed for any period label (a quarter "2026-Q4",
+    """A report over rollups already summed for any period label (a quarter "2026Q4",
     or the company's sums computed by the database) — the same figures `company_consolidation`
     and `quarterly_summary` build by merging estate reports."""
     return _build_report(estate, period, rollups, open_carried, corrective_actions, due_on, None)
@@ -1079,7 +1081,7 @@ def company_consolidation(reports: Sequence[MonthlyReport], policy: Policy = DEF
 class QuarterlySummary:
     """For the management representative (review) and the general manager (reading)."""
 
-    quarter: str  # "2026-Q4"
+    quarter: str  # "2026Q4"
     months: tuple[str, str, str]
     by_estate: dict[str, MonthlyReport]  # each estate's quarter sums
     company_by_month: dict[str, MonthlyReport]  # company sums month by month (the trend)
@@ -1089,9 +1091,9 @@ class QuarterlySummary:
 
 
 def quarter_of(month: str) -> tuple[str, tuple[str, str, str]]:
-    year, number = (int(part) for part in month.split("-"))
-    q = (number - 1) // 3
-    return f"{year}-Q{q + 1}", tuple(f"{year}-{3 * q + i:02d}" for i in (1, 2, 3))  # type: ignore[return-value]
+    """ "2026-11" → ("2026Q4", its three months)."""
+    quarter = periods.quarter_of(month)
+    return quarter, periods.months_of_quarter(quarter)
 
 
 def quarterly_summary(reports: Sequence[MonthlyReport], policy: Policy = DEFAULT_POLICY, *,

@@ -1083,6 +1083,48 @@ async def archive_quarter_now(estate: str, quarter: str, who: Principal = Depend
         raise RuleViolation(str(error), status=422) from None
 
 
+# --- the ticket's timeline (issue 16: the console's ticket detail) --------------------------------
+
+
+class TimelineEntryOut(BaseModel):
+    event_id: str
+    event: str = Field(description="accepted, assigned, acknowledged, … (the event's name)")
+    time: LocalTime
+    source: str = Field(description="The service that emitted it")
+    actor: str
+    data: dict = Field(description="The event's payload as published (shared/events.py)")
+
+
+class TimelineOut(BaseModel):
+    ticket_id: str
+    estate: str
+    events: list[TimelineEntryOut] = Field(description="Every event of the ticket from every service, in time order")
+    record_number: str | None = Field(description="The archived form's number once the ticket is archived")
+
+
+@service.http.get("/estates/{estate}/tickets/{ticket_id}/timeline", response_model=TimelineOut, tags=["archive"])
+async def ticket_timeline(estate: str, ticket_id: str, who: Principal = Depends(require_estate)) -> TimelineOut:
+    """One timeline of every event of a ticket across all services — archive collects them
+    all to assemble the form — and the archived record's number once it is sealed."""
+    known_estate(service, estate)
+    c, r = store.collected_events, store.records
+    async with service.db.transaction() as session:
+        rows = (await session.execute(
+            sa.select(c.c.event_id, c.c.event, c.c.time, c.c.envelope)
+            .where(c.c.estate == estate, c.c.ticket_id == ticket_id).order_by(c.c.time, c.c.collected_at)
+        )).all()
+        record = (await session.execute(
+            sa.select(r.c.record_number).where(r.c.estate == estate, r.c.ticket_id == ticket_id)
+        )).scalar()
+    if not rows and record is None:
+        raise RuleViolation(f"no ticket {ticket_id!r} known to the archive in estate {estate!r}", status=404)
+    events = [TimelineEntryOut(event_id=row.event_id, event=row.event, time=row.time,
+                               source=row.envelope.get("source", "").removeprefix("estatedesk/"),
+                               actor=row.envelope.get("actor", ""), data=row.envelope.get("data", {}))
+              for row in rows]
+    return TimelineOut(ticket_id=ticket_id, estate=estate, events=events, record_number=record)
+
+
 # Who may call each write route (RULES §5; printed in the README by `estatedesk roles`).
 # Every staff role may ask: who may consult, approve, mark or destroy is the estate's
 # archive policy, checked inside against the record and the approvals given.

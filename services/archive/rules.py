@@ -54,6 +54,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from shared.periods import MONTH, QUARTER, months_of_quarter, quarter_of  # noqa: F401  (re-exported: rules.quarter_of)
 from shared.events import (
     PAYLOADS,
     AcceptedBy,
@@ -70,8 +71,6 @@ from shared.policy import DEFAULT_POLICY, Policy
 
 FORM_SCHEMA = "estatedesk.archive.countersign_form/v1"
 RECORD_NUMBER = re.compile(r"^(?P<estate>[A-Z0-9][A-Z0-9_-]*)-DA-(?P<year>\d{4})-(?P<sequence>\d{6})$")
-MONTH = re.compile(r"^(?P<year>\d{4})-(?P<month>0[1-9]|1[0-2])$")
-QUARTER = re.compile(r"^(?P<year>\d{4})Q(?P<quarter>[1-4])$")
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -743,23 +742,6 @@ def closed_month(closed_at: dt.datetime, tz: str | ZoneInfo) -> str:
     zone = ZoneInfo(tz) if isinstance(tz, str) else tz
     local = closed_at.astimezone(zone)
     return f"{local.year:04d}-{local.month:02d}"
-
-
-def quarter_of(month: str) -> str:
-    """"2026-11" → "2026Q4"."""
-    match = MONTH.match(month)
-    if not match:
-        raise ValueError(f"{month!r} is not a month like 2026-11")
-    return f"{match['year']}Q{(int(match['month']) - 1) // 3 + 1}"
-
-
-def months_of_quarter(quarter: str) -> tuple[str, str, str]:
-    match = QUARTER.match(quarter)
-    if not match:
-        raise ValueError(f"{quarter!r} is not a quarter like 2026Q4")
-    year, q = int(match["year"]), int(match["quarter"])
-    first = (q - 1) * 3 + 1
-    return tuple(f"{year:04d}-{m:02d}" for m in range(first, first + 3))  # type: ignore[return-value]
 
 
 # --- retention ------------------------------------------------------------------------------

@@ -459,6 +459,35 @@ async def overdue_scan() -> int:
     return len(due)
 
 
+_calendar_seen: dict = {"data": None}
+
+
+@service.periodic("calendar-recompute", every_seconds=5.0)
+async def recompute_on_calendar_change() -> int:
+    """On every change of the company's calendar, count every pending complaint callback's
+    working-day window again (issue 10: every running deadline follows every change)."""
+    data = service.directory.company.calendar
+    if _calendar_seen["data"] == data:
+        return 0
+    changed = 0
+    async with service.db.transaction() as session:
+        rows = (await session.execute(
+            sa.select(C.c.callback_id, C.c.estate, C.c.completed_at, C.c.due_at, C.c.provisional)
+            .where(C.c.status == "pending", C.c.overdue_at.is_(None), C.c.rule == rules.CallbackRule.complaint.value,
+                   C.c.completed_at.is_not(None))
+            .with_for_update(skip_locked=True)
+        )).all()
+        for row in rows:
+            policy, calendar = policy_and_calendar(row.estate)
+            update = rules.recompute_complaint_due(row.completed_at, row.due_at, row.provisional, policy, calendar)
+            if update is not None:
+                await session.execute(sa.update(C).where(C.c.callback_id == row.callback_id)
+                                      .values(due_at=update[0], provisional=update[1]))
+                changed += 1
+    _calendar_seen["data"] = data
+    return changed
+
+
 @service.periodic("recurrence-scan", RECURRENCE_SCAN_SECONDS)
 async def recurrence_scan() -> int:
     """Decide the opinions whose recurrence window has elapsed (satisfied unless a

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from enum import StrEnum
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+from shared.periods import canonical_category, month_parts
 from shared.calendar import WorkingCalendar
 from shared.errors import RuleViolation
 from shared.events import Completed, Kind, RepairClass, ReplyMethod
@@ -202,6 +202,27 @@ def _complaint_due(local: dt.datetime, policy: Policy, calendar: WorkingCalendar
         return _days_later(local, cb.complaint_calendar_days), False
     result = calendar.add_working_days(local, cb.complaint_working_days)
     return result.value, result.provisional
+
+
+def recompute_complaint_due(
+    completed_at: dt.datetime,
+    due_at: dt.datetime,
+    provisional: bool,
+    policy: Policy,
+    calendar: WorkingCalendar,
+) -> tuple[dt.datetime, bool] | None:
+    """A pending complaint callback's window counted again on today's calendar: every
+    change of the company's calendar (a year loaded or corrected, a typhoon day off)
+    moves it, provisional or not (issue 10). Returns (due_at, provisional) when either
+    changed, else None; None too under the calendar-days rule, which no calendar moves.
+    Source: RULES §3 When (complaint); 002 §4.4.2 b."""
+    _require_aware(due_at, "due_at")
+    if policy.callback.complaint_rule != "working_days":
+        return None
+    due, now_provisional = _complaint_due(_local(completed_at, policy, "completed_at"), policy, calendar)
+    if due == due_at and now_provisional == provisional:
+        return None
+    return due, now_provisional
 
 
 def plan_callbacks(facts: CompletionFacts, policy: Policy, calendar: WorkingCalendar) -> list[PlannedCallback]:
@@ -571,7 +592,7 @@ def window_end(first: OpinionFact, policy: Policy) -> dt.datetime:
 
 
 def _same_key(value: str) -> str:
-    return value.strip().casefold()
+    return canonical_category(value)
 
 
 def recurring_opinions(first: OpinionFact, later_opinions: Iterable[OpinionFact], policy: Policy) -> list[OpinionFact]:
@@ -688,18 +709,9 @@ def visit_shortfall(
     return tallies
 
 
-_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
-
-
 def parse_month(text: str) -> tuple[int, int]:
-    """A report month written YYYY-MM; anything else is refused with the expected form."""
-    match = _MONTH.match(text.strip())
-    if not match:
-        raise RuleViolation(f"month {text!r} must be written YYYY-MM, e.g. 2026-11", status=422)
-    year, month = int(match[1]), int(match[2])
-    if not 1 <= month <= 12:
-        raise RuleViolation(f"month must be 1..12, got {month}", status=422)
-    return year, month
+    """A report month written YYYY-MM → (year, month); anything else is refused (422)."""
+    return month_parts(text)
 
 
 def check_visit_date(visited_on: dt.date, today: dt.date) -> None:

@@ -47,7 +47,7 @@ from shared.events import (
     Kind, RepairClass, Reopened, SignedBack, SlaBreached, ValidityJudged,
 )
 from shared.policy import Policy
-from shared.service import LocalTime, Service, create_http_app, known_estate, require_estate
+from shared.service import LocalTime, Service, create_http_app, known_estate, local_iso, require_estate
 
 log = logging.getLogger("estatedesk.dispatch")
 
@@ -243,6 +243,9 @@ def _line(lines, department: str):
 def _expect_in_handling(form) -> None:
     if form.status == "invalid":
         raise RuleViolation("handling ended: the complaint was judged invalid", status=409)
+    if form.status == AWAITING_APPROVAL:
+        raise RuleViolation(f"round {form.round} is signed back and waits for the nonconformity record's approval",
+                            status=409)
     if form.status in ("completed", "closed"):
         raise RuleViolation(f"round {form.round} of this form is already {form.status}", status=409)
 
@@ -467,7 +470,7 @@ async def _breach_batch() -> int:
                 sa.select(D, F.c.facts)
                 .join(F, F.c.ticket_id == D.c.ticket_id)
                 .where(D.c.met_at.is_(None), D.c.breached_at.is_(None), D.c.due_at < now,
-                       F.c.status.in_(("in_handling", "completed")))
+                       F.c.status.in_(("in_handling", AWAITING_APPROVAL, "completed")))
                 .order_by(D.c.due_at)
                 .limit(SCAN_BATCH)
                 .with_for_update(of=D, skip_locked=True)
@@ -535,7 +538,11 @@ _calendar_seen: dict = {"data": None}
 
 @service.periodic("provisional-recompute", every_seconds=5.0)
 async def recompute_provisional(force: bool = False) -> int:
-    """When the company loads a year's calendar, count provisional day clocks again."""
+    """On every change of the company's calendar (a year loaded, a correction, a typhoon
+    day off), count every running day clock again from its start — not only the
+    provisional ones: a day off added for tomorrow moves today's open reply and tracking
+    deadlines too (issue 10). On start-up (nothing seen yet) the same recount picks up a
+    year the `holidays` package has learned since."""
     data = service.directory.company.calendar
     if not force and _calendar_seen["data"] == data:
         return 0
@@ -544,7 +551,7 @@ async def recompute_provisional(force: bool = False) -> int:
     async with service.db.transaction() as session:
         rows = (
             await session.execute(
-                sa.select(D).where(D.c.provisional.is_(True), D.c.met_at.is_(None), D.c.breached_at.is_(None),
+                sa.select(D).where(D.c.met_at.is_(None), D.c.breached_at.is_(None),
                                    D.c.working_days.is_not(None), D.c.started_at.is_not(None))
                 .with_for_update(skip_locked=True)
             )
@@ -558,7 +565,7 @@ async def recompute_provisional(force: bool = False) -> int:
                 changed += 1
     _calendar_seen["data"] = data
     if changed:
-        log.info("recomputed %d provisional deadlines on the company's calendar", changed)
+        log.info("recomputed %d running day deadlines on the company's calendar", changed)
     return changed
 
 
@@ -622,6 +629,7 @@ class DeadlineOut(BaseModel):
     outcome: str | None
     breached_at: LocalTime | None
     overdue: bool
+    grace_minutes: int = Field(0, description="Arrival only: the policy's grace included in due_at (emergency 立即)")
 
 
 class EscalationOut(BaseModel):
@@ -680,7 +688,7 @@ class FormOut(BaseModel):
     deadlines: list[DeadlineOut]
     escalations: list[EscalationOut]
     nonconformity: NonconformityOut | None
-    progress_updates: list[dt.datetime]
+    progress_updates: list[LocalTime]
     progress_updates_missing: list[ProgressWindowOut]
     overdue: bool
 
@@ -707,15 +715,25 @@ def _line_status(line) -> str:
 def _line_out(line) -> LedgerLineOut:
     data = dict(line._mapping)
     data["status"] = _line_status(line)
-    data["notes"] = list(line.notes or [])
+    data["notes"] = [_local_note(note) for note in line.notes or []]
     return LedgerLineOut.model_validate(data)
 
 
-def _deadline_out(row, now: dt.datetime) -> DeadlineOut:
+NOTE_TIMES = ("at", "appointment_at", "previous_appointment_at")
+
+
+def _local_note(note: dict) -> dict:
+    """A stored ledger note with its times in the answer's zone, like every other time."""
+    return {key: local_iso(dt.datetime.fromisoformat(value)) if key in NOTE_TIMES and value else value
+            for key, value in note.items()}
+
+
+def _deadline_out(row, now: dt.datetime, grace_minutes: int = 0) -> DeadlineOut:
     overdue = row.met_at is None and (row.breached_at is not None or row.due_at < now)
     return DeadlineOut(round=row.round, clock=row.clock, department=_dept(row.department), due_at=row.due_at,
                        provisional=row.provisional, met_at=row.met_at, outcome=row.outcome,
-                       breached_at=row.breached_at, overdue=overdue)
+                       breached_at=row.breached_at, overdue=overdue,
+                       grace_minutes=grace_minutes if row.clock == Clock.arrival.value else 0)
 
 
 def _missing_updates(form, update_times: list[dt.datetime], now: dt.datetime) -> list[rules.ProgressWindow]:
@@ -743,7 +761,9 @@ async def _form_out(session: AsyncSession, form) -> FormOut:
             .order_by(store.progress_log.c.updated_at)
         )
     ).scalars().all()
-    deadlines_out = [_deadline_out(d, now) for d in deadlines]
+    grace = rules.arrival_grace_minutes(
+        TicketFacts(kind=form.kind, repair_class=form.repair_class), _policy(form.estate))
+    deadlines_out = [_deadline_out(d, now, grace) for d in deadlines]
     missing = _missing_updates(form, list(updates), now)
     return FormOut(
         ticket_id=form.ticket_id, estate=form.estate, form_number=form.form_number, kind=form.kind,
@@ -911,13 +931,22 @@ async def sign_back(estate: str, ticket_id: str, body: SignBackIn, who: Principa
             estate=estate, actor=who.staff_id, time=now,
         )
         if rules.round_complete(state):
-            await _complete(session, form, [l.department for l in lines], now, who.staff_id)
+            nc_state = (await session.execute(sa.select(NC.c.state).where(NC.c.ticket_id == ticket_id))).scalar()
+            await _complete(session, form, [l.department for l in lines], now, who.staff_id,
+                            hold=rules.completion_waits_for_approval(nc_state))
         return await _form_out(session, await _form(session, estate, ticket_id))
 
 
-async def _complete(session: AsyncSession, form, departments: list[str], now: dt.datetime, actor: str) -> None:
+# Every department signed back, but the nonconformity record is not approved yet: the
+# form is not `completed` (no callback, so the ticket cannot close) until it is.
+AWAITING_APPROVAL = "awaiting_nc"  # (forms.status holds 16 characters)
+
+
+async def _complete(session: AsyncSession, form, departments: list[str], now: dt.datetime, actor: str,
+                    hold: bool = False) -> None:
     await session.execute(
-        sa.update(F).where(F.c.ticket_id == form.ticket_id).values(status="completed", completed_at=now, updated_at=now)
+        sa.update(F).where(F.c.ticket_id == form.ticket_id)
+        .values(status=AWAITING_APPROVAL if hold else "completed", completed_at=None if hold else now, updated_at=now)
     )
     # The form is back with customer service: every clock of the round but tracking
     # (which runs to the callback) is settled.
@@ -925,11 +954,15 @@ async def _complete(session: AsyncSession, form, departments: list[str], now: dt
                         D.c.clock.in_(_met_by(Step.completed)))
     await _close_clocks(session, now, "superseded", D.c.ticket_id == form.ticket_id, D.c.round == form.round,
                         D.c.clock != Clock.tracking.value)
+    # A nonconformity's escalation to the management representative is resolved only by
+    # the approval (approve_nonconformity), not by the departments signing back.
     await session.execute(
         sa.update(E).where(E.c.ticket_id == form.ticket_id, E.c.round == form.round, E.c.resolved_at.is_(None),
-                           sa.or_(E.c.clock.is_(None), E.c.clock != Clock.tracking.value))
+                           sa.or_(E.c.clock.is_(None), E.c.clock != Clock.tracking.value), E.c.nonconformity.is_(False))
         .values(resolved_at=now, next_at=None)
     )
+    if hold:
+        return
     facts = _facts(form)
     await service.emit(
         session,
@@ -961,16 +994,21 @@ async def reschedule(estate: str, ticket_id: str, body: RescheduleIn, who: Princ
         if line.arrived_at is not None:
             raise RuleViolation(f"department {body.department} already arrived on site; nothing to reschedule", status=409)
         rows = (await session.execute(
-            sa.select(D).where(D.c.assignment_id == line.id, D.c.clock.in_((Clock.arrival.value, Clock.repair_slip_return.value)))
+            sa.select(D).where(D.c.assignment_id == line.id, D.c.met_at.is_(None),
+                               D.c.clock.in_((Clock.arrival.value, Clock.repair_slip_return.value)))
         )).all()
         moved = rules.reschedule_appointment(
             [Deadline(clock=r.clock, due_at=r.due_at, department=body.department, provisional=r.provisional) for r in rows],
             body.appointment_at, policy, department=body.department,
         )
-        for row, deadline in zip(rows, moved):
-            # A clock already breached stays breached (it fires once a round); its due
-            # time still shows the new appointment.
-            await session.execute(sa.update(D).where(D.c.id == row.id).values(due_at=deadline.due_at, provisional=False))
+        # The old clocks end "rescheduled" (a breached one climbs no further rung); the new
+        # appointment gets fresh clocks that breach and escalate afresh if it is missed.
+        await _close_clocks(session, now, rules.RESCHEDULED, D.c.id.in_([r.id for r in rows]))
+        await session.execute(sa.insert(D), [dict(
+            ticket_id=row.ticket_id, estate=row.estate, round=row.round, clock=row.clock, department=row.department,
+            assignment_id=row.assignment_id, due_at=deadline.due_at, provisional=False, started_at=now,
+            working_days=None,
+        ) for row, deadline in zip(rows, moved)])
         notes = list(line.notes or []) + [{
             "at": now.isoformat(), "by": who.staff_id, "note": body.note,
             "appointment_at": body.appointment_at.isoformat(), "previous_appointment_at":
@@ -1132,10 +1170,20 @@ async def approve_nonconformity(estate: str, ticket_id: str, who: Principal = De
     policy = _policy(estate)
     required = policy.escalation.nonconformity_approver_role
     role = required if who.has_role(required) else (sorted(who.roles)[0] if who.roles else "none")
+    now = service.clock.now()
     async with service.db.transaction() as session:
+        form = await _form(session, estate, ticket_id, lock=True)
         record = rules.approve_nonconformity(_record(await _nonconformity(session, estate, ticket_id)), who.staff_id,
-                                             role, service.clock.now(), policy)
+                                             role, now, policy)
         await _save_nonconformity(session, record)
+        # The approval is what the escalation to the management representative waited for.
+        await session.execute(
+            sa.update(E).where(E.c.ticket_id == ticket_id, E.c.nonconformity.is_(True), E.c.resolved_at.is_(None))
+            .values(resolved_at=now, next_at=None)
+        )
+        if form.status == AWAITING_APPROVAL:  # signed back meanwhile: the form returns to customer service now
+            lines = await _active_lines(session, ticket_id, form.round)
+            await _complete(session, form, [l.department for l in lines], now, who.staff_id)
         return _nc_out(record)
 
 

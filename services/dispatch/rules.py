@@ -286,13 +286,22 @@ def arrival_due(facts: TicketFacts, accepted_at: dt.datetime, policy: Policy) ->
             )
         return appointment
     minutes = {
-        # "Immediately" still needs travel time before it counts as late.
-        RepairClass.emergency: clocks.arrival_minutes_emergency + clocks.arrival_grace_minutes_immediate,
+        RepairClass.emergency: clocks.arrival_minutes_emergency + arrival_grace_minutes(facts, policy),
         RepairClass.general: clocks.arrival_minutes_general,
         RepairClass.simple: clocks.arrival_minutes_simple,
         RepairClass.commissioned_immediate: clocks.arrival_minutes_commissioned_immediate,
     }[repair_class]
     return _elapsed(start, dt.timedelta(minutes=minutes), policy)
+
+
+def arrival_grace_minutes(facts: TicketFacts, policy: Policy) -> int:
+    """Minutes of grace an arrival clock allows beyond the documents' value: the policy's
+    `arrival_grace_minutes_immediate` (default 0) for an emergency (立即) repair, 0 for
+    every other class and kind. Shown on the form beside the arrival clock.
+    Source: RULES §2 Repair arrival; 000 §五.2(1), 004 篇2 一.四."""
+    if facts.kind is not Kind.repair or (facts.repair_class or RepairClass.general) is not RepairClass.emergency:
+        return 0
+    return policy.clocks.arrival_grace_minutes_immediate
 
 
 def start_round_clocks(
@@ -360,6 +369,10 @@ def start_round_clocks(
     return deadlines
 
 
+# The outcome of a clock ended by a new appointment: it fires and climbs no more.
+RESCHEDULED = "rescheduled"
+
+
 def reschedule_appointment(
     deadlines: Sequence[Deadline],
     new_appointment_at: dt.datetime,
@@ -369,7 +382,12 @@ def reschedule_appointment(
 ) -> list[Deadline]:
     """The owner was not at home (004 篇2 二.一): the arrival clock follows the new
     appointment and the repair slip is due that many hours after it. Other clocks keep
-    running. `department` limits the change to one department's clocks."""
+    running. `department` limits the change to one department's clocks.
+
+    The returned arrival and slip deadlines are *fresh clocks*: the caller ends the old
+    ones with the outcome `RESCHEDULED` (their escalation ladder stops, breached or not)
+    and starts these, which breach and escalate afresh from the first rung if the new
+    appointment is missed (issue 10)."""
     new_at = _local(new_appointment_at, policy, "new_appointment_at")
     targets = {
         d.department for d in deadlines
@@ -445,8 +463,10 @@ def recompute_day_clock(
     policy: Policy,
     calendar: WorkingCalendar,
 ) -> tuple[dt.datetime, bool] | None:
-    """A day clock counted again on today's calendar (the company may have loaded the
-    year it reaches into). Returns (due_at, provisional) when either changed, else None."""
+    """A day clock counted again on today's calendar: the company may have loaded the
+    year it reaches into, corrected a loaded year, or declared a day off (a typhoon);
+    every running day clock follows every change, provisional or not (issue 10).
+    Returns (due_at, provisional) when either changed, else None."""
     if working_days < 0:
         raise RuleViolation(f"a day clock counts a non-negative number of working days, got {working_days}")
     result = calendar.add_working_days(_local(started_at, policy, "started_at"), working_days)
@@ -596,6 +616,20 @@ class NonconformityRecord:
     def last_moment(self) -> dt.datetime:
         moments = [self.opened_at, self.approved_at, self.action_started_at, self.closed_at, self.capa_reported_at]
         return max(m for m in moments if m is not None)
+
+
+def completion_waits_for_approval(nonconformity_state: NonconformityState | str | None) -> bool:
+    """True while the form's nonconformity record (owner's loss above the threshold) still
+    waits for the management representative's approval: the form may not return to
+    customer service (`completed`), so no callback is planned and the ticket cannot close.
+    None (no record) and every later state let it complete.
+    Source: RULES §2 Economic loss; 004 篇3 §4.2.5."""
+    if nonconformity_state is None:
+        return False
+    try:
+        return NonconformityState(nonconformity_state) is NonconformityState.opened
+    except ValueError:
+        raise RuleViolation(f"unknown nonconformity state {nonconformity_state!r}") from None
 
 
 def _expect(record: NonconformityRecord, state: NonconformityState, action: str) -> None:

@@ -87,11 +87,12 @@ deadlines = sa.Table(
     sa.Column("started_at", sa.DateTime(timezone=True)),
     sa.Column("working_days", sa.Integer),
     sa.Column("met_at", sa.DateTime(timezone=True)),  # closed: met, or no longer owed
-    sa.Column("outcome", sa.String(16)),  # met / superseded / cancelled
+    sa.Column("outcome", sa.String(16)),  # met / superseded / cancelled / rescheduled
     sa.Column("breached_at", sa.DateTime(timezone=True)),
+    # One live clock per line and clock; rescheduled ones stay beside it as history.
     sa.Index(
         "uq_deadlines_line_clock", "assignment_id", "clock", unique=True,
-        postgresql_where=sa.text("assignment_id IS NOT NULL"),
+        postgresql_where=sa.text("assignment_id IS NOT NULL AND (outcome IS NULL OR outcome <> 'rescheduled')"),
     ),
     sa.Index(
         "uq_deadlines_ticket_clock", "ticket_id", "round", "clock", unique=True,

@@ -34,7 +34,9 @@ from shared.events import (
     AcceptedBy, Accepted, Channel, CloudEvent, Kind, ProgressUpdated, RepairClass, ReplyMethod, Severity, Urgency,
 )
 from shared import limits
-from shared.limits import Category, Contract, Day, RowId, Identifier, Instant, Money, UnitPart, text
+from shared.events import ValidityJudged
+from shared.limits import Category, Contract, Day, Identifier, Instant, Money, RowId, UnitPart, text
+from shared.periods import canonical_category
 from shared.policy import Policy, PolicyOverrides, effective_policy, overrides_data
 from shared.service import LocalTime, Service, create_http_app, known_estate, principal, require_estate
 
@@ -50,10 +52,12 @@ T = store.tickets
 REGISTRAR_ROLES = ("customer_service", "customer_service_supervisor", "duty_staff", "department_staff",
                    "department_head", "estate_director")
 JUDGE_ROLES = ("customer_service", "customer_service_supervisor", "estate_director", "quality_manager")
-MANAGER_ROLES = ("customer_service_supervisor", "estate_director", "department_head")
 OWNER_DESK_ROLES = ("customer_service", "customer_service_supervisor", "estate_director")
 HANDOVER_ROLES = ("customer_service", "customer_service_supervisor", "duty_staff")
 ACCOUNT_ADMIN_ROLES = ("company_admin", "estate_director")
+MANAGER_ROLES = ("customer_service_supervisor", "estate_director", "department_head", "quality_manager",
+                 "general_manager")
+DUTY_ROLES = ("duty_staff", "customer_service", "customer_service_supervisor", "estate_director")
 
 signature_reminders_total = Counter(
     "estatedesk_signature_reminders", "Reminders to get a phone/letter owner's later signature (补签)",
@@ -109,6 +113,15 @@ class RequestIn(Contract):
                 raise ValueError(f"each entry must be 1–{limits.SHORT_TEXT_MAX} characters")
         return values
 
+    @field_validator("category")
+    @classmethod
+    def _canonical_category(cls, value: str) -> str:
+        # Every service compares categories in this one form (shared.periods).
+        canonical = canonical_category(value)
+        if not canonical:
+            raise ValueError("a category needs a visible character")
+        return canonical
+
 
 class SignatureOut(BaseModel):
     requirement: str = Field(description="signed / later (补签 owed) / not_required")
@@ -119,15 +132,18 @@ class SignatureOut(BaseModel):
 
 
 class ValidityOut(BaseModel):
-    valid: bool
+    valid: bool = Field(description="The judgement (while awaiting confirmation: the judge's proposal, invalid)")
+    state: str = Field("valid", description="valid / awaiting_confirmation / confirmed / rejected")
     reason: str
     judged_by: str
-    confirmed_by: str | None
+    confirmed_by: str | None = Field(description="The manager who confirmed or rejected an invalid judgement")
     judged_at: LocalTime
+    decided_at: LocalTime | None = None
     notify_owner_by: LocalTime | None
     notify_provisional: bool
     owner_notified_at: LocalTime | None
     notice_overdue: bool
+    notice_late: bool = Field(False, description="The owner heard the reason after the deadline (stays marked)")
 
 
 class ProgressOut(BaseModel):
@@ -195,14 +211,20 @@ def _ticket_out(row, updates=(), handover=None, now: dt.datetime | None = None) 
         reminders_sent=data.get("reminders_sent") or 0, last_reminded_at=data.get("last_reminded_at"),
         next_reminder_at=data.get("next_reminder_at"),
     )
-    if data.get("valid") is not None:
+    state = data.get("validity_state")
+    if data.get("valid") is not None or state == rules.ValidityState.awaiting_confirmation:
         now = now or service.clock.now()
+        notice_owed = state in (rules.ValidityState.awaiting_confirmation, rules.ValidityState.confirmed) or (
+            state is None and data["valid"] is False)
         data["validity"] = ValidityOut(
-            valid=data["valid"], reason=data["validity_reason"], judged_by=data["judged_by"],
-            confirmed_by=data["confirmed_by"], judged_at=data["judged_at"], notify_owner_by=data["notify_owner_by"],
+            valid=bool(data["valid"]), state=state or ("valid" if data["valid"] else "confirmed"),
+            reason=data["validity_reason"], judged_by=data["judged_by"],
+            confirmed_by=data["confirmed_by"], judged_at=data["judged_at"], decided_at=data.get("validity_decided_at"),
+            notify_owner_by=data["notify_owner_by"],
             notify_provisional=data["notify_provisional"], owner_notified_at=data["owner_notified_at"],
-            notice_overdue=bool(not data["valid"] and data["owner_notified_at"] is None and data["notify_owner_by"]
+            notice_overdue=bool(notice_owed and data["owner_notified_at"] is None and data["notify_owner_by"]
                                 and data["notify_owner_by"] < now),
+            notice_late=rules.notice_late(data["notify_owner_by"], data["owner_notified_at"]),
         )
     else:
         data["validity"] = None
@@ -347,7 +369,8 @@ async def register_request(estate: str, body: RequestIn, who: Principal = Depend
     tz = service.directory.timezone_for(estate)
     now = service.clock.now()
     _check_request(body, directory_estate, now)
-    requirement = rules.check_signature_at_intake(body.channel, body.owner_signed, policy)
+    requirement = rules.check_signature_at_intake(body.channel, body.owner_signed, policy, anonymous=body.anonymous,
+                                                  reply_method=body.reply_method)
     signature = "signed" if body.owner_signed else requirement.value
     off_hours = rules.is_off_hours(now, policy, calendar)
     year = now.astimezone(tz).year
@@ -385,7 +408,7 @@ async def register_request(estate: str, body: RequestIn, who: Principal = Depend
         handover = None
         if off_hours and who.has_role("duty_staff"):
             handover = dict(estate=estate, ticket_id=ticket_id, registered_by=who.staff_id, registered_at=now,
-                            handover_due=rules.handover_due(now, policy, calendar))
+                            handover_due=await _roster_handover_due(session, estate, who.staff_id, now, policy, calendar))
             handover["id"] = (await session.execute(
                 sa.insert(store.handover_items).values(**handover).returning(store.handover_items.c.id)
             )).scalar_one()
@@ -451,7 +474,8 @@ async def list_requests(
         query = query.where(T.c.owner_signature == "later", T.c.signed_at.is_(None))
     now = service.clock.now()
     if notice == "overdue":
-        query = query.where(T.c.valid.is_(False), T.c.owner_notified_at.is_(None), T.c.notify_owner_by < now)
+        query = query.where(sa.or_(T.c.valid.is_(False), T.c.validity_state == rules.ValidityState.awaiting_confirmation),
+                            T.c.owner_notified_at.is_(None), T.c.notify_owner_by < now)
     async with service.db.transaction() as session:
         return [_ticket_out(row, now=now) for row in (await session.execute(query)).all()]
 
@@ -462,38 +486,68 @@ class ValidityIn(Contract):
     confirmed_by: str | None = Field(None, max_length=64, description="The manager confirming an invalid judgement")
 
 
-def _check_manager(estate: Estate, staff_id: str) -> None:
-    managers = {estate.director} | {d.head for d in estate.departments}
-    managers |= {s.id for s in estate.staff if set(s.roles) & set(MANAGER_ROLES)}
-    if staff_id not in managers - {None}:
-        raise RuleViolation(f"{staff_id!r} is not a manager of estate {estate.code}; an invalid complaint needs a "
-                            "manager's confirmation", status=403)
-
-
 @service.http.post("/estates/{estate}/requests/{ticket_id}/validity", response_model=TicketOut, tags=["requests"])
 async def judge_validity(estate: str, ticket_id: str, body: ValidityIn, who: Principal = Depends(require_estate)) -> TicketOut:
-    """Judge a complaint valid or invalid, with the reason; invalid needs a manager's
-    confirmation and the owner must hear the reason within the policy's working days."""
+    """Judge a complaint valid or invalid, with the reason. Valid is final at once. Invalid
+    waits as "awaiting_confirmation" (a `confirmed_by` in the body confirms nothing) until
+    a manager confirms or rejects it with their own sign-in (POST .../validity/confirmation);
+    the owner must hear the reason within the policy's working days of this judgement."""
     known_estate(service, estate)
-    directory_estate = service.directory.estate(estate)
     policy = service.directory.policy_for(estate)
     now = service.clock.now()
     async with service.db.transaction() as session:
         row = await _ticket(session, estate, ticket_id, lock=True)
+        if row.validity_state == rules.ValidityState.awaiting_confirmation:
+            raise RuleViolation("this complaint's invalid judgement awaits a manager's confirmation", status=409)
         if row.valid is not None:
             raise RuleViolation(f"this complaint was already judged {'valid' if row.valid else 'invalid'}", status=409)
         judgement = rules.judge_validity(row.kind, body.valid, body.reason, who.staff_id, body.confirmed_by, now,
                                          policy, service.directory.calendar_for(estate))
-        if judgement.confirmed_by is not None and not judgement.valid:
-            _check_manager(directory_estate, judgement.confirmed_by)
         if row.status == "closed":
             raise RuleViolation("the request is closed", status=409)
         await session.execute(sa.update(T).where(T.c.id == ticket_id).values(
-            valid=judgement.valid, validity_reason=judgement.reason, judged_by=judgement.judged_by,
-            confirmed_by=judgement.confirmed_by, judged_at=now, notify_owner_by=judgement.notify_owner_by,
-            notify_provisional=judgement.provisional, status="open" if judgement.valid else "invalid",
+            valid=True if judgement.valid else None, validity_reason=judgement.reason, judged_by=judgement.judged_by,
+            confirmed_by=None, judged_at=now, notify_owner_by=judgement.notify_owner_by,
+            notify_provisional=judgement.provisional, validity_state=judgement.state,
         ))
-        await service.emit(session, judgement.to_payload(ticket_id), estate=estate, actor=who.staff_id, time=now)
+        if judgement.valid:  # an invalid one is announced when the manager decides
+            await service.emit(session, judgement.to_payload(ticket_id), estate=estate, actor=who.staff_id, time=now)
+        return await _full_ticket(session, await _ticket(session, estate, ticket_id))
+
+
+class ConfirmationIn(Contract):
+    confirm: bool = Field(description="true: confirmed invalid (handling ends); false: rejected (the complaint is valid)")
+    note: str | None = Field(None, max_length=5000, description="The manager's reason, required to reject")
+
+
+@service.http.post("/estates/{estate}/requests/{ticket_id}/validity/confirmation", response_model=TicketOut,
+                   tags=["requests"])
+async def confirm_validity(estate: str, ticket_id: str, body: ConfirmationIn,
+                           who: Principal = Depends(require_estate)) -> TicketOut:
+    """The manager, signed in as themselves, confirms or rejects an invalid judgement
+    (RULES §1 Complaint validity). Only then is `validity_judged` announced; the owner's
+    notice deadline still counts from the judgement."""
+    known_estate(service, estate)
+    policy = service.directory.policy_for(estate)
+    now = service.clock.now()
+    async with service.db.transaction() as session:
+        row = await _ticket(session, estate, ticket_id, lock=True)
+        state = rules.confirm_invalid(row.validity_state, row.judged_by, who.staff_id, who.roles, body.confirm, policy)
+        note = (body.note or "").strip()
+        if state is rules.ValidityState.rejected and not note:
+            raise RuleViolation("rejecting an invalid judgement needs the manager's reason", status=422)
+        valid = state is rules.ValidityState.rejected
+        reason = note if valid else row.validity_reason
+        await session.execute(sa.update(T).where(T.c.id == ticket_id).values(
+            valid=valid, confirmed_by=who.staff_id, validity_state=state, validity_decided_at=now,
+            validity_reason=reason, notify_owner_by=None if valid else row.notify_owner_by,
+            notify_provisional=False if valid else row.notify_provisional,
+            status=row.status if valid else "invalid",
+        ))
+        await service.emit(session, ValidityJudged(
+            ticket_id=ticket_id, valid=valid, reason=reason, judged_by=row.judged_by, confirmed_by=who.staff_id,
+            notify_owner_by=None if valid else row.notify_owner_by,
+        ), estate=estate, actor=who.staff_id, time=now)
         return await _full_ticket(session, await _ticket(session, estate, ticket_id))
 
 
@@ -664,6 +718,35 @@ async def remind_signatures() -> int:
             signature_reminders_total.labels(row.estate).inc()
             log.info("owner's signature still owed", extra={"estate": row.estate, "ticket": row.id})
     return len(due)
+
+
+_calendar_seen: dict = {"data": None}
+
+
+@service.periodic("calendar-recompute", every_seconds=5.0)
+async def recompute_notices_on_calendar_change() -> int:
+    """On every change of the company's calendar, count every owed invalid-complaint
+    notice deadline again from its judgement (issue 10: every running deadline follows
+    every change)."""
+    data = service.directory.company.calendar
+    if _calendar_seen["data"] == data:
+        return 0
+    changed = 0
+    async with service.db.transaction() as session:
+        rows = (await session.execute(
+            sa.select(T.c.id, T.c.estate, T.c.judged_at, T.c.notify_owner_by, T.c.notify_provisional)
+            .where(T.c.notify_owner_by.is_not(None), T.c.owner_notified_at.is_(None), T.c.judged_at.is_not(None))
+            .with_for_update(skip_locked=True)
+        )).all()
+        for row in rows:
+            notice = rules.invalid_notice_due(row.judged_at, service.directory.policy_for(row.estate),
+                                              service.directory.calendar_for(row.estate))
+            if (notice.value, notice.provisional) != (row.notify_owner_by, row.notify_provisional):
+                await session.execute(sa.update(T).where(T.c.id == row.id)
+                                      .values(notify_owner_by=notice.value, notify_provisional=notice.provisional))
+                changed += 1
+    _calendar_seen["data"] = data
+    return changed
 
 
 # --- owners and units -----------------------------------------------------------------------------
@@ -980,6 +1063,261 @@ async def put_estate(estate: str, body: Estate, who: Principal = Depends(princip
     return body
 
 
+# --- duty roster, duty log and shift handover (issue 10 "Also build" 2) ---------------------------
+# 001 第1篇 (handover rules, 2.4 when it is refused), 第2篇 (duty log, holiday duty), 第7篇
+# (monthly roster, 三班制), 第11、14篇 (front desk and security handover); 002 §4.2.4;
+# 004 篇3 §3.4.
+
+ROSTER_ROLES = ("customer_service_supervisor", "estate_director", "estate_manager")
+RS, DL, SH, SHI = store.roster_shifts, store.duty_log, store.shift_handovers, store.shift_handover_items
+
+
+class RosterEntryIn(Contract):
+    day: Day
+    post: str = Field(min_length=1, max_length=32, description="customer_service_desk / security_control_centre")
+    shift: str = Field(min_length=1, max_length=16, description="A shift of the estate's policy (early/middle/night)")
+    staff: list[str] = Field(min_length=1, max_length=20)
+
+
+class RosterShiftOut(BaseModel):
+    id: int
+    day: dt.date
+    post: str
+    shift: str
+    staff: list[str]
+    starts_at: LocalTime
+    ends_at: LocalTime
+
+
+class DutyLogIn(Contract):
+    entry: str = Field(min_length=1, max_length=5000, description="What happened, how it was handled (值班记录)")
+
+
+class HandoverItemIn(Contract):
+    note: str = Field(min_length=1, max_length=5000)
+    ticket_id: str | None = Field(None, max_length=64)
+
+
+class ShiftHandoverIn(Contract):
+    items: list[HandoverItemIn] = Field(default_factory=list, max_length=200,
+                                        description="Leaders' instructions, keys, equipment… (open requests are added)")
+
+
+class ShiftItemOut(BaseModel):
+    id: int
+    ticket_id: str | None
+    kind: str | None
+    repair_class: str | None
+    urgency: str | None
+    note: str
+    claim_due: LocalTime
+    claimed_by: str | None
+    claimed_at: LocalTime | None
+    escalated_to: str | None
+    escalated_at: LocalTime | None
+    overdue: bool
+
+
+def _shift_out(row) -> RosterShiftOut:
+    return RosterShiftOut(id=row.id, day=row.day, post=row.post, shift=row.shift, staff=list(row.staff),
+                          starts_at=row.starts_at, ends_at=row.ends_at)
+
+
+def _item_out(row, now: dt.datetime) -> ShiftItemOut:
+    return ShiftItemOut(id=row.id, ticket_id=row.ticket_id, kind=row.kind, repair_class=row.repair_class,
+                        urgency=row.urgency, note=row.note, claim_due=row.claim_due, claimed_by=row.claimed_by,
+                        claimed_at=row.claimed_at, escalated_to=row.escalated_to, escalated_at=row.escalated_at,
+                        overdue=rules.handover_item_overdue(row.claimed_at, row.claim_due, now))
+
+
+def _roster_of(rows) -> list[rules.RosterShift]:
+    return [rules.RosterShift(r.day, r.post, r.shift, tuple(r.staff), r.starts_at, r.ends_at) for r in rows]
+
+
+async def _roster_handover_due(session: AsyncSession, estate: str, staff_id: str, now: dt.datetime, policy: Policy,
+                               calendar) -> dt.datetime:
+    """An off-hours registration's handover time on the estate's roster (the next shift of
+    the registrant's post; holidays have their own duty shifts), else the next working
+    morning."""
+    rows = (await session.execute(sa.select(RS).where(
+        RS.c.estate == estate, RS.c.ends_at > now - dt.timedelta(days=1), RS.c.starts_at < now + dt.timedelta(days=14),
+    ))).all()
+    return rules.roster_handover_due(now, staff_id, _roster_of(rows), policy, calendar)
+
+
+@service.http.put("/estates/{estate}/roster/{month}", response_model=list[RosterShiftOut], tags=["duty"])
+async def put_roster(estate: str, month: str, entries: list[RosterEntryIn],
+                     who: Principal = Depends(require_estate)) -> list[RosterShiftOut]:
+    """Set a month's roster (排班表) of every duty post, holidays included; replaces the
+    month's shifts that have no handover yet (a changed roster is re-issued, 第7篇 1.1.7)."""
+    known_estate(service, estate)
+    policy = service.directory.policy_for(estate)
+    shifts = rules.roster_for_month(month, [e.model_dump(mode="json") for e in entries], policy)
+    now = service.clock.now()
+    first = dt.date.fromisoformat(f"{month}-01")
+    after = (first + dt.timedelta(days=32)).replace(day=1)
+    async with service.db.transaction() as session:
+        handed = sa.select(SH.c.shift_id)
+        await session.execute(sa.delete(RS).where(RS.c.estate == estate, RS.c.day >= first, RS.c.day < after,
+                                                  RS.c.id.not_in(handed)))
+        for s in shifts:
+            await session.execute(pg_insert(RS).values(
+                estate=estate, post=s.post, day=s.day, shift=s.shift, staff=list(s.staff), starts_at=s.starts_at,
+                ends_at=s.ends_at, set_by=who.staff_id, set_at=now,
+            ).on_conflict_do_nothing(constraint="uq_roster_shift"))
+        rows = (await session.execute(sa.select(RS).where(RS.c.estate == estate, RS.c.day >= first, RS.c.day < after)
+                                      .order_by(RS.c.starts_at, RS.c.post))).all()
+    return [_shift_out(r) for r in rows]
+
+
+@service.http.get("/estates/{estate}/roster/{month}", response_model=list[RosterShiftOut], tags=["duty"])
+async def get_roster(estate: str, month: str, who: Principal = Depends(require_estate)) -> list[RosterShiftOut]:
+    known_estate(service, estate)
+    rules.roster_for_month(month, [], service.directory.policy_for(estate))  # validates the month
+    first = dt.date.fromisoformat(f"{month}-01")
+    after = (first + dt.timedelta(days=32)).replace(day=1)
+    async with service.db.transaction() as session:
+        rows = (await session.execute(sa.select(RS).where(RS.c.estate == estate, RS.c.day >= first, RS.c.day < after)
+                                      .order_by(RS.c.starts_at, RS.c.post))).all()
+    return [_shift_out(r) for r in rows]
+
+
+async def _shift(session: AsyncSession, estate: str, shift_id: int):
+    row = (await session.execute(sa.select(RS).where(RS.c.id == shift_id, RS.c.estate == estate))).first()
+    if row is None:
+        raise RuleViolation(f"no rostered shift {shift_id} in estate {estate!r}", status=404)
+    return row
+
+
+def _on_duty(who: Principal, shift) -> None:
+    if who.staff_id not in shift.staff and not who.has_role(*ROSTER_ROLES):
+        raise RuleViolation(f"{who.staff_id} is not on the {shift.shift} shift of {shift.post} on {shift.day}", status=403)
+
+
+@service.http.post("/estates/{estate}/shifts/{shift_id}/log", status_code=201, tags=["duty"])
+async def add_duty_log(estate: str, shift_id: RowId, body: DutyLogIn, who: Principal = Depends(require_estate)) -> dict:
+    """A line of the shift's duty log (值班记录: who, when, what happened, how handled)."""
+    known_estate(service, estate)
+    now = service.clock.now()
+    async with service.db.transaction() as session:
+        _on_duty(who, await _shift(session, estate, shift_id))
+        entry_id = (await session.execute(sa.insert(DL).values(shift_id=shift_id, at=now, by=who.staff_id,
+                                                              entry=body.entry).returning(DL.c.id))).scalar_one()
+    return {"id": entry_id, "shift_id": shift_id, "at": now, "by": who.staff_id, "entry": body.entry}
+
+
+@service.http.post("/estates/{estate}/shifts/{shift_id}/handover", status_code=201, response_model=list[ShiftItemOut],
+                   tags=["duty"])
+async def hand_over_shift(estate: str, shift_id: RowId, body: ShiftHandoverIn,
+                          who: Principal = Depends(require_estate)) -> list[ShiftItemOut]:
+    """The outgoing shift hands over item by item: the given items plus every request its
+    staff registered on the shift and not yet handled (with kind, repair class and
+    urgency). Refused (409) while a major or emergency incident of the shift is still open
+    (001 第1篇 2.4). The incoming shift must claim each item by its start."""
+    known_estate(service, estate)
+    now = service.clock.now()
+    async with service.db.transaction() as session:
+        shift = await _shift(session, estate, shift_id)
+        _on_duty(who, shift)
+        if (await session.execute(sa.select(SH.c.id).where(SH.c.shift_id == shift_id))).first():
+            raise RuleViolation(f"the {shift.shift} shift of {shift.post} on {shift.day} was already handed over",
+                                status=409)
+        tickets = (await session.execute(sa.select(T).where(
+            T.c.estate == estate, T.c.first_contact.in_(list(shift.staff)),
+            T.c.received_at >= shift.starts_at, T.c.received_at < shift.ends_at).order_by(T.c.received_at))).all()
+        incidents = [rules.ShiftIncident(
+            t.id, t.kind, t.repair_class, t.severity, t.urgency,
+            handled=t.completed_at is not None or t.closed_at is not None or t.status in ("closed", "invalid"),
+        ) for t in tickets]
+        blockers = rules.handover_blockers(incidents)
+        if blockers:
+            raise RuleViolation(f"no handover while a major or emergency incident of this shift is open: "
+                                f"{', '.join(blockers)}", status=409)
+        roster = _roster_of((await session.execute(sa.select(RS).where(
+            RS.c.estate == estate, RS.c.post == shift.post, RS.c.starts_at >= shift.ends_at))).all())
+        claim_due = rules.next_shift_start(roster, shift.post, shift.ends_at) or shift.ends_at
+        handover_id = (await session.execute(sa.insert(SH).values(
+            shift_id=shift_id, estate=estate, handed_over_by=who.staff_id, handed_over_at=now, claim_due=claim_due,
+        ).returning(SH.c.id))).scalar_one()
+        by_id = {t.id: t for t in tickets}
+        rows = [dict(ticket_id=t.id, kind=t.kind, repair_class=t.repair_class, urgency=t.urgency,
+                     note=t.description[:500]) for t in tickets if t.id in
+                {i.ticket_id for i in incidents if not i.handled}]
+        for item in body.items:
+            ticket = by_id.get(item.ticket_id) if item.ticket_id else None
+            rows.append(dict(ticket_id=item.ticket_id, kind=ticket.kind if ticket else None,
+                             repair_class=ticket.repair_class if ticket else None,
+                             urgency=ticket.urgency if ticket else None, note=item.note))
+        if rows:
+            await session.execute(sa.insert(SHI), [dict(r, handover_id=handover_id, estate=estate, claim_due=claim_due)
+                                                  for r in rows])
+        items = (await session.execute(sa.select(SHI).where(SHI.c.handover_id == handover_id)
+                                       .order_by(SHI.c.id))).all()
+    return [_item_out(i, now) for i in items]
+
+
+@service.http.get("/estates/{estate}/shift-handover-items", response_model=list[ShiftItemOut], tags=["duty"])
+async def list_shift_items(estate: str, status: Literal["open", "overdue", "all"] = Query("open"),
+                           who: Principal = Depends(require_estate)) -> list[ShiftItemOut]:
+    """Handover items: unclaimed (`open`), unclaimed past the incoming shift's start
+    (`overdue`, escalated to the customer-service supervisor), or all."""
+    known_estate(service, estate)
+    now = service.clock.now()
+    query = sa.select(SHI).where(SHI.c.estate == estate).order_by(SHI.c.claim_due, SHI.c.id).limit(500)
+    if status == "open":
+        query = query.where(SHI.c.claimed_at.is_(None))
+    elif status == "overdue":
+        query = query.where(SHI.c.claimed_at.is_(None), SHI.c.claim_due < now)
+    async with service.db.transaction() as session:
+        return [_item_out(r, now) for r in (await session.execute(query)).all()]
+
+
+@service.http.post("/estates/{estate}/shift-handover-items/{item_id}/claim", response_model=ShiftItemOut,
+                   tags=["duty"])
+async def claim_shift_item(estate: str, item_id: RowId, who: Principal = Depends(require_estate)) -> ShiftItemOut:
+    """The incoming shift claims one item (签字确认)."""
+    known_estate(service, estate)
+    now = service.clock.now()
+    async with service.db.transaction() as session:
+        item = (await session.execute(sa.select(SHI).where(SHI.c.id == item_id, SHI.c.estate == estate)
+                                      .with_for_update())).first()
+        if item is None:
+            raise RuleViolation(f"no handover item {item_id} in estate {estate!r}", status=404)
+        if item.claimed_at is not None:
+            raise RuleViolation(f"handover item {item_id} was already claimed by {item.claimed_by}", status=409)
+        handover = (await session.execute(sa.select(SH).where(SH.c.id == item.handover_id))).one()
+        outgoing = await _shift(session, estate, handover.shift_id)
+        incoming = (await session.execute(sa.select(RS).where(
+            RS.c.estate == estate, RS.c.post == outgoing.post, RS.c.starts_at == handover.claim_due))).first()
+        if not who.has_role(*ROSTER_ROLES) and (incoming is None or who.staff_id not in incoming.staff):
+            raise RuleViolation(f"{who.staff_id} is not on the incoming shift of {outgoing.post}", status=403)
+        await session.execute(sa.update(SHI).where(SHI.c.id == item_id).values(claimed_by=who.staff_id, claimed_at=now))
+        row = (await session.execute(sa.select(SHI).where(SHI.c.id == item_id))).one()
+    return _item_out(row, now)
+
+
+@service.periodic("shift-handover-escalation", every_seconds=5.0)
+async def escalate_unclaimed_items() -> int:
+    """An item unclaimed past the incoming shift's start escalates (once) to the estate's
+    policy.intake.handover_escalation_role (the customer-service supervisor)."""
+    now = service.clock.now()
+    async with service.db.transaction() as session:
+        due = (await session.execute(
+            sa.select(SHI.c.id, SHI.c.estate).where(SHI.c.claimed_at.is_(None), SHI.c.escalated_at.is_(None),
+                                                    SHI.c.claim_due < now)
+            .order_by(SHI.c.claim_due).limit(500).with_for_update(skip_locked=True)
+        )).all()
+        for row in due:
+            role = service.directory.policy_for(row.estate).intake.handover_escalation_role
+            found = service.directory.estate(row.estate)
+            holders = [s.id for s in (found.staff if found else []) if role in s.roles]
+            await session.execute(sa.update(SHI).where(SHI.c.id == row.id).values(
+                escalated_to=holders[0] if holders else role, escalated_at=now))
+            log.warning("handover item unclaimed past the incoming shift's start; escalated to the %s", role,
+                        extra={"estate": row.estate, "item": row.id})
+    return len(due)
+
+
 # Who may call each write route (RULES §1; printed in the README by `estatedesk roles`).
 # Finer rules (a manager's confirmation, the next shift taking over) are checked inside.
 service.write_roles = {
@@ -1001,6 +1339,14 @@ service.write_roles = {
     ("POST", "/auth/password"): STAFF_ROLES,
     ("PUT", "/accounts/{staff_id}/password"): ACCOUNT_ADMIN_ROLES,
     ("DELETE", "/accounts/{staff_id}"): ACCOUNT_ADMIN_ROLES,
+    # Validity confirmation, duty roster and shift handover (issue 10): who of these may act
+    # on a given judgement or shift (the policy's confirming roles, the shift's staff) is
+    # checked inside.
+    ("POST", "/estates/{estate}/requests/{ticket_id}/validity/confirmation"): MANAGER_ROLES,
+    ("PUT", "/estates/{estate}/roster/{month}"): ("customer_service_supervisor", "estate_director"),
+    ("POST", "/estates/{estate}/shifts/{shift_id}/log"): DUTY_ROLES,
+    ("POST", "/estates/{estate}/shifts/{shift_id}/handover"): DUTY_ROLES,
+    ("POST", "/estates/{estate}/shift-handover-items/{item_id}/claim"): DUTY_ROLES,
 }
 # Signing in is the one write that needs no token.
 service.public_routes = {("POST", "/auth/login")}

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from shared.calendar import WorkingCalendar
 from shared.errors import RuleViolation as SharedRuleViolation
-from shared.events import Channel, Kind, ValidityJudged
+from shared.events import Channel, Kind, ReplyMethod, ValidityJudged
 from shared.policy import Policy
 
 
@@ -140,6 +140,15 @@ def handover_due(received_at: dt.datetime, policy: Policy, calendar: WorkingCale
 # --- complaint validity (RULES §1 Complaint validity, Invalid complaint) ------------------
 
 
+class ValidityState(StrEnum):
+    """Where a validity judgement stands (RULES §1 Complaint validity)."""
+
+    valid = "valid"  # final at once: a valid complaint needs nobody's confirmation
+    awaiting_confirmation = "awaiting_confirmation"  # judged invalid; the manager has not acted
+    confirmed = "confirmed"  # the manager confirmed it invalid: handling ends
+    rejected = "rejected"  # the manager rejected the invalid judgement: the complaint is valid
+
+
 @dataclass(frozen=True)
 class ValidityJudgement:
     valid: bool
@@ -150,6 +159,7 @@ class ValidityJudgement:
     # Invalid only: the owner must hear the reason by then (working days, local time).
     notify_owner_by: dt.datetime | None
     provisional: bool = False
+    state: ValidityState = ValidityState.valid
 
     def to_payload(self, ticket_id: str) -> ValidityJudged:
         return ValidityJudged(
@@ -174,9 +184,13 @@ def judge_validity(
 ) -> ValidityJudgement:
     """Judge a complaint valid or invalid.
 
-    Only complaints are judged. Every judgement states its reason. An invalid judgement
-    needs a manager's confirmation by someone other than the judge, and starts the clock
-    to tell the owner why (policy.intake.invalid_complaint_notice_working_days).
+    Only complaints are judged. Every judgement states its reason. A valid judgement is
+    final. An invalid one is never final here: it waits `awaiting_confirmation` (with
+    `confirmed_by` None, whatever the judge wrote there) until a manager other than the
+    judge confirms or rejects it with their own sign-in (`confirm_invalid`). The clock to
+    tell the owner why (policy.intake.invalid_complaint_notice_working_days) runs from
+    this judgement, not from the confirmation. Source: RULES §1 Complaint validity,
+    Invalid complaint; 002 §4.2.2, §4.2.4; 003 §4 3.B.
     """
     try:
         kind = Kind(kind)
@@ -189,19 +203,63 @@ def judge_validity(
     if not (judged_by or "").strip():
         raise RuleViolation("a validity judgement must name who judged it")
     local = _local(judged_at, policy, "judged_at")
-    confirmed_by = (confirmed_by or "").strip() or None
     if valid:
-        return ValidityJudgement(True, reason.strip(), judged_by, confirmed_by, local, None)
-    if confirmed_by is None:
-        raise RuleViolation("an invalid complaint needs a manager's confirmation", 403)
-    if confirmed_by == judged_by:
+        return ValidityJudgement(True, reason.strip(), judged_by, None, local, None)
+    notice = invalid_notice_due(local, policy, calendar)
+    return ValidityJudgement(
+        False, reason.strip(), judged_by, None, local, notice.value, notice.provisional,
+        ValidityState.awaiting_confirmation,
+    )
+
+
+def invalid_notice_due(judged_at: dt.datetime, policy: Policy, calendar: WorkingCalendar):
+    """When the owner must hear why the complaint is invalid: policy.intake.
+    invalid_complaint_notice_working_days working days after the judgement, on the
+    estate's calendar (a WorkingDayResult: value and provisional flag). Counted again on
+    every calendar change while the notice is owed. Source: RULES §1 Invalid complaint;
+    003 §4 3.B."""
+    return calendar.add_working_days(_local(judged_at, policy, "judged_at"),
+                                     policy.intake.invalid_complaint_notice_working_days)
+
+
+def confirm_invalid(
+    state: ValidityState | str | None,
+    judged_by: str,
+    manager: str,
+    manager_roles: set[str] | frozenset[str] | list[str] | tuple[str, ...],
+    confirm: bool,
+    policy: Policy,
+) -> ValidityState:
+    """The manager's answer to an invalid judgement: `confirmed` (handling ends, the owner
+    is told why) or `rejected` (the complaint is valid after all).
+
+    `manager` and `manager_roles` come from the caller's own sign-in, never from the
+    judge's form. Raises RuleViolation 409 when nothing awaits confirmation, 403 when the
+    caller holds none of policy.intake.invalid_confirmation_roles or is the judge.
+    Source: RULES §1 Complaint validity ("invalid needs a manager's confirmation");
+    002 §4.2.2, §4.2.4."""
+    try:
+        state = ValidityState(state) if state is not None else None
+    except ValueError:
+        raise RuleViolation(f"unknown validity state {state!r}") from None
+    if state is not ValidityState.awaiting_confirmation:
+        raise RuleViolation("no invalid judgement of this complaint awaits confirmation", 409)
+    if not any(role in policy.intake.invalid_confirmation_roles for role in manager_roles):
+        raise RuleViolation(
+            "an invalid complaint is confirmed or rejected only by a manager "
+            f"({', '.join(policy.intake.invalid_confirmation_roles)}) with their own sign-in", 403
+        )
+    if (manager or "").strip() == (judged_by or "").strip():
         raise RuleViolation(
             f"an invalid complaint must be confirmed by a manager other than its judge {judged_by!r}", 403
         )
-    notice = calendar.add_working_days(local, policy.intake.invalid_complaint_notice_working_days)
-    return ValidityJudgement(
-        False, reason.strip(), judged_by, confirmed_by, local, notice.value, notice.provisional
-    )
+    return ValidityState.confirmed if confirm else ValidityState.rejected
+
+
+def notice_late(notify_owner_by: dt.datetime | None, owner_notified_at: dt.datetime | None) -> bool:
+    """True when the owner heard an invalid judgement's reason after its deadline; stays
+    true once the notice is given (RULES §1 Invalid complaint; 003 §4 3.B)."""
+    return notify_owner_by is not None and owner_notified_at is not None and owner_notified_at > notify_owner_by
 
 
 # --- the owner's signature (RULES §1 Record content) ---------------------------------------
@@ -213,22 +271,47 @@ class SignatureRequirement(StrEnum):
     not_required = "not_required"
 
 
-def signature_requirement(channel: Channel | str, policy: Policy) -> SignatureRequirement:
+def signature_requirement(
+    channel: Channel | str,
+    policy: Policy,
+    *,
+    anonymous: bool = False,
+    reply_method: ReplyMethod | str | None = None,
+) -> SignatureRequirement:
+    """What the owner's signature on the form needs (RULES §1 Record content; 000 §五.1–2).
+
+    By channel (policy.intake.signature_now_channels / signature_later_channels). A later
+    signature (补签) needs a person to ask: an anonymous request, or one whose owner wants
+    no reply (`reply_method` none), owes none — nobody would ever be reminded to sign.
+    Raises RuleViolation for an unknown channel or reply method."""
     try:
         channel = Channel(channel)
     except ValueError:
         raise RuleViolation(f"unknown channel {channel!r}") from None
+    try:
+        reply_method = ReplyMethod(reply_method) if reply_method is not None else None
+    except ValueError:
+        raise RuleViolation(f"unknown reply method {reply_method!r}") from None
     if channel.value in policy.intake.signature_now_channels:
         return SignatureRequirement.now
     if channel.value in policy.intake.signature_later_channels:
+        if anonymous or reply_method is ReplyMethod.none:
+            return SignatureRequirement.not_required
         return SignatureRequirement.later
     return SignatureRequirement.not_required
 
 
-def check_signature_at_intake(channel: Channel | str, owner_signed: bool, policy: Policy) -> SignatureRequirement:
+def check_signature_at_intake(
+    channel: Channel | str,
+    owner_signed: bool,
+    policy: Policy,
+    *,
+    anonymous: bool = False,
+    reply_method: ReplyMethod | str | None = None,
+) -> SignatureRequirement:
     """Refuse a walk-in registration without the owner's signature; otherwise say what
     is still owed (`later` means: schedule reminders until the owner signs)."""
-    requirement = signature_requirement(channel, policy)
+    requirement = signature_requirement(channel, policy, anonymous=anonymous, reply_method=reply_method)
     if requirement is SignatureRequirement.now and not owner_signed:
         raise RuleViolation(f"a {Channel(channel).value} request needs the owner's signature on the form now")
     if owner_signed:
@@ -265,6 +348,130 @@ def next_signature_reminder(
         anchor = last_reminded_at
     due = anchor + dt.timedelta(hours=policy.intake.signature_reminder_hours)
     return max(due, now).astimezone(ZoneInfo(policy.timezone))
+
+
+# --- duty roster and shift handover (001 第1、2、7、11、14篇; 002 §4.2.4; 004 篇3 §3.4) ------
+
+
+@dataclass(frozen=True)
+class RosterShift:
+    """One rostered shift of one post: who is on duty from `starts_at` to `ends_at`."""
+
+    day: dt.date
+    post: str
+    shift: str
+    staff: tuple[str, ...]
+    starts_at: dt.datetime
+    ends_at: dt.datetime
+
+
+def shift_window(day: dt.date, shift: str, policy: Policy) -> tuple[dt.datetime, dt.datetime]:
+    """(starts, ends) of `shift` on `day`, aware local times; a shift whose end is not
+    after its start ends the next day (the middle shift 16:00–00:00). Raises RuleViolation
+    for a shift the policy does not define."""
+    for name, starts, ends in policy.intake.duty_shifts:
+        if name == shift:
+            tz = ZoneInfo(policy.timezone)
+            start = dt.datetime.combine(day, _clock_time(starts, f"shift {name} start"), tzinfo=tz)
+            end_day = day if _clock_time(ends, f"shift {name} end") > start.time() else day + dt.timedelta(days=1)
+            return start, dt.datetime.combine(end_day, _clock_time(ends, f"shift {name} end"), tzinfo=tz)
+    known = ", ".join(name for name, _, _ in policy.intake.duty_shifts)
+    raise RuleViolation(f"unknown shift {shift!r} (the estate's shifts: {known})")
+
+
+def roster_for_month(month: str, entries: list[dict], policy: Policy) -> list[RosterShift]:
+    """A month's roster (排班表) from `entries` of {"day", "post", "shift", "staff"}:
+    every day in the month (holidays included: they have their own duty shifts, 第2篇
+    1.9, 001 第7篇 1.1.6), a known post and shift, at least one staff id, each (day,
+    post, shift) once. Raises RuleViolation naming the first bad entry."""
+    try:
+        year, number = (int(part) for part in month.split("-"))
+        first = dt.date(year, number, 1)
+    except ValueError:
+        raise RuleViolation(f"month {month!r} is not YYYY-MM") from None
+    shifts, seen = [], set()
+    for entry in entries:
+        try:
+            day = dt.date.fromisoformat(str(entry["day"]))
+            post, shift = str(entry["post"]), str(entry["shift"])
+            staff = tuple(s.strip() for s in entry["staff"] if s and s.strip())
+        except (KeyError, TypeError, ValueError):
+            raise RuleViolation(f"roster entry {entry!r} needs day (YYYY-MM-DD), post, shift and staff") from None
+        if (day.year, day.month) != (first.year, first.month):
+            raise RuleViolation(f"roster entry for {day} is not in {month}")
+        if post not in policy.intake.duty_posts:
+            raise RuleViolation(f"unknown duty post {post!r} (posts: {', '.join(policy.intake.duty_posts)})")
+        if not staff:
+            raise RuleViolation(f"the {shift} shift of {post} on {day} has nobody on duty")
+        if (day, post, shift) in seen:
+            raise RuleViolation(f"the {shift} shift of {post} on {day} is rostered twice")
+        seen.add((day, post, shift))
+        starts_at, ends_at = shift_window(day, shift, policy)
+        shifts.append(RosterShift(day, post, shift, staff, starts_at, ends_at))
+    return sorted(shifts, key=lambda s: (s.starts_at, s.post))
+
+
+def next_shift_start(roster: list[RosterShift], post: str, after: dt.datetime) -> dt.datetime | None:
+    """When the next rostered shift of `post` starts at or after `after` (the incoming
+    shift), or None when the roster has none yet. A holiday night hands over to the next
+    rostered shift, not to the next working morning."""
+    _aware(after, "after")
+    starts = [s.starts_at for s in roster if s.post == post and s.starts_at >= after]
+    return min(starts) if starts else None
+
+
+def roster_handover_due(
+    received_at: dt.datetime,
+    registered_by: str,
+    roster: list[RosterShift],
+    policy: Policy,
+    calendar: WorkingCalendar,
+) -> dt.datetime:
+    """When an off-hours registration must be handed on: the start of the next rostered
+    shift of the post the registrant is on duty for (a holiday night's emergency goes to
+    the holiday's next duty shift, 第2篇 1.9), else — nobody rostered — the next working
+    day's opening (`handover_due`). A request received in office hours is already with
+    the day shift: due at once. Source: RULES §1 Opening hours; 002 §4.2.4; 004 篇3 §3.4."""
+    local = _local(received_at, policy, "received_at")
+    if not is_off_hours(local, policy, calendar):
+        return local
+    on_duty = [s for s in roster if registered_by in s.staff and s.starts_at <= local < s.ends_at]
+    for shift in on_duty:
+        following = next_shift_start(roster, shift.post, shift.ends_at)
+        if following is not None:
+            return following.astimezone(ZoneInfo(policy.timezone))
+    return handover_due(local, policy, calendar)
+
+
+@dataclass(frozen=True)
+class ShiftIncident:
+    """A request registered on a shift, as the handover sees it."""
+
+    ticket_id: str
+    kind: str
+    repair_class: str | None
+    severity: str
+    urgency: str
+    handled: bool  # completed, closed or judged invalid
+
+
+def is_major_or_emergency(incident: ShiftIncident) -> bool:
+    """重大或紧急: serious, urgent, or an emergency repair."""
+    return incident.severity == "serious" or incident.urgency == "urgent" or incident.repair_class == "emergency"
+
+
+def handover_blockers(incidents: list[ShiftIncident]) -> list[str]:
+    """The tickets that forbid the handover: a major or emergency incident of the shift
+    not yet handled (001 第1篇 2.4 ⑴ 在重大事件或紧急事件未处理完的情况下不得交接班)."""
+    return [i.ticket_id for i in incidents if not i.handled and is_major_or_emergency(i)]
+
+
+def handover_item_overdue(claimed_at: dt.datetime | None, claim_due: dt.datetime, now: dt.datetime) -> bool:
+    """An item the incoming shift has not claimed by its start is overdue (and escalates
+    to policy.intake.handover_escalation_role); a claimed one never is."""
+    _aware(claim_due, "claim_due")
+    _aware(now, "now")
+    return claimed_at is None and now > claim_due
 
 
 # --- privacy (RULES §1 Privacy) -------------------------------------------------------------

@@ -58,8 +58,11 @@ tickets = sa.Table(
     sa.Column("valid", sa.Boolean),
     sa.Column("validity_reason", sa.Text),
     sa.Column("judged_by", sa.String(64)),
-    sa.Column("confirmed_by", sa.String(64)),
+    sa.Column("confirmed_by", sa.String(64)),  # the manager who confirmed or rejected an invalid judgement
     sa.Column("judged_at", sa.DateTime(timezone=True)),
+    # rules.ValidityState; an invalid judgement is final only once a manager confirms it.
+    sa.Column("validity_state", sa.String(24)),
+    sa.Column("validity_decided_at", sa.DateTime(timezone=True)),
     sa.Column("notify_owner_by", sa.DateTime(timezone=True)),
     sa.Column("notify_provisional", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("owner_notified_at", sa.DateTime(timezone=True)),
@@ -171,4 +174,64 @@ auth_sessions = sa.Table(
     sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("revoked_at", sa.DateTime(timezone=True)),
+)
+
+# Duty roster (排班表): one row per rostered shift of a post (001 第7篇 1.1.4, 1.2.1).
+roster_shifts = sa.Table(
+    "roster_shifts",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), nullable=False),
+    sa.Column("post", sa.String(32), nullable=False),
+    sa.Column("day", sa.Date, nullable=False),
+    sa.Column("shift", sa.String(16), nullable=False),
+    sa.Column("staff", sa.JSON, nullable=False),
+    sa.Column("starts_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("ends_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("set_by", sa.String(64), nullable=False),
+    sa.Column("set_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("estate", "post", "day", "shift", name="uq_roster_shift"),
+)
+
+# Duty log (值班记录): what happened on a shift and how it was handled (第2篇 1.3).
+duty_log = sa.Table(
+    "duty_log",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("shift_id", sa.BigInteger, nullable=False, index=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("by", sa.String(64), nullable=False),
+    sa.Column("entry", sa.Text, nullable=False),
+)
+
+# A shift's handover to the next one, and its items, each claimed by the incoming shift.
+shift_handovers = sa.Table(
+    "shift_handovers",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("shift_id", sa.BigInteger, nullable=False, unique=True),
+    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), nullable=False),
+    sa.Column("handed_over_by", sa.String(64), nullable=False),
+    sa.Column("handed_over_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("claim_due", sa.DateTime(timezone=True), nullable=False),
+)
+
+shift_handover_items = sa.Table(
+    "shift_handover_items",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("handover_id", sa.BigInteger, nullable=False, index=True),
+    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), nullable=False),
+    sa.Column("ticket_id", sa.String(limits.ID_MAX)),
+    sa.Column("kind", sa.String(32)),
+    sa.Column("repair_class", sa.String(32)),
+    sa.Column("urgency", sa.String(16)),
+    sa.Column("note", sa.Text, nullable=False),
+    sa.Column("claim_due", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("claimed_by", sa.String(64)),
+    sa.Column("claimed_at", sa.DateTime(timezone=True)),
+    sa.Column("escalated_to", sa.String(64)),
+    sa.Column("escalated_at", sa.DateTime(timezone=True)),
+    sa.Index("ix_shift_items_unclaimed", "claim_due",
+             postgresql_where=sa.text("claimed_at IS NULL AND escalated_at IS NULL")),
 )

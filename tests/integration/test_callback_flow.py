@@ -272,10 +272,15 @@ async def test_invalid_complaints_need_no_callback(stack, callback_estate, clock
     await publish(stack.nats_url, completed(late, late_departments, when), estate, time=when)
     (scheduled,) = await events_of(stack, estate, "callback_scheduled", late["id"], expected=1)
 
+    director = auth(token_for(stack, f"{estate}-director", ["estate_director"], [estate]))
     async with httpx.AsyncClient(base_url=stack.service("intake").url) as client:
         for ticket in (early, late):
             r = await client.post(f"/v1/estates/{estate}/requests/{ticket['id']}/validity", json=judgement,
                                   headers=auth(token))
+            assert r.status_code == 200, r.text
+            # Final only when the manager confirms with their own sign-in.
+            r = await client.post(f"/v1/estates/{estate}/requests/{ticket['id']}/validity/confirmation",
+                                  json={"confirm": True}, headers=director)
             assert r.status_code == 200, r.text
 
     for ticket in (early, late):

@@ -56,6 +56,9 @@ def estate_definition(code: str, now: dt.datetime) -> dict:
             {"id": f"{code}-eng01", "name": "工程一", "roles": ["department_staff"], "department": "engineering"},
             {"id": f"{code}-sec01", "name": "保安一", "roles": ["department_staff"], "department": "security"},
             {"id": f"{code}-fin01", "name": "财务一", "roles": ["department_staff"], "department": "finance"},
+            {"id": f"{code}-cssup", "name": "客服主管", "roles": ["customer_service_supervisor"],
+             "department": "customer_service"},
+            {"id": f"{code}-duty02", "name": "值班二", "roles": ["duty_staff"], "department": "security"},
         ],
         "buildings": ["1", "2"],
         # A leak in an owner's home is engineering's to fix and customer service's to
@@ -64,7 +67,9 @@ def estate_definition(code: str, now: dt.datetime) -> dict:
             {"kind": "complaint", "category": "*leak*|*water*", "departments": ["engineering", "customer_service"],
              "priority": 50},
         ],
-        "policy": {"intake": off_hours_at(now), "escalation": {"minutes_per_rung": 5}},
+        # This company allows its technicians 10 minutes to reach an emergency (policy grace).
+        "policy": {"intake": off_hours_at(now), "escalation": {"minutes_per_rung": 5},
+                   "clocks": {"arrival_grace_minutes_immediate": 10}},
     }
 
 

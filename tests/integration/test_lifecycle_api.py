@@ -140,17 +140,20 @@ async def test_an_invalid_complaint_needs_a_manager_and_ends_handling(api, stack
     assert (await api.client.put(f"{api.intake}/policy", json=overrides, headers=api.director)).status_code == 200
     url = f"{api.intake}/requests/{complaint['id']}/validity"
     invalid = {"valid": False, "reason": "装修在允许时段内进行，不属物业责任"}
-    r = await api.post(url, invalid, api.cs)
-    assert r.status_code == 403 and "manager's confirmation" in r.json()["error"]
-    r = await api.post(url, {**invalid, "confirmed_by": f"{estate}-cs01"}, api.cs)
-    assert r.status_code == 403
-    r = await api.post(url, {**invalid, "confirmed_by": "somebody"}, api.cs)
-    assert r.status_code == 403 and "not a manager" in r.json()["error"]
+    # The clerk's judgement (naming a manager confirms nothing) waits for the manager.
     r = await api.post(url, {**invalid, "confirmed_by": f"{estate}-director"}, api.cs)
     assert r.status_code == 200, r.text
-    validity = r.json()["validity"]
-    assert validity["valid"] is False and validity["notify_owner_by"] and r.json()["status"] == "invalid"
+    assert r.json()["validity"]["state"] == "awaiting_confirmation" and r.json()["status"] != "invalid"
     assert (await api.post(url, {"valid": True, "reason": "again"}, api.cs)).status_code == 409
+    r = await api.post(f"{url}/confirmation", {"confirm": True}, api.cs)
+    assert r.status_code == 403 and "manager" in r.json()["error"]
+    r = await api.post(f"{url}/confirmation", {"confirm": True}, api.director)
+    assert r.status_code == 200, r.text
+    validity = r.json()["validity"]
+    assert validity["valid"] is False and validity["state"] == "confirmed" and validity["notify_owner_by"]
+    assert validity["confirmed_by"] == f"{estate}-director" and r.json()["status"] == "invalid"
+    assert (await api.post(url, {"valid": True, "reason": "again"}, api.cs)).status_code == 409
+    assert (await api.post(f"{url}/confirmation", {"confirm": False, "note": "x"}, api.director)).status_code == 409
 
     async def handling_ended():
         form = await api.form(complaint["id"])

@@ -738,9 +738,9 @@ def test_quarterly_summary():
         _report("aspen", "2026-11", carried=0, opened=2, closed=1, callbacks_required=2, callbacks_on_time=1),
     ]
     q = quarterly_summary(reports)
-    assert q.quarter == "2026-Q4" and q.months == ("2026-10", "2026-11", "2026-12")
+    assert q.quarter == "2026Q4" and q.months == ("2026-10", "2026-11", "2026-12")
     birch = q.by_estate["birch"]
-    assert birch.period == "2026-Q4"
+    assert birch.period == "2026Q4"
     assert (birch.totals.opened, birch.totals.closed) == (12, 12)
     assert (birch.totals.clocks_met, birch.totals.clocks_breached) == (8, 2)
     assert birch.totals.on_time_rate == 0.8

@@ -122,8 +122,8 @@ def test_malformed_months_are_refused(text):
 
 
 def test_quarters():
-    assert reports.parse_quarter("2026Q4") == ("2026-Q4", ("2026-10", "2026-11", "2026-12"))
-    assert reports.parse_quarter("2027-Q1") == ("2027-Q1", ("2027-01", "2027-02", "2027-03"))
+    assert reports.parse_quarter("2026Q4") == ("2026Q4", ("2026-10", "2026-11", "2026-12"))
+    assert reports.parse_quarter("2027Q1") == ("2027Q1", ("2027-01", "2027-02", "2027-03"))
     for text in ("2026Q5", "2026Q0", "Q4", "2026-4"):
         with pytest.raises(RuleViolation):
             reports.parse_quarter(text)

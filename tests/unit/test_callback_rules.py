@@ -161,14 +161,14 @@ def test_company_days_off_move_the_complaint_deadline():
 def test_completion_in_unpublished_2027_is_provisional():
     callback = only(plan(facts(Kind.complaint, local(2027, 3, 10, 15, 0))))
     assert callback.provisional is True
-    assert callback.due_at == local(2027, 3, 12, 15, 0)  # weekends rule meanwhile
+    assert callback.due_at == local(2027, 3, 12, 15, 0)  # projected calendar meanwhile
 
 
 def test_deadline_reaching_into_2027_is_provisional():
-    # Wed 30 Dec 2026: Thu 31 Dec is day 1; 1 Jan 2027 is not yet published, so under
-    # the weekends rule it counts as a working day — provisional until loaded.
+    # Wed 30 Dec 2026: Thu 31 Dec is day 1; 2027 is not published, but its projected
+    # calendar already has New Year's Day off: Mon 4 Jan is day 2 — provisional until loaded.
     callback = only(plan(facts(Kind.complaint, local(2026, 12, 30, 10, 0))))
-    assert callback.due_at == local(2027, 1, 1, 10, 0)
+    assert callback.due_at == local(2027, 1, 4, 10, 0)
     assert callback.provisional is True
 
 

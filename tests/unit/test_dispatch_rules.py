@@ -3,8 +3,8 @@ progress updates and paid-service bills.
 
 Calendar facts used below (2026 arrangement published by the State Council, as carried
 by the `holidays` package): National Day 1–7 Oct off, make-up workdays Sun 20 Sep and
-Sat 10 Oct; Mid-Autumn Fri 25 Sep off. 2027 is not published yet (weekends only,
-provisional).
+Sat 10 Oct; Mid-Autumn Fri 25 Sep off. 2027 is not published yet (projected: its fixed
+statutory holidays such as Fri 1 Jan are off, weekends rest, no make-up days; provisional).
 """
 
 from __future__ import annotations
@@ -275,8 +275,8 @@ def test_deadline_into_2027_is_provisional():
     deadlines = clocks_by_name(start_round_clocks(ticket, ["finance"], at(2026, 12, 28, 10), POLICY, CALENDAR))
     assert deadlines["reply"].due_at == at(2026, 12, 30, 10)
     assert deadlines["reply"].provisional is False
-    # 29, 30, 31 Dec, then 2027 counted by weekends only: 1 (Fri), 4, 5, 6 Jan.
-    assert deadlines["tracking"].due_at == at(2027, 1, 6, 10)
+    # 29, 30, 31 Dec, then the projected 2027 (1 Jan off): 4, 5, 6, 7 Jan.
+    assert deadlines["tracking"].due_at == at(2027, 1, 7, 10)
     assert deadlines["tracking"].provisional is True
 
 
@@ -292,7 +292,7 @@ def test_company_loaded_2027_calendar_clears_the_provisional_flag():
 
 def test_provisional_reply_clock_in_2027():
     deadlines = clocks_by_name(start_round_clocks(facts(), ["customer_service"], at(2026, 12, 31, 9), POLICY, CALENDAR))
-    assert deadlines["reply"].due_at == at(2027, 1, 4, 9)
+    assert deadlines["reply"].due_at == at(2027, 1, 5, 9)  # 1 Jan off, Mon 4 and Tue 5
     assert deadlines["reply"].provisional is True
 
 
@@ -310,7 +310,7 @@ def test_working_days_are_counted_in_the_estates_local_time():
 @pytest.mark.parametrize(
     "repair_class, minutes",
     [
-        (RepairClass.emergency, 0 + 10),  # immediately, with the travel grace
+        (RepairClass.emergency, 0),  # immediately (立即): no grace unless the policy gives one
         (RepairClass.general, 60),
         (None, 60),  # unclassified repair is a general repair
         (RepairClass.simple, 20),

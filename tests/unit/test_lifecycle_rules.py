@@ -81,23 +81,24 @@ def test_deadline_into_an_unpublished_year_is_recomputed_when_the_company_loads_
     start = at(2026, 12, 30, 10, 0)
     facts = TicketFacts(Kind.complaint)
     (tracking,) = [d for d in start_round_clocks(facts, ["engineering"], start, POLICY, CALENDAR) if d.clock == "tracking"]
-    # Weekends rule for 2027: Thu 31 Dec, Fri 1 Jan, Mon 4 Jan — provisional.
-    assert (tracking.due_at, tracking.provisional) == (at(2027, 1, 4, 10), True)
+    # Projected 2027: Thu 31 Dec, (Fri 1 Jan off), Mon 4, Tue 5 Jan — provisional.
+    assert (tracking.due_at, tracking.provisional) == (at(2027, 1, 5, 10), True)
     # Nothing loaded yet: nothing changes.
     assert recompute_day_clock(start, 3, tracking.due_at, tracking.provisional, POLICY, CALENDAR) is None
-    loaded = WorkingCalendar(CalendarOverrides(days_off=frozenset({dt.date(2027, 1, 1)}), loaded_years=frozenset({2027})))
-    assert recompute_day_clock(start, 3, tracking.due_at, True, POLICY, loaded) == (at(2027, 1, 5, 10), False)
-    # Loaded with no changes to the weekends rule: the flag alone clears.
+    loaded = WorkingCalendar(CalendarOverrides(days_off=frozenset({dt.date(2027, 1, 4)}), loaded_years=frozenset({2027})))
+    assert recompute_day_clock(start, 3, tracking.due_at, True, POLICY, loaded) == (at(2027, 1, 6, 10), False)
+    # Loaded with nothing beyond the statutory days: the flag alone clears.
     plain = WorkingCalendar(CalendarOverrides(loaded_years=frozenset({2027})))
-    assert recompute_day_clock(start, 3, tracking.due_at, True, POLICY, plain) == (at(2027, 1, 4, 10), False)
+    assert recompute_day_clock(start, 3, tracking.due_at, True, POLICY, plain) == (at(2027, 1, 5, 10), False)
 
 
 def test_recompute_counts_in_the_estates_local_time():
-    # 17:00 UTC on Wed 30 Dec is 01:00 Thu 31 Dec in Shanghai: counting starts on Thursday.
+    # 17:00 UTC on Wed 30 Dec is 01:00 Thu 31 Dec in Shanghai: counting starts on
+    # Thursday; Fri 1 Jan is New Year's Day, so one working day later is Mon 4 Jan.
     start = dt.datetime(2026, 12, 30, 17, 0, tzinfo=dt.timezone.utc)
     loaded = WorkingCalendar(CalendarOverrides(loaded_years=frozenset({2027})))
     due, provisional = recompute_day_clock(start, 1, start, True, POLICY, loaded)
-    assert (due, provisional) == (at(2027, 1, 1, 1, 0), False)
+    assert (due, provisional) == (at(2027, 1, 4, 1, 0), False)
 
 
 def test_recompute_refuses_bad_input():
@@ -189,8 +190,9 @@ def test_missing_approvals_answer_403():
     state = dispatch_rules.apply_acknowledge(dispatch_rules.assign_round(["engineering"], at(2026, 11, 2, 9)),
                                              "engineering", "s", at(2026, 11, 2, 9, 5))
     assert _status(lambda: dispatch_rules.apply_sign_back(state, "engineering", "o", "r", "s", "", at(2026, 11, 2, 10))) == 403
-    assert _status(lambda: intake_rules.judge_validity(Kind.complaint, False, "r", "cs", None, at(2026, 11, 2, 9),
-                                                       POLICY, CALENDAR)) == 403
+    assert _status(lambda: intake_rules.confirm_invalid("awaiting_confirmation", "cs", "cs2", ["customer_service"],
+                                                        True, POLICY)) == 403
+    assert _status(lambda: intake_rules.confirm_invalid("confirmed", "cs", "mgr", ["estate_director"], True, POLICY)) == 409
     record = dispatch_rules.open_nonconformity("t", "c", "m", at(2026, 11, 2, 9))
     assert _status(lambda: dispatch_rules.approve_nonconformity(record, "x", "estate_director", at(2026, 11, 2, 10))) == 403
 

@@ -126,9 +126,9 @@ class TestCalendar:
         assert result.value == dt.datetime(2026, 10, 9, 10, tzinfo=CST)
         assert not result.provisional
 
-    def test_unpublished_year_uses_weekends_and_is_provisional(self):
+    def test_unpublished_year_uses_the_projected_calendar_and_is_provisional(self):
         result = self.cal.add_working_days(dt.datetime(2026, 12, 31, 10, tzinfo=CST), 2)
-        assert result.value.date() == dt.date(2027, 1, 4)  # Fri 1st, Mon 4th (weekends rule)
+        assert result.value.date() == dt.date(2027, 1, 5)  # Fri 1st is New Year's Day: Mon 4th, Tue 5th
         assert result.provisional
 
     def test_company_loaded_year_is_no_longer_provisional(self):
