@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up demo test unit install chromium bench asyncapi clean
+.PHONY: up demo test unit install console chromium bench asyncapi clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,7 +12,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# The staff console (console/): Vue 3 + Element Plus built by Vite into console/dist. Debian's
+# nodejs/npm are installed when missing; `npm ci` installs exactly the committed lockfile.
+# A stamp newer than every source file skips the npm steps.
+CONSOLE_STAMP := console/dist/.stamp
+CONSOLE_SOURCES := $(shell find console/src console/scripts -type f 2>/dev/null) console/index.html \
+	console/vite.config.js console/package.json console/package-lock.json
+
+$(CONSOLE_STAMP): $(CONSOLE_SOURCES)
+	@command -v npm >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm >/dev/null; }
+	cd console && npm ci --no-audit --no-fund --loglevel=error && npm run build
+	touch $(CONSOLE_STAMP)
+
+console: $(CONSOLE_STAMP)
+
+install: $(STAMP) $(CONSOLE_STAMP)
 
 up: install
 	$(BIN)/estatedesk up $(ARGS)

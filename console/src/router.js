@@ -1,0 +1,40 @@
+import { createRouter, createWebHistory } from 'vue-router'
+import { hasRole, session } from './session.js'
+
+// Who sees which screen (the API checks again on every write).
+export const SCREENS = [
+  { name: 'register', path: 'register', view: () => import('./views/Register.vue'),
+    roles: ['customer_service', 'customer_service_supervisor', 'duty_staff', 'estate_director'] },
+  { name: 'worklist', path: 'worklist', view: () => import('./views/Worklist.vue'),
+    roles: ['department_staff', 'department_head', 'estate_director'] },
+  { name: 'callbacks', path: 'callbacks', view: () => import('./views/Callbacks.vue'),
+    roles: ['customer_service', 'customer_service_supervisor', 'department_head', 'estate_director'] },
+  { name: 'mine', path: 'mine', view: () => import('./views/Mine.vue'),
+    roles: ['customer_service', 'customer_service_supervisor', 'duty_staff', 'estate_director', 'department_head'] },
+  { name: 'ticket', path: 'tickets/:id?', view: () => import('./views/Ticket.vue'), roles: null },
+]
+
+export const allowed = (screen) => !screen.roles || hasRole(...screen.roles)
+
+export const router = createRouter({
+  history: createWebHistory(),
+  routes: [
+    { path: '/login', name: 'login', component: () => import('./views/Login.vue'), meta: { public: true } },
+    {
+      path: '/',
+      component: () => import('./views/Layout.vue'),
+      children: [
+        { path: '', name: 'home', redirect: () => ({ name: (SCREENS.find((s) => s.roles && allowed(s)) || SCREENS.at(-1)).name }) },
+        ...SCREENS.map((s) => ({ path: s.path, name: s.name, component: s.view, meta: { roles: s.roles } })),
+      ],
+    },
+    { path: '/:rest(.*)*', redirect: '/' },
+  ],
+})
+
+router.beforeEach((to) => {
+  if (!to.meta.public && !session.token) return { name: 'login', query: to.fullPath !== '/' ? { next: to.fullPath } : {} }
+  if (to.name === 'login' && session.token) return { name: 'home' }
+  if (to.meta.roles && !hasRole(...to.meta.roles)) return { name: 'home' }
+  return true
+})

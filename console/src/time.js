@@ -1,0 +1,41 @@
+// Times are shown exactly as the API gives them: in the estate's zone, with its offset.
+// Nothing here converts to the browser's zone.
+
+export function fmt(iso) {
+  if (!iso) return '—'
+  return String(iso).slice(0, 16).replace('T', ' ')
+}
+
+function wallParts(ms, tz) {
+  const parts = new Intl.DateTimeFormat('en-CA', {
+    timeZone: tz, hourCycle: 'h23', year: 'numeric', month: '2-digit', day: '2-digit',
+    hour: '2-digit', minute: '2-digit', second: '2-digit',
+  }).formatToParts(new Date(ms))
+  const p = Object.fromEntries(parts.map((x) => [x.type, x.value]))
+  return `${p.year}-${p.month}-${p.day}T${p.hour}:${p.minute}:${p.second}`
+}
+
+const asUtc = (wall) => Date.parse(wall + 'Z')
+
+/** The current wall-clock time in the estate's zone, "YYYY-MM-DDTHH:mm:ss". */
+export function nowIn(tz) {
+  return wallParts(Date.now(), tz)
+}
+
+/** A wall-clock time of the estate ("YYYY-MM-DDTHH:mm:ss") as an ISO instant with the estate's offset. */
+export function withOffset(wall, tz) {
+  if (!wall) return null
+  let guess = asUtc(wall)
+  for (let i = 0; i < 2; i++) guess = asUtc(wall) - (asUtc(wallParts(guess, tz)) - guess)
+  const minutes = Math.round((asUtc(wallParts(guess, tz)) - guess) / 60000)
+  const sign = minutes < 0 ? '-' : '+'
+  const abs = Math.abs(minutes)
+  const hh = String(Math.floor(abs / 60)).padStart(2, '0')
+  const mm = String(abs % 60).padStart(2, '0')
+  return `${wall}${sign}${hh}:${mm}`
+}
+
+/** Minutes from now until an ISO instant (negative when past); instants compare across zones. */
+export function minutesUntil(iso) {
+  return Math.round((Date.parse(iso) - Date.now()) / 60000)
+}

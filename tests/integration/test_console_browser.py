@@ -1,0 +1,366 @@
+"""The staff console in headless Chromium (Debian's, launched by Playwright): one repair
+through its whole life using only the console. The clerk signs in and registers it; the
+technician, on a 390×844 phone, acknowledges, arrives and signs back; the callback clerk
+records "not satisfied" and the form goes round again; the technician signs back again;
+the second callback is satisfied and the ticket detail shows it closed. Every screen is
+photographed in Chinese and English into tests/artifacts/ (console-*.png).
+
+The browser runs in New York time on purpose: every time on screen must still be the
+estate's (Asia/Shanghai), exactly as the API gives it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import uuid
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from playwright.async_api import Page, async_playwright
+
+from shared.clock import FileOffsetClock
+from tests.conftest import ARTIFACTS, auth, eventually, token_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+DIST = Path(__file__).resolve().parents[2] / "console" / "dist"
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+DESK = {"width": 1366, "height": 768}
+PHONE = {"width": 390, "height": 844}
+
+
+def estate_definition(code: str) -> dict:
+    return {
+        "code": code, "name": f"控制台小区 {code}", "director": f"{code}-director",
+        "departments": [
+            {"code": "engineering", "name": "工程部", "head": f"{code}-eng-head"},
+            {"code": "security", "name": "保安部", "head": f"{code}-sec-head"},
+            {"code": "customer_service", "name": "客服部", "head": f"{code}-cs-head"},
+        ],
+        "staff": [
+            {"id": f"{code}-cs01", "name": "王芳", "roles": ["customer_service"], "department": "customer_service"},
+            {"id": f"{code}-cb01", "name": "李娜", "roles": ["customer_service"], "department": "customer_service"},
+            {"id": f"{code}-eng01", "name": "张师傅", "roles": ["department_staff"], "department": "engineering"},
+            {"id": f"{code}-eng-head", "name": "赵主管", "roles": ["department_head", "department_staff"],
+             "department": "engineering"},
+        ],
+        "buildings": ["1", "2"],
+    }
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+async def no_horizontal_scroll(page: Page, what: str) -> None:
+    widths = await page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert widths[0] <= widths[1], f"{what}: horizontal scroll ({widths[0]} > {widths[1]})"
+
+
+async def shoot(page: Page, name: str) -> None:
+    await page.wait_for_timeout(250)  # transitions
+    await page.screenshot(path=str(ARTIFACTS / f"console-{name}.png"), full_page=True)
+
+
+async def toggle_language(page: Page, expect_lang: str) -> None:
+    await page.click("#lang")
+    await page.wait_for_function("lang => document.documentElement.lang.startsWith(lang)", arg=expect_lang)
+
+
+async def pick(page: Page, select: str, option: str) -> None:
+    """Choose an option of an Element Plus select."""
+    await page.locator(f".el-select:has({select}) .el-select__wrapper").click()
+    await page.locator(".el-select-dropdown__item:visible", has_text=re.compile(f"^{re.escape(option)}$")).click()
+
+
+async def sign_in(page: Page, base: str, staff: dict) -> None:
+    """Through the console's login screen, with the account the company admin made."""
+    await page.goto(f"{base}/login")
+    await page.fill("#login", staff["id"])
+    await page.fill("#password", staff["password"])
+    await page.click("#sign-in")
+    await page.wait_for_selector("#logout")
+    await page.wait_for_selector(".page h2")  # the role's first screen
+
+
+async def test_one_repair_through_its_whole_life_in_the_console(stack, clock_file):
+    assert (DIST / "index.html").is_file(), "console/dist is missing: run make install"
+    ARTIFACTS.mkdir(exist_ok=True)
+    code = f"c{uuid.uuid4().hex[:8]}"
+    admin = auth(token_for(stack, "admin", ["company_admin"], ["*"]))
+    errors: list[str] = []
+    failed: list[tuple[int, str, str]] = []
+    url = stack.console_url.rstrip("/")  # one address: the console and every API
+    staff = {s["id"]: {**s, "password": f"pw-{s['id']}-7"} for s in estate_definition(code)["staff"]}
+    async with httpx.AsyncClient(timeout=30) as client:
+        r = await client.put(f"{stack.service('intake').url}/v1/estates/{code}", json=estate_definition(code),
+                             headers=admin)
+        assert r.status_code == 200, r.text
+
+        async def dispatch_knows():
+            r = await client.get(f"{stack.service('dispatch').url}/v1/estates/{code}/forms", headers=admin)
+            return r.status_code == 200
+
+        assert await eventually(dispatch_knows, timeout=20)
+        for member in staff.values():  # the company admin gives each an account
+            r = await client.put(f"{url}/v1/accounts/{member['id']}/password", json={"password": member["password"]},
+                                 headers=admin)
+            assert r.status_code == 204, r.text
+    clerk, caller, tech = staff[f"{code}-cs01"], staff[f"{code}-cb01"], staff[f"{code}-eng01"]
+
+    # The agreed reply time: tomorrow 10:00 on the estate's clock (the services' clock).
+    tomorrow = (FileOffsetClock(clock_file).now().astimezone(SHANGHAI) + dt.timedelta(days=1)).date()
+    reply_at = f"{tomorrow.isoformat()} 10:00"
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            async def context(viewport, mobile=False):
+                ctx = await browser.new_context(viewport=viewport, timezone_id="America/New_York",
+                                                is_mobile=mobile, has_touch=mobile, locale="zh-CN")
+                page = await ctx.new_page()
+                # Failed responses are judged below, by URL; every other console error fails the test.
+                page.on("console", lambda m: errors.append(m.text)
+                        if m.type == "error" and not m.text.startswith("Failed to load resource") else None)
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                page.on("response", lambda r: failed.append((r.status, r.request.method, r.url)) if r.status >= 400 else None)
+                return ctx, page
+
+            # --- 1. the clerk signs in (desk, 1366×768) ------------------------------------
+            desk, page = await context(DESK)
+            await page.goto(f"{url}/login")
+            await page.wait_for_selector("#sign-in")
+            paint = await page.evaluate(
+                "() => { const p = performance.getEntriesByType('paint').find(e => e.name === 'first-contentful-paint')"
+                " || performance.getEntriesByType('paint')[0]; return p ? p.startTime : null }")
+            nav = await page.evaluate("() => performance.getEntriesByType('navigation')[0].toJSON()")
+            print(f"console first paint: {paint:.0f} ms (DOMContentLoaded {nav['domContentLoadedEventEnd']:.0f} ms, "
+                  f"load {nav['loadEventEnd']:.0f} ms)")
+            assert await page.text_content("h2") == "员工登录"
+            await no_horizontal_scroll(page, "login")
+            await shoot(page, "01-login-zh")
+            await toggle_language(page, "en")
+            assert await page.text_content("h2") == "Staff sign-in"
+            await shoot(page, "01-login-en")
+            await toggle_language(page, "zh")
+            # A wrong password is refused with the API's own words (error_zh).
+            await page.fill("#login", clerk["id"])
+            await page.fill("#password", "wrong password")
+            await page.click("#sign-in")
+            await page.wait_for_selector("#login-error")
+            refusal = await page.text_content("#login-error")
+            assert "wrong staff id or password" in refusal, refusal
+            await shoot(page, "01-login-error-zh")
+            await sign_in(page, url, clerk)
+
+            # --- 2. 前台受理: register the repair -----------------------------------------
+            await page.click('[data-menu="register"]')
+            await page.wait_for_selector("#submit-request")
+            await page.wait_for_function("() => document.querySelector('.estate-name')?.textContent.includes('控制台小区')")
+            await no_horizontal_scroll(page, "register")
+            await shoot(page, "02-register-zh")
+            await page.fill("#category", "plumbing")
+            await page.keyboard.press("Escape")
+            await pick(page, "#building", "1")
+            await page.fill("#unit", "1-2-301")
+            await page.fill("#description", "卫生间水管漏水，楼下天花板滴水")
+            await page.locator("#urgency").get_by_text("紧急", exact=True).click()
+            await page.fill("#reply-agreed-by", reply_at)
+            await page.keyboard.press("Enter")
+            await page.click("h2")  # close the picker
+            await page.click("#submit-request")
+            await page.wait_for_selector("#form-number")
+            number = (await page.text_content("#form-number")).strip()
+            assert number, "no form number shown"
+            await shoot(page, "03-registered-zh")
+            await page.click("#open-ticket")
+            await page.wait_for_selector("#ticket-form-number")
+            ticket_id = page.url.rstrip("/").split("/")[-1]
+            detail = await page.text_content(".page")
+            assert number in detail and "卫生间水管漏水" in detail
+            # The agreed reply time shows as the estate's 10:00, not New York's.
+            assert reply_at in detail, f"{reply_at} not in the ticket detail"
+            await toggle_language(page, "en")
+            await page.click('[data-menu="register"]')
+            await page.wait_for_selector("#submit-request")
+            assert "Register a request" in await page.text_content("h2")
+            await shoot(page, "02-register-en")
+            await toggle_language(page, "zh")
+
+            # --- 3. 部门工单: the technician on his phone -------------------------------------
+            phone, tpage = await context(PHONE, mobile=True)
+            await sign_in(tpage, url, tech)
+            await tpage.wait_for_url(re.compile(r"/worklist$"))
+
+            async def sign_back_round(round_: int, shot: str | None) -> None:
+                card = tpage.locator(f'.form-card[data-form="{number}"]')
+
+                async def listed():
+                    if await card.count() and round_ == 1 or await card.filter(has_text=f"第 {round_} 轮").count():
+                        return True
+                    await tpage.click("#refresh")
+                    await tpage.wait_for_timeout(500)
+                    return False
+
+                assert await eventually(listed, timeout=45, interval=0.5), f"form {number} round {round_} not listed"
+                await no_horizontal_scroll(tpage, "worklist")
+                if shot:
+                    await shoot(tpage, f"{shot}-zh")
+                box = await card.locator(".ack").bounding_box()
+                assert box["height"] >= 44, f"touch target {box['height']} px high"
+                await card.locator(".ack").click()
+                await tpage.wait_for_function(
+                    "n => document.querySelector(`.form-card[data-form='${n}'] .arrive`)?.disabled === false", arg=number)
+                await card.locator(".arrive").click()
+                await tpage.wait_for_function(
+                    "n => document.querySelector(`.form-card[data-form='${n}'] .sign-back`)?.disabled === false", arg=number)
+                await card.locator(".sign-back").click()
+                await tpage.wait_for_selector("#opinion")
+                await tpage.fill("#opinion", f"第{round_}次上门：更换卫生间进水管")
+                await tpage.fill("#result", "已修复，试水无渗漏" if round_ > 1 else "已临时处理")
+                head = await tpage.locator(".el-dialog #verified-by").evaluate(
+                    "el => el.closest('.el-select').textContent")
+                assert "赵主管" in head, f"the department head is not proposed: {head!r}"
+                if shot:
+                    await shoot(tpage, f"{shot}-sign-back-zh")
+                await tpage.click("#confirm")
+                await card.wait_for(state="detached", timeout=15_000)
+
+            await sign_back_round(1, "04-worklist-phone")
+            await toggle_language(tpage, "en")
+            await no_horizontal_scroll(tpage, "worklist (en)")
+            await shoot(tpage, "04-worklist-phone-en")
+            await toggle_language(tpage, "zh")
+
+            # --- 4. 回访: the callback clerk, not satisfied -------------------------------------
+            callers, cpage = await context(DESK)
+            await sign_in(cpage, url, caller)
+
+            async def record_callback(satisfied: bool, shot: str | None) -> str:
+                await cpage.click('[data-menu="callbacks"]')
+                await cpage.wait_for_url(re.compile(r"/callbacks$"))
+                card = cpage.locator(f'.callback-card[data-form="{number}"][data-purpose="satisfaction"]:has(.record)')
+
+                async def listed():
+                    if await card.count():
+                        return True
+                    await cpage.reload()
+                    await cpage.wait_for_selector("#callback-filter")
+                    await cpage.wait_for_timeout(700)
+                    return False
+
+                assert await eventually(listed, timeout=45, interval=0.5), f"no callback for {number}"
+                await no_horizontal_scroll(cpage, "callbacks")
+                if shot:
+                    await shoot(cpage, f"{shot}-zh")
+                await card.locator(".record").click()
+                await cpage.locator("#handled-in-time").get_by_text("是", exact=True).click()
+                await cpage.locator("#result-satisfied").get_by_text("满意" if satisfied else "不满意", exact=True).click()
+                await cpage.locator("#attitude-satisfied").get_by_text("满意", exact=True).click()
+                if not satisfied:
+                    await cpage.fill("#suggestions", "楼下仍在滴水")
+                if shot:
+                    await shoot(cpage, f"{shot}-record-zh")
+                await cpage.click("#save-callback")
+                message = cpage.locator(".el-message")
+                await message.first.wait_for()
+                return await message.first.text_content()
+
+            said = await record_callback(False, "05-callbacks")
+            assert "不满意" in said and "工程部" in said and "第 2 轮" in said, said
+            await toggle_language(cpage, "en")
+            await cpage.click('[data-menu="callbacks"]')
+            await cpage.locator("#callback-filter").get_by_text("Done").click()
+            await cpage.wait_for_selector(f'.callback-card[data-form="{number}"]')
+            await shoot(cpage, "05-callbacks-done-en")
+            await toggle_language(cpage, "zh")
+
+            # --- 5. round 2: the technician again, then a satisfied callback --------------------
+            await sign_back_round(2, None)
+            said = await record_callback(True, None)
+            assert "满意" in said and "关闭" in said, said
+
+            # --- 6. 工单详情: closed, both rounds, both callbacks ------------------------------
+            await page.goto(f"{url}/tickets/{ticket_id}")
+
+            async def closed():
+                await page.wait_for_selector("#ticket-status")
+                if await page.get_attribute("#ticket-status", "data-status") == "closed":
+                    return True
+                await page.reload()
+                return False
+
+            assert await eventually(closed, timeout=45, interval=0.5), "the ticket never showed closed"
+            satisfaction = page.locator('.callback-item[data-purpose="satisfaction"][data-status="done"]')
+            assert await satisfaction.count() == 2
+            assert "不满意" in await satisfaction.nth(0).text_content()
+            assert "不满意" not in await satisfaction.nth(1).text_content()
+            ledger = await page.text_content(".ledger")
+            assert "已修复，试水无渗漏" in ledger and f"{code}-eng-head" in ledger
+            assert reply_at in await page.text_content(".page")
+            await no_horizontal_scroll(page, "ticket detail")
+            await shoot(page, "06-ticket-closed-zh")
+            # The archived countersign form opens from the ticket detail (registered as a consultation).
+            async def archived():
+                if await page.locator("#open-archive").count():
+                    return True
+                await page.reload()
+                await page.wait_for_selector("#ticket-status")
+                return False
+
+            assert await eventually(archived, timeout=45, interval=0.5), "the archived form never showed"
+            async with page.expect_popup() as popup_info:
+                await page.click("#open-archive")
+            archive = await popup_info.value
+            await archive.wait_for_function("n => document.body && document.body.innerText.includes(n)", arg=number)
+            await archive.screenshot(path=str(ARTIFACTS / "console-06-archived-form.png"), full_page=True)
+            await archive.close()
+            await toggle_language(page, "en")
+            assert "Closed" in await page.text_content("#ticket-status")
+            await shoot(page, "06-ticket-closed-en")
+            await toggle_language(page, "zh")
+
+            # The same ticket on the phone: readable, no horizontal scroll.
+            await tpage.goto(f"{url}/tickets/{ticket_id}")
+            await tpage.wait_for_selector("#ticket-status")
+            await no_horizontal_scroll(tpage, "ticket detail (phone)")
+            await shoot(tpage, "06-ticket-phone-zh")
+
+            # --- 7. 我的首问 -----------------------------------------------------------------
+            await page.click('[data-menu="mine"]')
+            await page.wait_for_selector(f'.mine-card[data-ticket="{ticket_id}"]')
+            await no_horizontal_scroll(page, "mine")
+            await shoot(page, "07-mine-zh")
+            await toggle_language(page, "en")
+            await shoot(page, "07-mine-en")
+
+            # --- 8. sign out ---------------------------------------------------------------
+            await page.click("#logout")
+            await page.wait_for_selector("#sign-in")
+            assert await page.evaluate("localStorage.getItem('estatedesk.session')") is None
+            await page.goto(f"{url}/callbacks")
+            await page.wait_for_selector("#sign-in")  # back at the login screen
+            for ctx in (desk, phone, callers):
+                await ctx.close()
+        except BaseException:
+            for i, ctx in enumerate(browser.contexts):  # what each person saw when it went wrong
+                for j, p in enumerate(ctx.pages):
+                    await p.screenshot(path=str(ARTIFACTS / f"console-failure-{i}-{j}.png"), full_page=True)
+            print("failed calls:", failed, "errors:", errors)
+            raise
+        finally:
+            await browser.close()
+    assert not errors, errors
+    # Ticket detail asks dispatch and callback before they have heard of a new ticket: a 404
+    # there is "not yet". Any other failed call is a bug.
+    expected = re.compile(r"/v1/estates/[^/]+/(forms/[^/]+|tickets/[^/]+/callbacks)$")
+    unexpected = [f for f in failed if not (f[0] == 404 and f[1] == "GET" and expected.search(f[2]))]
+    wrong_password = (401, "POST", f"{url}/v1/auth/login")
+    assert unexpected.count(wrong_password) == 1, unexpected  # the one wrong password typed on purpose
+    unexpected.remove(wrong_password)
+    assert not unexpected, unexpected
+    print(json.dumps({"form_number": number, "ticket": ticket_id}))
