@@ -214,13 +214,13 @@ def create_gateway(upstreams: dict[str, str], console_dist: Path = CONSOLE_DIST)
 def main() -> None:
     import uvicorn
 
-    from estatedesk.runner import configure_logging
+    from estatedesk.runner import KEEP_ALIVE_SECONDS, configure_logging
 
     configure_logging("gateway")
     upstreams = json.loads(os.environ["ESTATEDESK_GATEWAY_UPSTREAMS"])
     port = int(os.environ.get("ESTATEDESK_HTTP_PORT", "8000"))
     uvicorn.run(create_gateway(upstreams), host=os.environ.get("ESTATEDESK_HTTP_HOST", "127.0.0.1"), port=port,
-                log_config=None, access_log=False, timeout_graceful_shutdown=5)
+                log_config=None, access_log=False, timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE_SECONDS)
 
 
 if __name__ == "__main__":

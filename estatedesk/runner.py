@@ -36,6 +36,11 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+# Idle kept-alive connections stay open this long: clients (the gateway, nginx, tests)
+# reuse them, and a short timeout races a request arriving on a loaded machine.
+KEEP_ALIVE_SECONDS = 30
+
+
 def configure_logging(service: str, level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLogFormatter(service))
@@ -63,4 +68,4 @@ def run_service(name: str, settings: Settings | None = None) -> None:
     module.service.bind(settings)
     app = module.create_app()
     uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=5)
+                timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE_SECONDS)

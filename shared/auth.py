@@ -31,12 +31,14 @@ ISSUER = "estatedesk"
 
 
 class AuthError(Exception):
-    """Raised with a readable reason; HTTP layers map it to 401/403."""
+    """Raised with a readable reason (and, for the screens, the same in Chinese); HTTP
+    layers map it to 401/403."""
 
-    def __init__(self, status: int, reason: str):
+    def __init__(self, status: int, reason: str, reason_zh: str | None = None):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.reason_zh = reason_zh
 
 
 @dataclass(frozen=True)
@@ -59,11 +61,13 @@ class Principal:
 
     def require_estate(self, estate: str) -> None:
         if not self.may_act_for(estate):
-            raise AuthError(403, f"{self.staff_id} may not act for estate {estate!r} (token covers: {sorted(self.estates) or 'none'})")
+            raise AuthError(403, f"{self.staff_id} may not act for estate {estate!r} (token covers: "
+                                 f"{sorted(self.estates) or 'none'})", f"您无权处理小区 {estate} 的事务")
 
     def require_role(self, *roles: str) -> None:
         if not (self.roles & set(roles)) and not (self.roles & {"company_admin"}):
-            raise AuthError(403, f"{self.staff_id} needs one of the roles {sorted(roles)} (has {sorted(self.roles)})")
+            raise AuthError(403, f"{self.staff_id} needs one of the roles {sorted(roles)} (has {sorted(self.roles)})",
+                            "您的岗位无权执行此操作")
 
     def has_role(self, *roles: str) -> bool:
         return bool(self.roles & set(roles))
@@ -112,7 +116,7 @@ def verify_token(key: str, token: str) -> Principal:
         # business clock matter (the demo's accelerated clock must not expire them).
         claims = jwt.decode(token, key, algorithms=["HS256"], issuer=ISSUER, options={"require": ["exp", "sub"]})
     except jwt.ExpiredSignatureError:
-        raise AuthError(401, "token expired") from None
+        raise AuthError(401, "token expired", "登录已过期，请重新登录") from None
     except jwt.InvalidTokenError as error:
         raise AuthError(401, f"invalid token: {error}") from None
     return Principal(

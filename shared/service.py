@@ -255,7 +255,7 @@ async def principal(request: Request) -> Principal:
     service: Service = request.app.state.service
     who = principal_from_header(service.settings.signing_key, request.headers.get("authorization"))
     if who.session and who.session in service.directory.revoked:
-        raise AuthError(401, "signed out: sign in again")
+        raise AuthError(401, "signed out: sign in again", "已退出登录，请重新登录")
     response_zone.set(_zone(service, None))
     return who
 
@@ -285,7 +285,8 @@ def require_known_staff(directory: Directory, estate, who: Principal) -> None:
         return
     if who.has_role("integration") or estate.knows(who.staff_id):
         return
-    raise AuthError(403, f"{who.staff_id} is not on the staff of estate {estate.code!r} in the directory")
+    raise AuthError(403, f"{who.staff_id} is not on the staff of estate {estate.code!r} in the directory",
+                    f"您不在小区 {estate.code} 的员工名单中")
 
 
 def no_longer_valid(service: "Service", who: Principal, now: dt.datetime | None = None) -> str | None:
@@ -374,9 +375,11 @@ PYDANTIC_ZH = {
 
 
 def error_response(status: int, message: str, details: list[Problem] | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+                   headers: dict[str, str] | None = None, message_zh: str | None = None) -> JSONResponse:
+    """The one error shape; `message_zh` is the reason in Chinese where the raiser gave
+    one, else the status's own Chinese title."""
     details = details or []
-    body = ErrorOut(status=status, error=message, error_zh=STATUS_ZH.get(status, "请求未能完成"),
+    body = ErrorOut(status=status, error=message, error_zh=message_zh or STATUS_ZH.get(status, "请求未能完成"),
                     problems=[f"{d.field}: {d.message}" for d in details], details=details)
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
@@ -507,7 +510,7 @@ def create_http_app(service: Service, *, manage_lifecycle: bool = True) -> FastA
         log.warning("refused %s %s: %s", request.method, request.url.path, error.reason,
                     extra={"estate": estate, "actor": who, "status": error.status})
         headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
-        return error_response(error.status, error.reason, headers=headers)
+        return error_response(error.status, error.reason, headers=headers, message_zh=error.reason_zh)
 
     @app.exception_handler(RuleViolation)
     async def on_rule_violation(request: Request, error: RuleViolation):

@@ -197,9 +197,12 @@ def _not_after_now(month: str, tz) -> None:
         raise RuleViolation(f"month {month} has not begun (current month {current})", status=422)
 
 
-def _render(report: rules.MonthlyReport, fmt: str, lang: str, filename: str, data: dict | None = None):
+async def _render(report: rules.MonthlyReport, fmt: str, lang: str, filename: str, data: dict | None = None):
     if fmt == "xlsx":
-        return Response(export.monthly_report_xlsx(report, lang), media_type=XLSX,
+        # Building a workbook is CPU work: off the event loop, so a busy machine does not
+        # stall every other request (and drop kept-alive connections) meanwhile.
+        workbook = await asyncio.to_thread(export.monthly_report_xlsx, report, lang)
+        return Response(workbook, media_type=XLSX,
                         headers={"Content-Disposition": f'attachment; filename="{filename}.xlsx"'})
     if fmt == "html":
         return HTMLResponse(export.monthly_report_html(report, lang))
@@ -229,7 +232,7 @@ async def estate_monthly_report(estate: str, month_spec: str, lang: Lang = "zh",
     _not_after_now(month, service.directory.timezone_for(estate))
     async with service.db.transaction() as session:
         report = await reports.estate_monthly(session, store.LIVE, estate, month, policy)
-    return _render(report, fmt, lang, f"{estate}-{month}")
+    return await _render(report, fmt, lang, f"{estate}-{month}")
 
 
 class SignOffIn(Contract):
@@ -287,7 +290,7 @@ async def company_monthly_report(month_spec: str, lang: Lang = "zh", who: Princi
         result = await reports.company_monthly(session, store.LIVE, month, policy, service.directory.estates)
     if result is None:
         raise RuleViolation("no estates in the directory and no figures for this month", status=404)
-    return _render(result.company, fmt, lang, f"company-{month}", reports.consolidation_json(result, _names()))
+    return await _render(result.company, fmt, lang, f"company-{month}", reports.consolidation_json(result, _names()))
 
 
 @service.http.get("/company/reports/quarterly/{quarter}", tags=["reports"])

@@ -72,12 +72,15 @@ def find_identity(company: Company, estates: dict[str, Estate], login: str) -> I
     return Identity(staff_id, mine[0][1].name, tuple(roles), tuple(code for code, _ in mine), tuple(departments))
 
 
-def refusal(locked_until: dt.datetime | None, disabled_at: dt.datetime | None, now: dt.datetime) -> str | None:
-    """Why an account may not sign in now, or None."""
+def refusal(locked_until: dt.datetime | None, disabled_at: dt.datetime | None, now: dt.datetime,
+            zone: dt.tzinfo = dt.timezone.utc) -> tuple[str, str] | None:
+    """Why an account may not sign in now, in English and Chinese (times in `zone`), or None."""
     if disabled_at is not None:
-        return "this account is disabled; ask the company administrator"
+        return "this account is disabled; ask the company administrator", "账号已停用，请联系系统管理员"
     if locked_until is not None and locked_until > now:
-        return f"locked after repeated wrong passwords until {locked_until.isoformat(timespec='minutes')}"
+        until = locked_until.astimezone(zone)
+        return (f"locked after repeated wrong passwords until {until.isoformat(timespec='minutes')}",
+                f"密码连续输错，账号已锁定至 {until:%Y-%m-%d %H:%M}")
     return None
 
 
@@ -168,7 +171,11 @@ async def _open_session(identity: Identity, now: dt.datetime) -> SessionOut:
         departments=list(identity.departments)))
 
 
-WRONG = "wrong staff id or password"
+WRONG, WRONG_ZH = "wrong staff id or password", "工号或密码错误"
+
+
+def _zone() -> dt.tzinfo:
+    return service.directory.timezone_for("")
 
 
 @service.http.post("/auth/login", response_model=SessionOut, tags=["accounts"])
@@ -184,16 +191,16 @@ async def login(body: LoginIn) -> SessionOut:
         if account is None:
             # Same answer and roughly the same time as a wrong password: ids are not probed.
             await asyncio.to_thread(PASSWORDS.hash, body.password)
-            raise AuthError(401, WRONG)
-        why = refusal(account.locked_until, account.disabled_at, now)
+            raise AuthError(401, WRONG, WRONG_ZH)
+        why = refusal(account.locked_until, account.disabled_at, now, _zone())
         if why:
-            raise AuthError(403, why)
+            raise AuthError(403, *why)
         valid, rehashed = await asyncio.to_thread(PASSWORDS.verify_and_update, body.password, account.password_hash)
         if not valid:
             failures, locked = after_wrong_password(account.failed_attempts, now, _policy())
             await db.execute(sa.update(A).where(A.c.staff_id == account.staff_id).values(
                 failed_attempts=failures, locked_until=locked))
-            wrong = AuthError(403, refusal(locked, None, now)) if locked else AuthError(401, WRONG)
+            wrong = AuthError(403, *refusal(locked, None, now, _zone())) if locked else AuthError(401, WRONG, WRONG_ZH)
         else:
             wrong = None
             await db.execute(sa.update(A).where(A.c.staff_id == account.staff_id).values(
@@ -209,7 +216,7 @@ async def _live_session(who: Principal) -> None:
     async with service.db.transaction() as db:
         row = (await db.execute(sa.select(S).where(S.c.id == who.session))).first()
     if row is None or row.revoked_at is not None:
-        raise AuthError(401, "signed out: sign in again")
+        raise AuthError(401, "signed out: sign in again", "已退出登录，请重新登录")
 
 
 @service.http.post("/auth/renew", response_model=SessionOut, tags=["accounts"])
@@ -222,7 +229,7 @@ async def renew(who: Principal = Depends(principal)) -> SessionOut:
     async with service.db.transaction() as db:
         account = (await db.execute(sa.select(A).where(A.c.staff_id == who.staff_id))).first()
     if account is None or account.disabled_at is not None:
-        raise AuthError(403, "this account is disabled; ask the company administrator")
+        raise AuthError(403, "this account is disabled; ask the company administrator", "账号已停用，请联系系统管理员")
     return await _open_session(identity, _now())
 
 
@@ -249,7 +256,7 @@ async def change_own_password(body: OwnPasswordIn, who: Principal = Depends(prin
         account = (await db.execute(sa.select(A).where(A.c.staff_id == who.staff_id).with_for_update())).first()
         if account is None or not await asyncio.to_thread(PASSWORDS.verify, body.current_password,
                                                           account.password_hash):
-            raise AuthError(403, "the current password is wrong")
+            raise AuthError(403, "the current password is wrong", "原密码错误")
         await _set_password(db, who.staff_id, body.new_password, who.staff_id)
     return Response(status_code=204)
 

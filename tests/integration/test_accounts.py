@@ -102,11 +102,12 @@ async def test_phone_sign_in_wrong_password_and_lock_out(stack, signed_estate):
         wrong = await login(client, phone, "wrong password")
         assert unknown.status_code == wrong.status_code == 401
         assert unknown.json()["error"] == wrong.json()["error"] == "wrong staff id or password"
-        assert wrong.json()["error_zh"]
+        assert wrong.json()["error_zh"] == "工号或密码错误"
         for _ in range(3):
             assert (await login(client, phone, "wrong password")).status_code == 401
         fifth = await login(client, phone, "wrong password")
         assert fifth.status_code == 403 and "locked" in fifth.json()["error"]
+        assert "账号已锁定至" in fifth.json()["error_zh"]
         # Locked: even the right password is refused until the lock ends.
         locked = await login(client, phone)
         assert locked.status_code == 403 and "locked" in locked.json()["error"]

@@ -56,7 +56,8 @@ def test_five_wrong_passwords_in_a_row_lock_for_fifteen_minutes():
         assert locked is None
     failures, locked = after_wrong_password(failures, NOW, POLICY)
     assert failures == 0 and locked == NOW + dt.timedelta(minutes=15)
-    assert "locked" in refusal(locked, None, NOW + dt.timedelta(minutes=14))
+    english, chinese = refusal(locked, None, NOW + dt.timedelta(minutes=14))
+    assert "locked" in english and "锁定至 2026-12-01 09:15" in chinese
     assert refusal(locked, None, NOW + dt.timedelta(minutes=15)) is None
 
 
@@ -66,7 +67,7 @@ def test_the_lock_out_is_policy():
 
 
 def test_a_disabled_account_is_refused_whatever_the_lock():
-    assert "disabled" in refusal(None, NOW, NOW)
+    assert "disabled" in refusal(None, NOW, NOW)[0]
 
 
 @pytest.mark.parametrize("password, problem", [("short", "at least 8"), (" leading-space", "space"),
