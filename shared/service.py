@@ -46,6 +46,7 @@ from shared.settings import Settings
 log = logging.getLogger("estatedesk.service")
 MAX_BODY_BYTES = 1024 * 1024
 STORED_FACTS_REFRESH_SECONDS = 15.0
+STOP_SECONDS = 5.0
 
 
 @dataclass
@@ -492,7 +493,11 @@ def create_http_app(service: Service, *, manage_lifecycle: bool = True) -> FastA
             await service.start()
         yield
         if manage_lifecycle:
-            await service.stop()
+            try:
+                # Bounded: what is unacknowledged is redelivered anyway; SIGTERM must end us.
+                await asyncio.wait_for(service.stop(), STOP_SECONDS)
+            except asyncio.TimeoutError:
+                log.warning("%s did not stop cleanly within %g s; exiting anyway", service.name, STOP_SECONDS)
 
     app = FastAPI(title=f"EstateDesk {service.title}", description=service.description, version="1.0", lifespan=lifespan)
     app.state.service = service
