@@ -70,10 +70,19 @@ DEPARTMENT_CODE_PATTERN = r"^[a-z0-9][a-z0-9_]{0,%d}$" % (DEPARTMENT_CODE_MAX - 
 UNIT_PART_PATTERN = r"^[^-\s/]+$"
 
 
+# C0 control characters other than tab, line feed and carriage return: nobody types
+# them, PostgreSQL refuses NUL, and a worksheet or a printed form cannot hold the rest.
+CONTROL_CHARACTERS = re.compile(r"[\x01-\x08\x0b\x0c\x0e-\x1f]")
+
+
 def text_problem(value: str) -> str | None:
-    """Why `value` cannot be stored as text, or None: NUL, or a lone surrogate."""
+    """Why `value` cannot be stored as text, or None: NUL, another C0 control character,
+    or a lone surrogate."""
     if "\x00" in value:
         return "must not contain the NUL character (U+0000)"
+    control = CONTROL_CHARACTERS.search(value)
+    if control:
+        return f"must not contain the control character U+{ord(control.group()):04X}"
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:

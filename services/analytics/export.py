@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from openpyxl import Workbook
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
 from openpyxl.utils import get_column_letter
 
@@ -288,6 +289,9 @@ _PERCENT_FORMAT = "0.0%"
 def _cell_value(value: Any) -> Any:
     if isinstance(value, Percent):
         return "—" if value.value is None else value.value
+    if isinstance(value, str):
+        # A worksheet cannot hold C0 control characters; text from older events may.
+        return ILLEGAL_CHARACTERS_RE.sub("\ufffd", value)
     return value
 
 

@@ -123,6 +123,8 @@ async def test_staff_unknown_to_the_estate_is_refused(stack, estate):
     ("description", "漏水\u0000严重", "NUL"),
     ("cause", "\ud800", "surrogate"),
     ("people", ["\u0000"], "NUL"),
+    # A vertical tab (pasted from a spreadsheet) broke the monthly report's xlsx export.
+    ("category", "漏水\u000b", "U+000B"),
 ])
 async def test_unstorable_text_is_refused_everywhere(stack, estate, field, value, needle):
     async with httpx.AsyncClient(timeout=30) as client:

@@ -167,3 +167,11 @@ def test_the_live_cut_is_the_ack_floor_only_when_nothing_above_it_was_acknowledg
     assert cut_of(delivered=120, ack_floor=120, ack_pending=0) == 120  # idle
     assert cut_of(delivered=150, ack_floor=120, ack_pending=30) == 120  # a batch waits on the lock
     assert cut_of(delivered=150, ack_floor=120, ack_pending=5) is None  # 121 retried, later ones acked
+
+
+def test_worksheet_cells_never_hold_control_characters():
+    # Older events may carry text the API now refuses; the xlsx export must not fail on it.
+    from services.analytics.export import _cell_value
+
+    assert _cell_value("漏水\x0b严重\x01") == "漏水\ufffd严重\ufffd"
+    assert _cell_value("行1\n行2\t") == "行1\n行2\t"
