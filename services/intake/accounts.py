@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from fastapi import Depends, Request, Response
 from pwdlib import PasswordHash
 from pydantic import BaseModel, Field
@@ -275,8 +276,6 @@ async def _set_password(db, staff_id: str, password: str, by: str) -> None:
     hashed = await asyncio.to_thread(PASSWORDS.hash, password)
     now = _now()
     values = dict(password_hash=hashed, password_set_at=now, password_set_by=by, failed_attempts=0, locked_until=None)
-    from sqlalchemy.dialects.postgresql import insert as pg_insert
-
     await db.execute(pg_insert(A).values(staff_id=staff_id, disabled_at=None, **values)
                      .on_conflict_do_update(index_elements=[A.c.staff_id], set_={**values, "disabled_at": None}))
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import uuid
 
 import httpx
@@ -194,7 +193,3 @@ async def anext_event(lines, until: str | None = None, timeout: float = 10) -> s
         return None
 
     return await asyncio.wait_for(read(), timeout)
-
-
-def _unused(*_):  # keep json imported for readers who extend these tests
-    return json
