@@ -19,6 +19,7 @@ from typing import Annotated, Awaitable, Callable
 from urllib.parse import unquote_to_bytes
 from zoneinfo import ZoneInfo
 
+import asyncpg
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, FastAPI, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -411,6 +412,36 @@ PYDANTIC_ZH = {
 }
 
 
+# SQLSTATE classes and codes meaning "the database is not there right now": connection
+# exceptions (08), admin/crash shutdown and "starting up" (57P01-57P03).
+UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Whether `error` says the database is unreachable, stopping or starting (as
+    opposed to a statement it refused): a socket error, an invalidated connection, or
+    one of `UNAVAILABLE_SQLSTATES`."""
+    if isinstance(error, OSError):
+        return True
+    if isinstance(error, sa.exc.PendingRollbackError):
+        # A shared transaction (intake's registration batch) whose connection broke
+        # under an earlier statement: this request's work never reached the database.
+        return True
+    if isinstance(error, sa.exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        causes = [error.orig, getattr(error.orig, "__cause__", None)]
+        # A pooled connection broken by the server's restart: asyncpg's client-side
+        # errors (no such connection, "another operation is in progress").
+        if any(isinstance(c, (OSError, asyncpg.exceptions.InterfaceError, asyncpg.exceptions.InternalClientError,
+                              asyncpg.exceptions.PostgresConnectionError)) for c in causes):
+            return True
+        codes = [getattr(c, "sqlstate", None) or "" for c in causes]
+        return any(code.startswith(UNAVAILABLE_SQLSTATES) for code in codes if code)
+    return False
+
+
 def error_response(status: int, message: str, details: list[Problem] | None = None,
                    headers: dict[str, str] | None = None, message_zh: str | None = None) -> JSONResponse:
     """The one error shape; `message_zh` is the reason in Chinese where the raiser gave
@@ -557,6 +588,20 @@ def create_http_app(service: Service, *, manage_lifecycle: bool = True) -> FastA
     @app.exception_handler(RuleViolation)
     async def on_rule_violation(request: Request, error: RuleViolation):
         return error_response(error.status, str(error))
+
+    @app.exception_handler(sa.exc.DBAPIError)
+    @app.exception_handler(sa.exc.PendingRollbackError)
+    @app.exception_handler(OSError)
+    async def on_database_error(request: Request, error: Exception):
+        # The database away (stopped, restarting, unreachable) is no fault of the caller:
+        # 503 with the reason and when to try again, never a bare 500.
+        if database_unavailable(error):
+            log.warning("database unavailable for %s %s: %s", request.method, request.url.path, error)
+            return error_response(503, "the database is unavailable; nothing was stored, try again shortly",
+                                  headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+                                  message_zh="数据库暂时不可用，本次未保存，请稍后重试")
+        log.exception("unexpected database error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal error (logged); nothing was stored")
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, error: StarletteHTTPException):
