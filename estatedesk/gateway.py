@@ -22,18 +22,22 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import fastapi_offline
 import httpx
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from shared.service import API_PREFIX, error_response
+from shared.service import API_PREFIX, DOCS_ASSETS, error_response
 from shared.settings import SERVICES
 
 CONSOLE_DIST = Path(__file__).resolve().parent.parent / "console" / "dist"
+# Swagger UI's and ReDoc's files as the fastapi-offline package ships them (no CDN).
+DOCS_FILES = Path(fastapi_offline.__file__).resolve().parent / "static"
 # Pages a service serves outside /v1 that the console links to.
 EXTRA_PREFIXES = {"/dashboard": "analytics"}
 # Connection-level headers are the hop's own (RFC 9110 §7.6.1), never forwarded.
@@ -185,6 +189,37 @@ def create_gateway(upstreams: dict[str, str], console_dist: Path = CONSOLE_DIST)
         # A route of the single-page app: the app itself decides what to show.
         return FileResponse(index, headers={"Cache-Control": "no-cache"})
 
+    async def openapi(request: Request) -> Response:
+        service = request.path_params["service"]
+        if service not in upstreams:
+            return error_response(404, f"no service {service!r}")
+        try:
+            answer = await client.get(upstreams[service] + "/openapi.json")
+        except httpx.HTTPError as error:
+            return error_response(503, f"{service} is not answering: {error.__class__.__name__}")
+        return Response(answer.content, status_code=answer.status_code, media_type="application/json")
+
+    async def docs(request: Request) -> Response:
+        """Swagger UI (`/docs/{service}`) or ReDoc (`/redoc/{service}`) of one service's
+        OpenAPI document, its requests sent to this one address; `/docs` lists them."""
+        service = request.path_params.get("service")
+        if service is None:
+            items = "".join(f'<li><a href="/docs/{name}">{name}</a> · <a href="/redoc/{name}">ReDoc</a></li>'
+                            for name in upstreams)
+            return HTMLResponse(f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>EstateDesk API'
+                                f'</title></head><body><h1>EstateDesk API</h1><ul id="services">{items}</ul></body></html>')
+        if service not in upstreams:
+            return error_response(404, f"no service {service!r}")
+        title = f"EstateDesk {service}"
+        if request.url.path.startswith("/redoc"):
+            return get_redoc_html(openapi_url=f"/openapi/{service}.json", title=title + " - ReDoc",
+                                  redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
+                                  redoc_favicon_url=f"{DOCS_ASSETS}/favicon.png", with_google_fonts=False)
+        return get_swagger_ui_html(openapi_url=f"/openapi/{service}.json", title=title + " - Swagger UI",
+                                   swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png")
+
     async def healthz(request: Request) -> Response:
         checks = {}
         for name, base in upstreams.items():
@@ -198,6 +233,11 @@ def create_gateway(upstreams: dict[str, str], console_dist: Path = CONSOLE_DIST)
 
     app_routes = [
         Route("/healthz", healthz),
+        Route("/docs", docs),
+        Route("/docs/{service}", docs),
+        Route("/redoc/{service}", docs),
+        Route("/openapi/{service}.json", openapi),
+        Mount(DOCS_ASSETS, StaticFiles(directory=DOCS_FILES)),
         Route(API_PREFIX + "/{path:path}", api, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
     ]
     if (console_dist / "assets").is_dir():
