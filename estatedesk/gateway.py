@@ -38,8 +38,9 @@ from shared.settings import SERVICES
 CONSOLE_DIST = Path(__file__).resolve().parent.parent / "console" / "dist"
 # Swagger UI's and ReDoc's files as the fastapi-offline package ships them (no CDN).
 DOCS_FILES = Path(fastapi_offline.__file__).resolve().parent / "static"
-# Pages a service serves outside /v1 that the console links to.
-EXTRA_PREFIXES = {"/dashboard": "analytics"}
+# Pages a service serves outside /v1 that the console links to (none now: the quality
+# dashboard is a screen of the console).
+EXTRA_PREFIXES: dict[str, str] = {}
 # Connection-level headers are the hop's own (RFC 9110 §7.6.1), never forwarded.
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
               "transfer-encoding", "upgrade", "host", "content-length"}

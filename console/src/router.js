@@ -20,6 +20,8 @@ export const router = createRouter({
   history: createWebHistory(),
   routes: [
     { path: '/login', name: 'login', component: () => import('./views/Login.vue'), meta: { public: true } },
+    // The quality dashboard: a page of its own (no menu bar), signed in like every screen.
+    { path: '/dashboard', name: 'dashboard', component: () => import('./views/Dashboard.vue') },
     {
       path: '/',
       component: () => import('./views/Layout.vue'),
