@@ -32,9 +32,11 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainT
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from estatedesk.live import LiveHub
 from shared.service import API_PREFIX, DOCS_ASSETS, error_response
-from shared.settings import SERVICES
+from shared.settings import SERVICES, load_signing_key
 
+LIVE_PATH = API_PREFIX + "/live"  # the live lists' event stream, served here (estatedesk.live)
 CONSOLE_DIST = Path(__file__).resolve().parent.parent / "console" / "dist"
 # Swagger UI's and ReDoc's files as the fastapi-offline package ships them (no CDN).
 DOCS_FILES = Path(fastapi_offline.__file__).resolve().parent / "static"
@@ -89,6 +91,8 @@ def owner_of(routes: list[ApiRoute], method: str, path: str) -> str | None:
 
 
 NGINX_PORTS = {"intake": 8001, "dispatch": 8002, "callback": 8003, "archive": 8004, "analytics": 8005}
+# The gateway process, run next to nginx for the live lists' stream only.
+NGINX_GATEWAY_PORT = 8000
 
 
 def nginx_config(routes: list[ApiRoute] | None = None) -> str:
@@ -103,7 +107,7 @@ def nginx_config(routes: list[ApiRoute] | None = None) -> str:
         "# The staff console and every API at one address, as `estatedesk up`'s gateway does.",
         "",
     ]
-    for name, port in NGINX_PORTS.items():
+    for name, port in {**NGINX_PORTS, "gateway": NGINX_GATEWAY_PORT}.items():
         lines += [f"upstream estatedesk_{name} {{", f"    server {name}:{port};", "    keepalive 32;", "}", ""]
     lines += [
         "server {",
@@ -120,6 +124,12 @@ def nginx_config(routes: list[ApiRoute] | None = None) -> str:
         "    # Server-sent events (the dashboard and live lists): never buffered, held open.",
         "    location = /v1/dashboard/stream {",
         "        proxy_pass http://estatedesk_analytics;",
+        "        proxy_buffering off;",
+        "        proxy_cache off;",
+        "        proxy_read_timeout 1h;",
+        "    }",
+        f"    location = {LIVE_PATH} {{",
+        "        proxy_pass http://estatedesk_gateway;",
         "        proxy_buffering off;",
         "        proxy_cache off;",
         "        proxy_read_timeout 1h;",
@@ -152,7 +162,10 @@ def nginx_config(routes: list[ApiRoute] | None = None) -> str:
     return "\n".join(lines)
 
 
-def create_gateway(upstreams: dict[str, str], console_dist: Path = CONSOLE_DIST) -> Starlette:
+def create_gateway(upstreams: dict[str, str], console_dist: Path = CONSOLE_DIST,
+                   live: "LiveHub | None" = None) -> Starlette:
+    """`live`: the hub of the live lists' stream (`/v1/live`, estatedesk.live); without
+    one that path answers 503."""
     routes = route_table()
     client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, read=None), limits=httpx.Limits(max_connections=200))
 
@@ -189,6 +202,11 @@ def create_gateway(upstreams: dict[str, str], console_dist: Path = CONSOLE_DIST)
             return FileResponse(candidate)
         # A route of the single-page app: the app itself decides what to show.
         return FileResponse(index, headers={"Cache-Control": "no-cache"})
+
+    async def live_stream(request: Request) -> Response:
+        if live is None:
+            return error_response(503, "live lists are not running here (the gateway has no NATS address)")
+        return await live.stream(request)
 
     async def openapi(request: Request) -> Response:
         service = request.path_params["service"]
@@ -238,6 +256,7 @@ def create_gateway(upstreams: dict[str, str], console_dist: Path = CONSOLE_DIST)
         Route("/docs/{service}", docs),
         Route("/redoc/{service}", docs),
         Route("/openapi/{service}.json", openapi),
+        Route(LIVE_PATH, live_stream),
         Mount(DOCS_ASSETS, StaticFiles(directory=DOCS_FILES)),
         Route(API_PREFIX + "/{path:path}", api, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
     ]
@@ -246,7 +265,11 @@ def create_gateway(upstreams: dict[str, str], console_dist: Path = CONSOLE_DIST)
     app_routes.append(Route("/{path:path}", page, methods=["GET", "HEAD", "POST"]))
     @asynccontextmanager
     async def lifespan(app):
+        if live is not None:
+            await live.start()
         yield
+        if live is not None:
+            await live.stop()
         await client.aclose()
 
     return Starlette(routes=app_routes, lifespan=lifespan)
@@ -260,7 +283,12 @@ def main() -> None:
     configure_logging("gateway")
     upstreams = json.loads(os.environ["ESTATEDESK_GATEWAY_UPSTREAMS"])
     port = int(os.environ.get("ESTATEDESK_HTTP_PORT", "8000"))
-    uvicorn.run(create_gateway(upstreams), host=os.environ.get("ESTATEDESK_HTTP_HOST", "127.0.0.1"), port=port,
+    live = None
+    if os.environ.get("ESTATEDESK_NATS_URL"):
+        key = os.environ.get("ESTATEDESK_SIGNING_KEY") or load_signing_key(
+            Path(os.environ.get("ESTATEDESK_DATA_DIR", ".estatedesk")).resolve())
+        live = LiveHub(os.environ["ESTATEDESK_NATS_URL"], key)
+    uvicorn.run(create_gateway(upstreams, live=live), host=os.environ.get("ESTATEDESK_HTTP_HOST", "127.0.0.1"), port=port,
                 log_config=None, access_log=False, timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE_SECONDS)
 
 
