@@ -126,3 +126,14 @@ async def test_one_request_through_nginx(stack, nginx):
 
             # Unbuffered: the first summary arrives at once, not when a buffer fills.
             assert re.match(r"event: ?summary", await asyncio.wait_for(first_event(), 10))
+
+        # The live lists' stream goes to the gateway, unbuffered too.
+        async with client.stream("GET", f"/v1/live?estate={code}", headers=auth(token)) as stream:
+            assert stream.status_code == 200
+
+            async def ready():
+                async for line in stream.aiter_lines():
+                    if line.startswith("event:"):
+                        return line
+
+            assert re.match(r"event: ?ready", await asyncio.wait_for(ready(), 10))
