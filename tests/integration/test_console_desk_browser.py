@@ -7,6 +7,7 @@ time; times shown are the estate's."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import uuid
 
@@ -14,7 +15,9 @@ import httpx
 import pytest
 from playwright.async_api import Page, async_playwright
 
+from shared.clock import FileOffsetClock
 from tests.conftest import ARTIFACTS, auth, eventually, token_for
+from tests.integration.test_archive_flow import history, publish
 from tests.integration.test_console_browser import CHROMIUM, CHROMIUM_ARGS, DESK, PHONE, no_horizontal_scroll, \
     sign_in, toggle_language
 
@@ -30,6 +33,7 @@ def estate_definition(code: str) -> dict:
         ],
         "staff": [
             {"id": f"{code}-director", "name": "周主任", "roles": ["estate_director"]},
+            {"id": f"{code}-deputy", "name": "吴副主任", "roles": ["estate_director"]},
             {"id": f"{code}-cs01", "name": "王芳", "roles": ["customer_service"], "department": "customer_service"},
             {"id": f"{code}-eng-head", "name": "赵主管", "roles": ["department_head"], "department": "engineering"},
         ],
@@ -42,7 +46,7 @@ async def shoot(page: Page, name: str) -> None:
     await page.screenshot(path=str(ARTIFACTS / f"console-desk-{name}.png"), full_page=True)
 
 
-async def test_archive_reports_and_settings_in_the_console(stack):
+async def test_archive_reports_and_settings_in_the_console(stack, clock_file):
     ARTIFACTS.mkdir(exist_ok=True)
     code = f"d{uuid.uuid4().hex[:8]}"
     url = stack.console_url.rstrip("/")
@@ -59,6 +63,16 @@ async def test_archive_reports_and_settings_in_the_console(stack):
             return (await client.get(f"/v1/estates/{code}/archive/records", headers=admin)).status_code == 200
 
         assert await eventually(archive_knows, timeout=20)
+        # A closed complaint's whole story, as the services emit it: archive seals it.
+        story = history(code, FileOffsetClock(clock_file).now() - dt.timedelta(hours=1))
+        await publish(stack.nats_url, story)
+        form_number = story[0].data["form_number"]
+
+        async def sealed():
+            r = await client.get(f"/v1/estates/{code}/archive/records", headers=admin)
+            return r.status_code == 200 and len(r.json()) == 1
+
+        assert await eventually(sealed, timeout=60)
     clerk = auth(token_for(stack, f"{code}-cs01", ["customer_service"], [code]))
     errors: list[str] = []
     async with async_playwright() as pw:
@@ -77,6 +91,28 @@ async def test_archive_reports_and_settings_in_the_console(stack):
             await page.wait_for_selector("#records")
             assert (await page.text_content("h2")).strip() == "档案"
             await page.wait_for_selector("#live")  # the live stream is open
+            await page.fill("#archive-search", form_number[-6:])
+            row = page.locator("#records .el-table__row", has_text=form_number)
+            await row.wait_for()
+            # 借阅登记: the director registers a consultation, reads the form, returns it.
+            await row.locator(".borrow").click()
+            await page.fill("#loan-purpose", "复核投诉处理过程")
+            await page.fill("#loan-approver", f"{code}-deputy")  # nobody approves their own access
+            await page.fill("#loan-reference", "审批-2026-001")
+            await page.click("#save-loan")
+            await page.wait_for_selector(".el-message")
+            assert await page.locator(".el-message--success").count(), await page.text_content(".el-message")
+            async with page.expect_popup() as popup:
+                await row.locator(".open-form").click()
+            form = await popup.value
+            await form.wait_for_load_state()
+            assert form_number in await form.content()
+            await form.close()
+            await page.click("#tab-loans")
+            await page.locator("#loans .give-back").first.click()
+            await page.wait_for_selector("#loans .el-tag:has-text('已归还')")
+            await page.click("#tab-records")
+            await shoot(page, "archive-records-zh")
             await page.click("#tab-verify")
             await page.click("#verify")
             await page.wait_for_selector("#chain-result")
