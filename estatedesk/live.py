@@ -34,6 +34,7 @@ from shared.events import SUBJECT_PREFIX
 from shared.service import error_response, no_longer_valid, require_known_staff
 
 log = logging.getLogger("estatedesk.live")
+START_RETRY_SECONDS = 2.0  # NATS not there yet: the gateway serves the console meanwhile
 RECHECK_SECONDS = 2.0  # how soon an open stream notices its token is no longer good
 QUEUE_LIMIT = 1000  # a client this far behind gets `resync` instead of every event
 PING_SECONDS = 15
@@ -55,13 +56,33 @@ class LiveHub:
         self.directory = Directory()
         self.clients: set[LiveClient] = set()
         self._nc = None
+        self._starting: asyncio.Task | None = None
+        self.ready = False
 
     async def start(self) -> None:
-        await self.directory.start(self.nats_url, {})
-        self._nc = await nats.connect(self.nats_url, name="estatedesk-live", max_reconnect_attempts=-1)
-        await self._nc.subscribe(f"{SUBJECT_PREFIX}.*.ticket.*", cb=self._on_event)
+        """Connects in the background, retrying, so the gateway (and the console) never
+        waits for NATS; until connected the stream answers 503."""
+        self._starting = asyncio.create_task(self._connect(), name="live-connect")
+
+    async def _connect(self) -> None:
+        while True:
+            try:
+                await self.directory.start(self.nats_url, {})
+                self._nc = await nats.connect(self.nats_url, name="estatedesk-live", max_reconnect_attempts=-1)
+                await self._nc.subscribe(f"{SUBJECT_PREFIX}.*.ticket.*", cb=self._on_event)
+                self.ready = True
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("live lists: NATS not reachable (%s); retrying", error.__class__.__name__)
+                await self.directory.stop()
+                await asyncio.sleep(START_RETRY_SECONDS)
 
     async def stop(self) -> None:
+        if self._starting is not None:
+            self._starting.cancel()
+            await asyncio.gather(self._starting, return_exceptions=True)
         if self._nc is not None:
             await self._nc.drain()
         await self.directory.stop()
@@ -86,6 +107,8 @@ class LiveHub:
 
     async def stream(self, request: Request) -> Response:
         estate = request.query_params.get("estate", "")
+        if not self.ready:
+            return error_response(503, "live lists are starting: NATS is not reachable yet", message_zh="实时更新暂不可用，请稍候")
         try:
             who = principal_from_header(self.signing_key, request.headers.get("authorization"))
             if not estate:
