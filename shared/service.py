@@ -26,6 +26,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.encoders import ENCODERS_BY_TYPE
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi_offline import FastAPIOffline
 from faststream.nats import NatsBroker, NatsRouter
 from faststream.nats.prometheus import NatsPrometheusMiddleware
 from pydantic import BaseModel, Field, PlainSerializer
@@ -47,6 +48,7 @@ from shared.settings import Settings
 
 log = logging.getLogger("estatedesk.service")
 MAX_BODY_BYTES = 1024 * 1024
+DOCS_ASSETS = "/docs-assets"  # where every service (and the gateway) serves Swagger UI's and ReDoc's files
 STORED_FACTS_REFRESH_SECONDS = 15.0
 STOP_SECONDS = 5.0
 
@@ -566,7 +568,10 @@ def create_http_app(service: Service, *, manage_lifecycle: bool = True) -> FastA
             except asyncio.TimeoutError:
                 log.warning("%s did not stop cleanly within %g s; exiting anyway", service.name, STOP_SECONDS)
 
-    app = FastAPI(title=f"EstateDesk {service.title}", description=service.description, version="1.0", lifespan=lifespan)
+    # /docs and /redoc with Swagger UI and ReDoc from the fastapi-offline package (assets
+    # under DOCS_ASSETS), not a CDN: an intranet without internet still has its docs.
+    app = FastAPIOffline(title=f"EstateDesk {service.title}", description=service.description, version="1.0",
+                         lifespan=lifespan, static_url=DOCS_ASSETS)
     app.state.service = service
 
     app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)

@@ -1,4 +1,6 @@
 // Console texts. Chinese first (the staff's language); English for the same keys.
+import { withDeskMessages } from './messages-desk.js'
+
 const zh = {
   app: { title: 'EstateDesk 客服工作台', short: '客服工作台' },
   lang: { toggle: 'English' },
@@ -141,4 +143,4 @@ const en = {
   common: { loading: 'Loading…', none: 'None', minutesLeft: '{n} min left', minutesLate: '{n} min late' },
 }
 
-export const messages = { zh, en }
+export const messages = withDeskMessages({ zh, en })

@@ -12,6 +12,13 @@ export const SCREENS = [
   { name: 'mine', path: 'mine', view: () => import('./views/Mine.vue'),
     roles: ['customer_service', 'customer_service_supervisor', 'duty_staff', 'estate_director', 'department_head'] },
   { name: 'ticket', path: 'tickets/:id?', view: () => import('./views/Ticket.vue'), roles: null },
+  { name: 'archive', path: 'archive', view: () => import('./views/Archive.vue'),
+    roles: ['customer_service', 'customer_service_supervisor', 'estate_director', 'general_manager',
+      'quality_manager', 'management_representative', 'company_general_management'] },
+  { name: 'reports', path: 'reports', view: () => import('./views/Reports.vue'),
+    roles: ['department_head', 'estate_director', 'quality_manager', 'general_manager',
+      'management_representative', 'company_general_management'] },
+  { name: 'settings', path: 'settings', view: () => import('./views/Settings.vue'), roles: ['estate_director'] },
 ]
 
 export const allowed = (screen) => !screen.roles || hasRole(...screen.roles)
@@ -20,6 +27,8 @@ export const router = createRouter({
   history: createWebHistory(),
   routes: [
     { path: '/login', name: 'login', component: () => import('./views/Login.vue'), meta: { public: true } },
+    // The quality dashboard: a page of its own (no menu bar), signed in like every screen.
+    { path: '/dashboard', name: 'dashboard', component: () => import('./views/Dashboard.vue') },
     {
       path: '/',
       component: () => import('./views/Layout.vue'),
