@@ -1352,6 +1352,7 @@ service.write_roles = {
 service.public_routes = {("POST", "/auth/login")}
 
 from services.intake import accounts  # noqa: E402,F401  (registers the sign-in routes)
+from services.intake import owners  # noqa: E402,F401  (owners' self-service, issue 15)
 
 
 def create_app(manage_lifecycle: bool = True):
