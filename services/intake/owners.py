@@ -443,8 +443,8 @@ def _submission_out(row, ticket=None, history=(), updates=()) -> SubmissionOut:
         steps=[orules.STAGE_WORDS[s] for s in orules.STEPS], ticket_id=row.ticket_id,
         form_number=ticket.form_number if ticket else None,
         first_contact_name=(ticket.first_contact_name or ticket.first_contact) if ticket else None,
-        promised_at=promised or (row.reply_agreed_by if stage in (orules.Stage.submitted, orules.Stage.accepted)
-                                 else None),
+        promised_at=None if stage is orules.Stage.closed else promised or (
+            row.reply_agreed_by if stage in (orules.Stage.submitted, orules.Stage.accepted) else None),
         history=history, updates=[UpdateOut(note=u.note, at=u.updated_at) for u in updates])
 
 

@@ -162,6 +162,8 @@ async def test_owner_binds_submits_follows_and_answers_on_a_phone(stack, tmp_pat
                 history = await phone.text_content(".history")
                 for words in ("受理", "派工", "到场", "处理完成", "回访", "已关闭", "第 2 轮"):
                     assert words in history, (words, history)
+                # The photo, fetched with the owner's token, shows on the page.
+                await phone.wait_for_function("() => document.querySelector('.thumb')?.naturalWidth > 0")
                 await no_horizontal_scroll(phone, "closed")
                 await shoot(phone, "11-closed-phone")
             except BaseException:
