@@ -784,3 +784,7 @@ service.owner_routes |= {
 OWNER_SIGN_IN = {("POST", "/owner/estates/{estate}/units/{unit}/code"),
                  ("POST", "/owner/estates/{estate}/units/{unit}/bind")}
 service.public_routes |= OWNER_SIGN_IN
+# Owners' data at the desk: a refusal there goes to the archive's access log too.
+service.audited_routes += ("/estates/{estate}/online-requests", "/estates/{estate}/owner-photos",
+                           "/estates/{estate}/owner-bindings", "/estates/{estate}/owner-binding-log",
+                           "/estates/{estate}/owner-messages")
