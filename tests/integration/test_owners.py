@@ -222,3 +222,22 @@ async def test_owner_binds_submits_follows_and_answers_online(stack, estate, clo
         r = await client.get(f"/v1/estates/{estate}/owner-bindings", headers=desk)
         assert [b["unit"] for b in r.json()] == ["1-1-101"]
         await asyncio.sleep(0)
+
+
+async def test_codes_are_limited_per_unit_by_the_estates_policy(stack, estate):
+    """policy.owners is data per estate: two codes an hour here, the third is a 429 with a reason."""
+    admin = auth(token_for(stack, "admin", ["company_admin"], ["*"]))
+    desk = auth(token_for(stack, f"{estate}-cs01", ["customer_service"], [estate]))
+    async with httpx.AsyncClient(base_url=stack.console_url.rstrip("/"), timeout=30) as client:
+        await add_unit(client, estate, desk, "1-1-102")
+        r = await client.put(f"/v1/estates/{estate}/policy", json={"owners": {"codes_per_unit_per_hour": 2}},
+                             headers=admin)
+        assert r.status_code == 200 and r.json()["effective"]["owners"]["codes_per_unit_per_hour"] == 2, r.text
+        answers = []
+        for attempt in range(3):
+            r = await client.post(f"/v1/owner/estates/{estate}/units/1-1-102/code", headers=device(f"d{attempt}"))
+            answers.append(r.status_code)
+        assert answers == [200, 200, 429], answers
+        assert "过于频繁" in r.json()["error_zh"] and "at most 2" in r.json()["error"]
+        r = await client.post(f"/v1/owner/estates/{estate}/units/9-9-999/code", headers=device("d9"))
+        assert r.status_code == 404, r.text  # no such unit
