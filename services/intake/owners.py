@@ -147,7 +147,8 @@ async def _count(session: AsyncSession, table, *where) -> int:
 
 def _refuse_limit(limit: orules.Limit | None) -> None:
     if limit is not None:
-        raise RuleViolation(f"too many {limit.what}: at most {limit.allowed}; try again later", status=429, zh=f"{limit.what_zh}过于频繁（上限 {limit.allowed}），请稍后再试")
+        raise RuleViolation(f"too many {limit.what}: at most {limit.allowed}; try again later", status=429,
+                            zh=f"{limit.what_zh}过于频繁（上限 {limit.allowed}），请稍后再试")
 
 
 async def _lock_row(session: AsyncSession, estate: str, unit: str):
@@ -485,9 +486,11 @@ async def submit_request(estate: str, body: SubmissionIn, request: Request,
     policy = _policy(estate)
     device = device_of(request)
     if body.anonymous and body.kind == Kind.repair:
-        raise RuleViolation("a repair cannot be anonymous: someone must let the technician in", status=422, zh="报修不能匿名：维修人员需要上门")
+        raise RuleViolation("a repair cannot be anonymous: someone must let the technician in", status=422,
+                            zh="报修不能匿名：维修人员需要上门")
     if len(body.photos) > policy.photos_per_request:
-        raise RuleViolation(f"at most {policy.photos_per_request} photos per request", status=422, zh=f"每次最多上传 {policy.photos_per_request} 张照片")
+        raise RuleViolation(f"at most {policy.photos_per_request} photos per request", status=422,
+                            zh=f"每次最多上传 {policy.photos_per_request} 张照片")
     now = _now()
     if body.reply_time is not None and body.reply_time < now:
         raise RuleViolation("the reply time lies in the past", status=422, zh="期望答复时间已过")
@@ -506,7 +509,8 @@ async def submit_request(estate: str, body: SubmissionIn, request: Request,
                 P.c.id.in_(body.photos), P.c.binding_id == who.binding, P.c.submission_id.is_(None)))).scalars())
             unknown = [p for p in body.photos if p not in mine]
             if unknown:
-                raise RuleViolation(f"unknown or already attached photos: {', '.join(unknown)}", status=422, zh="照片无效或已被使用，请重新上传")
+                raise RuleViolation(f"unknown or already attached photos: {', '.join(unknown)}", status=422,
+                                    zh="照片无效或已被使用，请重新上传")
         submission = str(uuid.uuid4())
         values = dict(id=submission, estate=estate, unit=who.unit, binding_id=who.binding, device=device,
                       kind=body.kind, category=category,
