@@ -20,6 +20,7 @@ from shared.policy import DEFAULT_POLICY, OwnerPortalPolicy
 NOW = dt.datetime(2026, 11, 30, 2, 0, tzinfo=dt.timezone.utc)
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 POLICY = DEFAULT_POLICY.owners
+KEY = "a-test-signing-key-of-at-least-32-bytes"
 # A 1×1 PNG and the start of a JPEG, as a phone would send them.
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + b"\x00" * 200
@@ -133,3 +134,39 @@ def test_the_owner_answers_only_an_online_satisfaction_callback():
         cb.check_owner_may_answer(CallbackPurpose.repair_check, ReplyMethod.online, "pending")
     with pytest.raises(RuleViolation, match="cancelled"):
         cb.check_owner_may_answer(CallbackPurpose.satisfaction, ReplyMethod.online, "cancelled")
+
+
+def test_owner_and_staff_tokens_are_never_taken_for_each_other():
+    from shared.auth import AuthError, issue_token, verify_token
+    from shared.owner_auth import issue_owner_token, verify_owner_token
+
+    real_now = dt.datetime.now(dt.timezone.utc)
+    token = issue_owner_token(KEY, "b1", "e1", "1-2-301", now=real_now, ttl=dt.timedelta(days=1))
+    who = verify_owner_token(KEY, f"Bearer {token}")
+    assert (who.binding, who.estate, who.unit, who.actor) == ("b1", "e1", "1-2-301", "owner:b1")
+    with pytest.raises(AuthError):
+        verify_token(KEY, token)  # not a staff token
+    staff = issue_token(KEY, "e1-cs01", ["customer_service"], ["e1"])
+    for header in (f"Bearer {staff}", None, "Basic x", f"Bearer {token}x"):
+        with pytest.raises(AuthError) as refused:
+            verify_owner_token(KEY, header)
+        assert refused.value.status == 401 and refused.value.reason_zh
+    with pytest.raises(AuthError, match="expired"):
+        verify_owner_token(KEY, "Bearer " + issue_owner_token(KEY, "b1", "e1", "u", now=real_now - dt.timedelta(days=2),
+                                                                 ttl=dt.timedelta(days=1)))
+
+
+async def test_the_folder_store_keeps_files_under_the_data_directory(tmp_path):
+    from shared.storage import FolderStorage, file_store_from_env
+
+    store = file_store_from_env(tmp_path, {})
+    assert isinstance(store, FolderStorage) and store.root == tmp_path / "files"
+    await store.put("owner-photos/e1/p1", PNG, "image/png")
+    assert await store.get("owner-photos/e1/p1") == PNG
+    with pytest.raises(FileNotFoundError):
+        await store.get("owner-photos/e1/none")
+    for bad in ("../escape", "/abs", "a/../../b"):
+        with pytest.raises(ValueError):
+            await store.put(bad, b"x", "image/png")
+    with pytest.raises(SystemExit):
+        file_store_from_env(tmp_path, {"ESTATEDESK_FILE_STORE": "ftp://x"})
