@@ -12,7 +12,7 @@ const zh = {
     title: '业主自助', requests: '网上报事', messages: '已发送消息', units: '房屋绑定', noRequests: '暂无网上报事',
     anonymous: '匿名', photos: '{n} 张照片', open: '受理（我为首问责任人）', sentAt: '发送时间', recipient: '接收人',
     text: '内容', qr: '房屋二维码', issueCode: '发放验证码', code: '{unit} 的验证码：{code}', bound: '已绑定',
-    boundAt: '绑定时间', device: '设备', unbind: '解除',
+    boundAt: '绑定时间', device: '设备', unbind: '解除', onFile: '登记住户',
   },
   kind: {
     inquiry: '咨询', suggestion: '建议', complaint: '投诉', praise: '表扬', repair: '报修',
@@ -90,7 +90,7 @@ const en = {
     noRequests: 'No online requests', anonymous: 'anonymous', photos: '{n} photos',
     open: 'Open (I am the first contact)', sentAt: 'Sent', recipient: 'To', text: 'Text', qr: 'Unit QR code',
     issueCode: 'Issue a code', code: 'Code for {unit}: {code}', bound: 'Bound', boundAt: 'Bound at', device: 'Device',
-    unbind: 'Remove',
+    unbind: 'Remove', onFile: 'On file',
   },
   kind: {
     inquiry: 'Inquiry', suggestion: 'Suggestion', complaint: 'Complaint', praise: 'Praise', repair: 'Repair',

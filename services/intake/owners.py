@@ -656,6 +656,8 @@ async def bind_qr(estate: str, unit: str, base: str = Query(..., max_length=200,
 class BindingOut(BaseModel):
     id: str
     unit: str
+    on_file: list[str] = Field(default_factory=list, description="The unit's owners and residents on file, "
+                               "phone masked per policy (intake.mask_keep_head/tail)")
     device: str = Field(description="Masked")
     bound_at: LocalTime
     unbound_at: LocalTime | None
@@ -676,10 +678,18 @@ async def list_bindings(estate: str, unit: str | None = Query(None, max_length=l
         query = query.where(B.c.unit == unit)
     if not include_removed:
         query = query.where(B.c.unbound_at.is_(None))
+    policy = service.directory.policy_for(estate)
+    O = store.owners
     async with service.db.transaction() as session:
         rows = (await session.execute(query.order_by(B.c.bound_at.desc()).limit(500))).all()
-    return [BindingOut(id=r.id, unit=r.unit, device=_mask_device(r.device), bound_at=r.bound_at,
-                       unbound_at=r.unbound_at, unbound_by=r.unbound_by) for r in rows]
+        people = (await session.execute(sa.select(O.c.unit, O.c.name, O.c.phone).where(
+            O.c.estate == estate, O.c.unit.in_({r.unit for r in rows})).order_by(O.c.relation, O.c.created_at))).all()
+    on_file: dict[str, list[str]] = {}
+    for person in people:
+        on_file.setdefault(person.unit, []).append(
+            f"{person.name} {rules.mask_phone(person.phone, policy)}".strip())
+    return [BindingOut(id=r.id, unit=r.unit, on_file=on_file.get(r.unit, []), device=_mask_device(r.device),
+                       bound_at=r.bound_at, unbound_at=r.unbound_at, unbound_by=r.unbound_by) for r in rows]
 
 
 @service.http.delete("/estates/{estate}/owner-bindings/{binding_id}", status_code=204, tags=["owners"])

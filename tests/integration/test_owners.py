@@ -220,7 +220,7 @@ async def test_owner_binds_submits_follows_and_answers_online(stack, estate, clo
 
         assert await eventually(refused, timeout=10)
         r = await client.get(f"/v1/estates/{estate}/owner-bindings", headers=desk)
-        assert [b["unit"] for b in r.json()] == ["1-1-101"]
+        assert [(b["unit"], b["on_file"]) for b in r.json()] == [("1-1-101", ["业主甲 138****5678"])]
         await asyncio.sleep(0)
 
 
