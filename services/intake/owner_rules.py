@@ -151,7 +151,7 @@ def stage_message(stage: Stage, form_number: str | None, round_: int, promised_a
         Stage.dispatched: f"{form}{again}已派工{('：' + note) if note else ''}。",
         Stage.arrived: f"{form}{again}：工作人员已到场。",
         Stage.completed: f"{form}{again}已处理完成，稍后请您评价。",
-        Stage.callback: f"{form}请您回访评价：处理是否及时、结果与态度是否满意。",
+        Stage.callback: f"{form}{again}待您评价（回访）：处理是否及时，对结果和服务态度是否满意。",
         Stage.closed: f"{form}已关闭，感谢您的支持。",
         Stage.submitted: f"{form}已提交，等待客服受理。",
     }[stage]

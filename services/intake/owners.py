@@ -746,6 +746,26 @@ async def sent_messages(estate: str, unit: str | None = Query(None, max_length=l
                        ticket_id=r.ticket_id, sent_at=r.sent_at, delivered_at=r.delivered_at) for r in rows]
 
 
+class OwnerMessageOut(BaseModel):
+    text: str
+    sent_at: LocalTime
+    submission_id: str | None = Field(description="The request it is about, for the page to open")
+
+
+@service.http.get("/owner/estates/{estate}/messages", response_model=list[OwnerMessageOut],
+                  tags=["owners' self-service"])
+async def owner_messages(estate: str, who: OwnerPrincipal = Depends(owner)) -> list[OwnerMessageOut]:
+    """The messages the notifier sent about the unit's requests, newest first (never codes)."""
+    async with service.db.transaction() as session:
+        await _live_binding(session, who)
+        rows = (await session.execute(
+            sa.select(M.c.text, M.c.sent_at, SUB.c.id.label("submission_id"))
+            .join(SUB, SUB.c.ticket_id == M.c.ticket_id, isouter=True)
+            .where(M.c.estate == estate, M.c.unit == who.unit, M.c.purpose == "progress")
+            .order_by(M.c.id.desc()).limit(50))).all()
+    return [OwnerMessageOut(text=r.text, sent_at=r.sent_at, submission_id=r.submission_id) for r in rows]
+
+
 # --- the projection: ticket events → the owner's stage and a message -----------------------------
 
 

@@ -167,6 +167,11 @@ async def test_owner_binds_submits_follows_and_answers_on_a_phone(stack, tmp_pat
                 await no_horizontal_scroll(phone, "closed")
                 await shoot(phone, "11-closed-phone")
 
+                # Each change reached the owner as a message, listed on the home page.
+                await phone.click(".back")
+                await phone.wait_for_selector(".owner-message:has-text('已关闭')")
+                await shoot(phone, "12-messages-phone")
+
                 # --- 8. the desk: the unit's printable QR code, and who is bound (masked) -------------
                 await desk.click('[data-menu="ownerDesk"]')
                 await desk.get_by_role("tab", name="房屋绑定").click()
@@ -175,7 +180,7 @@ async def test_owner_binds_submits_follows_and_answers_on_a_phone(stack, tmp_pat
                 await desk.wait_for_selector(".qr svg")
                 assert f"/o/bind/{code}/1-1-101" in await desk.text_content(".qr")
                 assert await desk.locator("#bindings .el-table__row:has-text('1-1-101')").count() == 1
-                await shoot(desk, "12-desk-qr-and-bindings")
+                await shoot(desk, "13-desk-qr-and-bindings")
             except BaseException:
                 for i, ctx in enumerate(browser.contexts):
                     for j, p in enumerate(ctx.pages):

@@ -198,6 +198,11 @@ async def test_owner_binds_submits_follows_and_answers_online(stack, estate, clo
         progress = [m["text"] for m in r.json() if m["purpose"] == "progress"]
         assert any("已关闭" in t for t in progress) and any("第 2 轮" in t for t in progress), progress
 
+        mine = (await client.get(f"/v1/owner/estates/{estate}/messages", headers=alice)).json()
+        assert any("已关闭" in m["text"] and m["submission_id"] == submission["id"] for m in mine), mine
+        assert not any("验证码" in m["text"] for m in mine)
+        assert (await client.get(f"/v1/owner/estates/{estate}/messages", headers=bob)).json() == []
+
         # --- the monthly report counts the owner's answers like desk-recorded ones -----------------------
         month = FileOffsetClock(clock_file).now().astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m")
         admin = auth(token_for(stack, "qm", ["quality_manager"], ["*"]))
