@@ -43,6 +43,7 @@ from shared.errors import RuleViolation
 from shared import limits
 from shared.events import STREAM_NAME, AccessRefused, CloudEvent, Payload, make_event
 from shared.limits import text_problem
+from shared.owner_auth import owner_of_request
 from shared.policy import DEFAULT_POLICY
 from shared.settings import Settings
 
@@ -90,6 +91,8 @@ class Service:
         # (method, OpenAPI path) → roles that may call each write route; see `authorize`.
         self.write_roles: RoleTable = {}
         self.public_routes: set[tuple[str, str]] = set()  # writes that need no token (signing in)
+        # Writes made by a bound owner with an owner token (shared.owner_auth), never by staff.
+        self.owner_routes: set[tuple[str, str]] = set()
         # Route templates (without /v1) under which owners' data or archived records live:
         # a refusal there also goes to the archive's access log (`record_refused_access`).
         self.audited_routes: tuple[str, ...] = ()
@@ -365,6 +368,9 @@ async def authorize(request: Request, _: HTTPAuthorizationCredentials | None = S
     path = getattr(route, "path_format", request.url.path).removeprefix(API_PREFIX)
     if (request.method, path) in service.public_routes:
         return
+    if (request.method, path) in service.owner_routes:
+        owner_of_request(request)
+        return
     roles = service.write_roles.get((request.method, path))
     who = await principal(request)
 
@@ -592,7 +598,7 @@ def create_http_app(service: Service, *, manage_lifecycle: bool = True) -> FastA
 
     @app.exception_handler(RuleViolation)
     async def on_rule_violation(request: Request, error: RuleViolation):
-        return error_response(error.status, str(error))
+        return error_response(error.status, str(error), message_zh=error.zh)
 
     @app.exception_handler(sa.exc.DBAPIError)
     @app.exception_handler(sa.exc.PendingRollbackError)

@@ -1,5 +1,6 @@
 import { createRouter, createWebHistory } from 'vue-router'
 import { hasRole, session } from './session.js'
+import { ownerRoutes } from './owner/routes.js'
 
 // Who sees which screen (the API checks again on every write).
 export const SCREENS = [
@@ -11,6 +12,8 @@ export const SCREENS = [
     roles: ['customer_service', 'customer_service_supervisor', 'department_head', 'estate_director'] },
   { name: 'mine', path: 'mine', view: () => import('./views/Mine.vue'),
     roles: ['customer_service', 'customer_service_supervisor', 'duty_staff', 'estate_director', 'department_head'] },
+  { name: 'ownerDesk', path: 'owner-desk', view: () => import('./owner/Desk.vue'),
+    roles: ['customer_service', 'customer_service_supervisor', 'estate_director'] },
   { name: 'ticket', path: 'tickets/:id?', view: () => import('./views/Ticket.vue'), roles: null },
   { name: 'archive', path: 'archive', view: () => import('./views/Archive.vue'),
     roles: ['customer_service', 'customer_service_supervisor', 'estate_director', 'general_manager',
@@ -37,6 +40,7 @@ export const router = createRouter({
         ...SCREENS.map((s) => ({ path: s.path, name: s.name, component: s.view, meta: { roles: s.roles } })),
       ],
     },
+    ...ownerRoutes,
     { path: '/:rest(.*)*', redirect: '/' },
   ],
 })

@@ -1362,6 +1362,7 @@ service.public_routes = {("POST", "/auth/login")}
 service.audited_routes = ("/estates/{estate}/owners", "/estates/{estate}/units")
 
 from services.intake import accounts  # noqa: E402,F401  (registers the sign-in routes)
+from services.intake import owners  # noqa: E402,F401  (owners' self-service, issue 15)
 
 
 def create_app(manage_lifecycle: bool = True):
