@@ -277,6 +277,26 @@ async def bind_unit(estate: str, unit: str, body: BindIn, request: Request) -> O
                            expires_at=expires)
 
 
+@service.http.post("/owner/estates/{estate}/session/renew", response_model=OwnerSessionOut,
+                   tags=["owners' self-service"])
+async def renew_owner_session(estate: str, who: OwnerPrincipal = Depends(owner)) -> OwnerSessionOut:
+    """A fresh owner token for a binding still in place (issue 15: a binding lasts until
+    the owner or the desk removes it; the token, `owners.owner_token_days` long, is renewed
+    by the owners' page while it is still valid). 401 once the binding was removed or the
+    token has expired (then the owner binds again)."""
+    policy = service.directory.policy_for(estate).owners
+    real_now = dt.datetime.now(dt.timezone.utc)  # tokens expire on real time (shared.auth)
+    expires = real_now + dt.timedelta(days=policy.owner_token_days)
+    async with service.db.transaction() as session:
+        await _live_binding(session, who)
+        # The binding's expiry tells the revoked list how long to remember it.
+        await session.execute(sa.update(B).where(B.c.id == who.binding).values(expires_at=expires))
+    token = issue_owner_token(service.settings.signing_key, who.binding, estate, who.unit, now=real_now,
+                              ttl=dt.timedelta(days=policy.owner_token_days))
+    return OwnerSessionOut(token=token, estate=estate, estate_name=_estate_name(estate), unit=who.unit,
+                           binding=who.binding, expires_at=expires)
+
+
 async def _live_binding(session: AsyncSession, who: OwnerPrincipal):
     row = (await session.execute(sa.select(B).where(B.c.id == who.binding))).first()
     if row is None or row.unbound_at is not None:
@@ -814,6 +834,7 @@ service.owner_routes |= {
     ("POST", "/owner/estates/{estate}/photos"),
     ("POST", "/owner/estates/{estate}/requests"),
     ("DELETE", "/owner/estates/{estate}/binding"),
+    ("POST", "/owner/estates/{estate}/session/renew"),
 }
 OWNER_SIGN_IN = {("POST", "/owner/estates/{estate}/units/{unit}/code"),
                  ("POST", "/owner/estates/{estate}/units/{unit}/bind")}

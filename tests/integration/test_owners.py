@@ -246,3 +246,31 @@ async def test_codes_are_limited_per_unit_by_the_estates_policy(stack, estate):
         assert "过于频繁" in r.json()["error_zh"] and "at most 2" in r.json()["error"]
         r = await client.post(f"/v1/owner/estates/{estate}/units/9-9-999/code", headers=device("d9"))
         assert r.status_code == 404, r.text  # no such unit
+
+
+async def test_a_binding_outlives_its_token_by_renewal_until_it_is_removed(stack, estate):
+    """The owner's page renews its token while the binding stands; once the desk removes
+    the binding, the old token and the renewed one are both refused, and renewal too."""
+    desk = auth(token_for(stack, f"{estate}-cs01", ["customer_service"], [estate]))
+    async with httpx.AsyncClient(base_url=stack.console_url.rstrip("/"), timeout=30) as client:
+        await add_unit(client, estate, desk, "1-1-103")
+        first = await bind(client, estate, desk, "1-1-103", "renewer")
+        r = await client.post(f"/v1/owner/estates/{estate}/session/renew", headers=first)
+        assert r.status_code == 200, r.text
+        renewed = {**auth(r.json()["token"]), **device("renewer")}
+        assert r.json()["unit"] == "1-1-103" and r.json()["expires_at"]
+        me = await client.get(f"/v1/owner/estates/{estate}/me", headers=renewed)
+        assert me.status_code == 200 and me.json()["binding"] == r.json()["binding"]
+        # A staff token is no owner token.
+        assert (await client.post(f"/v1/owner/estates/{estate}/session/renew", headers=desk)).status_code == 401
+        r = await client.delete(f"/v1/estates/{estate}/owner-bindings/{me.json()['binding']}", headers=desk)
+        assert r.status_code == 204, r.text
+
+        async def refused():
+            answers = [(await client.get(f"/v1/owner/estates/{estate}/me", headers=h)).status_code
+                       for h in (first, renewed)]
+            return answers == [401, 401]
+
+        assert await eventually(refused, timeout=10)
+        again = await client.post(f"/v1/owner/estates/{estate}/session/renew", headers=renewed)
+        assert again.status_code == 401 and again.json()["error_zh"]

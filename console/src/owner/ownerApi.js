@@ -8,8 +8,25 @@ const DEVICE = 'estatedesk.device'
 export const owner = reactive(JSON.parse(localStorage.getItem(KEY) || 'null') || { token: null })
 
 export function bound(data) {
-  Object.assign(owner, { token: data.token, estate: data.estate, estateName: data.estate_name, unit: data.unit })
+  Object.assign(owner, {
+    token: data.token, estate: data.estate, estateName: data.estate_name, unit: data.unit,
+    expiresAt: data.expires_at, issuedAt: new Date().toISOString(),
+  })
   localStorage.setItem(KEY, JSON.stringify(owner))
+}
+
+/** The binding lasts until it is removed; its token is renewed once past half its life
+ * (on opening the pages), so an owner who keeps coming back never binds again. */
+export async function renewIfDue() {
+  if (!owner.token || !owner.expiresAt || !owner.issuedAt) return
+  const issued = Date.parse(owner.issuedAt)
+  const expires = Date.parse(owner.expiresAt)
+  if (Number.isNaN(issued) || Number.isNaN(expires) || Date.now() < issued + (expires - issued) / 2) return
+  try {
+    bound(await oapi('POST', `/v1/owner/estates/${owner.estate}/session/renew`))
+  } catch {
+    // A removed binding answers 401 and `oapi` unbinds; anything else: try next time.
+  }
 }
 
 export function unbound() {
