@@ -97,23 +97,33 @@ def cmd_run(args) -> int:
         os.environ["ESTATEDESK_HTTP_PORT"] = str(args.port)
     if args.migrate:
         from shared.db import migrate
+        from shared.settings import database_url_for
 
-        migrate(args.service, os.environ["ESTATEDESK_DATABASE_URL"])
+        url = database_url_for(args.service)
+        if not url:
+            raise SystemExit(f"set ESTATEDESK_DATABASE_URL (or ESTATEDESK_DATABASE_URL_{args.service.upper()}) "
+                             "or --database-url")
+        migrate(args.service, url)
     run_service(args.service)
     return 0
 
 
 def cmd_migrate(args) -> int:
     from shared.db import migrate
+    from shared.settings import database_url_for
 
-    url = args.database_url or os.environ.get("ESTATEDESK_DATABASE_URL")
-    if not url:
-        raise SystemExit("set ESTATEDESK_DATABASE_URL or --database-url")
     unknown = set(args.services) - set(SERVICES)
     if unknown:
         raise SystemExit(f"unknown services {sorted(unknown)}; one of {', '.join(SERVICES)}")
-    for name in args.services or SERVICES:
-        migrate(name, url)
+    names = args.services or SERVICES
+    # Each service's own database when ESTATEDESK_DATABASE_URL_<SERVICE> is set.
+    urls = {name: args.database_url or database_url_for(name) for name in names}
+    missing = [name for name, url in urls.items() if not url]
+    if missing:
+        raise SystemExit("set ESTATEDESK_DATABASE_URL (or ESTATEDESK_DATABASE_URL_<SERVICE> for "
+                         f"{', '.join(missing)}) or --database-url")
+    for name in names:
+        migrate(name, urls[name])
         print(f"{name}: migrated")
     return 0
 
@@ -232,13 +242,17 @@ def cmd_dead_letters(args) -> int:
     from estatedesk import deadletters
     from shared.settings import asyncpg_url
 
-    db_url = args.database_url or os.environ.get("ESTATEDESK_DATABASE_URL") or _endpoints(args)["database"]
+    services = tuple(args.service or SERVICES)
+    db_urls = {service: service_database_url(args, service) for service in services}
 
     async def run() -> int:
-        engine = create_async_engine(asyncpg_url(db_url))
+        engines = {url: create_async_engine(asyncpg_url(url)) for url in set(db_urls.values())}
+        engine = engines[db_urls[services[0]]]
         try:
             if args.action == "list":
-                rows = await deadletters.list_dead_letters(engine, tuple(args.service or SERVICES), args.estate)
+                rows = []
+                for service in services:  # each from its own database
+                    rows += await deadletters.list_dead_letters(engines[db_urls[service]], (service,), args.estate)
                 if args.json:
                     print(json.dumps(rows, default=str, ensure_ascii=False, indent=2))
                     return 0
@@ -274,9 +288,22 @@ def cmd_dead_letters(args) -> int:
             print(f"{len(done)} replayed")
             return 0
         finally:
-            await engine.dispose()
+            for each in engines.values():
+                await each.dispose()
 
     return asyncio.run(run())
+
+
+def service_database_url(args, service: str) -> str:
+    """A service's database: --database-url, else ESTATEDESK_DATABASE_URL_<SERVICE> or
+    ESTATEDESK_DATABASE_URL, else the running stack's endpoints.json."""
+    from shared.settings import database_url_for
+
+    url = getattr(args, "database_url", None) or database_url_for(service)
+    if url:
+        return url
+    endpoints = _endpoints(args)
+    return endpoints.get("databases", {}).get(service) or endpoints["database"]
 
 
 def _endpoints(args) -> dict:

@@ -148,7 +148,7 @@ class DashboardHub:
         self.connected = asyncio.Event()
 
     async def run(self) -> None:
-        nc = await nats.connect(service.settings.nats_url, name=f"analytics-dashboard-{service.settings.replica}",
+        nc = await nats.connect(service.settings.nats_servers, name=f"analytics-dashboard-{service.settings.replica}",
                                **service.reconnect.connect_options())
         try:
             await nc.subscribe(CHANGED_SUBJECT, cb=self._on_notice)
@@ -174,7 +174,7 @@ class DashboardHub:
 hub = DashboardHub()
 
 
-@service.periodic("dashboard-feed", every_seconds=2.0)
+@service.periodic("dashboard-feed", every_seconds=2.0, each_replica=True)  # feeds this replica's viewers
 async def dashboard_feed() -> None:
     await hub.run()
 
@@ -434,7 +434,7 @@ SATISFACTION = Gauge("estatedesk_satisfaction",
 METRICS_EVERY_SECONDS = 5.0
 
 
-@service.periodic("business-metrics", every_seconds=METRICS_EVERY_SECONDS)
+@service.periodic("business-metrics", every_seconds=METRICS_EVERY_SECONDS, each_replica=True)
 async def refresh_business_metrics() -> None:
     """Gauges from the read model (every replica exports the same values)."""
     now = service.clock.now()
