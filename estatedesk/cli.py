@@ -32,6 +32,10 @@ def cmd_up(args) -> int:
         nats_url=args.nats_url or os.environ.get("ESTATEDESK_NATS_URL"),
         database_url=args.database_url or os.environ.get("ESTATEDESK_DATABASE_URL"),
         clock_spec=clock_spec,
+        nats_cluster=args.nats_cluster,
+        nats_replicas=args.nats_replicas,
+        replicas=max(1, args.replicas),
+        postgres_servers=max(1, args.postgres_servers),
     )
     stopping = False
 
@@ -47,9 +51,12 @@ def cmd_up(args) -> int:
         print(f"  console    {stack.console_url}   (the staff console and every API under /v1)")
         print(f"  NATS       {stack.nats_url}")
         print(f"  PostgreSQL {stack.database_url}")
+        for name, url in stack.endpoints["databases"].items():
+            if url != stack.database_url:
+                print(f"    {name:<8} {url}")
         for service in stack.supervisor.services:
             if service.name != "gateway":
-                print(f"  {service.name:<10} {service.url}   (API docs: {service.url}/docs)")
+                print(f"  {service.label:<10} {service.url}   (API docs: {service.url}/docs)")
         print(f"  dashboard  {stack.service('analytics').url}/dashboard")
         print(f"  endpoints  {stack.data_dir / 'endpoints.json'}")
         print("  token      estatedesk token --staff qm01 --role quality_manager --estate '*'")
@@ -319,8 +326,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="start everything (embedded servers unless URLs are given)")
-    up.add_argument("--nats-url")
-    up.add_argument("--database-url")
+    up.add_argument("--nats-url", help="NATS server(s), comma-separated for a cluster")
+    up.add_argument("--database-url", help="the shared database (a service's own: ESTATEDESK_DATABASE_URL_<SERVICE>)")
+    up.add_argument("--nats-cluster", type=int, default=0, metavar="N",
+                    help="start an embedded N-node NATS cluster (3: stream and directory replicated R3)")
+    up.add_argument("--nats-replicas", type=int, default=0, metavar="R",
+                    help="copies of the ticket stream and directory bucket (default: 3 on a cluster, else 1)")
+    up.add_argument("--replicas", type=int, default=1, metavar="N", help="processes per service (default 1)")
+    up.add_argument("--postgres-servers", type=int, default=1, metavar="N",
+                    help="embedded PostgreSQL servers to split the services across (default 1)")
     up.add_argument("--demo", action="store_true", help="load a demo company and feed it live requests")
     up.add_argument("--speed", type=float, default=60.0, help="demo clock acceleration (default 60×)")
     up.add_argument("--seed", type=int, default=None,
