@@ -228,6 +228,10 @@ class EventConsumer:
     backoff: tuple[float, ...] = BACKOFF_SECONDS
     on_processed: Callable[[CloudEvent], None] | None = None
     on_dead_letter: Callable[[], None] | None = None
+    # One batch at a time across replicas (a transaction advisory lock): for a handler
+    # whose every event updates the same rows (analytics' running totals), where two
+    # replicas' batches would lock them in different orders and deadlock.
+    exclusive: bool = False
 
     @property
     def durable(self) -> str:
@@ -269,6 +273,8 @@ class EventConsumer:
         now = self.service.clock.now()
         try:
             async with self.service.db.transaction() as session:
+                if self.exclusive:
+                    await self.service.db.lock_transaction(session, f"estatedesk:consumer:{self.durable}")
                 for raw in raws:
                     outcomes.append(await self._process(session, raw, now))
         except Exception:  # the commit itself failed (database gone): retry the batch

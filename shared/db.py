@@ -150,6 +150,10 @@ class Database:
             )
         )
 
+    async def lock_transaction(self, session: AsyncSession, name: str) -> None:
+        """Wait for the advisory lock `name`, held until the session's transaction ends."""
+        await session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_key(name)})
+
     @asynccontextmanager
     async def advisory_lock(self, name: str) -> AsyncIterator[bool]:
         """Yields True while this process holds the PostgreSQL advisory lock `name` (one

@@ -105,14 +105,17 @@ class Service:
         self._tasks: list[asyncio.Task] = []
 
     # --- declaration -----------------------------------------------------------------
-    def consumer(self, *events: str, description: str = "") -> Callable[[EventHandler], EventHandler]:
-        """Declare a durable consumer of one event (or of every event when none given)."""
+    def consumer(self, *events: str, description: str = "",
+                 exclusive: bool = False) -> Callable[[EventHandler], EventHandler]:
+        """Declare a durable consumer of one event (or of every event when none given);
+        `exclusive`: its replicas commit one batch at a time (see EventConsumer)."""
 
         def register(handler: EventHandler) -> EventHandler:
             consumer = EventConsumer(
                 service=self, handler=handler, events=tuple(events) or None,
                 on_processed=lambda event: self.events_consumed.labels(self.name, event.estate, event.event_name).inc(),
                 on_dead_letter=lambda: self.dead_letter_gauge.labels(self.name).inc(),
+                exclusive=exclusive,
             )
             consumer.register(self.router, description)
             self.consumers.append(consumer)

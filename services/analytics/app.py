@@ -64,7 +64,10 @@ Lang = Literal["zh", "en"]
 # --- the consumer ----------------------------------------------------------------------------
 
 
-@service.consumer(description="Fold every ticket event into the read model; suggest corrective action for repeats.")
+# Exclusive: every event adds to the same running totals; replicas folding batches at once
+# would lock those rows in different orders and deadlock (seen in the cluster fault test).
+@service.consumer(description="Fold every ticket event into the read model; suggest corrective action for repeats.",
+                  exclusive=True)
 async def on_ticket_event(session: AsyncSession, event: CloudEvent) -> None:
     policy = service.directory.policy_for(event.estate)
     now = service.clock.now()

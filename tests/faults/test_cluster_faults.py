@@ -69,6 +69,18 @@ async def processed(stack: Stack, service: str, event_ids: list[str]) -> int:
         await engine.dispose()
 
 
+async def dead_letter_count(stack: Stack) -> int:
+    total = 0
+    for service in SERVICES:
+        engine = create_async_engine(asyncpg_url(stack.database_of(service)))
+        try:
+            async with engine.connect() as conn:
+                total += (await conn.execute(sa.text(f'SELECT count(*) FROM "{service}".dead_letters'))).scalar()
+        finally:
+            await engine.dispose()
+    return total
+
+
 def rate(answers: list[tuple[float, int]], start: float, end: float) -> float:
     """201 answers per second between `start` and `end` (monotonic seconds)."""
     count = sum(1 for at, status in answers if start <= at < end and status == 201)
@@ -141,6 +153,7 @@ async def test_cluster_loses_a_node_and_a_replica_of_each_service(cluster_stack)
         reached_all = await eventually(lambda: reached(service), timeout=DRAIN_LIMIT_SECONDS)
         assert reached_all, (service, await processed(stack, service, ids), len(ids))
     drained_after = time.monotonic() - drain_started
+    assert await dead_letter_count(stack) == 0
     restarted = {s.label: s.restarts for s in victims}
     assert all(count >= 1 for count in restarted.values()), restarted
     record("cluster: stream leader node + one replica of each service kill -9",
