@@ -14,6 +14,7 @@ Delivery guarantees, end to end:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -42,7 +43,9 @@ MAX_DELIVER = 5
 ACK_WAIT_SECONDS = 30
 BACKOFF_SECONDS = (0.5, 2.0, 5.0, 10.0)
 BATCH_SIZE = 100
-BATCH_WAIT_SECONDS = 0.05
+# One long pull request per idle consumer: the server answers at the first message.
+FETCH_WAIT_SECONDS = 30.0
+FETCH_CONNECTION_CHECK_SECONDS = 0.5
 FETCH_WAIT_WHILE_DISCONNECTED_SECONDS = 0.25
 
 @dataclass(frozen=True)
@@ -170,16 +173,30 @@ async def ensure_stream(nats_url: str, replicas: int = 1) -> None:
 TICKET_STREAM = JStream(STREAM_NAME, declare=False)
 
 
-def _fetch_times_out_as_nats_error() -> None:
-    """Compatibility shim for nats-py 2.16 + faststream 0.7.8.
+# Consumers registered through `EventConsumer.register` wait on the server for their next
+# batch (one long pull request) instead of polling; their consumer names are kept here so
+# the fetch shim below treats only them that way.
+LONG_WAIT_CONSUMERS: set[str] = set()
+
+
+def _fetch_shim() -> None:
+    """Compatibility and idle-cost shim over nats-py 2.16's `PullSubscription.fetch`, for
+    faststream 0.7.8's batch pull loop.
 
     1. nats-py's batch `fetch` sometimes ends a short wait with a bare `asyncio.TimeoutError`
-    instead of `nats.errors.TimeoutError` (its subclass); faststream's batch loop only
-    catches the latter, so its fetch task died and dropped the messages it had already
-    fetched, which then waited `ACK_WAIT_SECONDS` for redelivery. Raising the documented
-    error lets the loop hand over what it has.
+       instead of `nats.errors.TimeoutError` (its subclass); faststream's batch loop only
+       catches the latter, so its fetch task died and dropped the messages it had already
+       fetched. Raising the documented error lets the loop hand over what it has.
     2. While the connection is down, faststream's pull loop would call `fetch` in a tight
-    loop (a closed connection fails at once: 30-40 % CPU per service); the shim waits.
+       loop (a closed connection fails at once: 30-40 % CPU per service); the shim waits.
+    3. Silence when idle (issue 12): faststream's batch loop keeps fetching until the batch
+       is full or its timeout has passed, so a long timeout would hold a first message for
+       the whole wait, and a short one (the old 50 ms) made 20 consumers send about 800
+       messages a second to an idle server. For `LONG_WAIT_CONSUMERS` the wait is one long
+       pull request (`FETCH_WAIT_SECONDS`) that the server answers the moment a message
+       arrives, and the fetch after a non-empty one reports "nothing more" at once, so the
+       loop hands the batch over without waiting. A long wait is abandoned when the
+       connection drops or reconnects in the meantime (the server forgot the pull request).
     """
     from nats.js.client import JetStreamContext
 
@@ -188,7 +205,7 @@ def _fetch_times_out_as_nats_error() -> None:
         return
     original = pull_subscription.fetch
 
-    async def fetch(self, *args, **kwargs):
+    async def fetch(self, batch: int = 1, timeout: float | None = 5, heartbeat: float | None = None):
         connection = getattr(self, "_nc", None)
         if connection is not None and not connection.is_connected:
             # Reconnecting (or closed): a fetch would queue a pull request in the
@@ -196,18 +213,49 @@ def _fetch_times_out_as_nats_error() -> None:
             # spin on it. Wait a little and report an empty batch instead.
             await asyncio.sleep(FETCH_WAIT_WHILE_DISCONNECTED_SECONDS)
             raise nats.errors.TimeoutError()
+        long_wait = getattr(self, "_consumer", None) in LONG_WAIT_CONSUMERS
+        if long_wait and getattr(self, "_estatedesk_hand_over", False):
+            self._estatedesk_hand_over = False
+            raise nats.errors.TimeoutError()  # the batch so far goes to the handler now
         try:
-            return await original(self, *args, **kwargs)
+            if long_wait and connection is not None:
+                messages = await _while_connected(connection, original(self, batch=batch, timeout=timeout,
+                                                                       heartbeat=heartbeat))
+            else:
+                messages = await original(self, batch=batch, timeout=timeout, heartbeat=heartbeat)
         except nats.errors.TimeoutError:
             raise
         except asyncio.TimeoutError as error:
             raise nats.errors.TimeoutError() from error
+        if long_wait and messages:
+            self._estatedesk_hand_over = True
+        return messages
 
     fetch.estatedesk_shim = True
     pull_subscription.fetch = fetch
 
 
-_fetch_times_out_as_nats_error()
+_fetch_shim()
+
+
+async def _while_connected(connection, waiting: Awaitable):
+    """Await `waiting` (a fetch), abandoning it with `nats.errors.TimeoutError` as soon as
+    `connection` is seen disconnected or reconnected: checked locally every
+    `FETCH_CONNECTION_CHECK_SECONDS`, no traffic."""
+    reconnects = connection.stats.get("reconnects", 0)
+    task = asyncio.ensure_future(waiting)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=FETCH_CONNECTION_CHECK_SECONDS)
+            if done:
+                return task.result()
+            if not connection.is_connected or connection.stats.get("reconnects", 0) != reconnects:
+                raise nats.errors.TimeoutError()
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
 
 
 @dataclass
@@ -247,13 +295,15 @@ class EventConsumer:
         return subject_for("*", event)
 
     def register(self, router: NatsRouter, description: str = "") -> None:
+        LONG_WAIT_CONSUMERS.add(self.durable)
         router.subscriber(
             self.subject,
             stream=TICKET_STREAM,
             durable=self.durable,
             # Batches keep a ticket's events in stream order (one handler at a time) and
-            # share one commit; the short timeout bounds the wait for a batch to fill.
-            pull_sub=PullSub(batch_size=BATCH_SIZE, timeout=BATCH_WAIT_SECONDS, batch=True),
+            # share one commit; a batch is whatever the server has when the long pull
+            # request is answered (see `_fetch_shim`), never a wait for it to fill.
+            pull_sub=PullSub(batch_size=BATCH_SIZE, timeout=FETCH_WAIT_SECONDS, batch=True),
             config=ConsumerConfig(
                 max_deliver=MAX_DELIVER,
                 ack_wait=ACK_WAIT_SECONDS,
@@ -355,12 +405,14 @@ class OutboxRelay:
     rows whose publication JetStream acknowledged are deleted; the others stay for the
     next pass, so a re-publish after a failure sends only what was not acknowledged (a
     plain core-NATS subscriber sees each event once, except one whose ack was lost in
-    flight). While `ready()` is False (broker unreachable) nothing is sent: the rows wait
+    flight). A commit in this process wakes the relay at once (`Database.outbox_written`);
+    `idle_seconds` only bounds how long a row written by another replica (or left by a
+    failed pass) waits. While `ready()` is False (broker unreachable) nothing is sent: the rows wait
     in the outbox, and the service keeps accepting work.
     """
 
     def __init__(self, db: Database, publish: Callable[[str, bytes, dict[str, str]], Awaitable[object]],
-                 batch_size: int = 256, idle_seconds: float = 0.5, ready: Callable[[], bool] = lambda: True,
+                 batch_size: int = 256, idle_seconds: float = 5.0, ready: Callable[[], bool] = lambda: True,
                  retry_seconds: float = 0.5):
         self.db = db
         self.publish = publish
