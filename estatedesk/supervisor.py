@@ -27,6 +27,7 @@ class ServiceProcess:
     started_at: float = 0.0
     module: str | None = None  # default: services.<name>
     replica: int = 0  # which of the service's replicas (0 … N-1)
+    restart_at: float | None = None  # when a dead process is due to start again
 
     @property
     def label(self) -> str:
@@ -106,14 +107,17 @@ class Supervisor:
             code = service.process.poll() if service.process else None
             if code is None or self.stopping:
                 continue
-            quick_death = time.time() - service.started_at < 5
-            service.restarts += 1
-            log.warning("%s exited with %s; restarting (restart #%d)", service.label, code, service.restarts)
-            print(f"[supervisor] {service.label} exited with code {code}; restarting (#{service.restarts}); "
-                  f"log: {service.log_path}", flush=True)
-            if quick_death:
-                time.sleep(min(10, service.restarts))
-            service.start()
+            if service.restart_at is None:
+                quick_death = time.time() - service.started_at < 5
+                service.restarts += 1
+                log.warning("%s exited with %s; restarting (restart #%d)", service.label, code, service.restarts)
+                print(f"[supervisor] {service.label} exited with code {code}; restarting (#{service.restarts}); "
+                      f"log: {service.log_path}", flush=True)
+                # One that keeps dying waits a little; the others are not held up meanwhile.
+                service.restart_at = time.time() + (min(10, service.restarts) if quick_death else 0)
+            if time.time() >= service.restart_at:
+                service.restart_at = None
+                service.start()
 
     def wait_healthy(self, timeout: float = 60) -> None:
         import urllib.request

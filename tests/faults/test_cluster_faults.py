@@ -96,7 +96,6 @@ async def test_cluster_loses_a_node_and_a_replica_of_each_service(cluster_stack)
     token = token_for(stack, f"{estate}-cs01", ["customer_service"], [estate])
     answers: list[tuple[float, int]] = []  # (when, status) of every request, in answer order
     tickets: list[str] = []
-    killed = asyncio.Event()
     semaphore = asyncio.Semaphore(CONCURRENCY)
 
     async with httpx.AsyncClient(base_url=stack.console_url.rstrip("/"), timeout=30) as client:
@@ -124,7 +123,6 @@ async def test_cluster_loses_a_node_and_a_replica_of_each_service(cluster_stack)
         for service in victims:
             os.kill(service.process.pid, signal.SIGKILL)
         killed_at = time.monotonic()
-        killed.set()
 
         async def recovered() -> bool:
             restarted = all(s.process.pid != old_pids[s.label] for s in victims) and leader.exit_code() is None
@@ -138,13 +136,23 @@ async def test_cluster_loses_a_node_and_a_replica_of_each_service(cluster_stack)
     statuses = collections.Counter(status for _, status in answers)
     assert len(tickets) == statuses[201] and statuses[201] >= REQUESTS * 0.95, statuses
     drain_started = time.monotonic()
-    assigned = await read_stream(stack.nats_url, subject_for(estate, "assigned"), expected=len(tickets),
-                                 timeout=DRAIN_LIMIT_SECONDS)
+    # A request whose answer was lost with its replica may still have been accepted: the
+    # stream may hold a few tickets more than the 201s, never fewer, each assigned once.
+    deadline = time.monotonic() + DRAIN_LIMIT_SECONDS
+    while True:
+        assigned = await read_stream(stack.nats_url, subject_for(estate, "assigned"), expected=len(tickets))
+        if set(tickets) <= {e["subject"] for e in assigned} or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(1)
     accepted = await read_stream(stack.nats_url, subject_for(estate, "accepted"))
-    assert sorted(e["subject"] for e in assigned) == sorted(tickets)  # each 201 assigned, once
-    assert sorted(e["subject"] for e in accepted) == sorted(tickets)
+    for events in (accepted, assigned):
+        per_ticket = collections.Counter(e["subject"] for e in events)
+        assert set(tickets) <= set(per_ticket), len(set(tickets) - set(per_ticket))  # every 201 …
+        assert max(per_ticket.values()) == 1  # … once
+        assert len(per_ticket) - len(tickets) <= REQUESTS - statuses[201]
     ids = [e["id"] for e in accepted] + [e["id"] for e in assigned]
     assert len(set(ids)) == len(ids)  # no event id twice in the stream
+    ids = [e["id"] for e in accepted + assigned if e["subject"] in set(tickets)]
 
     async def reached(service: str) -> bool:
         return await processed(stack, service, ids) == len(ids)
