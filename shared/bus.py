@@ -315,18 +315,21 @@ class EventConsumer:
         )(self.consume)
 
     async def consume(self, msg: NatsMessage) -> None:
-        """One fetched batch: every message in its own savepoint, one commit for all,
-        then acks. A failing message is rolled back alone and retried (nack with
+        """One fetched batch, one commit, then acks.
+
+        First all at once: the batch's event ids claimed in one statement and every
+        handler run in one transaction, with no savepoint. When a handler fails, that
+        transaction is rolled back and the batch is done again event by event, each in
+        its own savepoint: a failing message is rolled back alone and retried (nack with
         back-off) or, at its last attempt, kept as a dead letter and acked."""
         raws = msg.raw_message if isinstance(msg.raw_message, list) else [msg.raw_message]
-        outcomes: list[tuple[object, str, CloudEvent | None]] = []  # (raw, outcome, event)
         now = self.service.clock.now()
+        parsed = [(raw, *self._parse(raw)) for raw in raws]
         try:
-            async with self.service.db.transaction() as session:
-                if self.exclusive:
-                    await self.service.db.lock_transaction(session, f"estatedesk:consumer:{self.durable}")
-                for raw in raws:
-                    outcomes.append(await self._process(session, raw, now))
+            try:
+                outcomes = await self._all_at_once(parsed, now)
+            except _HandlerFailed as failed:
+                outcomes = await self._one_by_one(parsed, now, failed)
         except Exception:  # the commit itself failed (database gone): retry the batch
             log.exception("batch of %d not committed; redelivering", len(raws))
             for raw in raws:
@@ -351,16 +354,12 @@ class EventConsumer:
                 if self.on_dead_letter:
                     self.on_dead_letter()
 
-    async def _process(self, session: AsyncSession, raw, now) -> tuple[object, str, CloudEvent | None]:
-        metadata = raw.metadata
-        attempts = metadata.num_delivered if metadata else 1
-        stream_seq = metadata.sequence.stream if metadata else None
-        body: bytes = raw.data
+    def _parse(self, raw) -> tuple[CloudEvent | None, str | None, CloudEvent | None]:
+        """(the event, None) or (None, why it is malformed, its envelope when readable)."""
         try:
-            event = CloudEvent.model_validate_json(body)
+            event = CloudEvent.model_validate_json(raw.data)
         except (ValidationError, ValueError) as error:
-            await self._dead_letter(session, raw.subject, body, f"malformed event: {error}", attempts, stream_seq, now)
-            return raw, "dead_letter", None
+            return None, f"malformed event: {error}", None
         try:
             if event.event_name not in PAYLOADS:
                 raise ValueError(f"unknown event type {event.type!r}")
@@ -368,34 +367,93 @@ class EventConsumer:
                 raise ValueError(f"event of estate {event.estate!r} and type {event.type!r} arrived on {raw.subject!r}")
             event.payload()  # the contract, storable text included (shared.limits)
         except (ValidationError, ValueError) as error:
-            # The envelope is readable: keep its id and estate, so the ticket's own
-            # services can tell the event was set aside (archive holds that ticket back).
-            await self._dead_letter(session, raw.subject, body, f"malformed event: {error}", attempts, stream_seq, now,
-                                    event_id=event.id, estate=event.estate)
-            return raw, "dead_letter", None
-        db = self.service.db
-        try:
-            async with session.begin_nested():
-                if not await db.claim_event(session, self.durable, event.id, now):
-                    return raw, "duplicate", event
-                await self.handler(session, event)
-        except Exception as error:  # this message's changes are rolled back; the batch goes on
-            log.exception("handler failed", extra={"estate": event.estate, "ticket": event.subject, "event_id": event.id})
-            if attempts < MAX_DELIVER:
-                return raw, "retry", event
-            await self._dead_letter(
-                session, raw.subject, body, f"handler failed {attempts} times: {error!r}", attempts, stream_seq, now,
-                event_id=event.id, estate=event.estate,
-            )
-            return raw, "dead_letter", event
-        return raw, "processed", event
+            # The envelope is readable: its id and estate go with the dead letter, so the
+            # ticket's own services can tell the event was set aside (archive holds that
+            # ticket back).
+            return None, f"malformed event: {error}", event
+        return event, None, None
 
-    async def _dead_letter(self, session, subject, body, reason, attempts, stream_seq, now, event_id=None, estate=None):
-        log.warning("dead letter on %s: %s", subject, reason, extra={"event_id": event_id, "estate": estate})
+    async def _all_at_once(self, parsed, now) -> list[tuple[object, str, CloudEvent | None]]:
+        """The common case in one transaction; raises `_HandlerFailed` (after rolling
+        back) when a handler fails, so the caller can go event by event."""
+        db = self.service.db
+        outcomes = []
+        async with db.transaction() as session:
+            await self._take_turn(session)
+            claimed = await db.claim_events(session, self.durable, [e.id for _, e, _, _ in parsed if e], now)
+            for raw, event, problem, envelope in parsed:
+                if event is None:
+                    await self._dead_letter(session, raw, problem, now, envelope)
+                    outcomes.append((raw, "dead_letter", None))
+                elif event.id in claimed:
+                    claimed.discard(event.id)  # the same event twice in a batch: once
+                    try:
+                        await self.handler(session, event)
+                    except Exception as error:
+                        log.exception("handler failed",
+                                      extra={"estate": event.estate, "ticket": event.subject, "event_id": event.id})
+                        raise _HandlerFailed(raw, error) from error
+                    outcomes.append((raw, "processed", event))
+                else:
+                    outcomes.append((raw, "duplicate", event))
+        return outcomes
+
+    async def _one_by_one(self, parsed, now, failed: "_HandlerFailed") -> list[tuple[object, str, CloudEvent | None]]:
+        """The batch again, each event in its own savepoint; the event whose handler
+        failed in the all-at-once pass is not run twice in one delivery."""
+        async with self.service.db.transaction() as session:
+            await self._take_turn(session)
+            return [await self._process(session, raw, event, problem, envelope, now,
+                                        failed.error if raw is failed.raw else None)
+                    for raw, event, problem, envelope in parsed]
+
+    async def _take_turn(self, session: AsyncSession) -> None:
+        """An exclusive consumer's batch waits until no other replica's is in flight."""
+        if self.exclusive:
+            await self.service.db.lock_transaction(session, f"estatedesk:consumer:{self.durable}")
+
+    async def _process(self, session: AsyncSession, raw, event, problem, envelope, now,
+                       failed_with: Exception | None = None) -> tuple[object, str, CloudEvent | None]:
+        if event is None:
+            await self._dead_letter(session, raw, problem, now, envelope)
+            return raw, "dead_letter", None
+        attempts = raw.metadata.num_delivered if raw.metadata else 1
+        db = self.service.db
+        error = failed_with
+        if error is None:
+            try:
+                async with session.begin_nested():
+                    if not await db.claim_event(session, self.durable, event.id, now):
+                        return raw, "duplicate", event
+                    await self.handler(session, event)
+            except Exception as raised:  # this message's changes are rolled back; the batch goes on
+                log.exception("handler failed",
+                              extra={"estate": event.estate, "ticket": event.subject, "event_id": event.id})
+                error = raised
+        if error is None:
+            return raw, "processed", event
+        if attempts < MAX_DELIVER:
+            return raw, "retry", event
+        await self._dead_letter(session, raw, f"handler failed {attempts} times: {error!r}", now, event)
+        return raw, "dead_letter", event
+
+    async def _dead_letter(self, session, raw, reason: str, now, envelope: CloudEvent | None = None) -> None:
+        metadata = raw.metadata
+        event_id, estate = (envelope.id, envelope.estate) if envelope is not None else (None, None)
+        log.warning("dead letter on %s: %s", raw.subject, reason, extra={"event_id": event_id, "estate": estate})
         await self.service.db.record_dead_letter(
-            session, consumer=self.durable, subject=subject, body=body, reason=reason, attempts=attempts,
-            now=now, stream_seq=stream_seq, event_id=event_id, estate=estate,
+            session, consumer=self.durable, subject=raw.subject, body=raw.data, reason=reason,
+            attempts=metadata.num_delivered if metadata else 1, now=now,
+            stream_seq=metadata.sequence.stream if metadata else None, event_id=event_id, estate=estate,
         )
+
+
+class _HandlerFailed(Exception):
+    """A handler failed in the all-at-once pass: the batch goes again event by event."""
+
+    def __init__(self, raw, error: Exception):
+        super().__init__(repr(error))
+        self.raw, self.error = raw, error
 
 
 class OutboxRelay:
