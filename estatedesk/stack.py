@@ -20,7 +20,7 @@ from pathlib import Path
 from estatedesk.embedded import EmbeddedNats, EmbeddedNatsCluster, EmbeddedPostgres, free_port, read_state, write_json
 from estatedesk.supervisor import ServiceProcess, Supervisor, service_env
 from shared.db import migrate
-from shared.settings import SERVICES, database_url_for, load_signing_key, nats_replicas, service_database_variable
+from shared.settings import SERVICES, load_signing_key, nats_replicas, service_database_variable
 
 
 @dataclass

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import kubernetes_validate
-import pytest
 import yaml
 
 from estatedesk.cli import build_parser
