@@ -98,8 +98,10 @@ def cmd_run(args) -> int:
 
     if args.nats_url:
         os.environ["ESTATEDESK_NATS_URL"] = args.nats_url
-    if args.database_url:
-        os.environ["ESTATEDESK_DATABASE_URL"] = args.database_url
+    if args.database_url:  # the flag wins over ESTATEDESK_DATABASE_URL_<SERVICE> too
+        from shared.settings import service_database_variable
+
+        os.environ["ESTATEDESK_DATABASE_URL"] = os.environ[service_database_variable(args.service)] = args.database_url
     if args.port is not None:
         os.environ["ESTATEDESK_HTTP_PORT"] = str(args.port)
     if args.migrate:
