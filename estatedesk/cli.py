@@ -57,7 +57,8 @@ def cmd_up(args) -> int:
         for service in stack.supervisor.services:
             if service.name != "gateway":
                 print(f"  {service.label:<10} {service.url}   (API docs: {service.url}/docs)")
-        print(f"  dashboard  {stack.service('analytics').url}/dashboard")
+        print(f"  dashboard  {stack.console_url.rstrip('/')}/dashboard   (signed in like the console)")
+        print(f"  API docs   {stack.console_url.rstrip('/')}/docs   (Swagger UI and ReDoc of every service, no CDN)")
         print(f"  endpoints  {stack.data_dir / 'endpoints.json'}")
         print("  token      estatedesk token --staff qm01 --role quality_manager --estate '*'")
         print("Ctrl-C stops everything.", flush=True)

@@ -47,6 +47,10 @@ BATCH_SIZE = 100
 FETCH_WAIT_SECONDS = 30.0
 FETCH_CONNECTION_CHECK_SECONDS = 0.5
 FETCH_WAIT_WHILE_DISCONNECTED_SECONDS = 0.25
+# A batch held while the database is down: probed with this timeout, retried with waits
+# doubling up to this.
+DATABASE_PROBE_SECONDS = 2.0
+DATABASE_HOLD_MAX_WAIT_SECONDS = 2.0
 
 @dataclass(frozen=True)
 class ReconnectPolicy:
@@ -323,18 +327,21 @@ class EventConsumer:
         its own savepoint: a failing message is rolled back alone and retried (nack with
         back-off) or, at its last attempt, kept as a dead letter and acked."""
         raws = msg.raw_message if isinstance(msg.raw_message, list) else [msg.raw_message]
-        now = self.service.clock.now()
         parsed = [(raw, *self._parse(raw)) for raw in raws]
-        try:
+        while True:
+            now = self.service.clock.now()
             try:
-                outcomes = await self._all_at_once(parsed, now)
-            except _HandlerFailed as failed:
-                outcomes = await self._one_by_one(parsed, now, failed)
-        except Exception:  # the commit itself failed (database gone): retry the batch
-            log.exception("batch of %d not committed; redelivering", len(raws))
-            for raw in raws:
-                await raw.nak(delay=self.backoff[0])
-            return
+                try:
+                    outcomes = await self._all_at_once(parsed, now)
+                except _HandlerFailed as failed:
+                    outcomes = await self._one_by_one(parsed, now, failed)
+                break
+            except Exception:  # the transaction itself failed (the database gone?)
+                log.exception("batch of %d not committed", len(raws))
+                if not await self._hold_while_database_down(raws):
+                    for raw in raws:  # the database answers: an attempt like any other
+                        await raw.nak(delay=self.backoff[0])
+                    return
         for raw, outcome, event in outcomes:
             if outcome == "retry":
                 attempts = raw.metadata.num_delivered if raw.metadata else 1
@@ -353,6 +360,33 @@ class EventConsumer:
                 self.stats.dead_letters += 1
                 if self.on_dead_letter:
                     self.on_dead_letter()
+
+    async def _hold_while_database_down(self, raws) -> bool:
+        """While the database does not answer, keep the batch in hand (telling JetStream
+        it is in progress, so it is not redelivered) and try again when it is back: an
+        outage of any length spends none of an event's `MAX_DELIVER` attempts, which are
+        for events whose handling fails. False at once when the database answers."""
+        held = False
+        wait = self.backoff[0]
+        last_progress = asyncio.get_running_loop().time()
+        while True:
+            try:
+                await asyncio.wait_for(self.service.db.ping(), DATABASE_PROBE_SECONDS)
+                if held:
+                    log.info("database back; the batch of %d goes again", len(raws))
+                return held
+            except Exception:
+                pass
+            if not held:
+                log.warning("database unreachable: holding a batch of %d until it is back", len(raws))
+            held = True
+            if asyncio.get_running_loop().time() - last_progress >= ACK_WAIT_SECONDS / 3:
+                for raw in raws:
+                    with contextlib.suppress(Exception):  # NATS may be away too; redelivery then
+                        await raw.in_progress()
+                last_progress = asyncio.get_running_loop().time()
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, DATABASE_HOLD_MAX_WAIT_SECONDS)
 
     def _parse(self, raw) -> tuple[CloudEvent | None, str | None, CloudEvent | None]:
         """(the event, None) or (None, why it is malformed, its envelope when readable)."""

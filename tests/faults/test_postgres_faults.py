@@ -64,7 +64,7 @@ async def test_postgres_stopped_for_a_minute(fault_stack, fault_estate):
     and the work made before flows on."""
     stack, watch = fault_stack
     pgdata = stack.embedded_postgres.data_dir / "pgdata"
-    async with RequestStream(stack, fault_estate, every=0.5) as stream:
+    async with RequestStream(stack, fault_estate) as stream:
         before = await post_requests(stack, fault_estate, 3)
         with watch.paused():  # this test plays the outage; the supervisor would end it
             os.kill(PostmasterInfo.read_from_pgdata(pgdata).pid, signal.SIGINT)
