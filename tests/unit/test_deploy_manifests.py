@@ -58,6 +58,7 @@ def test_compose_runs_three_nats_nodes_postgres_two_replicas_of_each_service_and
         assert "/healthz" in " ".join(service["healthcheck"]["test"])
     parser.parse_args(services["migrate"]["command"])
     assert {"console", "prometheus", "grafana"} <= set(services)
+    assert services["console"]["environment"]["ESTATEDESK_NATS_URL"].count("nats://") == 3  # live lists
     assert (DEPLOY / "grafana" / "estatedesk.json").exists()
     prometheus = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
     assert {job["job_name"] for job in prometheus["scrape_configs"]} >= set(SERVICES)
