@@ -306,8 +306,9 @@ class RegistrationDesk:
     The gapless form number needs the estate's counter row locked until commit, so
     registrations of an estate are serial by nature. Rather than let every request wait
     for the lock and its own commit, one worker per estate takes whatever has queued up
-    and registers it in one transaction: each request in its own savepoint (a refused one
-    gives its number back), one lock, one commit for the batch.
+    and registers it in one transaction: one lock, one commit for the batch, and no
+    savepoint unless a registration fails (then the batch goes again, each in its own
+    savepoint, and a refused one gives its number back).
     """
 
     def __init__(self) -> None:
@@ -326,15 +327,11 @@ class RegistrationDesk:
     async def _drain(self, key) -> None:
         while self._queues.get(key):
             batch, self._queues[key] = self._queues[key], []
-            outcomes = []
             try:
-                async with service.db.transaction() as session:
-                    for write, future in batch:
-                        try:
-                            async with session.begin_nested():
-                                outcomes.append((future, await write(session), None))
-                        except Exception as error:  # this request only; the batch goes on
-                            outcomes.append((future, None, error))
+                try:
+                    outcomes = await self._all_at_once(batch)
+                except _RegistrationFailed:
+                    outcomes = await self._one_by_one(batch)
             except Exception as error:  # the commit failed: nobody in the batch was registered
                 for _, future in batch:
                     if not future.done():
@@ -347,6 +344,38 @@ class RegistrationDesk:
                     future.set_exception(error)
                 else:
                     future.set_result(value)
+
+    @staticmethod
+    async def _all_at_once(batch) -> list:
+        """The common case: every registration of the batch in one transaction, no
+        savepoints; raises `_RegistrationFailed` (rolled back, numbers untaken) when one
+        of them fails, so the batch goes again one by one."""
+        outcomes = []
+        async with service.db.transaction() as session:
+            for write, future in batch:
+                try:
+                    outcomes.append((future, await write(session), None))
+                except Exception as error:
+                    raise _RegistrationFailed() from error
+        return outcomes
+
+    @staticmethod
+    async def _one_by_one(batch) -> list:
+        """Each registration in its own savepoint: a refused one gives its number back,
+        the batch goes on."""
+        outcomes = []
+        async with service.db.transaction() as session:
+            for write, future in batch:
+                try:
+                    async with session.begin_nested():
+                        outcomes.append((future, await write(session), None))
+                except Exception as error:  # this request only; the batch goes on
+                    outcomes.append((future, None, error))
+        return outcomes
+
+
+class _RegistrationFailed(Exception):
+    """One registration of a batch failed in the all-at-once pass."""
 
 
 registration_desk = RegistrationDesk()

@@ -19,7 +19,7 @@ from tests.conftest import auth, demo_estate, token_for
 pytestmark = pytest.mark.integration
 
 
-async def next_event(lines, until: str, timeout: float = 15) -> dict:
+async def next_event(lines, until: str, timeout: float = 30) -> dict:
     """The data of the first server-sent event named `until`."""
     async def read():
         name = None
