@@ -32,6 +32,7 @@ from shared.auth import AuthError, Principal, principal_from_header
 from shared.directory import Directory
 from shared.events import SUBJECT_PREFIX
 from shared.service import error_response, no_longer_valid, require_known_staff
+from shared.settings import nats_servers
 
 log = logging.getLogger("estatedesk.live")
 START_RETRY_SECONDS = 2.0  # NATS not there yet: the gateway serves the console meanwhile
@@ -68,7 +69,7 @@ class LiveHub:
         while True:
             try:
                 await self.directory.start(self.nats_url, {})
-                self._nc = await nats.connect(self.nats_url, name="estatedesk-live", max_reconnect_attempts=-1)
+                self._nc = await nats.connect(nats_servers(self.nats_url), name="estatedesk-live", max_reconnect_attempts=-1)
                 await self._nc.subscribe(f"{SUBJECT_PREFIX}.*.ticket.*", cb=self._on_event)
                 self.ready = True
                 return

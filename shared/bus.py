@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.clock import Clock
 from shared.db import Database
 from shared.events import PAYLOADS, STREAM_NAME, STREAM_SUBJECTS, CloudEvent, subject_for
+from shared.settings import nats_servers
 
 log = logging.getLogger("estatedesk.bus")
 
@@ -107,8 +108,15 @@ class ReconnectPolicy:
             ping_interval=self.ping_interval_seconds,
             max_outstanding_pings=self.max_outstanding_pings,
             # nats-py calls this before every reconnect try: (server to use, delay).
-            reconnect_to_server_handler=lambda servers, info: (None, self.wait_before(servers[0].reconnects)),
+            reconnect_to_server_handler=self.next_server,
         )
+
+    def next_server(self, servers: list, info: dict) -> tuple[object, float]:
+        """(server to try, seconds to wait first): the one with the fewest failed tries,
+        so a client of a cluster moves on from a dead node at once instead of knocking on
+        it alone (nats-py, given None, would always take the first of its pool)."""
+        server = min(servers, key=lambda s: s.reconnects)
+        return server, self.wait_before(server.reconnects)
 
 
 async def probe_nats(connection, timeout: float) -> str:
@@ -135,7 +143,9 @@ class ServiceLike(Protocol):
 EventHandler = Callable[[AsyncSession, CloudEvent], Awaitable[None]]
 
 
-def ticket_stream_config() -> StreamConfig:
+def ticket_stream_config(replicas: int = 1) -> StreamConfig:
+    """`replicas`: copies kept by a NATS cluster (3 on a three-node cluster: the stream
+    survives the loss of any one node)."""
     return StreamConfig(
         name=STREAM_NAME,
         description="EstateDesk ticket events (CloudEvents 1.0), kept for replay",
@@ -145,15 +155,17 @@ def ticket_stream_config() -> StreamConfig:
         discard=DiscardPolicy.OLD,
         duplicate_window=DUPLICATE_WINDOW_SECONDS,
         max_age=0,  # keep history: new integrations and `analytics rebuild` replay it
+        num_replicas=replicas,
     )
 
 
-async def ensure_stream(nats_url: str) -> None:
-    """Create or update the ticket stream (idempotent; every service calls it at start)."""
-    nc = await nats.connect(nats_url)
+async def ensure_stream(nats_url: str, replicas: int = 1) -> None:
+    """Create or update the ticket stream (idempotent; every service calls it at start).
+    `nats_url` may list several servers, comma-separated."""
+    nc = await nats.connect(nats_servers(nats_url))
     try:
         js = nc.jetstream()
-        config = ticket_stream_config()
+        config = ticket_stream_config(replicas)
         try:
             await js.add_stream(config)
         except nats.js.errors.BadRequestError:
@@ -268,6 +280,10 @@ class EventConsumer:
     backoff: tuple[float, ...] = BACKOFF_SECONDS
     on_processed: Callable[[CloudEvent], None] | None = None
     on_dead_letter: Callable[[], None] | None = None
+    # One batch at a time across replicas (a transaction advisory lock): for a handler
+    # whose every event updates the same rows (analytics' running totals), where two
+    # replicas' batches would lock them in different orders and deadlock.
+    exclusive: bool = False
 
     @property
     def durable(self) -> str:
@@ -397,6 +413,7 @@ class EventConsumer:
         db = self.service.db
         outcomes = []
         async with db.transaction() as session:
+            await self._take_turn(session)
             claimed = await db.claim_events(session, self.durable, [e.id for _, e, _, _ in parsed if e], now)
             for raw, event, problem, envelope in parsed:
                 if event is None:
@@ -419,9 +436,15 @@ class EventConsumer:
         """The batch again, each event in its own savepoint; the event whose handler
         failed in the all-at-once pass is not run twice in one delivery."""
         async with self.service.db.transaction() as session:
+            await self._take_turn(session)
             return [await self._process(session, raw, event, problem, envelope, now,
                                         failed.error if raw is failed.raw else None)
                     for raw, event, problem, envelope in parsed]
+
+    async def _take_turn(self, session: AsyncSession) -> None:
+        """An exclusive consumer's batch waits until no other replica's is in flight."""
+        if self.exclusive:
+            await self.service.db.lock_transaction(session, f"estatedesk:consumer:{self.durable}")
 
     async def _process(self, session: AsyncSession, raw, event, problem, envelope, now,
                        failed_with: Exception | None = None) -> tuple[object, str, CloudEvent | None]:

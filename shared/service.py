@@ -56,9 +56,16 @@ STOP_SECONDS = 5.0
 
 @dataclass
 class PeriodicJob:
+    """A job every replica schedules. Unless `each_replica`, a run happens only in the
+    replica holding the job's advisory lock (`Database.advisory_lock`): replicas never
+    scan at once, and since a run commits what it did before letting go, each due item
+    fires once across replicas (issue 13). `each_replica` jobs keep this process's own
+    state current (gauges, a live feed) and run everywhere."""
+
     name: str
     every_seconds: float
     run: Callable[[], Awaitable[object]]
+    each_replica: bool = False
 
 
 class Service:
@@ -108,14 +115,17 @@ class Service:
         self._tasks: list[asyncio.Task] = []
 
     # --- declaration -----------------------------------------------------------------
-    def consumer(self, *events: str, description: str = "") -> Callable[[EventHandler], EventHandler]:
-        """Declare a durable consumer of one event (or of every event when none given)."""
+    def consumer(self, *events: str, description: str = "",
+                 exclusive: bool = False) -> Callable[[EventHandler], EventHandler]:
+        """Declare a durable consumer of one event (or of every event when none given);
+        `exclusive`: its replicas commit one batch at a time (see EventConsumer)."""
 
         def register(handler: EventHandler) -> EventHandler:
             consumer = EventConsumer(
                 service=self, handler=handler, events=tuple(events) or None,
                 on_processed=lambda event: self.events_consumed.labels(self.name, event.estate, event.event_name).inc(),
                 on_dead_letter=lambda: self.dead_letter_gauge.labels(self.name).inc(),
+                exclusive=exclusive,
             )
             consumer.register(self.router, description)
             self.consumers.append(consumer)
@@ -123,9 +133,11 @@ class Service:
 
         return register
 
-    def periodic(self, name: str, every_seconds: float):
+    def periodic(self, name: str, every_seconds: float, each_replica: bool = False):
+        """Declare a periodic job; once across replicas unless `each_replica` (see PeriodicJob)."""
+
         def register(fn):
-            self.jobs.append(PeriodicJob(name, every_seconds, fn))
+            self.jobs.append(PeriodicJob(name, every_seconds, fn, each_replica))
             return fn
 
         return register
@@ -137,7 +149,7 @@ class Service:
         self.db = Database(settings.database_url, self.metadata)
         self.reconnect = ReconnectPolicy.from_env()
         self.broker = NatsBroker(
-            settings.nats_url,
+            settings.nats_servers,
             **self.reconnect.connect_options(),
             middlewares=[NatsPrometheusMiddleware(registry=self.registry, app_name=self.name)],
             logger=logging.getLogger(f"estatedesk.{self.name}.broker"),
@@ -173,14 +185,15 @@ class Service:
     async def start(self) -> None:
         assert self.settings is not None, "bind() the service first"
         await self.read_stored_facts()
-        await ensure_stream(self.settings.nats_url)
-        await self.directory.start(self.settings.nats_url, self.reconnect.connect_options())
+        await ensure_stream(self.settings.nats_url, self.settings.nats_replicas)
+        await self.directory.start(self.settings.nats_url, self.reconnect.connect_options(), self.settings.nats_replicas)
         await self.broker.start()
         self.nats_status = await probe_nats(self.nats_connection, self.reconnect.probe_timeout_seconds)
         self._tasks.append(asyncio.create_task(self._probe_broker(), name=f"{self.name}-broker-probe"))
         self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-outbox-relay"))
         # Rows removed by an operator (a replay) show at the next refresh.
-        jobs = self.jobs + [PeriodicJob("stored-facts", STORED_FACTS_REFRESH_SECONDS, self.read_stored_facts)]
+        jobs = self.jobs + [PeriodicJob("stored-facts", STORED_FACTS_REFRESH_SECONDS, self.read_stored_facts,
+                                        each_replica=True)]
         for job in jobs:
             self._tasks.append(asyncio.create_task(self._run_periodic(job), name=f"{self.name}-{job.name}"))
         log.info("%s started", self.name)
@@ -196,12 +209,22 @@ class Service:
     async def _run_periodic(self, job: PeriodicJob) -> None:
         while True:
             try:
-                await job.run()
+                if job.each_replica:
+                    await job.run()
+                else:
+                    await self.run_once_across_replicas(job)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("periodic job %s failed; next run as scheduled", job.name)
             await asyncio.sleep(job.every_seconds)
+
+    async def run_once_across_replicas(self, job: PeriodicJob) -> bool:
+        """Run `job` if no other replica is running it now; True when it ran here."""
+        async with self.db.advisory_lock(f"estatedesk:{self.name}:{job.name}") as held:
+            if held:
+                await job.run()
+            return held
 
     async def stop(self) -> None:
         if self.relay:

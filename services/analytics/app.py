@@ -61,7 +61,10 @@ Lang = Literal["zh", "en"]
 # --- the consumer ----------------------------------------------------------------------------
 
 
-@service.consumer(description="Fold every ticket event into the read model; suggest corrective action for repeats.")
+# Exclusive: every event adds to the same running totals; replicas folding batches at once
+# would lock those rows in different orders and deadlock (seen in the cluster fault test).
+@service.consumer(description="Fold every ticket event into the read model; suggest corrective action for repeats.",
+                  exclusive=True)
 async def on_ticket_event(session: AsyncSession, event: CloudEvent) -> None:
     policy = service.directory.policy_for(event.estate)
     now = service.clock.now()
@@ -145,7 +148,7 @@ class DashboardHub:
         self.connected = asyncio.Event()
 
     async def run(self) -> None:
-        nc = await nats.connect(service.settings.nats_url, name=f"analytics-dashboard-{service.settings.replica}",
+        nc = await nats.connect(service.settings.nats_servers, name=f"analytics-dashboard-{service.settings.replica}",
                                **service.reconnect.connect_options())
         try:
             await nc.subscribe(CHANGED_SUBJECT, cb=self._on_notice)
@@ -171,7 +174,7 @@ class DashboardHub:
 hub = DashboardHub()
 
 
-@service.periodic("dashboard-feed", every_seconds=2.0)
+@service.periodic("dashboard-feed", every_seconds=2.0, each_replica=True)  # feeds this replica's viewers
 async def dashboard_feed() -> None:
     await hub.run()
 
@@ -431,7 +434,7 @@ SATISFACTION = Gauge("estatedesk_satisfaction",
 METRICS_EVERY_SECONDS = 5.0
 
 
-@service.periodic("business-metrics", every_seconds=METRICS_EVERY_SECONDS)
+@service.periodic("business-metrics", every_seconds=METRICS_EVERY_SECONDS, each_replica=True)
 async def refresh_business_metrics() -> None:
     """Gauges from the read model (every replica exports the same values)."""
     now = service.clock.now()

@@ -40,6 +40,7 @@ from shared.errors import RuleViolation
 from shared.limits import Contract
 from shared.events import STREAM_NAME, AccessRefused, Archived, CloudEvent, Destroyed, Lent, Returned, subject_for
 from shared.auth import STAFF_ROLES
+from shared.settings import nats_servers
 from shared.service import LocalTime, Service, create_http_app, known_estate, require_estate
 
 log = logging.getLogger("estatedesk.archive")
@@ -418,7 +419,7 @@ def _directory_person(estate: str, staff_id: str) -> rules.Person:
 async def published_anchors(nats_url: str, estate: str, timeout: float = 5.0) -> dict[str, rules.Anchor]:
     """record_number → what the archive's `archived` event said about it, first one wins
     (read from the stream with an ephemeral consumer on the estate's subject)."""
-    nc = await nats.connect(nats_url, connect_timeout=timeout, max_reconnect_attempts=1)
+    nc = await nats.connect(nats_servers(nats_url), connect_timeout=timeout, max_reconnect_attempts=1)
     anchors: dict[str, rules.Anchor] = {}
     try:
         js = nc.jetstream(timeout=timeout)
@@ -681,7 +682,7 @@ async def scheduled_organisation() -> None:
             log.exception("scheduled %s of %s failed; retried next run", run.__name__, period, extra={"estate": estate})
 
 
-@service.periodic("gauges", 30)
+@service.periodic("gauges", 30, each_replica=True)
 async def update_gauges() -> None:
     """Keep the overdue-loan (001 第6篇 1.3.5: chase them) and pending-seal gauges current."""
     now = service.clock.now()
