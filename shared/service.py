@@ -631,9 +631,12 @@ def create_http_app(service: Service, *, manage_lifecycle: bool = True) -> FastA
         # 503 with the reason and when to try again, never a bare 500.
         if database_unavailable(error):
             log.warning("database unavailable for %s %s: %s", request.method, request.url.path, error)
-            return error_response(503, "the database is unavailable; nothing was stored, try again shortly",
+            # Usually nothing was stored; when the connection broke during the commit
+            # itself nobody can know, so the answer says how to retry safely.
+            return error_response(503, "the database is unavailable; try again shortly (a request sent again "
+                                  "with the same client_request_id is never registered twice)",
                                   headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
-                                  message_zh="数据库暂时不可用，本次未保存，请稍后重试")
+                                  message_zh="数据库暂时不可用，请稍后重试（带相同 client_request_id 重发不会重复登记）")
         log.exception("unexpected database error on %s %s", request.method, request.url.path)
         return error_response(500, "internal error (logged); nothing was stored")
 
