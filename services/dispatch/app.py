@@ -43,7 +43,7 @@ from shared.directory import Estate
 from shared.errors import RuleViolation
 from shared.limits import Contract, Instant, Money, Quantity
 from shared.events import (
-    Accepted, Acknowledged, Arrived, Assigned, CloudEvent, Completed, Deadline, Escalated,
+    Accepted, Acknowledged, Arrived, Assigned, ClockOutcome, ClockSettled, CloudEvent, Completed, Deadline, Escalated,
     Kind, RepairClass, Reopened, SignedBack, SlaBreached, ValidityJudged,
 )
 from shared.policy import Policy
@@ -151,18 +151,36 @@ async def _store_clocks(session: AsyncSession, ticket_id: str, estate: str, roun
         await session.execute(sa.insert(D), rows)
 
 
+async def _settled(session: AsyncSession, row, settled_at: dt.datetime, outcome: ClockOutcome) -> None:
+    """Publish dispatch's verdict on one clock (RULES §1, §2 clocks): the one fact the
+    on-time figures of analytics count, emitted once per clock."""
+    await service.emit(
+        session,
+        ClockSettled(ticket_id=row.ticket_id, clock_id=row.id, round=row.round, clock=row.clock,
+                     department=_dept(row.department), due_at=row.due_at, settled_at=settled_at, outcome=outcome),
+        estate=row.estate, actor=SYSTEM, time=settled_at,
+    )
+
+
 async def _close_clocks(session: AsyncSession, now: dt.datetime, outcome: str, *where) -> list[int]:
-    """Close open clocks (met, superseded or cancelled) and resolve their escalations."""
-    ids = (
+    """Close open clocks (met, superseded or cancelled) and resolve their escalations; a
+    clock not breached yet is settled now (`rules.clock_verdict`: late is breached)."""
+    rows = (
         await session.execute(
-            sa.update(D).where(D.c.met_at.is_(None), *where).values(met_at=now, outcome=outcome).returning(D.c.id)
+            sa.update(D).where(D.c.met_at.is_(None), *where).values(met_at=now, outcome=outcome)
+            .returning(D.c.id, D.c.ticket_id, D.c.estate, D.c.round, D.c.clock, D.c.department, D.c.due_at,
+                       D.c.breached_at)
         )
-    ).scalars().all()
+    ).all()
+    for row in rows:
+        if row.breached_at is None:  # a breached clock was settled when it ran out
+            await _settled(session, row, now, rules.clock_verdict(row.due_at, None, now, outcome))
+    ids = [row.id for row in rows]
     if ids:
         await session.execute(
             sa.update(E).where(E.c.deadline_id.in_(ids), E.c.resolved_at.is_(None)).values(resolved_at=now, next_at=None)
         )
-    return list(ids)
+    return ids
 
 
 async def _resolve_ticket_escalations(session: AsyncSession, ticket_id: str, now: dt.datetime) -> None:
@@ -481,6 +499,7 @@ async def _breach_batch() -> int:
             facts = TicketFacts.from_accepted(Accepted.model_validate(row.facts))
             department = _dept(row.department)
             await session.execute(sa.update(D).where(D.c.id == row.id).values(breached_at=now))
+            await _settled(session, row, now, ClockOutcome.breached)
             await service.emit(
                 session,
                 SlaBreached(ticket_id=row.ticket_id, round=row.round, clock=row.clock, due_at=row.due_at,
@@ -628,6 +647,9 @@ class DeadlineOut(BaseModel):
     met_at: LocalTime | None
     outcome: str | None
     breached_at: LocalTime | None
+    verdict: ClockOutcome | None = Field(
+        description="Dispatch's verdict (published as clock_settled): met, breached, superseded, cancelled, "
+        "rescheduled; null while running")
     overdue: bool
     grace_minutes: int = Field(0, description="Arrival only: the policy's grace included in due_at (emergency 立即)")
 
@@ -690,6 +712,8 @@ class FormOut(BaseModel):
     nonconformity: NonconformityOut | None
     progress_updates: list[LocalTime]
     progress_updates_missing: list[ProgressWindowOut]
+    clocks_met: int = Field(description="Clocks met (the on-time figures count the same verdicts)")
+    clocks_breached: int = Field(description="Clocks breached: ran out, or stopped after their due time")
     overdue: bool
 
 
@@ -733,6 +757,7 @@ def _deadline_out(row, now: dt.datetime, grace_minutes: int = 0) -> DeadlineOut:
     return DeadlineOut(round=row.round, clock=row.clock, department=_dept(row.department), due_at=row.due_at,
                        provisional=row.provisional, met_at=row.met_at, outcome=row.outcome,
                        breached_at=row.breached_at, overdue=overdue,
+                       verdict=rules.clock_verdict(row.due_at, row.breached_at, row.met_at, row.outcome),
                        grace_minutes=grace_minutes if row.clock == Clock.arrival.value else 0)
 
 
@@ -777,6 +802,8 @@ async def _form_out(session: AsyncSession, form) -> FormOut:
         progress_updates=list(updates),
         progress_updates_missing=[ProgressWindowOut(start=w.start, end=w.end, updates=w.updates, required=w.required)
                                   for w in missing],
+        clocks_met=sum(d.verdict is ClockOutcome.met for d in deadlines_out),
+        clocks_breached=sum(d.verdict is ClockOutcome.breached for d in deadlines_out),
         overdue=any(d.overdue for d in deadlines_out) or bool(missing),
     )
 

@@ -23,6 +23,7 @@ from shared.errors import RuleViolation as SharedRuleViolation
 from shared.events import (
     Accepted,
     AcceptedBy,
+    ClockOutcome,
     Deadline,
     Kind,
     RepairClass,
@@ -370,7 +371,7 @@ def start_round_clocks(
 
 
 # The outcome of a clock ended by a new appointment: it fires and climbs no more.
-RESCHEDULED = "rescheduled"
+RESCHEDULED = ClockOutcome.rescheduled.value
 
 
 def reschedule_appointment(
@@ -405,6 +406,30 @@ def reschedule_appointment(
             d = d.model_copy(update={"due_at": slip_at, "provisional": False})
         result.append(d)
     return result
+
+
+def clock_verdict(
+    due_at: dt.datetime,
+    breached_at: dt.datetime | None,
+    settled_at: dt.datetime | None,
+    outcome: str | None,
+) -> ClockOutcome | None:
+    """Dispatch's one verdict on a clock, the fact every on-time figure counts.
+
+    - breached: the breach scan fired (`breached_at`), or the clock was settled after its
+      due time (its step came late, before the scan noticed: late is late);
+    - otherwise the closing outcome (met / superseded / cancelled / rescheduled);
+    - None while the clock runs.
+
+    A reply clock met by a progress update before its due time stays met, whenever the
+    form completes (RULES §1 Reply deadline; 002 §4.4.1: the owner heard from us)."""
+    if breached_at is not None:
+        return ClockOutcome.breached
+    if settled_at is None:
+        return None
+    if _aware(settled_at, "settled_at") > _aware(due_at, "due_at"):
+        return ClockOutcome.breached
+    return ClockOutcome(outcome or ClockOutcome.met)
 
 
 ClockKey = tuple[str, str | None]

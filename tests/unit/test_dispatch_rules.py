@@ -37,6 +37,7 @@ from services.dispatch.rules import (
     approve_nonconformity,
     arrival_due,
     assign_round,
+    clock_verdict,
     attach_capa_report,
     close_nonconformity,
     due_breaches,
@@ -1077,3 +1078,31 @@ def test_facts_refuse_unknown_values(field):
     values = {"kind": "complaint", field: "bogus"}
     with pytest.raises(RuleViolation, match="unknown"):
         TicketFacts(**values)
+
+
+# --- the verdict dispatch publishes as clock_settled (issue 11) ---------------------------------
+
+
+def test_a_clock_met_before_its_due_time_is_met_whatever_comes_after():
+    due = at(2026, 11, 4, 17)
+    assert clock_verdict(due, None, at(2026, 11, 3, 10), "met") == "met"
+    assert clock_verdict(due, None, due, "met") == "met"  # on the minute is in time
+
+
+def test_a_clock_breached_or_settled_late_is_breached():
+    due = at(2026, 11, 4, 17)
+    assert clock_verdict(due, at(2026, 11, 4, 17, 1), None, None) == "breached"
+    assert clock_verdict(due, at(2026, 11, 4, 17, 1), at(2026, 11, 3), "met") == "breached"  # the scan fired
+    assert clock_verdict(due, None, at(2026, 11, 4, 17, 1), "met") == "breached"  # stopped late
+    assert clock_verdict(due, None, at(2026, 11, 5), "superseded") == "breached"
+
+
+def test_a_running_clock_has_no_verdict_and_an_early_end_keeps_its_outcome():
+    due = at(2026, 11, 4, 17)
+    assert clock_verdict(due, None, None, None) is None
+    for outcome in ("superseded", "cancelled", "rescheduled"):
+        assert clock_verdict(due, None, at(2026, 11, 3), outcome) == outcome
+    with pytest.raises(ValueError):
+        clock_verdict(due, None, at(2026, 11, 3), "lost")
+    with pytest.raises(RuleViolation):
+        clock_verdict(due, None, dt.datetime(2026, 11, 3), "met")
