@@ -1127,12 +1127,11 @@ def department_weekly_review(
 ) -> tuple[DepartmentReview, ...]:
     """What each department head reads weekly (RULES §4): their open forms. A form sits
     with the departments of its current round (UNASSIGNED when not yet routed). A
-    complaint open longer than `clocks.progress_updates_after_days` that had fewer than
-    `clocks.progress_updates_per_week` updates in the last 7 days needs an update."""
+    complaint needs an update when dispatch settled the latest week of its progress-update
+    duty in the current round as breached (RULES §2 Progress updates: dispatch decides
+    each week, `ev.PROGRESS_UPDATE_CLOCK`; this review counts its verdict)."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    clocks_policy = policy.clocks
-    week_ago = now - dt.timedelta(days=7)
     grouped: dict[str, list[OpenItem]] = {}
     for facts in open_items:
         if not facts.is_open:
@@ -1142,11 +1141,9 @@ def department_weekly_review(
             if c.outcome == BREACHED or (c.outcome == RUNNING and c.due_at is not None and c.due_at < now)
         })
         days_open = (now - facts.accepted_at).days if facts.accepted_at else None
-        needs_update = (
-            facts.kind == ev.Kind.complaint.value
-            and days_open is not None and days_open > clocks_policy.progress_updates_after_days
-            and sum(1 for t in facts.progress_updates if t > week_ago) < clocks_policy.progress_updates_per_week
-        )
+        weeks = sorted((c for c in facts.clocks if c.clock == ev.PROGRESS_UPDATE_CLOCK and c.round == facts.round
+                        and c.outcome in (MET, BREACHED) and c.due_at is not None), key=lambda c: c.due_at)
+        needs_update = bool(weeks) and weeks[-1].outcome == BREACHED
         item = OpenItem(
             ticket_id=facts.ticket_id, kind=facts.kind, category=facts.category,
             building=facts.building, round=facts.round, accepted_at=facts.accepted_at,

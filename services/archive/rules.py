@@ -365,8 +365,11 @@ class ArchivedForm(_Frozen):
 
 
 # Events that happen to the record after it is frozen, or belong to analytics: they are
-# never part of the form's content, or archiving would change what it archives.
-NOT_PART_OF_FORM = frozenset({"archived", "lent", "returned", "destroyed", "corrective_action_suggested"})
+# never part of the form's content, or archiving would change what it archives. Dispatch's
+# clock verdicts (clock_settled) are counted by analytics and keep coming after `closed`
+# (closing settles the clocks still running); the form keeps the deadlines and breaches.
+NOT_PART_OF_FORM = frozenset({"archived", "lent", "returned", "destroyed", "corrective_action_suggested",
+                              "clock_settled"})
 
 
 class _RoundBuilder:

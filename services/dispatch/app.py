@@ -183,6 +183,39 @@ async def _close_clocks(session: AsyncSession, now: dt.datetime, outcome: str, *
     return ids
 
 
+async def _open_progress_week(session: AsyncSession, ticket_id: str, estate: str, round: int, kind: str,
+                              opened_at: dt.datetime, at: dt.datetime) -> Deadline | None:
+    """Start the progress-update clock of the week holding `at` (complaints only)."""
+    week = rules.progress_clock(kind, opened_at, at, _policy(estate))
+    if week is None:
+        return None
+    start, deadline = week
+    await session.execute(sa.insert(D).values(
+        ticket_id=ticket_id, estate=estate, round=round, clock=deadline.clock, department="", assignment_id=None,
+        due_at=deadline.due_at, provisional=False, started_at=start, working_days=None,
+    ))
+    return deadline
+
+
+async def _count_progress_update(session: AsyncSession, form, at: dt.datetime) -> None:
+    """An update given to the owner counts towards its week; the week is met once it has
+    them all, and the next week's clock starts (RULES §2 Progress updates)."""
+    week = (await session.execute(
+        sa.select(D).where(D.c.ticket_id == form.ticket_id, D.c.clock == Clock.progress_update.value,
+                           D.c.met_at.is_(None), D.c.breached_at.is_(None), D.c.started_at <= at, D.c.due_at > at)
+        .with_for_update()
+    )).first()
+    if week is None:
+        return
+    updates = (await session.execute(
+        sa.select(store.progress_log.c.updated_at).where(store.progress_log.c.ticket_id == form.ticket_id)
+    )).scalars().all()
+    if rules.progress_week_met(week.started_at, week.due_at, updates, _policy(form.estate)):
+        await _close_clocks(session, at, "met", D.c.id == week.id)
+        await _open_progress_week(session, form.ticket_id, form.estate, week.round, form.kind, form.accepted_at,
+                                  week.due_at)
+
+
 async def _resolve_ticket_escalations(session: AsyncSession, ticket_id: str, now: dt.datetime) -> None:
     await session.execute(
         sa.update(E).where(E.c.ticket_id == ticket_id, E.c.resolved_at.is_(None)).values(resolved_at=now, next_at=None)
@@ -343,6 +376,8 @@ async def on_accepted(session: AsyncSession, event: CloudEvent) -> None:
     )
     line_ids = await _open_lines(session, accepted.ticket_id, departments, 1, now, SYSTEM, arrival_required, event.estate)
     await _store_clocks(session, accepted.ticket_id, event.estate, 1, deadlines, line_ids, facts, policy, start)
+    week = await _open_progress_week(session, accepted.ticket_id, event.estate, 1, accepted.kind, start, start)
+    deadlines = deadlines + ([week] if week else [])
     await service.emit(
         session,
         Assigned(ticket_id=accepted.ticket_id, round=1, departments=departments, assigned_by=SYSTEM, deadlines=deadlines),
@@ -412,6 +447,9 @@ async def on_reopened(session: AsyncSession, event: CloudEvent) -> None:
     line_ids = await _open_lines(session, form.ticket_id, departments, reopened.round, now, reopened.reopened_by,
                                  arrival_required, event.estate)
     await _store_clocks(session, form.ticket_id, event.estate, reopened.round, deadlines, line_ids, facts, policy, start)
+    week = await _open_progress_week(session, form.ticket_id, event.estate, reopened.round, form.kind,
+                                     form.accepted_at, start)
+    deadlines = deadlines + ([week] if week else [])
     await session.execute(
         sa.update(F).where(F.c.ticket_id == form.ticket_id)
         .values(round=reopened.round, status="in_handling", completed_at=None, updated_at=now)
@@ -437,6 +475,7 @@ async def on_progress_updated(session: AsyncSession, event: CloudEvent) -> None:
     )
     await _close_clocks(session, event.time, "met", D.c.ticket_id == form.ticket_id, D.c.round == form.round,
                         D.c.clock.in_(_met_by(Step.owner_updated)))
+    await _count_progress_update(session, form, event.time)
 
 
 @service.consumer("closed", description="The ticket is closed (the callback found the owner satisfied): tracking is "
@@ -485,7 +524,7 @@ async def _breach_batch() -> int:
     async with service.db.transaction() as session:
         due = (
             await session.execute(
-                sa.select(D, F.c.facts)
+                sa.select(D, F.c.facts, F.c.kind, F.c.accepted_at, F.c.status)
                 .join(F, F.c.ticket_id == D.c.ticket_id)
                 .where(D.c.met_at.is_(None), D.c.breached_at.is_(None), D.c.due_at < now,
                        F.c.status.in_(("in_handling", AWAITING_APPROVAL, "completed")))
@@ -507,6 +546,13 @@ async def _breach_batch() -> int:
                 estate=row.estate, actor=SYSTEM, time=now,
             )
             breaches_total.labels(row.estate, row.clock).inc()
+            if row.clock == Clock.progress_update.value:
+                # A week that ended short is missed (counted, shown on the form); the duty
+                # goes on with the next week. It does not climb the escalation ladder.
+                if row.status == "in_handling":
+                    await _open_progress_week(session, row.ticket_id, row.estate, row.round, row.kind,
+                                              row.accepted_at, row.due_at)
+                continue
             due_local = row.due_at.astimezone(service.directory.timezone_for(row.estate))
             await _escalate(
                 session, ticket_id=row.ticket_id, estate=row.estate, round=row.round,
@@ -761,11 +807,14 @@ def _deadline_out(row, now: dt.datetime, grace_minutes: int = 0) -> DeadlineOut:
                        grace_minutes=grace_minutes if row.clock == Clock.arrival.value else 0)
 
 
-def _missing_updates(form, update_times: list[dt.datetime], now: dt.datetime) -> list[rules.ProgressWindow]:
-    """RULES §2 Progress updates: complaints still in handling after a week."""
-    if form.kind != Kind.complaint or form.status != "in_handling":
-        return []
-    return rules.missing_progress_updates(form.accepted_at, update_times, now, _policy(form.estate))
+def _missed_weeks(form, deadlines, update_times: list[dt.datetime]) -> list[ProgressWindowOut]:
+    """RULES §2 Progress updates: the weeks dispatch settled as breached (ended short)."""
+    required = _policy(form.estate).clocks.progress_updates_per_week
+    return [
+        ProgressWindowOut(start=d.started_at, end=d.due_at, required=required,
+                          updates=sum(d.started_at <= t < d.due_at for t in update_times))
+        for d in deadlines if d.clock == Clock.progress_update.value and d.breached_at is not None
+    ]
 
 
 async def _form_out(session: AsyncSession, form) -> FormOut:
@@ -789,7 +838,7 @@ async def _form_out(session: AsyncSession, form) -> FormOut:
     grace = rules.arrival_grace_minutes(
         TicketFacts(kind=form.kind, repair_class=form.repair_class), _policy(form.estate))
     deadlines_out = [_deadline_out(d, now, grace) for d in deadlines]
-    missing = _missing_updates(form, list(updates), now)
+    missing = _missed_weeks(form, deadlines, list(updates))
     return FormOut(
         ticket_id=form.ticket_id, estate=form.estate, form_number=form.form_number, kind=form.kind,
         category=form.category, repair_class=form.repair_class, first_contact=form.first_contact, round=form.round,
@@ -800,11 +849,10 @@ async def _form_out(session: AsyncSession, form) -> FormOut:
         escalations=[EscalationOut.model_validate(dict(e._mapping)) for e in escalations],
         nonconformity=NonconformityOut.model_validate(dict(nonconformity._mapping)) if nonconformity else None,
         progress_updates=list(updates),
-        progress_updates_missing=[ProgressWindowOut(start=w.start, end=w.end, updates=w.updates, required=w.required)
-                                  for w in missing],
+        progress_updates_missing=missing,
         clocks_met=sum(d.verdict is ClockOutcome.met for d in deadlines_out),
         clocks_breached=sum(d.verdict is ClockOutcome.breached for d in deadlines_out),
-        overdue=any(d.overdue for d in deadlines_out) or bool(missing),
+        overdue=any(d.overdue for d in deadlines_out),
     )
 
 
@@ -837,12 +885,8 @@ async def list_forms(
         query = query.where(F.c.status == status)
     elif status == "overdue":
         late = sa.select(D.c.ticket_id).where(D.c.estate == estate, D.c.met_at.is_(None), D.c.due_at < now)
-        query = query.where(F.c.status.in_(("in_handling", "completed")))
-        if department is None:
-            # Complaints in handling for over a week may lack owner updates: judged below.
-            query = query.where(sa.or_(F.c.ticket_id.in_(late), sa.and_(F.c.kind == Kind.complaint.value, F.c.status == "in_handling")))
-        else:
-            query = query.where(F.c.ticket_id.in_(late))
+        # A week of owner updates that ended short is a breached clock like any other.
+        query = query.where(F.c.status.in_(("in_handling", "completed")), F.c.ticket_id.in_(late))
     if department is not None:
         active = sa.select(A.c.ticket_id).where(
             A.c.estate == estate, A.c.department == department, A.c.transferred_at.is_(None), A.c.round == F.c.round,
@@ -862,15 +906,10 @@ async def list_forms(
             sa.select(D.c.ticket_id, D.c.due_at, D.c.breached_at, D.c.department)
             .where(D.c.ticket_id.in_(ids), D.c.met_at.is_(None))
         )).all()
-        updates = (await session.execute(
-            sa.select(store.progress_log.c.ticket_id, store.progress_log.c.updated_at)
-            .where(store.progress_log.c.ticket_id.in_(ids))
-        )).all()
     for form in forms:
         clocks = [c for c in open_clocks if c.ticket_id == form.ticket_id
                   and (department is None or c.department in (department, ""))]
-        missing = _missing_updates(form, [u.updated_at for u in updates if u.ticket_id == form.ticket_id], now)
-        overdue = any(c.breached_at is not None or c.due_at < now for c in clocks) or bool(missing)
+        overdue = any(c.breached_at is not None or c.due_at < now for c in clocks)
         if status == "overdue" and not overdue:
             continue
         out.append(FormSummaryOut(

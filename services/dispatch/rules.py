@@ -25,17 +25,18 @@ from shared.events import (
     AcceptedBy,
     ClockOutcome,
     Deadline,
+    PROGRESS_UPDATE_CLOCK,
     Kind,
     RepairClass,
     ReplyMethod,
     Severity,
     Urgency,
 )
+from shared.periods import progress_week
 from shared.policy import Policy
 
 DEFAULT = Policy()
 UTC = dt.timezone.utc
-WEEK = dt.timedelta(days=7)
 
 
 class RuleViolation(SharedRuleViolation):
@@ -258,6 +259,7 @@ class Clock(StrEnum):
     repair_slip_return = "repair_slip_return"  # repair slip back at customer service
     reply = "reply"  # the customer hears an answer
     tracking = "tracking"  # acceptance to callback
+    progress_update = PROGRESS_UPDATE_CLOCK  # a long-running complaint's week of owner updates
 
 
 def _deadline(clock: Clock, due_at: dt.datetime, department: str | None = None, provisional: bool = False) -> Deadline:
@@ -901,34 +903,26 @@ def next_round(
 # --- progress updates (RULES §2 Progress updates) -------------------------------------------
 
 
-@dataclass(frozen=True)
-class ProgressWindow:
-    start: dt.datetime
-    end: dt.datetime  # exclusive
-    updates: int
-    required: int
+def progress_clock(kind: Kind | str, opened_at: dt.datetime, at: dt.datetime,
+                   policy: Policy = DEFAULT) -> tuple[dt.datetime, Deadline] | None:
+    """The progress-update clock of the week holding `at`, as (its start, its deadline):
+    a complaint still in handling owes the owner `progress_updates_per_week` updates in
+    every week from `progress_updates_after_days` after it was opened (RULES §2 Progress
+    updates; 002 §4.4.1 b; weeks from `shared.periods.progress_week`). The clock is met
+    when its week has them all and breached when the week ends short; dispatch then
+    starts the next week's. None for other kinds, or when the policy asks for none."""
+    if Kind(kind) is not Kind.complaint or policy.clocks.progress_updates_per_week <= 0:
+        return None
+    start, end = progress_week(_aware(opened_at, "opened_at"), _aware(at, "at"),
+                               policy.clocks.progress_updates_after_days)
+    return start, _deadline(Clock.progress_update, end)
 
 
-def missing_progress_updates(
-    opened_at: dt.datetime, update_times: Iterable[dt.datetime], now: dt.datetime, policy: Policy = DEFAULT
-) -> list[ProgressWindow]:
-    """The week windows in which a long-running complaint got fewer updates than
-    required. The duty starts once the complaint has been open
-    policy.clocks.progress_updates_after_days; windows run a week each from then, and
-    only windows that have ended by `now` are judged."""
-    _aware(opened_at, "opened_at")
-    _aware(now, "now")
-    times = sorted(_aware(t, "update time") for t in update_times)
-    required = policy.clocks.progress_updates_per_week
-    start = opened_at + dt.timedelta(days=policy.clocks.progress_updates_after_days)
-    lacking = []
-    while start + WEEK <= now:
-        end = start + WEEK
-        count = sum(start <= t < end for t in times)
-        if count < required:
-            lacking.append(ProgressWindow(start, end, count, required))
-        start = end
-    return lacking
+def progress_week_met(start: dt.datetime, end: dt.datetime, update_times: Iterable[dt.datetime],
+                      policy: Policy = DEFAULT) -> bool:
+    """Whether the week [start, end) has the updates it owes (RULES §2 Progress updates)."""
+    updates = sum(start <= _aware(t, "update time") < end for t in update_times)
+    return updates >= policy.clocks.progress_updates_per_week
 
 
 # --- paid household services (RULES §2 Paid services) -----------------------------------------

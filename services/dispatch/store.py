@@ -94,9 +94,15 @@ deadlines = sa.Table(
         "uq_deadlines_line_clock", "assignment_id", "clock", unique=True,
         postgresql_where=sa.text("assignment_id IS NOT NULL AND (outcome IS NULL OR outcome <> 'rescheduled')"),
     ),
+    # One of each of the ticket's own clocks a round; the progress-update duty has one
+    # clock per week (issue 11).
     sa.Index(
         "uq_deadlines_ticket_clock", "ticket_id", "round", "clock", unique=True,
-        postgresql_where=sa.text("assignment_id IS NULL"),
+        postgresql_where=sa.text("assignment_id IS NULL AND clock <> 'progress_update'"),
+    ),
+    sa.Index(
+        "uq_deadlines_progress_week", "ticket_id", "due_at", unique=True,
+        postgresql_where=sa.text("clock = 'progress_update'"),
     ),
     # The breach scan looks only at open deadlines by due time.
     sa.Index("ix_deadlines_open_due", "due_at", postgresql_where=sa.text("met_at IS NULL AND breached_at IS NULL")),
@@ -147,7 +153,8 @@ nonconformities = sa.Table(
     sa.Column("capa_reported_at", sa.DateTime(timezone=True)),
 )
 
-# Updates given to the owner (from intake's progress_updated), for the twice-a-week rule.
+# Updates given to the owner (from intake's progress_updated): they meet the reply clock
+# and count towards the week's progress_update clock (the twice-a-week rule).
 progress_log = sa.Table(
     "progress_log",
     metadata,

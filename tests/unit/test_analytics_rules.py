@@ -769,6 +769,8 @@ def test_department_weekly_review(facts):
         event(ev.Assigned(ticket_id="W1", round=1, departments=["security"], assigned_by="cs01",
                           deadlines=[deadline("reply", at(11, 3))]), at(11, 1, 11)),
         event(ev.ProgressUpdated(ticket_id="W1", note="checking", updated_by="cs01"), at(11, 14)),
+        # dispatch: W1's first week of the duty (from Nov 8) ended with one update of two
+        settled("W1", 21, ev.PROGRESS_UPDATE_CLOCK, at(11, 15), at(11, 15, 10, 1), "breached"),
         accepted("W2", ev.Kind.complaint, ev.Channel.phone, "noise", at(11, 10), "cs01"),
         event(ev.Assigned(ticket_id="W2", round=1, departments=["security", "engineering"], assigned_by="cs01",
                           deadlines=[deadline("reply", at(11, 30))]), at(11, 10, 11)),
@@ -777,22 +779,23 @@ def test_department_weekly_review(facts):
         accepted("W3", ev.Kind.inquiry, ev.Channel.phone, "general", at(11, 13), "cs02"),
     ])
     items = list(open_facts.values()) + [facts["T1"]]  # T1 is closed: left out
-    reviews = {r.department: r for r in department_weekly_review(items, at(11, 15))}
+    reviews = {r.department: r for r in department_weekly_review(items, at(11, 15, 12))}
     assert set(reviews) == {"security", "engineering", UNASSIGNED}
     security = reviews["security"]
     assert (security.open_count, security.overdue_count) == (2, 1)
     assert [i.ticket_id for i in security.items] == ["W1", "W2"]
     w1, w2 = security.items
-    assert w1.overdue_clocks == ("reply",) and w1.days_open == 14
-    assert w1.needs_progress_update  # open 14 days, one update in the last week
-    assert not w2.needs_progress_update  # open 5 days
+    assert w1.overdue_clocks == ("progress_update", "reply") and w1.days_open == 14
+    assert w1.needs_progress_update  # dispatch's verdict: the week was missed
+    assert not w2.needs_progress_update  # no week of its duty has ended
     assert [i.ticket_id for i in reviews["engineering"].items] == ["W2"]
     assert [i.ticket_id for i in reviews[UNASSIGNED].items] == ["W3"]
     assert not reviews[UNASSIGNED].items[0].needs_progress_update  # not a complaint
-    later = {r.department: r for r in department_weekly_review(items, at(11, 18))}
-    assert later["security"].items[1].needs_progress_update is False  # 8 days, 2 updates this week
-    assert {r.department: r for r in department_weekly_review(items, at(11, 22))}[
-        "security"].items[1].needs_progress_update is True  # 12 days, 0 updates this week
+    # W1's next week has its two updates: the latest verdict is met, nothing is owed
+    later, _ = replay([settled("W1", 22, ev.PROGRESS_UPDATE_CLOCK, at(11, 22), at(11, 20))], open_facts)
+    review = {r.department: r for r in department_weekly_review(later.values(), at(11, 21))}
+    assert review["security"].items[0].ticket_id == "W1"
+    assert review["security"].items[0].needs_progress_update is False
 
 
 # --- repeated problems ---------------------------------------------------------------------------

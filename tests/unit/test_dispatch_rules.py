@@ -25,7 +25,6 @@ from services.dispatch.rules import (
     FormStatus,
     LineKind,
     NonconformityState,
-    ProgressWindow,
     RoutingRule,
     RuleViolation,
     ServiceItem,
@@ -44,7 +43,8 @@ from services.dispatch.rules import (
     first_rung,
     make_bill,
     material_line,
-    missing_progress_updates,
+    progress_clock,
+    progress_week_met,
     needs_nonconformity,
     next_escalation_at,
     next_round,
@@ -942,36 +942,56 @@ def day(n, h=9):
 
 
 @pytest.mark.parametrize(
-    "updates, now, lacking",
+    "at_, week",
     [
-        ([], day(6), []),  # not long-running yet
-        ([], day(7), []),  # open exactly a week: not longer
-        ([], day(13), []),  # first window (days 7–14) not over yet
-        ([day(8), day(11)], day(14), []),
-        ([day(8)], day(14), [(day(7), day(14), 1)]),
-        ([], day(14), [(day(7), day(14), 0)]),
-        ([day(1), day(2), day(3)], day(14), [(day(7), day(14), 0)]),  # early updates do not count later
-        ([day(7), day(13, 23)], day(14), []),  # window start inclusive
-        ([day(8), day(14)], day(14), [(day(7), day(14), 1)]),  # window end exclusive
-        ([day(8), day(9), day(15)], day(28, 10), [(day(14), day(21), 1), (day(21), day(28), 0)]),
-        ([day(8), day(9), day(15), day(16), day(22), day(23)], day(30), []),
+        (OPENED, (day(7), day(14))),  # before the duty applies: its first week
+        (day(6), (day(7), day(14))),
+        (day(7), (day(7), day(14))),  # week start inclusive
+        (day(13, 23), (day(7), day(14))),
+        (day(14), (day(14), day(21))),  # week end exclusive
+        (day(30), (day(28), day(35))),
     ],
 )
-def test_missing_progress_updates(updates, now, lacking):
-    result = missing_progress_updates(OPENED, updates, now, POLICY)
-    assert [(w.start, w.end, w.updates) for w in result] == lacking
-    assert all(isinstance(w, ProgressWindow) and w.required == 2 for w in result)
+def test_the_progress_update_clock_of_the_week_holding_a_moment(at_, week):
+    start, deadline = progress_clock(Kind.complaint, OPENED, at_, POLICY)
+    assert (start, deadline.due_at) == week
+    assert (deadline.clock, deadline.department, deadline.provisional) == (Clock.progress_update, None, False)
+
+
+def test_only_complaints_owe_weekly_updates_and_only_when_the_policy_asks():
+    assert progress_clock(Kind.repair, OPENED, day(8), POLICY) is None
+    off = effective_policy(estate_overrides={"clocks": {"progress_updates_per_week": 0}})
+    assert progress_clock(Kind.complaint, OPENED, day(8), off) is None
+
+
+@pytest.mark.parametrize(
+    "updates, met",
+    [
+        ([], False),
+        ([day(8)], False),
+        ([day(8), day(11)], True),
+        ([day(1), day(2), day(3)], False),  # early updates do not count later
+        ([day(7), day(13, 23)], True),  # week start inclusive
+        ([day(8), day(14)], False),  # week end exclusive
+    ],
+)
+def test_a_week_is_met_with_its_updates(updates, met):
+    assert progress_week_met(day(7), day(14), updates, POLICY) is met
 
 
 def test_progress_update_counts_are_policy():
     policy = effective_policy(estate_overrides={"clocks": {"progress_updates_after_days": 3, "progress_updates_per_week": 3}})
-    result = missing_progress_updates(OPENED, [day(4), day(5)], day(10), policy)
-    assert [(w.start, w.end, w.updates, w.required) for w in result] == [(day(3), day(10), 2, 3)]
+    start, deadline = progress_clock(Kind.complaint, OPENED, day(4), policy)
+    assert (start, deadline.due_at) == (day(3), day(10))
+    assert not progress_week_met(start, deadline.due_at, [day(4), day(5)], policy)
+    assert progress_week_met(start, deadline.due_at, [day(4), day(5), day(9)], policy)
 
 
 def test_progress_updates_need_aware_times():
     with pytest.raises(RuleViolation, match="timezone-aware"):
-        missing_progress_updates(OPENED, [dt.datetime(2026, 9, 9)], day(14), POLICY)
+        progress_week_met(day(7), day(14), [dt.datetime(2026, 9, 9)], POLICY)
+    with pytest.raises(RuleViolation, match="timezone-aware"):
+        progress_clock(Kind.complaint, OPENED, dt.datetime(2026, 9, 9), POLICY)
 
 
 # --- paid household services ----------------------------------------------------------------------

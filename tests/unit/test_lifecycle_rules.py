@@ -134,7 +134,8 @@ def test_clocks_met_by(step, clocks):
 
 
 def test_every_clock_is_met_by_some_step():
-    assert {c for step in Step for c in clocks_met_by(step)} == set(Clock)
+    # a progress-update week is met by its count of updates (progress_week_met), not one step
+    assert {c for step in Step for c in clocks_met_by(step)} == set(Clock) - {Clock.progress_update}
 
 
 def test_unknown_step_refused():
