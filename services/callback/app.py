@@ -33,7 +33,8 @@ from shared.auth import Principal
 from shared.errors import RuleViolation
 from shared.limits import Contract, Day
 from shared.events import (
-    Accepted, Assigned, CallbackDone, CallbackOverdue, CallbackScheduled, Channel, CloudEvent, Closed,
+    PROGRESS_UPDATE_CLOCK, Accepted, Assigned, CallbackDone, CallbackOverdue, CallbackScheduled, Channel, ClockOutcome,
+    ClockSettled, CloudEvent, Closed,
     Completed, Kind, ProgressUpdated, RepairClass, ReplyMethod, Reopened, Severity, Urgency, ValidityJudged,
 )
 from shared.service import Service, create_http_app, known_estate, require_estate
@@ -435,6 +436,19 @@ async def on_progress_updated(session: AsyncSession, event: CloudEvent) -> None:
     )
 
 
+@service.consumer("clock_settled", description="Count the weeks of owner updates dispatch settled as missed "
+                                                "(dispatch decides the progress-update duty).")
+async def on_clock_settled(session: AsyncSession, event: CloudEvent) -> None:
+    settled: ClockSettled = event.payload()
+    if settled.clock != PROGRESS_UPDATE_CLOCK or settled.outcome is not ClockOutcome.breached:
+        return
+    await lock_ticket(session, settled.ticket_id, event.estate, event.time)
+    await session.execute(
+        sa.update(T).where(T.c.ticket_id == settled.ticket_id)
+        .values(progress_weeks_missed=T.c.progress_weeks_missed + 1, updated_at=service.clock.now())
+    )
+
+
 # --- periodic jobs -----------------------------------------------------------------------------
 
 
@@ -560,7 +574,7 @@ def progress_view(ticket, updates: list[dt.datetime], now: dt.datetime, tz: Zone
         "week_start": iso(status.week_start, tz), "week_end": iso(status.week_end, tz),
         "done_this_week": status.done_this_week, "missing_this_week": status.missing_this_week,
         "next_update_due_at": iso(status.next_update_due_at, tz), "overdue": status.overdue,
-        "missed_weeks": status.missed_weeks,
+        "missed_weeks": ticket.progress_weeks_missed,  # dispatch's verdicts, counted
     }
 
 

@@ -49,6 +49,9 @@ tickets = sa.Table(
     sa.Column("closed_round", sa.Integer),
     sa.Column("closed_reason", sa.Text),
     sa.Column("closed_satisfied", sa.Boolean),
+    # Weeks of the progress-update duty dispatch settled as missed (its clock_settled
+    # verdicts on the progress_update clock; RULES §2 Progress updates, issue 11).
+    sa.Column("progress_weeks_missed", sa.Integer, nullable=False, server_default="0"),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_callback_tickets_estate_category", "estate", "category_key"),
     sa.Index("ix_callback_tickets_long_running", "estate", "raised_at",
