@@ -32,6 +32,7 @@ from shared.events import (
     Severity,
     Urgency,
 )
+from shared.lifecycle import LineState, NonconformityState, require_transition
 from shared.periods import progress_week
 from shared.policy import Policy
 
@@ -613,13 +614,6 @@ def needs_nonconformity(owner_loss_cny, policy: Policy = DEFAULT) -> bool:
 # --- nonconformity record 不合格品/服务记录处理单 (RULES §2 Nonconformity & CAPA) ---------
 
 
-class NonconformityState(StrEnum):
-    opened = "opened"
-    approved = "approved"
-    corrective_action = "corrective_action"
-    closed = "closed"
-
-
 @dataclass(frozen=True)
 class NonconformityRecord:
     ticket_id: str
@@ -666,6 +660,12 @@ def _expect(record: NonconformityRecord, state: NonconformityState, action: str)
         )
 
 
+def _moved(record: NonconformityRecord, to: NonconformityState) -> NonconformityState:
+    """The record's next state, as shared.lifecycle's table allows it."""
+    require_transition(record.state, to, "a nonconformity record")
+    return to
+
+
 def _not_before(moment: dt.datetime, record: NonconformityRecord, action: str) -> None:
     _aware(moment, f"{action} time")
     if moment < record.last_moment:
@@ -698,7 +698,7 @@ def approve_nonconformity(
     _not_before(approved_at, record, "approve")
     return replace(
         record,
-        state=NonconformityState.approved,
+        state=_moved(record, NonconformityState.approved),
         approved_by=_required(approved_by, "the approver"),
         approved_at=approved_at,
     )
@@ -711,7 +711,7 @@ def start_corrective_action(
     _not_before(started_at, record, "start corrective action")
     return replace(
         record,
-        state=NonconformityState.corrective_action,
+        state=_moved(record, NonconformityState.corrective_action),
         corrective_action=_required(action, "the corrective action"),
         responsible=_required(responsible, "the person responsible"),
         action_started_at=started_at,
@@ -725,7 +725,7 @@ def close_nonconformity(
     _not_before(closed_at, record, "close")
     return replace(
         record,
-        state=NonconformityState.closed,
+        state=_moved(record, NonconformityState.closed),
         closed_by=_required(closed_by, "who closed the record"),
         result=_required(result, "the corrective action's result"),
         closed_at=closed_at,
@@ -744,11 +744,8 @@ def attach_capa_report(record: NonconformityRecord, report: str, reported_at: dt
 # --- the countersign form's round (RULES §2 Handover ledger, Sign-back) -------------------
 
 
-class FormStatus(StrEnum):
-    assigned = "assigned"
-    acknowledged = "acknowledged"
-    arrived = "arrived"
-    signed_back = "signed_back"
+# A department line's states and moves are shared.lifecycle's (one vocabulary).
+FormStatus = LineState
 
 
 @dataclass(frozen=True)
@@ -810,6 +807,12 @@ def assign_round(
     )
 
 
+def _line_moved(entry: DepartmentProgress, to: LineState) -> LineState:
+    """The line's next state, as shared.lifecycle's table allows it."""
+    require_transition(entry.status, to, f"department {entry.department}'s line")
+    return to
+
+
 def _after(moment: dt.datetime, earlier: dt.datetime | None, what: str, before_what: str) -> None:
     _aware(moment, what)
     if earlier is not None and moment < earlier:
@@ -825,7 +828,7 @@ def apply_acknowledge(state: FormRound, department: str, acknowledged_by: str, a
     return state._with(
         replace(
             entry,
-            status=FormStatus.acknowledged,
+            status=_line_moved(entry, FormStatus.acknowledged),
             acknowledged_by=_required(acknowledged_by, "who acknowledged"),
             acknowledged_at=acknowledged_at,
         )
@@ -842,7 +845,7 @@ def apply_arrive(state: FormRound, department: str, arrived_by: str, arrived_at:
         raise RuleViolation(f"department {department} already signed back; arrival comes before sign-back", 409)
     _after(arrived_at, entry.acknowledged_at, "arrival", "the acknowledgement")
     return state._with(
-        replace(entry, status=FormStatus.arrived, arrived_by=_required(arrived_by, "who arrived"), arrived_at=arrived_at)
+        replace(entry, status=_line_moved(entry, FormStatus.arrived), arrived_by=_required(arrived_by, "who arrived"), arrived_at=arrived_at)
     )
 
 
@@ -869,7 +872,7 @@ def apply_sign_back(
     return state._with(
         replace(
             entry,
-            status=FormStatus.signed_back,
+            status=_line_moved(entry, FormStatus.signed_back),
             opinion=_required(opinion, "the handling opinion"),
             result=_required(result, "the handling result"),
             signed_by=_required(signed_by, "who signed back"),
