@@ -41,6 +41,7 @@ from services.dispatch.rules import Clock, Step, TicketFacts
 from shared.auth import Principal
 from shared.directory import Estate
 from shared.errors import RuleViolation
+from shared.lifecycle import TicketState as S
 from shared.limits import Contract, Instant, Money, Quantity
 from shared.events import (
     Accepted, Acknowledged, Arrived, Assigned, ClockOutcome, ClockSettled, CloudEvent, Completed, Deadline, Escalated,
@@ -292,12 +293,12 @@ def _line(lines, department: str):
 
 
 def _expect_in_handling(form) -> None:
-    if form.status == "invalid":
+    if form.status == S.invalid:
         raise RuleViolation("handling ended: the complaint was judged invalid", status=409)
-    if form.status == AWAITING_APPROVAL:
+    if form.status == S.awaiting_approval:
         raise RuleViolation(f"round {form.round} is signed back and waits for the nonconformity record's approval",
                             status=409)
-    if form.status in ("completed", "closed"):
+    if form.status in (S.completed, S.closed):
         raise RuleViolation(f"round {form.round} of this form is already {form.status}", status=409)
 
 
@@ -370,7 +371,7 @@ async def on_accepted(session: AsyncSession, event: CloudEvent) -> None:
             ticket_id=accepted.ticket_id, estate=event.estate, form_number=accepted.form_number,
             kind=accepted.kind, category=accepted.category, repair_class=accepted.repair_class,
             reply_method=accepted.reply_method, first_contact=accepted.first_contact,
-            facts=accepted.model_dump(mode="json"), round=1, status="in_handling",
+            facts=accepted.model_dump(mode="json"), round=1, status=S.in_handling,
             accepted_at=accepted.received_at, updated_at=now,
         )
     )
@@ -414,7 +415,7 @@ async def on_validity_judged(session: AsyncSession, event: CloudEvent) -> None:
         await session.execute(sa.update(F).where(F.c.ticket_id == form.ticket_id).values(validity="valid", updated_at=now))
         return
     await session.execute(
-        sa.update(F).where(F.c.ticket_id == form.ticket_id).values(validity="invalid", status="invalid", updated_at=now)
+        sa.update(F).where(F.c.ticket_id == form.ticket_id).values(validity="invalid", status=S.invalid, updated_at=now)
     )
     await _close_clocks(session, now, "cancelled", D.c.ticket_id == form.ticket_id)
     await _resolve_ticket_escalations(session, form.ticket_id, now)
@@ -452,7 +453,7 @@ async def on_reopened(session: AsyncSession, event: CloudEvent) -> None:
     deadlines = deadlines + ([week] if week else [])
     await session.execute(
         sa.update(F).where(F.c.ticket_id == form.ticket_id)
-        .values(round=reopened.round, status="in_handling", completed_at=None, updated_at=now)
+        .values(round=reopened.round, status=S.in_handling, completed_at=None, updated_at=now)
     )
     await service.emit(
         session,
@@ -488,7 +489,7 @@ async def on_closed(session: AsyncSession, event: CloudEvent) -> None:
     await _close_clocks(session, now, "cancelled", D.c.ticket_id == closed.ticket_id)
     await _resolve_ticket_escalations(session, closed.ticket_id, now)
     await session.execute(
-        sa.update(F).where(F.c.ticket_id == closed.ticket_id, F.c.status != "invalid").values(status="closed", updated_at=now)
+        sa.update(F).where(F.c.ticket_id == closed.ticket_id, F.c.status != S.invalid).values(status=S.closed, updated_at=now)
     )
 
 
@@ -527,7 +528,7 @@ async def _breach_batch() -> int:
                 sa.select(D, F.c.facts, F.c.kind, F.c.accepted_at, F.c.status)
                 .join(F, F.c.ticket_id == D.c.ticket_id)
                 .where(D.c.met_at.is_(None), D.c.breached_at.is_(None), D.c.due_at < now,
-                       F.c.status.in_(("in_handling", AWAITING_APPROVAL, "completed")))
+                       F.c.status.in_((S.in_handling, S.awaiting_approval, S.completed)))
                 .order_by(D.c.due_at)
                 .limit(SCAN_BATCH)
                 .with_for_update(of=D, skip_locked=True)
@@ -549,7 +550,7 @@ async def _breach_batch() -> int:
             if row.clock == Clock.progress_update.value:
                 # A week that ended short is missed (counted, shown on the form); the duty
                 # goes on with the next week. It does not climb the escalation ladder.
-                if row.status == "in_handling":
+                if row.status == S.in_handling:
                     await _open_progress_week(session, row.ticket_id, row.estate, row.round, row.kind,
                                               row.accepted_at, row.due_at)
                 continue
@@ -880,13 +881,13 @@ async def list_forms(
     now = service.clock.now()
     query = sa.select(F).where(F.c.estate == estate).order_by(F.c.accepted_at.desc()).limit(limit)
     if status == "open":
-        query = query.where(F.c.status == "in_handling")
-    elif status in ("completed", "closed", "invalid"):
+        query = query.where(F.c.status == S.in_handling)
+    elif status in (S.completed, S.closed, S.invalid):
         query = query.where(F.c.status == status)
     elif status == "overdue":
         late = sa.select(D.c.ticket_id).where(D.c.estate == estate, D.c.met_at.is_(None), D.c.due_at < now)
         # A week of owner updates that ended short is a breached clock like any other.
-        query = query.where(F.c.status.in_(("in_handling", "completed")), F.c.ticket_id.in_(late))
+        query = query.where(F.c.status.in_((S.in_handling, S.completed)), F.c.ticket_id.in_(late))
     if department is not None:
         active = sa.select(A.c.ticket_id).where(
             A.c.estate == estate, A.c.department == department, A.c.transferred_at.is_(None), A.c.round == F.c.round,
@@ -1005,14 +1006,13 @@ async def sign_back(estate: str, ticket_id: str, body: SignBackIn, who: Principa
 
 # Every department signed back, but the nonconformity record is not approved yet: the
 # form is not `completed` (no callback, so the ticket cannot close) until it is.
-AWAITING_APPROVAL = "awaiting_nc"  # (forms.status holds 16 characters)
 
 
 async def _complete(session: AsyncSession, form, departments: list[str], now: dt.datetime, actor: str,
                     hold: bool = False) -> None:
     await session.execute(
         sa.update(F).where(F.c.ticket_id == form.ticket_id)
-        .values(status=AWAITING_APPROVAL if hold else "completed", completed_at=None if hold else now, updated_at=now)
+        .values(status=S.awaiting_approval if hold else S.completed, completed_at=None if hold else now, updated_at=now)
     )
     # The form is back with customer service: every clock of the round but tracking
     # (which runs to the callback) is settled.
@@ -1247,7 +1247,7 @@ async def approve_nonconformity(estate: str, ticket_id: str, who: Principal = De
             sa.update(E).where(E.c.ticket_id == ticket_id, E.c.nonconformity.is_(True), E.c.resolved_at.is_(None))
             .values(resolved_at=now, next_at=None)
         )
-        if form.status == AWAITING_APPROVAL:  # signed back meanwhile: the form returns to customer service now
+        if form.status == S.awaiting_approval:  # signed back meanwhile: the form returns to customer service now
             lines = await _active_lines(session, ticket_id, form.round)
             await _complete(session, form, [l.department for l in lines], now, who.staff_id)
         return _nc_out(record)

@@ -5,10 +5,15 @@ restarts, escalations, nonconformity records, the owner-update log and paid-serv
 import sqlalchemy as sa
 
 from shared import limits
+from shared.lifecycle import NonconformityState, TicketState, check_constraint
 
 from shared.db import service_metadata
 
 metadata = service_metadata("dispatch")
+
+# The part of the ticket's life dispatch sees (shared.lifecycle's vocabulary).
+FORM_STATES = (TicketState.in_handling, TicketState.awaiting_approval, TicketState.completed, TicketState.invalid,
+               TicketState.closed)
 
 forms = sa.Table(
     "forms",
@@ -24,12 +29,14 @@ forms = sa.Table(
     sa.Column("facts", sa.JSON, nullable=False),  # the accepted payload, for re-rounds
     sa.Column("round", sa.Integer, nullable=False),
     # in_handling → completed (every department signed back) → closed (owner satisfied);
-    # invalid: a complaint judged invalid ended handling.
+    # awaiting_nc: signed back, the nonconformity record awaits approval; invalid: a
+    # complaint judged invalid ended handling (FORM_STATES).
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("validity", sa.String(8)),  # valid / invalid, complaints only
     sa.Column("accepted_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("completed_at", sa.DateTime(timezone=True)),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    check_constraint("status", FORM_STATES, "ck_forms_status"),
 )
 
 # The handover ledger: one line per transfer of a form to a department in a round. A
@@ -151,6 +158,7 @@ nonconformities = sa.Table(
     sa.Column("result", sa.Text),
     sa.Column("capa_report", sa.Text),
     sa.Column("capa_reported_at", sa.DateTime(timezone=True)),
+    check_constraint("state", NonconformityState, "ck_nonconformities_state"),
 )
 
 # Updates given to the owner (from intake's progress_updated): they meet the reply clock

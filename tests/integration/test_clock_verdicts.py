@@ -71,9 +71,12 @@ async def test_a_reply_met_by_an_update_is_met_in_the_form_the_report_and_the_da
 
         events = await settle(stack, db, estate)
         verdicts = [e["data"] for e in events if e["type"].endswith(".clock_settled")]
-        # One verdict per settled clock: reply and both acknowledgements met; tracking runs on.
+        # One verdict per settled clock: reply and both acknowledgements met; the first week
+        # of owner updates (not yet due) gave way to completion, counted neither met nor
+        # breached; tracking runs on to the callback.
         assert sorted((v["clock"], v["department"], v["outcome"]) for v in verdicts) == [
-            ("acknowledge", "customer_service", "met"), ("acknowledge", "engineering", "met"), ("reply", None, "met")]
+            ("acknowledge", "customer_service", "met"), ("acknowledge", "engineering", "met"),
+            ("progress_update", None, "superseded"), ("reply", None, "met")]
         assert not [e for e in events if e["type"].endswith(".sla_breached")]
         assert (form["clocks_met"], form["clocks_breached"]) == (3, 0)
 
