@@ -36,6 +36,7 @@ from shared.events import (
 from shared import limits
 from shared.events import ValidityJudged
 from shared.limits import Category, Contract, Day, Identifier, Instant, Money, RowId, UnitPart, text
+from shared.lifecycle import TicketState
 from shared.periods import canonical_category
 from shared.policy import Policy, PolicyOverrides, effective_policy, overrides_data
 from shared.service import LocalTime, Service, create_http_app, known_estate, principal, require_estate
@@ -397,7 +398,7 @@ async def register_request(estate: str, body: RequestIn, who: Principal = Depend
             people=body.people, attachments=body.attachments,
         )
         stored = dict(
-            id=ticket_id, estate=estate, form_number=number, status="open", round=1,
+            id=ticket_id, estate=estate, form_number=number, status=TicketState.in_handling, round=1,
             client_request_id=body.client_request_id, created_at=now, owner_signature=signature,
             signed_at=now if body.owner_signed else None, current_handler=who.staff_id,
             next_reminder_at=rules.next_signature_reminder(now, None, now, policy)
@@ -455,7 +456,8 @@ async def get_request(estate: str, ticket_id: str, who: Principal = Depends(requ
 async def list_requests(
     estate: str,
     first_contact: str | None = Query(None, max_length=64, description="Requests this employee owns as first contact"),
-    status: Literal["open", "completed", "closed", "invalid"] | None = Query(None),
+    status: Literal["open", "in_handling", "completed", "closed", "invalid"] | None = Query(
+        None, description="open: in handling (shared.lifecycle's in_handling)"),
     signature: Literal["pending"] | None = Query(None, description="pending: a later signature (补签) is still owed"),
     notice: Literal["overdue"] | None = Query(
         None, description="overdue: invalid complaints whose owner was not told the reason in time"),
@@ -469,7 +471,7 @@ async def list_requests(
     if first_contact:
         query = query.where(T.c.first_contact == first_contact)
     if status:
-        query = query.where(T.c.status == status)
+        query = query.where(T.c.status == (TicketState.in_handling if status == "open" else status))
     if signature == "pending":
         query = query.where(T.c.owner_signature == "later", T.c.signed_at.is_(None))
     now = service.clock.now()
@@ -678,22 +680,22 @@ async def take_over(estate: str, item_id: RowId, who: Principal = Depends(requir
 async def on_completed(session: AsyncSession, event: CloudEvent) -> None:
     completed = event.payload()
     await session.execute(sa.update(T).where(
-        T.c.id == completed.ticket_id, T.c.round == completed.round, T.c.status == "open",
-    ).values(status="completed", completed_at=completed.completed_at))
+        T.c.id == completed.ticket_id, T.c.round == completed.round, T.c.status == TicketState.in_handling,
+    ).values(status=TicketState.completed, completed_at=completed.completed_at))
 
 
 @service.consumer("reopened", description="The owner was not satisfied: the request is open again in a new round.")
 async def on_reopened(session: AsyncSession, event: CloudEvent) -> None:
     reopened = event.payload()
     await session.execute(sa.update(T).where(T.c.id == reopened.ticket_id, T.c.round < reopened.round).values(
-        status="open", round=reopened.round, completed_at=None, closed_at=None,
+        status=TicketState.in_handling, round=reopened.round, completed_at=None, closed_at=None,
     ))
 
 
 @service.consumer("closed", description="The owner is satisfied (or the window elapsed): the request shows closed.")
 async def on_closed(session: AsyncSession, event: CloudEvent) -> None:
     closed = event.payload()
-    await session.execute(sa.update(T).where(T.c.id == closed.ticket_id).values(status="closed", closed_at=event.time))
+    await session.execute(sa.update(T).where(T.c.id == closed.ticket_id).values(status=TicketState.closed, closed_at=event.time))
 
 
 # --- periodic: later-signature reminders -----------------------------------------------------------
