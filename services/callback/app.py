@@ -37,6 +37,7 @@ from shared.events import (
     ClockSettled, CloudEvent, Closed,
     Completed, Kind, ProgressUpdated, RepairClass, ReplyMethod, Reopened, Severity, Urgency, ValidityJudged,
 )
+from shared.calendar_watch import on_calendar_change
 from shared.lifecycle import CallbackState, TicketState
 from shared.service import Service, create_http_app, known_estate, require_estate
 
@@ -474,16 +475,10 @@ async def overdue_scan() -> int:
     return len(due)
 
 
-_calendar_seen: dict = {"data": None}
-
-
-@service.periodic("calendar-recompute", every_seconds=5.0)
+@on_calendar_change(service, "calendar-recompute")
 async def recompute_on_calendar_change() -> int:
     """On every change of the company's calendar, count every pending complaint callback's
     working-day window again (issue 10: every running deadline follows every change)."""
-    data = service.directory.company.calendar
-    if _calendar_seen["data"] == data:
-        return 0
     changed = 0
     async with service.db.transaction() as session:
         rows = (await session.execute(
@@ -499,7 +494,6 @@ async def recompute_on_calendar_change() -> int:
                 await session.execute(sa.update(C).where(C.c.callback_id == row.callback_id)
                                       .values(due_at=update[0], provisional=update[1]))
                 changed += 1
-    _calendar_seen["data"] = data
     return changed
 
 

@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.dispatch import rules, store
 from services.dispatch.rules import Clock, Step, TicketFacts
 from shared.auth import Principal
+from shared.calendar_watch import on_calendar_change
 from shared.directory import Estate
 from shared.errors import RuleViolation
 from shared.lifecycle import TicketState as S
@@ -599,19 +600,13 @@ async def _climb_batch() -> int:
     return len(waiting)
 
 
-_calendar_seen: dict = {"data": None}
-
-
-@service.periodic("provisional-recompute", every_seconds=5.0)
-async def recompute_provisional(force: bool = False) -> int:
+@on_calendar_change(service, "provisional-recompute")
+async def recompute_provisional() -> int:
     """On every change of the company's calendar (a year loaded, a correction, a typhoon
     day off), count every running day clock again from its start — not only the
     provisional ones: a day off added for tomorrow moves today's open reply and tracking
-    deadlines too (issue 10). On start-up (nothing seen yet) the same recount picks up a
-    year the `holidays` package has learned since."""
-    data = service.directory.company.calendar
-    if not force and _calendar_seen["data"] == data:
-        return 0
+    deadlines too (issue 10). On start-up the same recount picks up a year the `holidays`
+    package has learned since."""
     calendar = service.directory.calendar_for("")  # the company's calendar: one for every estate
     changed = 0
     async with service.db.transaction() as session:
@@ -629,7 +624,6 @@ async def recompute_provisional(force: bool = False) -> int:
                 due_at, provisional = update
                 await session.execute(sa.update(D).where(D.c.id == row.id).values(due_at=due_at, provisional=provisional))
                 changed += 1
-    _calendar_seen["data"] = data
     if changed:
         log.info("recomputed %d running day deadlines on the company's calendar", changed)
     return changed

@@ -36,6 +36,7 @@ from shared.events import (
 from shared import limits
 from shared.events import ValidityJudged
 from shared.limits import Category, Contract, Day, Identifier, Instant, Money, RowId, UnitPart, text
+from shared.calendar_watch import on_calendar_change
 from shared.lifecycle import TicketState
 from shared.periods import canonical_category
 from shared.policy import Policy, PolicyOverrides, effective_policy, overrides_data
@@ -722,17 +723,11 @@ async def remind_signatures() -> int:
     return len(due)
 
 
-_calendar_seen: dict = {"data": None}
-
-
-@service.periodic("calendar-recompute", every_seconds=5.0)
+@on_calendar_change(service, "calendar-recompute")
 async def recompute_notices_on_calendar_change() -> int:
     """On every change of the company's calendar, count every owed invalid-complaint
     notice deadline again from its judgement (issue 10: every running deadline follows
     every change)."""
-    data = service.directory.company.calendar
-    if _calendar_seen["data"] == data:
-        return 0
     changed = 0
     async with service.db.transaction() as session:
         rows = (await session.execute(
@@ -747,7 +742,6 @@ async def recompute_notices_on_calendar_change() -> int:
                 await session.execute(sa.update(T).where(T.c.id == row.id)
                                       .values(notify_owner_by=notice.value, notify_provisional=notice.provisional))
                 changed += 1
-    _calendar_seen["data"] = data
     return changed
 
 
