@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from shared.calendar import WorkingCalendar
 from shared.limits import MONEY_MAX
-from shared.errors import RuleViolation as SharedRuleViolation
+from shared.errors import RuleViolation  # one definition; these rules refuse with 422 unless a move is refused (409)
 from shared.events import (
     Accepted,
     AcceptedBy,
@@ -40,20 +40,9 @@ DEFAULT = Policy()
 UTC = dt.timezone.utc
 
 
-class RuleViolation(SharedRuleViolation):
-    """A request breaks a business rule; the message says which, in the domain's words.
-
-    The HTTP status defaults to 422 (input the rules reject); invalid transitions say
-    409 and missing approvals or roles 403 where they are raised.
-    """
-
-    def __init__(self, message: str, status: int = 422):
-        super().__init__(message, status)
-
-
 def _aware(moment: dt.datetime, name: str) -> dt.datetime:
     if not isinstance(moment, dt.datetime) or moment.tzinfo is None or moment.utcoffset() is None:
-        raise RuleViolation(f"{name} must be a timezone-aware datetime, got {moment!r}")
+        raise RuleViolation(f"{name} must be a timezone-aware datetime, got {moment!r}", 422)
     return moment
 
 
@@ -68,7 +57,7 @@ def _elapsed(start: dt.datetime, delta: dt.timedelta, policy: Policy) -> dt.date
 
 def _required(value: str | None, what: str) -> str:
     if not (value or "").strip():
-        raise RuleViolation(f"{what} is required")
+        raise RuleViolation(f"{what} is required", 422)
     return value.strip()
 
 
@@ -105,7 +94,7 @@ class TicketFacts:
                 try:
                     object.__setattr__(self, name, enum(value))
                 except ValueError:
-                    raise RuleViolation(f"unknown {name.replace('_', ' ')} {value!r}") from None
+                    raise RuleViolation(f"unknown {name.replace('_', ' ')} {value!r}", 422) from None
 
     @classmethod
     def from_accepted(cls, accepted: Accepted) -> "TicketFacts":
@@ -148,7 +137,7 @@ class RoutingRule:
 
     def __post_init__(self) -> None:
         if not self.departments:
-            raise RuleViolation("a routing rule must name at least one department")
+            raise RuleViolation("a routing rule must name at least one department", 422)
         object.__setattr__(self, "departments", tuple(self.departments))
         if self.kind is not None:
             object.__setattr__(self, "kind", Kind(self.kind))
@@ -188,7 +177,7 @@ class RoutingRule:
                 priority=int(data.get("priority", 0)),
             )
         except (KeyError, ValueError) as exc:
-            raise RuleViolation(f"bad routing rule {data!r}: {exc}") from None
+            raise RuleViolation(f"bad routing rule {data!r}: {exc}", 422) from None
 
 
 def _pattern_matches(pattern: str | None, value: str | None) -> bool:
@@ -247,7 +236,7 @@ def route(
             best = rule
     departments = list(dict.fromkeys(best.departments if best else default_departments))
     if not departments:
-        raise RuleViolation("no routing rule matched and the estate has no default department")
+        raise RuleViolation("no routing rule matched and the estate has no default department", 422)
     return departments
 
 
@@ -281,12 +270,12 @@ def arrival_due(facts: TicketFacts, accepted_at: dt.datetime, policy: Policy) ->
         return None
     if repair_class is RepairClass.appointment:
         if facts.appointment_at is None:
-            raise RuleViolation("an appointment repair needs the appointment time")
+            raise RuleViolation("an appointment repair needs the appointment time", 422)
         appointment = _local(facts.appointment_at, policy, "appointment_at")
         if appointment < start:
             raise RuleViolation(
                 f"the appointment at {appointment.isoformat()} is before the round started at "
-                f"{start.isoformat()}; agree a new appointment"
+                f"{start.isoformat()}; agree a new appointment", 422
             )
         return appointment
     minutes = {
@@ -329,12 +318,12 @@ def start_round_clocks(
     - tracking: acceptance to callback, working days by who accepted it.
     """
     if round < 1:
-        raise RuleViolation(f"rounds are numbered from 1, got {round}")
+        raise RuleViolation(f"rounds are numbered from 1, got {round}", 422)
     departments = list(departments)
     if not departments:
-        raise RuleViolation("a round needs at least one department")
+        raise RuleViolation("a round needs at least one department", 422)
     if len(set(departments)) != len(departments):
-        raise RuleViolation(f"a department is assigned twice in {departments}")
+        raise RuleViolation(f"a department is assigned twice in {departments}", 422)
     start = _local(accepted_at, policy, "accepted_at")
     clocks = policy.clocks
     deadlines: list[Deadline] = []
@@ -354,7 +343,7 @@ def start_round_clocks(
             agreed = _local(facts.reply_agreed_by, policy, "reply_agreed_by")
             if agreed < start:
                 raise RuleViolation(
-                    f"the agreed reply time {agreed.isoformat()} is before acceptance at {start.isoformat()}"
+                    f"the agreed reply time {agreed.isoformat()} is before acceptance at {start.isoformat()}", 422
                 )
             deadlines.append(_deadline(Clock.reply, agreed))
         elif facts.urgency is Urgency.urgent:
@@ -496,7 +485,7 @@ def recompute_day_clock(
     every running day clock follows every change, provisional or not (issue 10).
     Returns (due_at, provisional) when either changed, else None."""
     if working_days < 0:
-        raise RuleViolation(f"a day clock counts a non-negative number of working days, got {working_days}")
+        raise RuleViolation(f"a day clock counts a non-negative number of working days, got {working_days}", 422)
     result = calendar.add_working_days(_local(started_at, policy, "started_at"), working_days)
     _aware(due_at, "due_at")
     if result.value == due_at and result.provisional == provisional:
@@ -533,7 +522,7 @@ def clocks_met_by(step: Step | str) -> tuple[Clock, ...]:
     try:
         return CLOCKS_MET_BY[Step(step)]
     except ValueError:
-        raise RuleViolation(f"unknown step {step!r}") from None
+        raise RuleViolation(f"unknown step {step!r}", 422) from None
 
 
 def departments_in_estate(routed: Sequence[str], estate_departments: Sequence[str]) -> list[str]:
@@ -557,7 +546,7 @@ def departments_in_estate(routed: Sequence[str], estate_departments: Sequence[st
 def _ladder(policy: Policy) -> tuple[str, ...]:
     ladder = policy.escalation.ladder
     if not ladder:
-        raise RuleViolation("policy escalation.ladder is empty")
+        raise RuleViolation("policy escalation.ladder is empty", 422)
     return ladder
 
 
@@ -569,7 +558,7 @@ def first_rung(facts: TicketFacts, policy: Policy = DEFAULT) -> str:
     if facts.kind is Kind.complaint and facts.about_role in policy.escalation.subject_roles:
         rung = policy.escalation.subject_rung
         if rung not in ladder:
-            raise RuleViolation(f"policy escalation.subject_rung {rung!r} is not on the ladder")
+            raise RuleViolation(f"policy escalation.subject_rung {rung!r} is not on the ladder", 422)
         return rung
     return ladder[0]
 
@@ -580,7 +569,7 @@ def next_rung(current_rung: str | None, policy: Policy = DEFAULT) -> str | None:
     if current_rung is None:
         return ladder[0]
     if current_rung not in ladder:
-        raise RuleViolation(f"{current_rung!r} is not a rung of the escalation ladder {list(ladder)}")
+        raise RuleViolation(f"{current_rung!r} is not a rung of the escalation ladder {list(ladder)}", 422)
     index = ladder.index(current_rung)
     return ladder[index + 1] if index + 1 < len(ladder) else None
 
@@ -594,9 +583,9 @@ def _money(value, what: str) -> Decimal:
     try:
         amount = Decimal(str(value))
     except InvalidOperation:
-        raise RuleViolation(f"{what} {value!r} is not an amount") from None
+        raise RuleViolation(f"{what} {value!r} is not an amount", 422) from None
     if not amount.is_finite():
-        raise RuleViolation(f"{what} {value!r} is not an amount")
+        raise RuleViolation(f"{what} {value!r} is not an amount", 422)
     return amount
 
 
@@ -607,7 +596,7 @@ def needs_nonconformity(owner_loss_cny, policy: Policy = DEFAULT) -> bool:
         return False
     loss = _money(owner_loss_cny, "owner's loss")
     if loss < 0:
-        raise RuleViolation(f"an owner's loss cannot be negative, got {owner_loss_cny}")
+        raise RuleViolation(f"an owner's loss cannot be negative, got {owner_loss_cny}", 422)
     return loss > Decimal(str(policy.escalation.nonconformity_loss_cny))
 
 
@@ -650,7 +639,7 @@ def completion_waits_for_approval(nonconformity_state: NonconformityState | str 
     try:
         return NonconformityState(nonconformity_state) is NonconformityState.opened
     except ValueError:
-        raise RuleViolation(f"unknown nonconformity state {nonconformity_state!r}") from None
+        raise RuleViolation(f"unknown nonconformity state {nonconformity_state!r}", 422) from None
 
 
 def _expect(record: NonconformityRecord, state: NonconformityState, action: str) -> None:
@@ -678,7 +667,7 @@ def open_nonconformity(
     """The estate manager convenes the departments and writes the nonconformity."""
     loss = None if owner_loss_cny is None else _money(owner_loss_cny, "owner's loss")
     if loss is not None and loss < 0:
-        raise RuleViolation(f"an owner's loss cannot be negative, got {owner_loss_cny}")
+        raise RuleViolation(f"an owner's loss cannot be negative, got {owner_loss_cny}", 422)
     return NonconformityRecord(
         ticket_id=_required(ticket_id, "the ticket"),
         content=_required(content, "the nonconformity content"),
@@ -790,16 +779,16 @@ def assign_round(
     arrival_required: Iterable[str] = (),
 ) -> FormRound:
     if round < 1:
-        raise RuleViolation(f"rounds are numbered from 1, got {round}")
+        raise RuleViolation(f"rounds are numbered from 1, got {round}", 422)
     departments = [_required(d, "a department") for d in departments]
     if not departments:
-        raise RuleViolation("a form must be assigned to at least one department")
+        raise RuleViolation("a form must be assigned to at least one department", 422)
     if len(set(departments)) != len(departments):
-        raise RuleViolation(f"a department is assigned twice in {departments}")
+        raise RuleViolation(f"a department is assigned twice in {departments}", 422)
     arrival_required = set(arrival_required)
     stray = arrival_required - set(departments)
     if stray:
-        raise RuleViolation(f"arrival required of departments not assigned: {sorted(stray)}")
+        raise RuleViolation(f"arrival required of departments not assigned: {sorted(stray)}", 422)
     return FormRound(
         round=round,
         assigned_at=_aware(assigned_at, "assigned_at"),
@@ -948,10 +937,10 @@ class ServiceItem:
         if self.price_cny is not None:
             price = _money(self.price_cny, f"price of {self.name}")
             if price < 0:
-                raise RuleViolation(f"price of {self.name} cannot be negative")
+                raise RuleViolation(f"price of {self.name} cannot be negative", 422)
             object.__setattr__(self, "price_cny", price)
         if not self.paid and self.price_cny not in (None, Decimal(0)):
-            raise RuleViolation(f"{self.name} is a free service and cannot carry a price")
+            raise RuleViolation(f"{self.name} is a free service and cannot carry a price", 422)
 
 
 class LineKind(StrEnum):
@@ -976,7 +965,7 @@ class BillLine:
 def _quantity(value) -> Decimal:
     quantity = _money(value, "quantity")
     if quantity <= 0:
-        raise RuleViolation(f"a bill line needs a positive quantity, got {value}")
+        raise RuleViolation(f"a bill line needs a positive quantity, got {value}", 422)
     return quantity
 
 
@@ -994,31 +983,31 @@ def service_line(
     qty = _quantity(quantity)
     if not item.paid:
         if agreed_price_cny is not None:
-            raise RuleViolation(f"{item.name} is a free service; it cannot be charged")
+            raise RuleViolation(f"{item.name} is a free service; it cannot be charged", 422)
         return BillLine(LineKind.service, item.name, qty, Decimal(0), item.code)
     if item.price_cny is not None:
         if agreed_price_cny is not None and _money(agreed_price_cny, "agreed price") != item.price_cny:
-            raise RuleViolation(f"{item.name} has a published price of {item.price_cny} CNY")
+            raise RuleViolation(f"{item.name} has a published price of {item.price_cny} CNY", 422)
         return BillLine(LineKind.service, item.name, qty, item.price_cny, item.code)
     if agreed_price_cny is None:
         raise RuleViolation(
-            f"{item.name} has no published price; the engineering and customer-service supervisors must set it"
+            f"{item.name} has no published price; the engineering and customer-service supervisors must set it", 422
         )
     people = tuple(p.strip() for p in (agreed_by or ()) if p and p.strip())
     if len(people) != 2 or people[0] == people[1]:
         raise RuleViolation(
-            f"the price of {item.name} must be set by both the engineering and the customer-service supervisor"
+            f"the price of {item.name} must be set by both the engineering and the customer-service supervisor", 422
         )
     price = _money(agreed_price_cny, "agreed price")
     if price < 0:
-        raise RuleViolation(f"the agreed price of {item.name} cannot be negative")
+        raise RuleViolation(f"the agreed price of {item.name} cannot be negative", 422)
     return BillLine(LineKind.service, item.name, qty, price, item.code, people)
 
 
 def material_line(name: str, quantity, unit_price_cny) -> BillLine:
     price = _money(unit_price_cny, f"price of {name}")
     if price < 0:
-        raise RuleViolation(f"the price of material {name} cannot be negative")
+        raise RuleViolation(f"the price of material {name} cannot be negative", 422)
     return BillLine(LineKind.material, _required(name, "the material's name"), _quantity(quantity), price)
 
 
@@ -1066,10 +1055,10 @@ class Bill:
 
 def make_bill(number: str, ticket_id: str, lines: Sequence[BillLine]) -> Bill:
     if not lines:
-        raise RuleViolation("a bill needs at least one line")
+        raise RuleViolation("a bill needs at least one line", 422)
     total = sum((line.amount_cny for line in lines), Decimal(0))
     if total > MONEY_MAX:
-        raise RuleViolation(f"a bill of {total} CNY exceeds the largest amount recorded, {MONEY_MAX} CNY")
+        raise RuleViolation(f"a bill of {total} CNY exceeds the largest amount recorded, {MONEY_MAX} CNY", 422)
     return Bill(_required(number, "the bill number"), _required(ticket_id, "the ticket"), tuple(lines))
 
 
@@ -1080,11 +1069,11 @@ def settle_bill(
     try:
         channel = SettlementChannel(channel)
     except ValueError:
-        raise RuleViolation(f"unknown settlement channel {channel!r}") from None
+        raise RuleViolation(f"unknown settlement channel {channel!r}", 422) from None
     if bill.settlement is not None:
         raise RuleViolation(f"bill {bill.number} is already settled", 409)
     if channel is SettlementChannel.technician_cash:
-        raise RuleViolation("technicians take no cash: the bill is settled through finance")
+        raise RuleViolation("technicians take no cash: the bill is settled through finance", 422)
     if received_by_role != FINANCE_ROLE:
         raise RuleViolation(f"only finance settles a bill, not a {received_by_role}", 403)
     return replace(bill, settlement=Settlement(channel, _required(received_by, "who received"), _aware(settled_at, "settled_at")))
