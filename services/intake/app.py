@@ -545,7 +545,7 @@ async def confirm_validity(estate: str, ticket_id: str, body: ConfirmationIn,
             valid=valid, confirmed_by=who.staff_id, validity_state=state, validity_decided_at=now,
             validity_reason=reason, notify_owner_by=None if valid else row.notify_owner_by,
             notify_provisional=False if valid else row.notify_provisional,
-            status=row.status if valid else "invalid",
+            status=row.status if valid else TicketState.invalid,
         ))
         await service.emit(session, ValidityJudged(
             ticket_id=ticket_id, valid=valid, reason=reason, judged_by=row.judged_by, confirmed_by=who.staff_id,

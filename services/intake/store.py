@@ -12,7 +12,7 @@ metadata = service_metadata("intake")
 
 # The part of the ticket's life intake sees (shared.lifecycle's vocabulary; "open" was
 # intake's own spelling of in_handling until issue 11).
-REQUEST_STATES = (TicketState.in_handling, TicketState.completed, TicketState.closed)
+REQUEST_STATES = (TicketState.in_handling, TicketState.completed, TicketState.invalid, TicketState.closed)
 
 tickets = sa.Table(
     "tickets",

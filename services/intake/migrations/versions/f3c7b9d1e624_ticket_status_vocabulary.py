@@ -2,7 +2,7 @@
 
 Issue 11: intake wrote a ticket in handling as "open", dispatch and callback as
 "in_handling". Existing rows are rewritten to the one spelling; the column then only
-accepts intake's states (in_handling, completed, closed).
+accepts intake's states (in_handling, completed, invalid, closed).
 
 Revision ID: f3c7b9d1e624
 Revises: eedc5f2d6716
@@ -20,7 +20,7 @@ depends_on = None
 
 def upgrade() -> None:
     op.execute("UPDATE intake.tickets SET status = 'in_handling' WHERE status = 'open'")
-    op.create_check_constraint('ck_tickets_status', 'tickets', "status IN ('in_handling', 'completed', 'closed')",
+    op.create_check_constraint('ck_tickets_status', 'tickets', "status IN ('in_handling', 'completed', 'invalid', 'closed')",
                                schema='intake')
 
 
