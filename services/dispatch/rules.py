@@ -424,33 +424,6 @@ def clock_verdict(
     return ClockOutcome(outcome or ClockOutcome.met)
 
 
-ClockKey = tuple[str, str | None]
-
-
-def due_breaches(
-    deadlines: Sequence[Deadline],
-    facts_done: set[ClockKey] | frozenset[ClockKey],
-    already_breached: set[ClockKey] | frozenset[ClockKey],
-    now: dt.datetime,
-) -> list[Deadline]:
-    """Deadlines newly run out at `now` (strictly after their due time), skipping those
-    satisfied and those already reported: each (clock, department) breaches once a round."""
-    _aware(now, "now")
-    # Keys may arrive with Clock members or plain strings; compare them as strings.
-    facts_done = {(str(c), d) for c, d in facts_done}
-    already_breached = {(str(c), d) for c, d in already_breached}
-    seen: set[ClockKey] = set()
-    breached = []
-    for d in sorted(deadlines, key=lambda d: d.due_at):
-        key = (str(d.clock), d.department)
-        if key in facts_done or key in already_breached or key in seen:
-            continue
-        if now > d.due_at:
-            seen.add(key)
-            breached.append(d)
-    return breached
-
-
 def working_days_of(clock: Clock | str, facts: TicketFacts, policy: Policy, round: int = 1) -> int | None:
     """How many working days a day clock of `start_round_clocks` counts (None for the
     minute and hour clocks and for a reply time agreed with the customer). Stored with
@@ -878,18 +851,6 @@ def pending_departments(state: FormRound) -> list[str]:
 def round_complete(state: FormRound) -> bool:
     """Every assigned department signed back: the form returns to customer service."""
     return not pending_departments(state)
-
-
-def next_round(
-    state: FormRound, departments: Sequence[str], assigned_at: dt.datetime, arrival_required: Iterable[str] = ()
-) -> FormRound:
-    """A reopened ticket (owner not satisfied) starts a fresh round once this one is done."""
-    if not round_complete(state):
-        raise RuleViolation(
-            f"round {state.round} is still open (waiting for {', '.join(pending_departments(state))})", 409
-        )
-    _after(assigned_at, max(e.signed_at for e in state.departments), "the new round", "the last sign-back")
-    return assign_round(departments, assigned_at, state.round + 1, arrival_required)
 
 
 # --- progress updates (RULES §2 Progress updates) -------------------------------------------

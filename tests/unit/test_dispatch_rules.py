@@ -39,7 +39,6 @@ from services.dispatch.rules import (
     clock_verdict,
     attach_capa_report,
     close_nonconformity,
-    due_breaches,
     first_rung,
     make_bill,
     material_line,
@@ -47,7 +46,6 @@ from services.dispatch.rules import (
     progress_week_met,
     needs_nonconformity,
     next_escalation_at,
-    next_round,
     next_rung,
     open_nonconformity,
     pending_departments,
@@ -516,63 +514,6 @@ def test_reschedule_refused(deadlines, new_at, department, message):
         reschedule_appointment(deadlines, new_at, department=department)
 
 
-# --- breaches ----------------------------------------------------------------------------------------
-
-
-BREACH_DEADLINES = [
-    Deadline(clock="acknowledge", due_at=at(2026, 9, 30, 10, 30), department="engineering"),
-    Deadline(clock="arrival", due_at=at(2026, 9, 30, 11), department="engineering"),
-    Deadline(clock="acknowledge", due_at=at(2026, 9, 30, 10, 30), department="cleaning"),
-    Deadline(clock="reply", due_at=at(2026, 10, 9, 10)),
-    Deadline(clock="tracking", due_at=at(2027, 1, 6, 10), provisional=True),
-]
-
-
-@pytest.mark.parametrize(
-    "done, already, now, expected",
-    [
-        (set(), set(), at(2026, 9, 30, 10, 30), []),  # exactly at due time: still on time
-        (set(), set(), at(2026, 9, 30, 10, 31), [("acknowledge", "engineering"), ("acknowledge", "cleaning")]),
-        ({("acknowledge", "engineering")}, set(), at(2026, 9, 30, 10, 31), [("acknowledge", "cleaning")]),
-        (set(), {("acknowledge", "cleaning")}, at(2026, 9, 30, 10, 31), [("acknowledge", "engineering")]),
-        ({("acknowledge", "engineering")}, {("acknowledge", "cleaning")}, at(2026, 9, 30, 10, 31), []),
-        (
-            {(Clock.acknowledge, "engineering"), (Clock.acknowledge, "cleaning")}, set(), at(2026, 9, 30, 11, 1),
-            [("arrival", "engineering")],
-        ),
-        (
-            {("acknowledge", "engineering"), ("acknowledge", "cleaning"), ("arrival", "engineering")},
-            set(), at(2026, 10, 9, 10, 1), [("reply", None)],
-        ),
-        (set(), set(), at(2027, 1, 7), [
-            ("acknowledge", "engineering"), ("acknowledge", "cleaning"), ("arrival", "engineering"),
-            ("reply", None), ("tracking", None),
-        ]),
-    ],
-)
-def test_due_breaches(done, already, now, expected):
-    breached = due_breaches(BREACH_DEADLINES, done, already, now)
-    assert [(d.clock, d.department) for d in breached] == expected
-
-
-def test_each_clock_breaches_once_per_round():
-    twice = BREACH_DEADLINES + [Deadline(clock="reply", due_at=at(2026, 10, 9, 12))]
-    breached = due_breaches(twice, set(), set(), at(2026, 10, 10))
-    assert [d.due_at for d in breached if d.clock == "reply"] == [at(2026, 10, 9, 10)]
-    again = due_breaches(twice, set(), {(d.clock, d.department) for d in breached}, at(2026, 10, 11))
-    assert again == []
-
-
-def test_breach_keeps_the_provisional_flag():
-    breached = due_breaches(BREACH_DEADLINES, set(), set(), at(2027, 1, 7))
-    assert [d.provisional for d in breached if d.clock == "tracking"] == [True]
-
-
-def test_breach_needs_an_aware_now():
-    with pytest.raises(RuleViolation, match="timezone-aware"):
-        due_breaches(BREACH_DEADLINES, set(), set(), dt.datetime(2027, 1, 7))
-
-
 # --- escalation ------------------------------------------------------------------------------------
 
 
@@ -919,17 +860,6 @@ def test_bad_form_steps_refused(call, message):
 def test_bad_assignment_refused(departments, round, arrival_required, message):
     with pytest.raises(RuleViolation, match=message):
         assign_round(departments, ASSIGNED_AT, round, arrival_required)
-
-
-def test_next_round_only_after_every_sign_back():
-    state = _sign(_ack(_round(), "engineering"), "engineering")
-    with pytest.raises(RuleViolation, match="round 1 is still open \\(waiting for security\\)"):
-        next_round(state, ["engineering"], at(2026, 10, 8, 9))
-    state = _sign(_ack(state, "security"), "security")
-    reopened = next_round(state, ["engineering"], at(2026, 10, 8, 9))
-    assert (reopened.round, pending_departments(reopened)) == (2, ["engineering"])
-    with pytest.raises(RuleViolation, match="precedes the last sign-back"):
-        next_round(state, ["engineering"], at(2026, 9, 30, 14))
 
 
 # --- progress updates ------------------------------------------------------------------------------
