@@ -108,7 +108,7 @@ deadlines = sa.Table(
         postgresql_where=sa.text("assignment_id IS NULL AND clock <> 'progress_update'"),
     ),
     sa.Index(
-        "uq_deadlines_progress_week", "ticket_id", "due_at", unique=True,
+        "uq_deadlines_progress_week", "ticket_id", "round", "due_at", unique=True,
         postgresql_where=sa.text("clock = 'progress_update'"),
     ),
     # The breach scan looks only at open deadlines by due time.

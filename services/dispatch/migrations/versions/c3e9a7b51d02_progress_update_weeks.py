@@ -26,7 +26,7 @@ def upgrade() -> None:
     op.drop_index('uq_deadlines_ticket_clock', table_name='deadlines', schema='dispatch')
     op.create_index('uq_deadlines_ticket_clock', 'deadlines', ['ticket_id', 'round', 'clock'], unique=True,
                     schema='dispatch', postgresql_where=sa.text(TICKET_CLOCKS))
-    op.create_index('uq_deadlines_progress_week', 'deadlines', ['ticket_id', 'due_at'], unique=True,
+    op.create_index('uq_deadlines_progress_week', 'deadlines', ['ticket_id', 'round', 'due_at'], unique=True,
                     schema='dispatch', postgresql_where=sa.text(PROGRESS_WEEKS))
 
 
