@@ -42,6 +42,7 @@ from shared.auth import Principal
 from shared.calendar_watch import on_calendar_change
 from shared.directory import Estate
 from shared.errors import RuleViolation
+from shared.lifecycle import LineState, require_transition
 from shared.lifecycle import TicketState as S
 from shared.limits import Contract, Instant, Money, Quantity
 from shared.events import (
@@ -264,16 +265,8 @@ async def _active_lines(session: AsyncSession, ticket_id: str, round: int):
 
 
 def _progress(line) -> rules.DepartmentProgress:
-    if line.signed_back_at:
-        status = rules.FormStatus.signed_back
-    elif line.arrived_at:
-        status = rules.FormStatus.arrived
-    elif line.acknowledged_at:
-        status = rules.FormStatus.acknowledged
-    else:
-        status = rules.FormStatus.assigned
     return rules.DepartmentProgress(
-        department=line.department, status=status, arrival_required=line.arrival_required,
+        department=line.department, status=LineState(line.status), arrival_required=line.arrival_required,
         acknowledged_by=line.acknowledged_by, acknowledged_at=line.acknowledged_at, arrived_by=line.arrived_by,
         arrived_at=line.arrived_at, opinion=line.opinion, result=line.result, signed_by=line.signed_by,
         verified_by=line.verified_by, signed_at=line.signed_back_at,
@@ -772,9 +765,7 @@ class FormSummaryOut(BaseModel):
 
 
 def _line_status(line) -> str:
-    if line.transferred_at:
-        return "transferred"
-    return _progress(line).status.value
+    return LineState(line.status).value
 
 
 def _line_out(line) -> LedgerLineOut:
@@ -927,8 +918,10 @@ async def acknowledge(estate: str, ticket_id: str, body: DepartmentIn, who: Prin
         _expect_in_handling(form)
         lines = await _active_lines(session, ticket_id, form.round)
         line = _line(lines, body.department)
-        rules.apply_acknowledge(_round_state(lines, form.round, body.department), body.department, who.staff_id, now)
-        await session.execute(sa.update(A).where(A.c.id == line.id).values(acknowledged_at=now, acknowledged_by=who.staff_id))
+        state = rules.apply_acknowledge(_round_state(lines, form.round, body.department), body.department,
+                                        who.staff_id, now)
+        await session.execute(sa.update(A).where(A.c.id == line.id).values(
+            status=state.progress(body.department).status, acknowledged_at=now, acknowledged_by=who.staff_id))
         await _close_clocks(session, now, "met", D.c.assignment_id == line.id,
                             D.c.clock.in_(_met_by(Step.acknowledged)))
         await service.emit(
@@ -950,8 +943,9 @@ async def arrive(estate: str, ticket_id: str, body: DepartmentIn, who: Principal
         _expect_in_handling(form)
         lines = await _active_lines(session, ticket_id, form.round)
         line = _line(lines, body.department)
-        rules.apply_arrive(_round_state(lines, form.round, body.department), body.department, who.staff_id, now)
-        await session.execute(sa.update(A).where(A.c.id == line.id).values(arrived_at=now, arrived_by=who.staff_id))
+        state = rules.apply_arrive(_round_state(lines, form.round, body.department), body.department, who.staff_id, now)
+        await session.execute(sa.update(A).where(A.c.id == line.id).values(
+            status=state.progress(body.department).status, arrived_at=now, arrived_by=who.staff_id))
         await _close_clocks(session, now, "met", D.c.assignment_id == line.id, D.c.clock.in_(_met_by(Step.arrived)))
         await service.emit(
             session, Arrived(ticket_id=ticket_id, round=form.round, department=body.department, arrived_by=who.staff_id,
@@ -979,7 +973,7 @@ async def sign_back(estate: str, ticket_id: str, body: SignBackIn, who: Principa
                                       body.result, who.staff_id, body.verified_by, now)
         await session.execute(
             sa.update(A).where(A.c.id == line.id).values(
-                signed_back_at=now, opinion=body.opinion.strip(), result=body.result.strip(), signed_by=who.staff_id,
+                status=state.progress(body.department).status, signed_back_at=now, opinion=body.opinion.strip(), result=body.result.strip(), signed_by=who.staff_id,
                 verified_by=body.verified_by.strip(),
             )
         )
@@ -1109,9 +1103,11 @@ async def transfer(estate: str, ticket_id: str, body: TransferIn, who: Principal
         if any(l.department == body.department for l in lines):
             raise RuleViolation(f"department {body.department} already holds this form in round {form.round}", status=409)
         note = [{"at": now.isoformat(), "by": who.staff_id, "note": body.note}] if body.note else []
+        require_transition(LineState(line.status), LineState.transferred, f"department {source}'s line")
         await session.execute(
             sa.update(A).where(A.c.id == line.id).values(
-                transferred_at=now, transferred_to=body.department, transferred_by=who.staff_id,
+                status=LineState.transferred, transferred_at=now, transferred_to=body.department,
+                transferred_by=who.staff_id,
                 notes=list(line.notes or []) + note,
             )
         )

@@ -5,7 +5,7 @@ restarts, escalations, nonconformity records, the owner-update log and paid-serv
 import sqlalchemy as sa
 
 from shared import limits
-from shared.lifecycle import NonconformityState, TicketState, check_constraint
+from shared.lifecycle import LineState, NonconformityState, TicketState, check_constraint
 
 from shared.db import service_metadata
 
@@ -54,6 +54,8 @@ assignments = sa.Table(
     sa.Column("assigned_by", sa.String(64), nullable=False),
     sa.Column("transferred_from", sa.String(32)),
     sa.Column("arrival_required", sa.Boolean, nullable=False, server_default=sa.false()),
+    # The line's state (shared.lifecycle.LineState), written with each step.
+    sa.Column("status", sa.String(16), nullable=False, server_default=LineState.assigned.value),
     sa.Column("acknowledged_at", sa.DateTime(timezone=True)),
     sa.Column("acknowledged_by", sa.String(64)),
     sa.Column("arrived_at", sa.DateTime(timezone=True)),
@@ -69,6 +71,7 @@ assignments = sa.Table(
     sa.Column("transferred_to", sa.String(32)),
     sa.Column("transferred_by", sa.String(64)),
     sa.Index("ix_assignments_ticket_round", "ticket_id", "round"),
+    check_constraint("status", LineState, "ck_assignments_status"),
     # A department holds at most one active line per round.
     sa.Index(
         "uq_assignments_active_line", "ticket_id", "round", "department", unique=True,
