@@ -50,7 +50,8 @@ def cmd_up(args) -> int:
         for service in stack.supervisor.services:
             if service.name != "gateway":
                 print(f"  {service.name:<10} {service.url}   (API docs: {service.url}/docs)")
-        print(f"  dashboard  {stack.service('analytics').url}/dashboard")
+        print(f"  dashboard  {stack.console_url.rstrip('/')}/dashboard   (signed in like the console)")
+        print(f"  API docs   {stack.console_url.rstrip('/')}/docs   (Swagger UI and ReDoc of every service, no CDN)")
         print(f"  endpoints  {stack.data_dir / 'endpoints.json'}")
         print("  token      estatedesk token --staff qm01 --role quality_manager --estate '*'")
         print("Ctrl-C stops everything.", flush=True)
@@ -278,6 +279,7 @@ def cmd_dead_letters(args) -> int:
                 done = await deadletters.replay_dead_letters(
                     engine, nats_url, service, ids=None if args.all else [args.id],
                     replayed_by=args.by or os.environ.get("USER", "operator"),
+                    estate=args.estate if args.all else None,
                 )
             except LookupError as error:
                 print(error, file=sys.stderr)
@@ -366,8 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("action", choices=("list", "show", "replay"))
     dl.add_argument("id", nargs="?", type=int, help="dead letter id (show, replay)")
     dl.add_argument("--service", action="append", choices=SERVICES, help="(list: any number; show/replay: one)")
-    dl.add_argument("--estate", help="list: only this estate's")
-    dl.add_argument("--all", action="store_true", help="replay: every dead letter of the service")
+    dl.add_argument("--estate", help="list, replay --all: only this estate's")
+    dl.add_argument("--all", action="store_true", help="replay: every dead letter of the service (of --estate)")
     dl.add_argument("--by", help="replay: who replays (recorded; default $USER)")
     dl.add_argument("--json", action="store_true", help="list: as JSON")
     dl.add_argument("--database-url")

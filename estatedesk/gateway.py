@@ -22,20 +22,27 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import fastapi_offline
 import httpx
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from shared.service import API_PREFIX, error_response
-from shared.settings import SERVICES
+from estatedesk.live import LiveHub
+from shared.service import API_PREFIX, DOCS_ASSETS, error_response
+from shared.settings import SERVICES, load_signing_key
 
+LIVE_PATH = API_PREFIX + "/live"  # the live lists' event stream, served here (estatedesk.live)
 CONSOLE_DIST = Path(__file__).resolve().parent.parent / "console" / "dist"
-# Pages a service serves outside /v1 that the console links to.
-EXTRA_PREFIXES = {"/dashboard": "analytics"}
+# Swagger UI's and ReDoc's files as the fastapi-offline package ships them (no CDN).
+DOCS_FILES = Path(fastapi_offline.__file__).resolve().parent / "static"
+# Pages a service serves outside /v1 that the console links to (none now: the quality
+# dashboard is a screen of the console).
+EXTRA_PREFIXES: dict[str, str] = {}
 # Connection-level headers are the hop's own (RFC 9110 §7.6.1), never forwarded.
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
               "transfer-encoding", "upgrade", "host", "content-length"}
@@ -84,6 +91,8 @@ def owner_of(routes: list[ApiRoute], method: str, path: str) -> str | None:
 
 
 NGINX_PORTS = {"intake": 8001, "dispatch": 8002, "callback": 8003, "archive": 8004, "analytics": 8005}
+# The gateway process, run next to nginx for the live lists' stream only.
+NGINX_GATEWAY_PORT = 8000
 
 
 def nginx_config(routes: list[ApiRoute] | None = None) -> str:
@@ -98,7 +107,7 @@ def nginx_config(routes: list[ApiRoute] | None = None) -> str:
         "# The staff console and every API at one address, as `estatedesk up`'s gateway does.",
         "",
     ]
-    for name, port in NGINX_PORTS.items():
+    for name, port in {**NGINX_PORTS, "gateway": NGINX_GATEWAY_PORT}.items():
         lines += [f"upstream estatedesk_{name} {{", f"    server {name}:{port};", "    keepalive 32;", "}", ""]
     lines += [
         "server {",
@@ -115,6 +124,12 @@ def nginx_config(routes: list[ApiRoute] | None = None) -> str:
         "    # Server-sent events (the dashboard and live lists): never buffered, held open.",
         "    location = /v1/dashboard/stream {",
         "        proxy_pass http://estatedesk_analytics;",
+        "        proxy_buffering off;",
+        "        proxy_cache off;",
+        "        proxy_read_timeout 1h;",
+        "    }",
+        f"    location = {LIVE_PATH} {{",
+        "        proxy_pass http://estatedesk_gateway;",
         "        proxy_buffering off;",
         "        proxy_cache off;",
         "        proxy_read_timeout 1h;",
@@ -147,7 +162,10 @@ def nginx_config(routes: list[ApiRoute] | None = None) -> str:
     return "\n".join(lines)
 
 
-def create_gateway(upstreams: dict[str, str], console_dist: Path = CONSOLE_DIST) -> Starlette:
+def create_gateway(upstreams: dict[str, str], console_dist: Path = CONSOLE_DIST,
+                   live: "LiveHub | None" = None) -> Starlette:
+    """`live`: the hub of the live lists' stream (`/v1/live`, estatedesk.live); without
+    one that path answers 503."""
     routes = route_table()
     client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, read=None), limits=httpx.Limits(max_connections=200))
 
@@ -185,6 +203,42 @@ def create_gateway(upstreams: dict[str, str], console_dist: Path = CONSOLE_DIST)
         # A route of the single-page app: the app itself decides what to show.
         return FileResponse(index, headers={"Cache-Control": "no-cache"})
 
+    async def live_stream(request: Request) -> Response:
+        if live is None:
+            return error_response(503, "live lists are not running here (the gateway has no NATS address)")
+        return await live.stream(request)
+
+    async def openapi(request: Request) -> Response:
+        service = request.path_params["service"]
+        if service not in upstreams:
+            return error_response(404, f"no service {service!r}")
+        try:
+            answer = await client.get(upstreams[service] + "/openapi.json")
+        except httpx.HTTPError as error:
+            return error_response(503, f"{service} is not answering: {error.__class__.__name__}")
+        return Response(answer.content, status_code=answer.status_code, media_type="application/json")
+
+    async def docs(request: Request) -> Response:
+        """Swagger UI (`/docs/{service}`) or ReDoc (`/redoc/{service}`) of one service's
+        OpenAPI document, its requests sent to this one address; `/docs` lists them."""
+        service = request.path_params.get("service")
+        if service is None:
+            items = "".join(f'<li><a href="/docs/{name}">{name}</a> · <a href="/redoc/{name}">ReDoc</a></li>'
+                            for name in upstreams)
+            return HTMLResponse(f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>EstateDesk API'
+                                f'</title></head><body><h1>EstateDesk API</h1><ul id="services">{items}</ul></body></html>')
+        if service not in upstreams:
+            return error_response(404, f"no service {service!r}")
+        title = f"EstateDesk {service}"
+        if request.url.path.startswith("/redoc"):
+            return get_redoc_html(openapi_url=f"/openapi/{service}.json", title=title + " - ReDoc",
+                                  redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
+                                  redoc_favicon_url=f"{DOCS_ASSETS}/favicon.png", with_google_fonts=False)
+        return get_swagger_ui_html(openapi_url=f"/openapi/{service}.json", title=title + " - Swagger UI",
+                                   swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png")
+
     async def healthz(request: Request) -> Response:
         checks = {}
         for name, base in upstreams.items():
@@ -198,6 +252,12 @@ def create_gateway(upstreams: dict[str, str], console_dist: Path = CONSOLE_DIST)
 
     app_routes = [
         Route("/healthz", healthz),
+        Route("/docs", docs),
+        Route("/docs/{service}", docs),
+        Route("/redoc/{service}", docs),
+        Route("/openapi/{service}.json", openapi),
+        Route(LIVE_PATH, live_stream),
+        Mount(DOCS_ASSETS, StaticFiles(directory=DOCS_FILES)),
         Route(API_PREFIX + "/{path:path}", api, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
     ]
     if (console_dist / "assets").is_dir():
@@ -205,7 +265,11 @@ def create_gateway(upstreams: dict[str, str], console_dist: Path = CONSOLE_DIST)
     app_routes.append(Route("/{path:path}", page, methods=["GET", "HEAD", "POST"]))
     @asynccontextmanager
     async def lifespan(app):
+        if live is not None:
+            await live.start()
         yield
+        if live is not None:
+            await live.stop()
         await client.aclose()
 
     return Starlette(routes=app_routes, lifespan=lifespan)
@@ -219,7 +283,12 @@ def main() -> None:
     configure_logging("gateway")
     upstreams = json.loads(os.environ["ESTATEDESK_GATEWAY_UPSTREAMS"])
     port = int(os.environ.get("ESTATEDESK_HTTP_PORT", "8000"))
-    uvicorn.run(create_gateway(upstreams), host=os.environ.get("ESTATEDESK_HTTP_HOST", "127.0.0.1"), port=port,
+    live = None
+    if os.environ.get("ESTATEDESK_NATS_URL"):
+        key = os.environ.get("ESTATEDESK_SIGNING_KEY") or load_signing_key(
+            Path(os.environ.get("ESTATEDESK_DATA_DIR", ".estatedesk")).resolve())
+        live = LiveHub(os.environ["ESTATEDESK_NATS_URL"], key)
+    uvicorn.run(create_gateway(upstreams, live=live), host=os.environ.get("ESTATEDESK_HTTP_HOST", "127.0.0.1"), port=port,
                 log_config=None, access_log=False, timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE_SECONDS)
 
 

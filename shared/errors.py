@@ -12,9 +12,10 @@ class RuleViolation(ValueError):
     This is the one definition (issue 11): every service raises it as it is.
     """
 
-    def __init__(self, message: str, status: int = 409, *, code: str | None = None):
+    def __init__(self, message: str, status: int = 409, zh: str | None = None, *, code: str | None = None):
         super().__init__(message)
         self.status = status
+        self.zh = zh  # the reason in Chinese, for screens people outside the office read
         self.code = code
 
     @property

@@ -19,12 +19,14 @@ from typing import Annotated, Awaitable, Callable
 from urllib.parse import unquote_to_bytes
 from zoneinfo import ZoneInfo
 
+import asyncpg
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, FastAPI, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.encoders import ENCODERS_BY_TYPE
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi_offline import FastAPIOffline
 from faststream.nats import NatsBroker, NatsRouter
 from faststream.nats.prometheus import NatsPrometheusMiddleware
 from pydantic import BaseModel, Field, PlainSerializer
@@ -38,13 +40,16 @@ from shared.clock import Clock, SystemClock, clock_from_spec
 from shared.db import Database
 from shared.directory import Directory
 from shared.errors import RuleViolation
-from shared.events import STREAM_NAME, CloudEvent, Payload, make_event
+from shared import limits
+from shared.events import STREAM_NAME, AccessRefused, CloudEvent, Payload, make_event
 from shared.limits import text_problem
+from shared.owner_auth import owner_of_request
 from shared.policy import DEFAULT_POLICY
 from shared.settings import Settings
 
 log = logging.getLogger("estatedesk.service")
 MAX_BODY_BYTES = 1024 * 1024
+DOCS_ASSETS = "/docs-assets"  # where every service (and the gateway) serves Swagger UI's and ReDoc's files
 STORED_FACTS_REFRESH_SECONDS = 15.0
 STOP_SECONDS = 5.0
 
@@ -86,6 +91,11 @@ class Service:
         # (method, OpenAPI path) → roles that may call each write route; see `authorize`.
         self.write_roles: RoleTable = {}
         self.public_routes: set[tuple[str, str]] = set()  # writes that need no token (signing in)
+        # Writes made by a bound owner with an owner token (shared.owner_auth), never by staff.
+        self.owner_routes: set[tuple[str, str]] = set()
+        # Route templates (without /v1) under which owners' data or archived records live:
+        # a refusal there also goes to the archive's access log (`record_refused_access`).
+        self.audited_routes: tuple[str, ...] = ()
         self.settings: Settings | None = None
         self.clock: Clock = SystemClock()
         self.db: Database | None = None
@@ -214,6 +224,38 @@ class Service:
         self.events_emitted.labels(self.name, estate, payload.event_name).inc()
         return event
 
+    def audits(self, route_path: str) -> bool:
+        """Whether `route_path` (a route template without /v1) is owners' data or archive."""
+        return any(route_path == p or route_path.startswith(p + "/") for p in self.audited_routes)
+
+    async def record_refused_access(self, request: Request, error: AuthError, who: str,
+                                    estate: str | None) -> bool:
+        """Publish `access_refused` for a refusal on an audited route of an estate the
+        directory knows (the archive keeps it in its access log); True when written.
+        Best effort: a database that is down costs the audit record, never the answer."""
+        route = request.scope.get("route")
+        template = getattr(route, "path_format", None)
+        if template is None or estate is None or self.directory.estate(estate) is None or self.db is None:
+            return False
+        if not self.audits(template.removeprefix(API_PREFIX)):
+            return False
+        try:
+            roles = sorted(principal_from_header(self.settings.signing_key, request.headers.get("authorization")).roles)
+        except AuthError:
+            roles = []
+        payload = AccessRefused(
+            service=self.name, method=request.method, path=request.url.path[:limits.TEXT_MAX],
+            route=template, status=error.status, reason=error.reason[:limits.TEXT_MAX], roles=roles,
+            record_number=request.path_params.get("record_number"),
+        )
+        try:
+            async with self.db.transaction() as session:
+                await self.emit(session, payload, estate=estate, actor=who[:limits.ID_MAX])
+        except Exception:
+            log.exception("refusal of %s %s not written to the access log", request.method, request.url.path)
+            return False
+        return True
+
     async def health(self) -> dict:
         checks = {}
         try:
@@ -339,6 +381,9 @@ async def authorize(request: Request, _: HTTPAuthorizationCredentials | None = S
     path = getattr(route, "path_format", request.url.path).removeprefix(API_PREFIX)
     if (request.method, path) in service.public_routes:
         return
+    if (request.method, path) in service.owner_routes:
+        owner_of_request(request)
+        return
     roles = service.write_roles.get((request.method, path))
     who = await principal(request)
 
@@ -386,6 +431,36 @@ PYDANTIC_ZH = {
     "date_from_datetime_parsing": "须为日期 YYYY-MM-DD", "json_invalid": "不是有效的 JSON", "model_attributes_type": "须为对象",
     "dict_type": "须为对象", "list_type": "须为列表", "string_type": "须为文本", "decimal_parsing": "须为数字",
 }
+
+
+# SQLSTATE classes and codes meaning "the database is not there right now": connection
+# exceptions (08), admin/crash shutdown and "starting up" (57P01-57P03).
+UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Whether `error` says the database is unreachable, stopping or starting (as
+    opposed to a statement it refused): a socket error, an invalidated connection, or
+    one of `UNAVAILABLE_SQLSTATES`."""
+    if isinstance(error, OSError):
+        return True
+    if isinstance(error, sa.exc.PendingRollbackError):
+        # A shared transaction (intake's registration batch) whose connection broke
+        # under an earlier statement: this request's work never reached the database.
+        return True
+    if isinstance(error, sa.exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        causes = [error.orig, getattr(error.orig, "__cause__", None)]
+        # A pooled connection broken by the server's restart: asyncpg's client-side
+        # errors (no such connection, "another operation is in progress").
+        if any(isinstance(c, (OSError, asyncpg.exceptions.InterfaceError, asyncpg.exceptions.InternalClientError,
+                              asyncpg.exceptions.PostgresConnectionError)) for c in causes):
+            return True
+        codes = [getattr(c, "sqlstate", None) or "" for c in causes]
+        return any(code.startswith(UNAVAILABLE_SQLSTATES) for code in codes if code)
+    return False
 
 
 def error_response(status: int, message: str, details: list[Problem] | None = None,
@@ -512,7 +587,10 @@ def create_http_app(service: Service, *, manage_lifecycle: bool = True) -> FastA
             except asyncio.TimeoutError:
                 log.warning("%s did not stop cleanly within %g s; exiting anyway", service.name, STOP_SECONDS)
 
-    app = FastAPI(title=f"EstateDesk {service.title}", description=service.description, version="1.0", lifespan=lifespan)
+    # /docs and /redoc with Swagger UI and ReDoc from the fastapi-offline package (assets
+    # under DOCS_ASSETS), not a CDN: an intranet without internet still has its docs.
+    app = FastAPIOffline(title=f"EstateDesk {service.title}", description=service.description, version="1.0",
+                         lifespan=lifespan, static_url=DOCS_ASSETS)
     app.state.service = service
 
     app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
@@ -527,12 +605,27 @@ def create_http_app(service: Service, *, manage_lifecycle: bool = True) -> FastA
         service.refusals.labels(service.name, label or "-", str(error.status)).inc()
         log.warning("refused %s %s: %s", request.method, request.url.path, error.reason,
                     extra={"estate": estate, "actor": who, "status": error.status})
+        await service.record_refused_access(request, error, who, estate)
         headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
         return error_response(error.status, error.reason, headers=headers, message_zh=error.reason_zh)
 
     @app.exception_handler(RuleViolation)
     async def on_rule_violation(request: Request, error: RuleViolation):
-        return error_response(error.status, str(error))
+        return error_response(error.status, str(error), message_zh=error.zh)
+
+    @app.exception_handler(sa.exc.DBAPIError)
+    @app.exception_handler(sa.exc.PendingRollbackError)
+    @app.exception_handler(OSError)
+    async def on_database_error(request: Request, error: Exception):
+        # The database away (stopped, restarting, unreachable) is no fault of the caller:
+        # 503 with the reason and when to try again, never a bare 500.
+        if database_unavailable(error):
+            log.warning("database unavailable for %s %s: %s", request.method, request.url.path, error)
+            return error_response(503, "the database is unavailable; nothing was stored, try again shortly",
+                                  headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+                                  message_zh="数据库暂时不可用，本次未保存，请稍后重试")
+        log.exception("unexpected database error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal error (logged); nothing was stored")
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, error: StarletteHTTPException):

@@ -42,14 +42,19 @@ function load() {
       Object.assign(session, { token: saved.token, expiresAt: saved.expiresAt, staff: saved.staff })
     }
   } catch { /* a damaged entry is dropped */ }
-  if (session.token && !estates().includes(session.estate)) session.estate = estates()[0] || null
+  if (session.token && !estates().includes(session.estate) && !companyWide()) session.estate = estates()[0] || null
+}
+
+/** Head-office staff act for every estate ('*'): they pick one from the company's list. */
+export function companyWide() {
+  return (session.staff?.estates || []).map(code).includes('*')
 }
 
 export function signedIn(data) {
   session.token = data.token
   session.expiresAt = data.expires_at
   session.staff = data.staff
-  if (!estates().includes(session.estate)) session.estate = estates()[0] || null
+  if (!estates().includes(session.estate) && !companyWide()) session.estate = estates()[0] || null
   localStorage.setItem(KEY, JSON.stringify({ token: session.token, expiresAt: session.expiresAt, staff: session.staff }))
   if (session.estate) localStorage.setItem(ESTATE_KEY, session.estate)
   scheduleRenewal()

@@ -24,15 +24,13 @@ import datetime as dt
 import json
 import logging
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import nats
 import sqlalchemy as sa
 from fastapi import Depends, Query, Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import FileResponse, HTMLResponse, Response
-from fastapi.staticfiles import StaticFiles
+from fastapi.responses import HTMLResponse, Response
 from prometheus_client import Gauge
 from pydantic import Field
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -57,7 +55,6 @@ CHANGED_SUBJECT = "estatedesk.analytics.changed"  # core NATS, outside the ticke
 REFRESH_SECONDS = 15.0
 STREAM_RECHECK_SECONDS = 2.0  # how soon a live stream notices its token is no longer good
 MIN_PUSH_INTERVAL = 0.25
-STATIC = Path(__file__).resolve().parent / "static"
 Lang = Literal["zh", "en"]
 
 
@@ -498,13 +495,6 @@ service.write_roles = {
 
 
 def create_app(manage_lifecycle: bool = True):
-    app = create_http_app(service, manage_lifecycle=manage_lifecycle)
-
-    @app.get("/dashboard", include_in_schema=False)
-    async def dashboard_page():
-        # The page holds no data: it asks for a token and reads everything from /v1.
-        return FileResponse(STATIC / "dashboard.html", media_type="text/html; charset=utf-8",
-                            headers={"Cache-Control": "no-cache"})
-
-    app.mount("/dashboard/static", StaticFiles(directory=STATIC), name="dashboard-static")
-    return app
+    # The dashboard page itself is a screen of the staff console (console/src/dashboard),
+    # signed in the same way; this service gives it /v1/dashboard/summary and /stream.
+    return create_http_app(service, manage_lifecycle=manage_lifecycle)

@@ -39,7 +39,7 @@ from shared.limits import Category, Contract, Day, Identifier, Instant, Money, R
 from shared.calendar_watch import on_calendar_change
 from shared.lifecycle import TicketState
 from shared.periods import canonical_category
-from shared.policy import Policy, PolicyOverrides, effective_policy, overrides_data
+from shared.policy import DEFAULT_POLICY, Policy, PolicyOverrides, effective_policy, overrides_data
 from shared.service import LocalTime, Service, create_http_app, known_estate, principal, require_estate
 
 log = logging.getLogger("estatedesk.intake")
@@ -930,6 +930,7 @@ class PolicyOut(BaseModel):
     overrides: dict = Field(description="This estate's overrides of the company policy")
     company_overrides: dict
     effective: dict = Field(description="Defaults ← company ← estate: what the services apply")
+    defaults: dict = Field(description="The RULES.md defaults (shared/policy.py), shown beside each value")
 
 
 class CalendarIn(Contract):
@@ -972,7 +973,8 @@ async def _publish(company: Company | None, estates: list[Estate]) -> None:
 def _policy_out(code: str) -> PolicyOut:
     estate = service.directory.estate(code)
     return PolicyOut(estate=code, overrides=estate.policy, company_overrides=service.directory.company.policy,
-                     effective=service.directory.policy_for(code).model_dump(mode="json"))
+                     effective=service.directory.policy_for(code).model_dump(mode="json"),
+                     defaults=DEFAULT_POLICY.model_dump(mode="json"))
 
 
 @service.http.get("/estates/{estate}/policy", response_model=PolicyOut, tags=["directory"])
@@ -1006,6 +1008,12 @@ async def put_company_policy(body: PolicyOverrides = Body(..., description="The 
     company = service.directory.company.model_copy(update={"policy": overrides})
     await _publish(company, [])
     return {"policy": company.policy, "effective": effective_policy(company.policy).model_dump(mode="json")}
+
+
+@service.http.get("/company/calendar", response_model=CalendarIn, tags=["directory"])
+async def get_company_calendar(who: Principal = Depends(principal)) -> CalendarIn:
+    """The company's own calendar as last saved (extra days off, workdays, loaded years)."""
+    return CalendarIn.model_validate(CalendarOverrides.from_data(service.directory.company.calendar).to_data())
 
 
 @service.http.put("/company/calendar", response_model=CalendarIn, tags=["directory"])
@@ -1346,8 +1354,11 @@ service.write_roles = {
 }
 # Signing in is the one write that needs no token.
 service.public_routes = {("POST", "/auth/login")}
+# Owners' data: a refusal here also lands in the archive's access log (shared.service).
+service.audited_routes = ("/estates/{estate}/owners", "/estates/{estate}/units")
 
 from services.intake import accounts  # noqa: E402,F401  (registers the sign-in routes)
+from services.intake import owners  # noqa: E402,F401  (owners' self-service, issue 15)
 
 
 def create_app(manage_lifecycle: bool = True):

@@ -5,7 +5,7 @@ Dispatch decides each week of the progress-update duty (RULES §2 Progress updat
 instead of judging them again.
 
 Revision ID: d5a1c8e2f417
-Revises: 74276fa38f09
+Revises: 4e8cefbf8e4a
 Create Date: 2026-12-01 03:40:00
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 
 revision = 'd5a1c8e2f417'
-down_revision = '74276fa38f09'
+down_revision = '4e8cefbf8e4a'
 branch_labels = None
 depends_on = None
 

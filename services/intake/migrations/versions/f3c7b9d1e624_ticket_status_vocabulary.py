@@ -5,7 +5,7 @@ Issue 11: intake wrote a ticket in handling as "open", dispatch and callback as
 accepts intake's states (in_handling, completed, invalid, closed).
 
 Revision ID: f3c7b9d1e624
-Revises: eedc5f2d6716
+Revises: de4821a4c86d
 Create Date: 2026-12-01 03:50:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 
 
 revision = 'f3c7b9d1e624'
-down_revision = 'eedc5f2d6716'
+down_revision = 'de4821a4c86d'
 branch_labels = None
 depends_on = None
 
