@@ -226,6 +226,19 @@ def cmd_roles(args) -> int:
     return 0
 
 
+def lifecycle_diagram() -> str:
+    """The ticket's lifecycle as the README's Mermaid block, generated from
+    shared.lifecycle's transition table (a test keeps the two the same)."""
+    from shared.lifecycle import TicketState, mermaid
+
+    return f"```mermaid\n{mermaid(TicketState)}```\n"
+
+
+def cmd_lifecycle(args) -> int:
+    print(lifecycle_diagram(), end="")
+    return 0
+
+
 def cmd_revision(args) -> int:
     """Autogenerate a migration for a service against a scratch embedded PostgreSQL."""
     import tempfile
@@ -380,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     rls = sub.add_parser("roles", help="print which roles may call each write route (the README's table)")
     rls.set_defaults(func=cmd_roles)
+
+    lif = sub.add_parser("lifecycle", help="print the ticket's lifecycle as a Mermaid diagram (the README's)")
+    lif.set_defaults(func=cmd_lifecycle)
 
     rev = sub.add_parser("revision", help="(developers) autogenerate a service's next migration")
     rev.add_argument("service", choices=SERVICES)

@@ -7,9 +7,18 @@ class RuleViolation(ValueError):
     `status` is the HTTP status the API answers with: 409 for a transition the form's
     state does not allow, 403 for a missing approval, 404 for an unknown thing, 422 for
     input the rules reject.
+
+    `code` is an optional stable slug for API clients (the archive's refusals carry one).
+    This is the one definition (issue 11): every service raises it as it is.
     """
 
-    def __init__(self, message: str, status: int = 409, zh: str | None = None):
+    def __init__(self, message: str, status: int = 409, zh: str | None = None, *, code: str | None = None):
         super().__init__(message)
         self.status = status
         self.zh = zh  # the reason in Chinese, for screens people outside the office read
+        self.code = code
+
+    @property
+    def reason(self) -> str:
+        """The message, for the person who asked."""
+        return str(self)

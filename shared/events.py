@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.limits import (
-    CATEGORY_MAX, DESCRIPTION_MAX, ESTATE_CODE, FORM_NUMBER_MAX, ID_MAX, SHORT_TEXT_MAX, TEXT_MAX, Instant, Money,
+    CATEGORY_MAX, CODE_MAX, DEPARTMENT_CODE_MAX, DESCRIPTION_MAX, ESTATE_CODE, FORM_NUMBER_MAX, ID_MAX, SHORT_TEXT_MAX, TEXT_MAX, Instant, Money,
     StorableText,
 )
 
@@ -291,6 +291,37 @@ class SlaBreached(Payload):
     provisional: bool = False
 
 
+class ClockOutcome(StrEnum):
+    """How dispatch settled one SLA clock (RULES §1 Reply deadline, §2 clocks). `met` and
+    `breached` are counted (on-time rate); the others ended a clock no longer owed."""
+
+    met = "met"  # stopped by its step at or before its due time
+    breached = "breached"  # ran out (the breach scan), or its step came after its due time
+    superseded = "superseded"  # a transfer, completion or a new round took its place
+    cancelled = "cancelled"  # nothing is owed any more (invalid complaint, ticket closed)
+    rescheduled = "rescheduled"  # a new appointment started a fresh clock
+
+
+COUNTED_CLOCK_OUTCOMES = (ClockOutcome.met, ClockOutcome.breached)
+# The clock dispatch keeps per week of a long-running complaint's owner-update duty
+# (RULES §2 Progress updates): met when the week had its updates, breached when it ended short.
+PROGRESS_UPDATE_CLOCK = "progress_update"
+
+
+class ClockSettled(Payload):
+    event_name = "clock_settled"
+    summary = ("Dispatch's verdict on one SLA clock: met, breached, superseded, cancelled or "
+               "rescheduled; emitted once per clock, the fact every on-time figure counts.")
+    ticket_id: str = Field(max_length=ID_MAX)
+    clock_id: int = Field(ge=1, description="dispatch's id of the clock: one verdict per id")
+    round: int = Field(1, ge=1)
+    clock: str = Field(max_length=CODE_MAX)
+    department: str | None = Field(None, max_length=DEPARTMENT_CODE_MAX)
+    due_at: Instant
+    settled_at: Instant
+    outcome: ClockOutcome
+
+
 class SignedBack(Payload):
     event_name = "signed_back"
     summary = "A department wrote its handling opinion and result; its head verified."
@@ -463,7 +494,7 @@ PAYLOADS: dict[str, type[Payload]] = {
         Accepted, ValidityJudged, Assigned, Acknowledged, Arrived, ProgressUpdated,
         Escalated, SlaBreached, SignedBack, Completed, Reopened, CallbackScheduled,
         CallbackDone, CallbackOverdue, Closed, Archived, Lent, Returned, Destroyed,
-        CorrectiveActionSuggested, AccessRefused,
+        CorrectiveActionSuggested, ClockSettled, AccessRefused,
     )
 }
 EVENT_NAMES = tuple(PAYLOADS)

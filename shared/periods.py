@@ -7,11 +7,17 @@ definition each (issue 11: a rule needed in two places lives once in `shared/`).
   case-folded), so "漏水" and "漏水 " are one category for the callback's recurrence rule
   (002 §4.6.5) and for analytics' repeat-problem detection (002 §4.3.1 b) alike.
 
+- the progress-update duty's weeks (RULES §2 Progress updates; 002 §4.4.1 b) run from
+  the moment a complaint has been open `progress_updates_after_days`, 7 × 24 h each: one
+  grid for dispatch (which decides each week met or missed) and callback (which shows
+  the current week on its worklist).
+
 Errors: `RuleViolation` with status 422 naming the expected form.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import unicodedata
 
@@ -60,3 +66,18 @@ def canonical_category(text: str) -> str:
     """The one form a category is stored and compared in: NFKC, trimmed, inner runs of
     space folded to one, case-folded ("  Water  Leak " → "water leak")."""
     return " ".join(unicodedata.normalize("NFKC", text).split()).casefold()
+
+
+WEEK = dt.timedelta(days=7)
+
+
+def progress_week(opened_at: dt.datetime, at: dt.datetime, after_days: int) -> tuple[dt.datetime, dt.datetime]:
+    """The week of the progress-update duty that holds `at`, as (start, end), end
+    exclusive: weeks run from `opened_at + after_days` days in elapsed time; before the
+    duty applies, its first week. Times must be timezone-aware (ValueError)."""
+    if opened_at.tzinfo is None or at.tzinfo is None:
+        raise ValueError("progress weeks need timezone-aware times")
+    applies_from = opened_at + dt.timedelta(days=after_days)
+    index = max((at - applies_from) // WEEK, 0)
+    start = applies_from + index * WEEK
+    return start, start + WEEK

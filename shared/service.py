@@ -320,8 +320,9 @@ ENCODERS_BY_TYPE[dt.datetime] = local_iso
 async def principal(request: Request) -> Principal:
     service: Service = request.app.state.service
     who = principal_from_header(service.settings.signing_key, request.headers.get("authorization"))
-    if who.session and who.session in service.directory.revoked:
-        raise AuthError(401, "signed out: sign in again", "已退出登录，请重新登录")
+    refused = refusal_of(service.directory, who, estates=())  # expiry is the token's own check
+    if refused is not None:
+        raise refused
     response_zone.set(_zone(service, None))
     return who
 
@@ -336,9 +337,10 @@ async def require_estate(estate: str, request: Request, who: Principal = Depends
     scope, and a staff member must be one the directory knows for that estate."""
     service: Service = request.app.state.service
     who.require_estate(estate)
-    known = service.directory.estate(estate)
-    if known is not None:
-        require_known_staff(service.directory, known, who)
+    refused = refusal_of(service.directory, who, estates=(estate,))
+    if refused is not None:
+        raise refused
+    if service.directory.estate(estate) is not None:
         response_zone.set(_zone(service, estate))
     return who
 
@@ -355,25 +357,36 @@ def require_known_staff(directory: Directory, estate, who: Principal) -> None:
                     f"您不在小区 {estate.code} 的员工名单中")
 
 
+def refusal_of(directory: Directory, who: Principal, *, estates=None,
+               now: dt.datetime | None = None) -> AuthError | None:
+    """The one answer to "is this principal (still) good?": the refusal, or None.
+
+    Checks, in order: the token has not expired (`now` given), its sign-in was not ended
+    (401), its staff member is on the staff of each of `estates` the directory knows
+    (default: every estate of the token, and head-office staff when it acts for every
+    estate; 403). `principal`, `require_estate` and `no_longer_valid` all ask here."""
+    if now is not None and who.expires_at is not None and who.expires_at <= now:
+        return AuthError(401, "token expired", "登录已过期，请重新登录")
+    if who.session and who.session in directory.revoked:
+        return AuthError(401, "signed out: sign in again", "已退出登录，请重新登录")
+    for code in sorted(who.estates - {"*"}) if estates is None else estates:
+        estate = directory.estate(code)
+        if estate is not None:
+            try:
+                require_known_staff(directory, estate, who)
+            except AuthError as error:
+                return error
+    if estates is None and "*" in who.estates and not who.company_wide \
+            and not directory.company_staff(who.staff_id) and not who.has_role("integration"):
+        return AuthError(403, f"{who.staff_id} is no longer head-office staff", "您已不是总部员工")
+    return None
+
+
 def no_longer_valid(service: "Service", who: Principal, now: dt.datetime | None = None) -> str | None:
     """Why a principal accepted earlier is refused now (for streams that outlive the
     request that opened them): expired, signed out, or no longer on an estate's staff."""
-    now = now or dt.datetime.now(dt.timezone.utc)
-    if who.expires_at is not None and who.expires_at <= now:
-        return "token expired"
-    if who.session and who.session in service.directory.revoked:
-        return "signed out"
-    for code in who.estates - {"*"}:
-        estate = service.directory.estate(code)
-        if estate is not None:
-            try:
-                require_known_staff(service.directory, estate, who)
-            except AuthError as error:
-                return error.reason
-    if "*" in who.estates and not who.company_wide and not service.directory.company_staff(who.staff_id) \
-            and not who.has_role("integration"):
-        return f"{who.staff_id} is no longer head-office staff"
-    return None
+    refused = refusal_of(service.directory, who, now=now or dt.datetime.now(dt.timezone.utc))
+    return refused.reason if refused is not None else None
 
 
 # Declares the bearer scheme in every OpenAPI document (the Authorize button of /docs);

@@ -24,19 +24,13 @@ Open items carried into the next month:
 ``carried_out = carried_in + opened + reactivated - closed`` (reactivated = a closed
 ticket opened again), exact because every transition is counted once.
 
-Clocks. A clock instance is (round, clock, department) and comes from the `Assigned`
-deadlines (or from a breach notice for a clock nobody declared). Every instance is
-counted exactly once, as met or breached:
-
-* `sla_breached` breaches it (a department-less notice breaches every instance of that
-  clock in the round); if it had already been counted as met, the figure moves from met
-  to breached in the period where it was counted — the breach notice is authoritative;
-* the event that stops it (`CLOCK_STOPPED_BY`, default: the round's `completed`) meets
-  it — unless the stop came after its `due_at`, in which case it is a breach even if the
-  clock service's notice has not arrived yet (it will then add nothing);
-* `completed` also settles the round's other running clocks (a department that never
-  logged an arrival but completed in time met its clock), except those stopped by the
-  callback; `closed` settles every clock still running.
+Clocks. Dispatch owns the SLA clocks and publishes its verdict on each as one
+`clock_settled` event (met, breached, superseded, cancelled, rescheduled; see
+`services.dispatch.rules.clock_verdict`). This model counts those verdicts and never
+re-derives them: `met` adds `clocks_met` on the day it was settled, `breached` adds
+`clocks_breached` on the day the clock ran out (its `due_at`); the other outcomes ended a
+clock no longer owed and count neither. A verdict counts once per dispatch clock id. The
+`Assigned` deadlines only declare the clocks (for the weekly review's overdue list).
 """
 
 from __future__ import annotations
@@ -109,21 +103,6 @@ class Metric(StrEnum):
 
 _METRICS = tuple(m.value for m in Metric)  # plain strings: Enum.value lookups are slow in bulk
 
-# The contract with dispatch's clock names: the event that stops each clock. A clock
-# not listed here is stopped by the `completed` event of its round (reply, tracking by
-# the company, invalid-complaint notice, ...). Department-scoped stops only stop the
-# clock of that department; a department-less instance of such a clock is settled when
-# its round completes.
-CLOCK_STOPPED_BY: dict[str, str] = {
-    "acknowledge": "acknowledged",  # handover ledger: receiver signs for the form
-    "arrival": "arrived",  # repair arrival
-    "repair_slip_return": "signed_back",  # repair slip back to customer service
-    "sign_back": "signed_back",
-    "tracking": "callback_done",  # tracking control runs from acceptance to callback
-    "progress_update": "progress_updated",
-}
-_DEPARTMENT_STOPS = {"acknowledged", "arrived", "signed_back"}
-
 RUNNING, MET, BREACHED = "running", "met", "breached"
 OPEN, CLOSED = "open", "closed"
 UNASSIGNED = "unassigned"  # weekly review bucket for forms not routed to a department
@@ -162,7 +141,8 @@ class ClockFacts:
     clock: str
     department: str | None
     due_at: dt.datetime | None = None
-    outcome: str = RUNNING  # running | met | breached
+    outcome: str = RUNNING  # running, or dispatch's verdict (ev.ClockOutcome)
+    clock_id: int | None = None  # dispatch's id, once its verdict has been seen
     counted_day: str | None = None
     counted_under: list[tuple[str, str]] = field(default_factory=list)
 
@@ -176,7 +156,7 @@ class ClockFacts:
     def from_dict(cls, data: Mapping[str, Any]) -> "ClockFacts":
         return cls(
             round=data["round"], clock=data["clock"], department=data.get("department"),
-            due_at=_dt(data.get("due_at")), outcome=data.get("outcome", RUNNING),
+            due_at=_dt(data.get("due_at")), outcome=data.get("outcome", RUNNING), clock_id=data.get("clock_id"),
             counted_day=data.get("counted_day"),
             counted_under=[tuple(d) for d in data.get("counted_under", [])],
         )
@@ -260,6 +240,8 @@ class TicketFacts:
         met, None while one is still running without a breach."""
         result: dict[str, bool | None] = {}
         for c in self.clocks:
+            if c.outcome not in (RUNNING, MET, BREACHED):
+                continue  # superseded, cancelled, rescheduled: no longer owed, not counted
             previous = result.get(c.clock, True)
             if c.outcome == BREACHED or previous is False:
                 result[c.clock] = False
@@ -355,54 +337,24 @@ def _round_dims(facts: TicketFacts, round_: int) -> list[tuple[str, str]]:
     return _ticket_dims(facts) + _department_dims(facts.round_departments.get(round_, []))
 
 
-def _stopper(clock: str) -> str:
-    return CLOCK_STOPPED_BY.get(clock, ev.Completed.event_name)
-
-
 def _clock_dims(facts: TicketFacts, clock: ClockFacts) -> list[tuple[str, str]]:
     departments = [clock.department] if clock.department else facts.round_departments.get(clock.round, [])
     return _ticket_dims(facts) + [(Dimension.clock.value, clock.clock)] + _department_dims(departments)
 
 
-def _count_clock(facts: TicketFacts, clock: ClockFacts, outcome: str, day: str, out: _Counter) -> None:
-    clock.outcome = outcome
-    clock.counted_day = day
-    clock.counted_under = _clock_dims(facts, clock)
-    out.add(day, clock.counted_under, Metric.clocks_met if outcome == MET else Metric.clocks_breached)
-
-
-def _stop_clocks(facts: TicketFacts, clocks: Iterable[ClockFacts], at: dt.datetime, tz: ZoneInfo, out: _Counter) -> None:
-    for clock in clocks:
-        if clock.outcome != RUNNING:
-            continue
-        if clock.due_at is not None and at > clock.due_at:
-            # Stopped too late: a breach whether or not its notice has been seen yet.
-            _count_clock(facts, clock, BREACHED, _local_day(clock.due_at, tz), out)
-        else:
-            _count_clock(facts, clock, MET, _local_day(at, tz), out)
-
-
-def _breach_clock(facts: TicketFacts, p: ev.SlaBreached, tz: ZoneInfo, out: _Counter) -> None:
-    same_clock = [c for c in facts.clocks if c.round == p.round and c.clock == p.clock]
-    if p.department is None:
-        targets = same_clock
-    else:
-        targets = [c for c in same_clock if c.department == p.department]
-        if not targets:  # declared for the round as a whole
-            targets = [c for c in same_clock if c.department is None]
-    if not targets:
-        clock = ClockFacts(round=p.round, clock=p.clock, department=p.department, due_at=p.due_at)
+def _settled_clock(facts: TicketFacts, p: ev.ClockSettled) -> ClockFacts | None:
+    """The instance a verdict is about: seen by id before (None: already counted), else
+    the running instance `Assigned` declared, else a new one."""
+    if any(c.clock_id == p.clock_id for c in facts.clocks):
+        return None
+    clock = next((c for c in facts.clocks if c.clock_id is None and c.outcome == RUNNING
+                  and (c.round, c.clock, c.department) == (p.round, p.clock, p.department)), None)
+    if clock is None:
+        clock = ClockFacts(round=p.round, clock=p.clock, department=p.department)
         facts.clocks.append(clock)
-        targets = [clock]
-    for clock in targets:
-        if clock.outcome == RUNNING:
-            _count_clock(facts, clock, BREACHED, _local_day(p.due_at, tz), out)
-        elif clock.outcome == MET:
-            # The breach notice is authoritative: move the figure where it was counted.
-            assert clock.counted_day is not None
-            out.add(clock.counted_day, clock.counted_under, Metric.clocks_met, -1)
-            out.add(clock.counted_day, clock.counted_under, Metric.clocks_breached, +1)
-            clock.outcome = BREACHED
+    clock.clock_id = p.clock_id
+    clock.due_at = p.due_at
+    return clock
 
 
 def _callback(facts: TicketFacts, callback_id: str, round_: int, day: str, out: _Counter) -> CallbackFacts:
@@ -495,12 +447,9 @@ def _on_assigned(facts: TicketFacts, p: ev.Assigned, event, day, tz, out: _Count
             existing.due_at = deadline.due_at  # re-declared: the latest deadline holds
 
 
-def _department_step(metric: Metric, stop: str):
+def _department_step(metric: Metric):
     def handler(facts: TicketFacts, p, event, day, tz, out: _Counter) -> None:
         out.add(day, [(Dimension.estate.value, facts.estate), (Dimension.department.value, p.department)], metric)
-        at = getattr(p, "arrived_at", None) or event.time
-        _stop_clocks(facts, [c for c in facts.clocks if c.round == p.round and c.department == p.department
-                             and _stopper(c.clock) == stop], at, tz, out)
         if isinstance(p, ev.SignedBack):
             out.add(day, [(Dimension.staff.value, p.signed_by)], Metric.forms_signed)
     return handler
@@ -509,8 +458,6 @@ def _department_step(metric: Metric, stop: str):
 def _on_progress_updated(facts: TicketFacts, p: ev.ProgressUpdated, event, day, tz, out: _Counter) -> None:
     facts.progress_updates.append(event.time)
     out.add(day, _ticket_dims(facts), Metric.progress_updates)
-    _stop_clocks(facts, [c for c in facts.clocks if c.round == facts.round
-                         and _stopper(c.clock) == ev.ProgressUpdated.event_name], event.time, tz, out)
 
 
 def _on_escalated(facts: TicketFacts, p: ev.Escalated, event, day, tz, out: _Counter) -> None:
@@ -522,8 +469,20 @@ def _on_escalated(facts: TicketFacts, p: ev.Escalated, event, day, tz, out: _Cou
         out.add(day, dims, Metric.nonconformities)
 
 
-def _on_sla_breached(facts: TicketFacts, p: ev.SlaBreached, event, day, tz, out: _Counter) -> None:
-    _breach_clock(facts, p, tz, out)
+def _on_clock_settled(facts: TicketFacts, p: ev.ClockSettled, event, day, tz, out: _Counter) -> None:
+    clock = _settled_clock(facts, p)
+    if clock is None:
+        return  # this clock's verdict has been counted
+    clock.outcome = p.outcome.value
+    if p.outcome is ev.ClockOutcome.met:
+        clock.counted_day = _local_day(p.settled_at, tz)
+    elif p.outcome is ev.ClockOutcome.breached:
+        clock.counted_day = _local_day(p.due_at, tz)  # the day it ran out, however late the stop
+    else:
+        return  # no longer owed: neither met nor breached
+    clock.counted_under = _clock_dims(facts, clock)
+    out.add(clock.counted_day, clock.counted_under,
+            Metric.clocks_met if p.outcome is ev.ClockOutcome.met else Metric.clocks_breached)
 
 
 def _on_completed(facts: TicketFacts, p: ev.Completed, event, day, tz, out: _Counter) -> None:
@@ -531,8 +490,6 @@ def _on_completed(facts: TicketFacts, p: ev.Completed, event, day, tz, out: _Cou
     departments = p.departments or facts.round_departments.get(p.round, [])
     completed_day = _local_day(p.completed_at, tz)
     out.add(completed_day, _ticket_dims(facts) + _department_dims(departments), Metric.completed)
-    _stop_clocks(facts, [c for c in facts.clocks if c.round == p.round
-                         and _stopper(c.clock) != ev.CallbackDone.event_name], p.completed_at, tz, out)
 
 
 def _on_reopened(facts: TicketFacts, p: ev.Reopened, event, day, tz, out: _Counter) -> None:
@@ -573,8 +530,6 @@ def _on_callback_done(facts: TicketFacts, p: ev.CallbackDone, event, day, tz, ou
         out.add(day, dims, Metric.attitude_satisfied)
     if p.handled_in_time:
         out.add(day, dims, Metric.handled_in_time)
-    _stop_clocks(facts, [c for c in facts.clocks if c.round == p.round
-                         and _stopper(c.clock) == ev.CallbackDone.event_name], event.time, tz, out)
 
 
 def _on_callback_overdue(facts: TicketFacts, p: ev.CallbackOverdue, event, day, tz, out: _Counter) -> None:
@@ -593,7 +548,6 @@ def _on_closed(facts: TicketFacts, p: ev.Closed, event, day, tz, out: _Counter) 
     out.add(day, _ticket_dims(facts), Metric.closed)
     if facts.reopen_count == 0:
         out.add(day, _ticket_dims(facts), Metric.closed_first_round)
-    _stop_clocks(facts, list(facts.clocks), event.time, tz, out)
 
 
 def _on_corrective_action_suggested(facts: TicketFacts, p: ev.CorrectiveActionSuggested, event, day, tz, out: _Counter) -> None:
@@ -608,12 +562,13 @@ _HANDLERS = {
     ev.Accepted.event_name: _on_accepted,
     ev.ValidityJudged.event_name: _on_validity_judged,
     ev.Assigned.event_name: _on_assigned,
-    ev.Acknowledged.event_name: _department_step(Metric.acknowledged, ev.Acknowledged.event_name),
-    ev.Arrived.event_name: _department_step(Metric.arrived, ev.Arrived.event_name),
-    ev.SignedBack.event_name: _department_step(Metric.signed_back, ev.SignedBack.event_name),
+    ev.Acknowledged.event_name: _department_step(Metric.acknowledged),
+    ev.Arrived.event_name: _department_step(Metric.arrived),
+    ev.SignedBack.event_name: _department_step(Metric.signed_back),
     ev.ProgressUpdated.event_name: _on_progress_updated,
     ev.Escalated.event_name: _on_escalated,
-    ev.SlaBreached.event_name: _on_sla_breached,
+    ev.ClockSettled.event_name: _on_clock_settled,
+    # sla_breached: the escalation's notice; the breach is counted from clock_settled.
     ev.Completed.event_name: _on_completed,
     ev.Reopened.event_name: _on_reopened,
     ev.CallbackScheduled.event_name: _on_callback_scheduled,
@@ -1172,12 +1127,11 @@ def department_weekly_review(
 ) -> tuple[DepartmentReview, ...]:
     """What each department head reads weekly (RULES §4): their open forms. A form sits
     with the departments of its current round (UNASSIGNED when not yet routed). A
-    complaint open longer than `clocks.progress_updates_after_days` that had fewer than
-    `clocks.progress_updates_per_week` updates in the last 7 days needs an update."""
+    complaint needs an update when dispatch settled the latest week of its progress-update
+    duty in the current round as breached (RULES §2 Progress updates: dispatch decides
+    each week, `ev.PROGRESS_UPDATE_CLOCK`; this review counts its verdict)."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    clocks_policy = policy.clocks
-    week_ago = now - dt.timedelta(days=7)
     grouped: dict[str, list[OpenItem]] = {}
     for facts in open_items:
         if not facts.is_open:
@@ -1187,11 +1141,9 @@ def department_weekly_review(
             if c.outcome == BREACHED or (c.outcome == RUNNING and c.due_at is not None and c.due_at < now)
         })
         days_open = (now - facts.accepted_at).days if facts.accepted_at else None
-        needs_update = (
-            facts.kind == ev.Kind.complaint.value
-            and days_open is not None and days_open > clocks_policy.progress_updates_after_days
-            and sum(1 for t in facts.progress_updates if t > week_ago) < clocks_policy.progress_updates_per_week
-        )
+        weeks = sorted((c for c in facts.clocks if c.clock == ev.PROGRESS_UPDATE_CLOCK and c.round == facts.round
+                        and c.outcome in (MET, BREACHED) and c.due_at is not None), key=lambda c: c.due_at)
+        needs_update = bool(weeks) and weeks[-1].outcome == BREACHED
         item = OpenItem(
             ticket_id=facts.ticket_id, kind=facts.kind, category=facts.category,
             building=facts.building, round=facts.round, accepted_at=facts.accepted_at,

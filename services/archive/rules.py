@@ -66,7 +66,7 @@ from shared.events import (
     Severity,
     Urgency,
 )
-from shared.errors import RuleViolation as SharedRuleViolation
+from shared.errors import RuleViolation
 from shared.policy import DEFAULT_POLICY, Policy
 
 FORM_SCHEMA = "estatedesk.archive.countersign_form/v1"
@@ -95,14 +95,10 @@ REFUSAL_STATUS = {
 }
 
 
-class RuleViolation(SharedRuleViolation):
-    """A request the archive rules refuse; `reason` is for the person who asked and
-    `code` a stable slug for the API layer, which answers with `status`."""
-
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(reason, status=REFUSAL_STATUS.get(code, 409))
-        self.code = code
-        self.reason = reason
+def refusal(code: str, reason: str) -> RuleViolation:
+    """A request the archive rules refuse: `reason` for the person who asked, `code` a
+    stable slug for API clients; the status follows the code (REFUSAL_STATUS)."""
+    return RuleViolation(reason, status=REFUSAL_STATUS.get(code, 409), code=code)
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
@@ -365,8 +361,11 @@ class ArchivedForm(_Frozen):
 
 
 # Events that happen to the record after it is frozen, or belong to analytics: they are
-# never part of the form's content, or archiving would change what it archives.
-NOT_PART_OF_FORM = frozenset({"archived", "lent", "returned", "destroyed", "corrective_action_suggested"})
+# never part of the form's content, or archiving would change what it archives. Dispatch's
+# clock verdicts (clock_settled) are counted by analytics and keep coming after `closed`
+# (closing settles the clocks still running); the form keeps the deadlines and breaches.
+NOT_PART_OF_FORM = frozenset({"archived", "lent", "returned", "destroyed", "corrective_action_suggested",
+                              "clock_settled"})
 
 
 class _RoundBuilder:
@@ -575,7 +574,7 @@ def assemble_form(events: Iterable[CloudEvent], *, timezone: str = DEFAULT_POLIC
 def check_archivable(form: ArchivedForm) -> None:
     """Only a closed form is frozen: nothing may be added to it once archived."""
     if not form.is_closed:
-        raise RuleViolation("not_closed", f"form {form.form_number} is not closed and cannot be archived yet")
+        raise refusal("not_closed", f"form {form.form_number} is not closed and cannot be archived yet")
 
 
 def canonical_bytes(form: ArchivedForm) -> bytes:
@@ -1130,11 +1129,11 @@ def check_loan_request(
     try:
         mode = LoanMode(mode)
     except ValueError:
-        raise RuleViolation("unknown_mode", f"unknown loan mode {mode!r}: consult, loan, copy or export") from None
+        raise refusal("unknown_mode", f"unknown loan mode {mode!r}: consult, loan, copy or export") from None
     if not purpose or not purpose.strip():
-        raise RuleViolation("purpose_required", "every consultation or loan is registered with its purpose")
+        raise refusal("purpose_required", "every consultation or loan is registered with its purpose")
     if record.destroyed:
-        raise RuleViolation("record_destroyed", f"record {record.record_number} was destroyed")
+        raise refusal("record_destroyed", f"record {record.record_number} was destroyed")
     reference = (approval_reference or "").strip() or None
     custodian = _is_custodian(borrower, record.estate, policy)
 
@@ -1145,20 +1144,20 @@ def check_loan_request(
             "a loan, copy or export" if custodian else "staff other than the estate's customer service"
         )
         if approver is None:
-            raise RuleViolation(
+            raise refusal(
                 "approval_required",
                 f"owner records are level-1 confidential: {who} need the approval of the estate director or manager",
             )
         if approver.id == borrower.id:
-            raise RuleViolation("self_approval", "nobody may approve their own access to an owner record")
+            raise refusal("self_approval", "nobody may approve their own access to an owner record")
         if approver.external or not (approver.roles & set(policy.archive.approver_roles)) or record.estate not in approver.estates:
-            raise RuleViolation(
+            raise refusal(
                 "approver_not_authorised",
                 f"{approver.id} is not a director or manager of estate {record.estate} and cannot approve this",
             )
         needs_writing = borrower.external or mode != LoanMode.consult
         if needs_writing and reference is None:
-            raise RuleViolation(
+            raise refusal(
                 "written_approval_required",
                 f"{who} need the manager's written approval: give its reference",
             )
@@ -1230,7 +1229,7 @@ def may_read(
 def return_loan(entry: RegisterEntry, now: dt.datetime) -> RegisterEntry:
     _require_aware(now, "now")
     if entry.returned_at is not None:
-        raise RuleViolation("already_returned", f"register entry {entry.loan_id} was already closed")
+        raise refusal("already_returned", f"register entry {entry.loan_id} was already closed")
     return entry.model_copy(update={"returned_at": _utc(now)})
 
 
@@ -1287,22 +1286,22 @@ def check_destruction(
     with the general manager's approval and its reference, never while out on loan."""
     _require_aware(now, "now")
     if record.destroyed:
-        raise RuleViolation("already_destroyed", f"record {record.record_number} was already destroyed")
+        raise refusal("already_destroyed", f"record {record.record_number} was already destroyed")
     expires = retention_expires(record.archived_at, record.retention_class, policy)
     if now < expires:
-        raise RuleViolation(
+        raise refusal(
             "retention_not_expired",
             f"record {record.record_number} ({record.retention_class.value}) is kept until "
             f"{expires.isoformat()}; it cannot be destroyed before",
         )
     if not set(approved_by_roles) & set(policy.archive.destruction_approver_roles):
-        raise RuleViolation("general_manager_approval_required", "destruction needs the general manager's approval")
+        raise refusal("general_manager_approval_required", "destruction needs the general manager's approval")
     reference = (approval_reference or "").strip()
     if not reference:
-        raise RuleViolation("approval_reference_required", "give the reference of the general manager's approval")
+        raise refusal("approval_reference_required", "give the reference of the general manager's approval")
     out = [e.loan_id for e in open_loans if e.record_number == record.record_number and e.returned_at is None and e.mode == LoanMode.loan]
     if out:
-        raise RuleViolation("on_loan", f"record {record.record_number} is out on loan ({', '.join(sorted(out))})")
+        raise refusal("on_loan", f"record {record.record_number} is out on loan ({', '.join(sorted(out))})")
     return DestructionLogEntry(
         estate=record.estate,
         record_number=record.record_number,
@@ -1341,7 +1340,7 @@ def check_period_over(period: str, now: dt.datetime, tz: str | ZoneInfo) -> None
     _require_aware(now, "now")
     end = period_end(period, tz)
     if now < end:
-        raise RuleViolation(
+        raise refusal(
             "period_not_over", f"{period} is not over yet in the estate's time zone (it ends {end.isoformat()})"
         )
 

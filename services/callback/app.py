@@ -33,9 +33,12 @@ from shared.auth import Principal
 from shared.errors import RuleViolation
 from shared.limits import Contract, Day
 from shared.events import (
-    Accepted, Assigned, CallbackDone, CallbackOverdue, CallbackScheduled, Channel, CloudEvent, Closed,
+    PROGRESS_UPDATE_CLOCK, Accepted, Assigned, CallbackDone, CallbackOverdue, CallbackScheduled, Channel, ClockOutcome,
+    ClockSettled, CloudEvent, Closed,
     Completed, Kind, ProgressUpdated, RepairClass, ReplyMethod, Reopened, Severity, Urgency, ValidityJudged,
 )
+from shared.calendar_watch import on_calendar_change
+from shared.lifecycle import CallbackState, TicketState
 from shared.service import Service, create_http_app, known_estate, require_estate
 
 service = Service(
@@ -106,7 +109,7 @@ async def lock_ticket(session: AsyncSession, ticket_id: str, estate: str, seen_a
     """The ticket's row, locked for this transaction; created on the first news of it."""
     now = service.clock.now()
     await session.execute(
-        pg_insert(T).values(ticket_id=ticket_id, estate=estate, raised_at=seen_at, status="in_handling",
+        pg_insert(T).values(ticket_id=ticket_id, estate=estate, raised_at=seen_at, status=TicketState.in_handling,
                             current_round=1, departments=[], updated_at=now)
         .on_conflict_do_nothing()
     )
@@ -153,7 +156,7 @@ async def schedule(session: AsyncSession, planned: rules.PlannedCallback, *, est
                 rule=value(planned.rule), purpose=value(planned.purpose), kind=kind, category=category,
                 departments=departments, method=value(planned.method), counts_in_rate=in_rate,
                 completed_at=completed_at, due_at=planned.due_at, provisional=planned.provisional,
-                assigned_to=assignee, status="pending", scheduled_at=now,
+                assigned_to=assignee, status=CallbackState.pending, scheduled_at=now,
             )
             .on_conflict_do_nothing()
             .returning(C.c.callback_id)
@@ -174,14 +177,14 @@ async def schedule(session: AsyncSession, planned: rules.PlannedCallback, *, est
 
 async def cancel_callbacks(session: AsyncSession, where, reason: str) -> None:
     await session.execute(
-        sa.update(C).where(where, C.c.status == "pending")
-        .values(status="cancelled", cancelled_at=service.clock.now(), cancel_reason=reason)
+        sa.update(C).where(where, C.c.status == CallbackState.pending)
+        .values(status=CallbackState.cancelled, cancelled_at=service.clock.now(), cancel_reason=reason)
     )
 
 
 async def close_ticket(session: AsyncSession, ticket, round_: int, reason: str, satisfied: bool | None, actor: str) -> None:
     now = service.clock.now()
-    await set_ticket(session, ticket.ticket_id, status="closed", closed_at=now, closed_round=round_,
+    await set_ticket(session, ticket.ticket_id, status=TicketState.closed, closed_at=now, closed_round=round_,
                      closed_reason=reason, closed_satisfied=satisfied)
     await session.execute(
         sa.update(R).where(R.c.ticket_id == ticket.ticket_id, R.c.round == round_, R.c.outcome.is_(None))
@@ -196,7 +199,7 @@ async def close_ticket(session: AsyncSession, ticket, round_: int, reason: str, 
 async def reopen_ticket(session: AsyncSession, ticket, outcome: rules.Outcome, departments: list[str], actor: str) -> None:
     now = service.clock.now()
     finished_round = outcome.round - 1
-    await set_ticket(session, ticket.ticket_id, status="in_handling", current_round=outcome.round)
+    await set_ticket(session, ticket.ticket_id, status=TicketState.in_handling, current_round=outcome.round)
     await session.execute(
         sa.update(R).where(R.c.ticket_id == ticket.ticket_id, R.c.round == finished_round, R.c.outcome.is_(None))
         .values(outcome="reopened", outcome_reason=outcome.reason, outcome_at=now, outcome_by=actor)
@@ -219,7 +222,7 @@ def facts_of_round(round_row, ticket, complaint_valid: bool | None) -> Completio
 
 async def plan_midway(session: AsyncSession, ticket, round_: int, starts_at: dt.datetime) -> None:
     """A running special service is called mid-way (001 第9篇 一.3), planned when it starts."""
-    if ticket.kind != Kind.special_service or ticket.status == "closed" or not ticket.reply_method:
+    if ticket.kind != Kind.special_service or ticket.status == TicketState.closed or not ticket.reply_method:
         return
     completed = (await session.execute(
         sa.select(R.c.round).where(R.c.ticket_id == ticket.ticket_id, R.c.round == round_))).first()
@@ -270,7 +273,7 @@ async def decide_recurrence(session: AsyncSession, estate: str, category_key: st
             .values(verdict=verdict, decided_at=now, recurring_ticket_id=recurring_id)
         )
         ticket = (await session.execute(sa.select(T).where(T.c.ticket_id == watch.ticket_id).with_for_update())).one()
-        if ticket.status == "closed":
+        if ticket.status == TicketState.closed:
             continue
         if verdict == "not_satisfied":
             reason = (f"recurrence rule: a same-category opinion ({recurring_id}) in the same department within "
@@ -317,7 +320,7 @@ async def on_validity_judged(session: AsyncSession, event: CloudEvent) -> None:
     if judged.valid:
         return
     closer = judged.confirmed_by or judged.judged_by
-    if ticket.status == "in_handling":
+    if ticket.status == TicketState.in_handling:
         # Dispatch ends the handling of a complaint judged invalid: no `completed` will
         # follow, so its life ends here, in `closed` (archive assembles the form on it).
         await close_ticket(session, ticket, ticket.current_round,
@@ -337,7 +340,7 @@ async def on_validity_judged(session: AsyncSession, event: CloudEvent) -> None:
             sa.and_(C.c.ticket_id == judged.ticket_id, C.c.round == round_row.round, C.c.callback_id.not_in(still_owed)),
             f"complaint judged invalid: {judged.reason}",
         )
-        if plan.close_now and ticket.status != "closed" and round_row.round == ticket.current_round:
+        if plan.close_now and ticket.status != TicketState.closed and round_row.round == ticket.current_round:
             await close_ticket(session, ticket, round_row.round, plan.close_reason, None, closer)
 
 
@@ -367,7 +370,7 @@ async def on_completed(session: AsyncSession, event: CloudEvent) -> None:
     key = rules.recurrence_key(completed.category)
     await recurrence_lock(session, estate)
     ticket = await lock_ticket(session, completed.ticket_id, estate, completed.completed_at)
-    if ticket.status == "closed" and (ticket.closed_round or 0) >= completed.round:
+    if ticket.status == TicketState.closed and (ticket.closed_round or 0) >= completed.round:
         return  # a late copy of a round already judged
     fresh = (await session.execute(
         pg_insert(R).values(
@@ -415,12 +418,12 @@ async def on_completed(session: AsyncSession, event: CloudEvent) -> None:
                 completed_at=completed.completed_at, window_ends_at=rules.window_end(first, policy),
             ).on_conflict_do_nothing()
         )
-        await set_ticket(session, completed.ticket_id, status="awaiting_verdict")
+        await set_ticket(session, completed.ticket_id, status=TicketState.awaiting_verdict)
         await decide_recurrence(session, estate, ticket.category_key or key)
     elif plan.close_now:
         await close_ticket(session, ticket, completed.round, plan.close_reason, None, SYSTEM)
     else:
-        await set_ticket(session, completed.ticket_id, status="awaiting_callback")
+        await set_ticket(session, completed.ticket_id, status=TicketState.awaiting_callback)
 
 
 @service.consumer("progress_updated", description="Keep the twice-weekly progress updates of long-running "
@@ -435,6 +438,19 @@ async def on_progress_updated(session: AsyncSession, event: CloudEvent) -> None:
     )
 
 
+@service.consumer("clock_settled", description="Count the weeks of owner updates dispatch settled as missed "
+                                                "(dispatch decides the progress-update duty).")
+async def on_clock_settled(session: AsyncSession, event: CloudEvent) -> None:
+    settled: ClockSettled = event.payload()
+    if settled.clock != PROGRESS_UPDATE_CLOCK or settled.outcome is not ClockOutcome.breached:
+        return
+    await lock_ticket(session, settled.ticket_id, event.estate, event.time)
+    await session.execute(
+        sa.update(T).where(T.c.ticket_id == settled.ticket_id)
+        .values(progress_weeks_missed=T.c.progress_weeks_missed + 1, updated_at=service.clock.now())
+    )
+
+
 # --- periodic jobs -----------------------------------------------------------------------------
 
 
@@ -446,7 +462,7 @@ async def overdue_scan() -> int:
     async with service.db.transaction() as session:
         due = (await session.execute(
             sa.select(C.c.callback_id, C.c.ticket_id, C.c.estate, C.c.round, C.c.due_at)
-            .where(C.c.status == "pending", C.c.overdue_at.is_(None), C.c.due_at < now)
+            .where(C.c.status == CallbackState.pending, C.c.overdue_at.is_(None), C.c.due_at < now)
             .order_by(C.c.due_at).limit(SCAN_BATCH).with_for_update(skip_locked=True)
         )).all()
         for row in due:
@@ -459,21 +475,15 @@ async def overdue_scan() -> int:
     return len(due)
 
 
-_calendar_seen: dict = {"data": None}
-
-
-@service.periodic("calendar-recompute", every_seconds=5.0)
+@on_calendar_change(service, "calendar-recompute")
 async def recompute_on_calendar_change() -> int:
     """On every change of the company's calendar, count every pending complaint callback's
     working-day window again (issue 10: every running deadline follows every change)."""
-    data = service.directory.company.calendar
-    if _calendar_seen["data"] == data:
-        return 0
     changed = 0
     async with service.db.transaction() as session:
         rows = (await session.execute(
             sa.select(C.c.callback_id, C.c.estate, C.c.completed_at, C.c.due_at, C.c.provisional)
-            .where(C.c.status == "pending", C.c.overdue_at.is_(None), C.c.rule == rules.CallbackRule.complaint.value,
+            .where(C.c.status == CallbackState.pending, C.c.overdue_at.is_(None), C.c.rule == rules.CallbackRule.complaint.value,
                    C.c.completed_at.is_not(None))
             .with_for_update(skip_locked=True)
         )).all()
@@ -484,7 +494,6 @@ async def recompute_on_calendar_change() -> int:
                 await session.execute(sa.update(C).where(C.c.callback_id == row.callback_id)
                                       .values(due_at=update[0], provisional=update[1]))
                 changed += 1
-    _calendar_seen["data"] = data
     return changed
 
 
@@ -510,7 +519,7 @@ async def recurrence_scan() -> int:
 
 
 def callback_view(row, tz: ZoneInfo, now: dt.datetime, form_number: str | None = None) -> dict:
-    pending = row.status == "pending"
+    pending = row.status == CallbackState.pending
     overdue = pending and rules.is_overdue(
         PendingCallback(callback_id=row.callback_id, ticket_id=row.ticket_id, due_at=row.due_at,
                         method=ReplyMethod(row.method), rule=row.rule), now)
@@ -538,7 +547,7 @@ def callback_view(row, tz: ZoneInfo, now: dt.datetime, form_number: str | None =
         "record": None,
         "outcome": None,
     }
-    if row.status == "done":
+    if row.status == CallbackState.done:
         view["record"] = {
             "done_at": iso(row.done_at, tz), "done_by": row.done_by, "method": row.record_method,
             "handled_in_time": row.handled_in_time, "result_satisfied": row.result_satisfied,
@@ -560,14 +569,14 @@ def progress_view(ticket, updates: list[dt.datetime], now: dt.datetime, tz: Zone
         "week_start": iso(status.week_start, tz), "week_end": iso(status.week_end, tz),
         "done_this_week": status.done_this_week, "missing_this_week": status.missing_this_week,
         "next_update_due_at": iso(status.next_update_due_at, tz), "overdue": status.overdue,
-        "missed_weeks": status.missed_weeks,
+        "missed_weeks": ticket.progress_weeks_missed,  # dispatch's verdicts, counted
     }
 
 
 async def long_running_complaints(session, estate: str, first_contact: str | None, now: dt.datetime, tz, policy) -> list[dict]:
     """Complaints still in handling past the point where the weekly update rhythm applies."""
     started_before = now - dt.timedelta(days=policy.clocks.progress_updates_after_days)
-    query = sa.select(T).where(T.c.estate == estate, T.c.kind == Kind.complaint.value, T.c.status == "in_handling",
+    query = sa.select(T).where(T.c.estate == estate, T.c.kind == Kind.complaint.value, T.c.status == TicketState.in_handling,
                                T.c.raised_at <= started_before)
     if first_contact:
         query = query.where(T.c.first_contact == first_contact)
@@ -684,9 +693,9 @@ async def worklist(
     query = (sa.select(C, T.c.form_number).join(T, T.c.ticket_id == C.c.ticket_id, isouter=True)
              .where(C.c.estate == estate))
     if status == "done":
-        query = query.where(C.c.status == "done")
+        query = query.where(C.c.status == CallbackState.done)
     else:
-        query = query.where(C.c.status == "pending")
+        query = query.where(C.c.status == CallbackState.pending)
         if status == "overdue":
             query = query.where(C.c.due_at < now)
     if assigned_to:
@@ -793,7 +802,7 @@ async def record_answers(estate: str, callback_id: str, body: RecordIn, actor: s
             attitude_satisfied=body.attitude_satisfied, suggestions=body.suggestions.strip(),
             owner_confirmed=body.owner_confirmed, method=method,
         )
-        if row.status == "done":
+        if row.status == CallbackState.done:
             recorded = rules.CallbackAnswers(
                 handled_in_time=row.handled_in_time, result_satisfied=row.result_satisfied,
                 attitude_satisfied=row.attitude_satisfied, suggestions=row.suggestions or "",
@@ -805,13 +814,13 @@ async def record_answers(estate: str, callback_id: str, body: RecordIn, actor: s
         now = service.clock.now()
         outcome = rules.record_outcome(
             CallbackPurpose(row.purpose), ReplyMethod(row.method), answers, row.round,
-            current_round=ticket.current_round, ticket_closed=ticket.status == "closed", policy=policy,
+            current_round=ticket.current_round, ticket_closed=ticket.status == TicketState.closed, policy=policy,
             answered_by_owner=answered_by_owner,
         )
         on_time = now <= row.due_at
         await session.execute(
             sa.update(C).where(C.c.callback_id == callback_id).values(
-                status="done", done_at=now, done_by=actor, record_method=method.value,
+                status=CallbackState.done, done_at=now, done_by=actor, record_method=method.value,
                 handled_in_time=answers.handled_in_time, result_satisfied=answers.result_satisfied,
                 attitude_satisfied=answers.attitude_satisfied, suggestions=answers.suggestions,
                 owner_confirmed=answers.owner_confirmed, on_time=on_time,
@@ -882,7 +891,7 @@ async def ticket_callbacks(estate: str, ticket_id: str, who: Principal = Depends
         "category": ticket.category, "reply_method": ticket.reply_method, "first_contact": ticket.first_contact,
         "status": ticket.status, "current_round": ticket.current_round,
         "closed": {"at": iso(ticket.closed_at, tz), "round": ticket.closed_round, "reason": ticket.closed_reason,
-                   "satisfied": ticket.closed_satisfied} if ticket.status == "closed" else None,
+                   "satisfied": ticket.closed_satisfied} if ticket.status == TicketState.closed else None,
         "rounds": [rounds_out[k] for k in sorted(rounds_out)],
         "recurrence": [
             {"round": w.round, "window_ends_at": iso(w.window_ends_at, tz), "verdict": w.verdict,
@@ -1051,7 +1060,7 @@ async def callback_metrics(estate: str, month: str | None = Query(None, descript
     department, over the work completed in the month."""
     known_estate(service, estate)
     tz = service.directory.timezone_for(estate)
-    callback_filter = [C.c.estate == estate, C.c.counts_in_rate.is_(True), C.c.status != "cancelled"]
+    callback_filter = [C.c.estate == estate, C.c.counts_in_rate.is_(True), C.c.status != CallbackState.cancelled]
     watch_filter = [W.c.estate == estate, W.c.verdict.is_not(None)]
     if month is not None:
         start, end = month_bounds(*rules.parse_month(month), tz)

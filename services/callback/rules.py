@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from shared.periods import canonical_category, month_parts
+from shared.periods import canonical_category, month_parts, progress_week
 from shared.calendar import WorkingCalendar
 from shared.errors import RuleViolation
 from shared.events import Completed, Kind, RepairClass, ReplyMethod
@@ -742,18 +742,20 @@ class ProgressUpdateStatus:
     missing_this_week: int
     next_update_due_at: dt.datetime | None
     overdue: bool
-    missed_weeks: int  # finished weeks with fewer updates than required
 
 
 def weekly_update_status(
     opened_at: dt.datetime, update_times: Iterable[dt.datetime], now: dt.datetime, policy: Policy
 ) -> ProgressUpdateStatus:
-    """Where a still-open complaint stands on "at least N updates a week" (RULES §2
-    Progress updates; 002 §4.4.1 b), once it has been open `progress_updates_after_days`.
+    """Where a still-open complaint stands this week on "at least N updates a week"
+    (RULES §2 Progress updates; 002 §4.4.1 b), once it has been open
+    `progress_updates_after_days`: the worklist's reminder. Whether a finished week was
+    met or missed is dispatch's verdict (clock_settled), counted, never judged here.
 
-    Weeks are counted from that moment. The N updates of a week are spread evenly, so
-    the next one is due at the next 1/N of the week not yet covered: with 2 a week,
-    half-way and at the end; once a week has its N, the next week's first slot."""
+    Weeks are dispatch's (`shared.periods.progress_week`). The N updates of a week are
+    spread evenly, so the next one is due at the next 1/N of the week not yet covered:
+    with 2 a week, half-way and at the end; once a week has its N, the next week's first
+    slot."""
     clocks = policy.clocks
     tz = ZoneInfo(policy.timezone)
     _require_aware(opened_at, "opened_at")
@@ -762,22 +764,14 @@ def weekly_update_status(
     for moment in times:
         _require_aware(moment, "update time")
     # Elapsed-time arithmetic in UTC; results shown in local time.
-    applies_from = opened_at.astimezone(dt.timezone.utc) + dt.timedelta(days=clocks.progress_updates_after_days)
+    utc_opened = opened_at.astimezone(dt.timezone.utc)
+    applies_from, _ = progress_week(utc_opened, utc_opened, clocks.progress_updates_after_days)
     per_week = clocks.progress_updates_per_week
     if per_week <= 0 or now < applies_from:
-        return ProgressUpdateStatus(False, applies_from.astimezone(tz), None, None, 0, 0, None, False, 0)
-
-    week = dt.timedelta(days=7)
-    current = (now - applies_from) // week
-
-    def updates_in(index: int) -> int:
-        start = applies_from + index * week
-        return sum(start <= t < start + week and t <= now for t in times)
-
-    week_start = applies_from + current * week
-    week_end = week_start + week
-    done = updates_in(current)
-    slot = week / per_week
+        return ProgressUpdateStatus(False, applies_from.astimezone(tz), None, None, 0, 0, None, False)
+    week_start, week_end = progress_week(utc_opened, now, clocks.progress_updates_after_days)
+    done = sum(week_start <= t < week_end and t <= now for t in times)
+    slot = (week_end - week_start) / per_week
     if done < per_week:
         next_due = week_start + slot * (done + 1)
     else:
@@ -791,7 +785,6 @@ def weekly_update_status(
         missing_this_week=max(per_week - done, 0),
         next_update_due_at=next_due.astimezone(tz),
         overdue=now > next_due,
-        missed_weeks=sum(updates_in(index) < per_week for index in range(current)),
     )
 
 

@@ -9,8 +9,13 @@ from shared import limits
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from shared.db import service_metadata
+from shared.lifecycle import CallbackState, TicketState, check_constraint
 
 metadata = service_metadata("callback")
+
+# The part of the ticket's life callback sees (shared.lifecycle's vocabulary).
+TICKET_STATES = (TicketState.in_handling, TicketState.awaiting_callback, TicketState.awaiting_verdict,
+                 TicketState.closed)
 
 Departments = ARRAY(sa.String(limits.DEPARTMENT_CODE_MAX))
 
@@ -51,10 +56,14 @@ tickets = sa.Table(
     sa.Column("closed_round", sa.Integer),
     sa.Column("closed_reason", sa.Text),
     sa.Column("closed_satisfied", sa.Boolean),
+    # Weeks of the progress-update duty dispatch settled as missed (its clock_settled
+    # verdicts on the progress_update clock; RULES §2 Progress updates, issue 11).
+    sa.Column("progress_weeks_missed", sa.Integer, nullable=False, server_default="0"),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_callback_tickets_estate_category", "estate", "category_key"),
     sa.Index("ix_callback_tickets_long_running", "estate", "raised_at",
              postgresql_where=sa.text("kind = 'complaint' AND status = 'in_handling'")),
+    check_constraint("status", TICKET_STATES, "ck_tickets_status"),
 )
 
 # One row per completed round: a redelivered or re-emitted `completed` finds it and does
@@ -120,6 +129,7 @@ callbacks = sa.Table(
     # The overdue scan looks only at pending callbacks not yet reported overdue.
     sa.Index("ix_callbacks_overdue_scan", "due_at",
              postgresql_where=sa.text("status = 'pending' AND overdue_at IS NULL")),
+    check_constraint("status", CallbackState, "ck_callbacks_status"),
 )
 
 # RULES §3 No callback path: an opinion waiting for the recurrence rule's verdict.

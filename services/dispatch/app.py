@@ -39,11 +39,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.dispatch import rules, store
 from services.dispatch.rules import Clock, Step, TicketFacts
 from shared.auth import Principal
+from shared.calendar_watch import on_calendar_change
 from shared.directory import Estate
 from shared.errors import RuleViolation
+from shared.lifecycle import LineState, require_transition
+from shared.lifecycle import TicketState as S
 from shared.limits import Contract, Instant, Money, Quantity
 from shared.events import (
-    Accepted, Acknowledged, Arrived, Assigned, CloudEvent, Completed, Deadline, Escalated,
+    Accepted, Acknowledged, Arrived, Assigned, ClockOutcome, ClockSettled, CloudEvent, Completed, Deadline, Escalated,
     Kind, RepairClass, Reopened, SignedBack, SlaBreached, ValidityJudged,
 )
 from shared.policy import Policy
@@ -151,18 +154,69 @@ async def _store_clocks(session: AsyncSession, ticket_id: str, estate: str, roun
         await session.execute(sa.insert(D), rows)
 
 
+async def _settled(session: AsyncSession, row, settled_at: dt.datetime, outcome: ClockOutcome) -> None:
+    """Publish dispatch's verdict on one clock (RULES §1, §2 clocks): the one fact the
+    on-time figures of analytics count, emitted once per clock."""
+    await service.emit(
+        session,
+        ClockSettled(ticket_id=row.ticket_id, clock_id=row.id, round=row.round, clock=row.clock,
+                     department=_dept(row.department), due_at=row.due_at, settled_at=settled_at, outcome=outcome),
+        estate=row.estate, actor=SYSTEM, time=settled_at,
+    )
+
+
 async def _close_clocks(session: AsyncSession, now: dt.datetime, outcome: str, *where) -> list[int]:
-    """Close open clocks (met, superseded or cancelled) and resolve their escalations."""
-    ids = (
+    """Close open clocks (met, superseded or cancelled) and resolve their escalations; a
+    clock not breached yet is settled now (`rules.clock_verdict`: late is breached)."""
+    rows = (
         await session.execute(
-            sa.update(D).where(D.c.met_at.is_(None), *where).values(met_at=now, outcome=outcome).returning(D.c.id)
+            sa.update(D).where(D.c.met_at.is_(None), *where).values(met_at=now, outcome=outcome)
+            .returning(D.c.id, D.c.ticket_id, D.c.estate, D.c.round, D.c.clock, D.c.department, D.c.due_at,
+                       D.c.breached_at)
         )
-    ).scalars().all()
+    ).all()
+    for row in rows:
+        if row.breached_at is None:  # a breached clock was settled when it ran out
+            await _settled(session, row, now, rules.clock_verdict(row.due_at, None, now, outcome))
+    ids = [row.id for row in rows]
     if ids:
         await session.execute(
             sa.update(E).where(E.c.deadline_id.in_(ids), E.c.resolved_at.is_(None)).values(resolved_at=now, next_at=None)
         )
-    return list(ids)
+    return ids
+
+
+async def _open_progress_week(session: AsyncSession, ticket_id: str, estate: str, round: int, kind: str,
+                              opened_at: dt.datetime, at: dt.datetime) -> Deadline | None:
+    """Start the progress-update clock of the week holding `at` (complaints only)."""
+    week = rules.progress_clock(kind, opened_at, at, _policy(estate))
+    if week is None:
+        return None
+    start, deadline = week
+    await session.execute(sa.insert(D).values(
+        ticket_id=ticket_id, estate=estate, round=round, clock=deadline.clock, department="", assignment_id=None,
+        due_at=deadline.due_at, provisional=False, started_at=start, working_days=None,
+    ))
+    return deadline
+
+
+async def _count_progress_update(session: AsyncSession, form, at: dt.datetime) -> None:
+    """An update given to the owner counts towards its week; the week is met once it has
+    them all, and the next week's clock starts (RULES §2 Progress updates)."""
+    week = (await session.execute(
+        sa.select(D).where(D.c.ticket_id == form.ticket_id, D.c.clock == Clock.progress_update.value,
+                           D.c.met_at.is_(None), D.c.breached_at.is_(None), D.c.started_at <= at, D.c.due_at > at)
+        .with_for_update()
+    )).first()
+    if week is None:
+        return
+    updates = (await session.execute(
+        sa.select(store.progress_log.c.updated_at).where(store.progress_log.c.ticket_id == form.ticket_id)
+    )).scalars().all()
+    if rules.progress_week_met(week.started_at, week.due_at, updates, _policy(form.estate)):
+        await _close_clocks(session, at, "met", D.c.id == week.id)
+        await _open_progress_week(session, form.ticket_id, form.estate, week.round, form.kind, form.accepted_at,
+                                  week.due_at)
 
 
 async def _resolve_ticket_escalations(session: AsyncSession, ticket_id: str, now: dt.datetime) -> None:
@@ -211,16 +265,8 @@ async def _active_lines(session: AsyncSession, ticket_id: str, round: int):
 
 
 def _progress(line) -> rules.DepartmentProgress:
-    if line.signed_back_at:
-        status = rules.FormStatus.signed_back
-    elif line.arrived_at:
-        status = rules.FormStatus.arrived
-    elif line.acknowledged_at:
-        status = rules.FormStatus.acknowledged
-    else:
-        status = rules.FormStatus.assigned
     return rules.DepartmentProgress(
-        department=line.department, status=status, arrival_required=line.arrival_required,
+        department=line.department, status=LineState(line.status), arrival_required=line.arrival_required,
         acknowledged_by=line.acknowledged_by, acknowledged_at=line.acknowledged_at, arrived_by=line.arrived_by,
         arrived_at=line.arrived_at, opinion=line.opinion, result=line.result, signed_by=line.signed_by,
         verified_by=line.verified_by, signed_at=line.signed_back_at,
@@ -241,12 +287,12 @@ def _line(lines, department: str):
 
 
 def _expect_in_handling(form) -> None:
-    if form.status == "invalid":
+    if form.status == S.invalid:
         raise RuleViolation("handling ended: the complaint was judged invalid", status=409)
-    if form.status == AWAITING_APPROVAL:
+    if form.status == S.awaiting_approval:
         raise RuleViolation(f"round {form.round} is signed back and waits for the nonconformity record's approval",
                             status=409)
-    if form.status in ("completed", "closed"):
+    if form.status in (S.completed, S.closed):
         raise RuleViolation(f"round {form.round} of this form is already {form.status}", status=409)
 
 
@@ -319,12 +365,14 @@ async def on_accepted(session: AsyncSession, event: CloudEvent) -> None:
             ticket_id=accepted.ticket_id, estate=event.estate, form_number=accepted.form_number,
             kind=accepted.kind, category=accepted.category, repair_class=accepted.repair_class,
             reply_method=accepted.reply_method, first_contact=accepted.first_contact,
-            facts=accepted.model_dump(mode="json"), round=1, status="in_handling",
+            facts=accepted.model_dump(mode="json"), round=1, status=S.in_handling,
             accepted_at=accepted.received_at, updated_at=now,
         )
     )
     line_ids = await _open_lines(session, accepted.ticket_id, departments, 1, now, SYSTEM, arrival_required, event.estate)
     await _store_clocks(session, accepted.ticket_id, event.estate, 1, deadlines, line_ids, facts, policy, start)
+    week = await _open_progress_week(session, accepted.ticket_id, event.estate, 1, accepted.kind, start, start)
+    deadlines = deadlines + ([week] if week else [])
     await service.emit(
         session,
         Assigned(ticket_id=accepted.ticket_id, round=1, departments=departments, assigned_by=SYSTEM, deadlines=deadlines),
@@ -361,7 +409,7 @@ async def on_validity_judged(session: AsyncSession, event: CloudEvent) -> None:
         await session.execute(sa.update(F).where(F.c.ticket_id == form.ticket_id).values(validity="valid", updated_at=now))
         return
     await session.execute(
-        sa.update(F).where(F.c.ticket_id == form.ticket_id).values(validity="invalid", status="invalid", updated_at=now)
+        sa.update(F).where(F.c.ticket_id == form.ticket_id).values(validity="invalid", status=S.invalid, updated_at=now)
     )
     await _close_clocks(session, now, "cancelled", D.c.ticket_id == form.ticket_id)
     await _resolve_ticket_escalations(session, form.ticket_id, now)
@@ -394,9 +442,12 @@ async def on_reopened(session: AsyncSession, event: CloudEvent) -> None:
     line_ids = await _open_lines(session, form.ticket_id, departments, reopened.round, now, reopened.reopened_by,
                                  arrival_required, event.estate)
     await _store_clocks(session, form.ticket_id, event.estate, reopened.round, deadlines, line_ids, facts, policy, start)
+    week = await _open_progress_week(session, form.ticket_id, event.estate, reopened.round, form.kind,
+                                     form.accepted_at, start)
+    deadlines = deadlines + ([week] if week else [])
     await session.execute(
         sa.update(F).where(F.c.ticket_id == form.ticket_id)
-        .values(round=reopened.round, status="in_handling", completed_at=None, updated_at=now)
+        .values(round=reopened.round, status=S.in_handling, completed_at=None, updated_at=now)
     )
     await service.emit(
         session,
@@ -419,6 +470,7 @@ async def on_progress_updated(session: AsyncSession, event: CloudEvent) -> None:
     )
     await _close_clocks(session, event.time, "met", D.c.ticket_id == form.ticket_id, D.c.round == form.round,
                         D.c.clock.in_(_met_by(Step.owner_updated)))
+    await _count_progress_update(session, form, event.time)
 
 
 @service.consumer("closed", description="The ticket is closed (the callback found the owner satisfied): tracking is "
@@ -431,7 +483,7 @@ async def on_closed(session: AsyncSession, event: CloudEvent) -> None:
     await _close_clocks(session, now, "cancelled", D.c.ticket_id == closed.ticket_id)
     await _resolve_ticket_escalations(session, closed.ticket_id, now)
     await session.execute(
-        sa.update(F).where(F.c.ticket_id == closed.ticket_id, F.c.status != "invalid").values(status="closed", updated_at=now)
+        sa.update(F).where(F.c.ticket_id == closed.ticket_id, F.c.status != S.invalid).values(status=S.closed, updated_at=now)
     )
 
 
@@ -467,10 +519,10 @@ async def _breach_batch() -> int:
     async with service.db.transaction() as session:
         due = (
             await session.execute(
-                sa.select(D, F.c.facts)
+                sa.select(D, F.c.facts, F.c.kind, F.c.accepted_at, F.c.status)
                 .join(F, F.c.ticket_id == D.c.ticket_id)
                 .where(D.c.met_at.is_(None), D.c.breached_at.is_(None), D.c.due_at < now,
-                       F.c.status.in_(("in_handling", AWAITING_APPROVAL, "completed")))
+                       F.c.status.in_((S.in_handling, S.awaiting_approval, S.completed)))
                 .order_by(D.c.due_at)
                 .limit(SCAN_BATCH)
                 .with_for_update(of=D, skip_locked=True)
@@ -481,6 +533,7 @@ async def _breach_batch() -> int:
             facts = TicketFacts.from_accepted(Accepted.model_validate(row.facts))
             department = _dept(row.department)
             await session.execute(sa.update(D).where(D.c.id == row.id).values(breached_at=now))
+            await _settled(session, row, now, ClockOutcome.breached)
             await service.emit(
                 session,
                 SlaBreached(ticket_id=row.ticket_id, round=row.round, clock=row.clock, due_at=row.due_at,
@@ -488,6 +541,13 @@ async def _breach_batch() -> int:
                 estate=row.estate, actor=SYSTEM, time=now,
             )
             breaches_total.labels(row.estate, row.clock).inc()
+            if row.clock == Clock.progress_update.value:
+                # A week that ended short is missed (counted, shown on the form); the duty
+                # goes on with the next week. It does not climb the escalation ladder.
+                if row.status == S.in_handling:
+                    await _open_progress_week(session, row.ticket_id, row.estate, row.round, row.kind,
+                                              row.accepted_at, row.due_at)
+                continue
             due_local = row.due_at.astimezone(service.directory.timezone_for(row.estate))
             await _escalate(
                 session, ticket_id=row.ticket_id, estate=row.estate, round=row.round,
@@ -533,19 +593,13 @@ async def _climb_batch() -> int:
     return len(waiting)
 
 
-_calendar_seen: dict = {"data": None}
-
-
-@service.periodic("provisional-recompute", every_seconds=5.0)
-async def recompute_provisional(force: bool = False) -> int:
+@on_calendar_change(service, "provisional-recompute")
+async def recompute_provisional() -> int:
     """On every change of the company's calendar (a year loaded, a correction, a typhoon
     day off), count every running day clock again from its start — not only the
     provisional ones: a day off added for tomorrow moves today's open reply and tracking
-    deadlines too (issue 10). On start-up (nothing seen yet) the same recount picks up a
-    year the `holidays` package has learned since."""
-    data = service.directory.company.calendar
-    if not force and _calendar_seen["data"] == data:
-        return 0
+    deadlines too (issue 10). On start-up the same recount picks up a year the `holidays`
+    package has learned since."""
     calendar = service.directory.calendar_for("")  # the company's calendar: one for every estate
     changed = 0
     async with service.db.transaction() as session:
@@ -563,7 +617,6 @@ async def recompute_provisional(force: bool = False) -> int:
                 due_at, provisional = update
                 await session.execute(sa.update(D).where(D.c.id == row.id).values(due_at=due_at, provisional=provisional))
                 changed += 1
-    _calendar_seen["data"] = data
     if changed:
         log.info("recomputed %d running day deadlines on the company's calendar", changed)
     return changed
@@ -628,6 +681,9 @@ class DeadlineOut(BaseModel):
     met_at: LocalTime | None
     outcome: str | None
     breached_at: LocalTime | None
+    verdict: ClockOutcome | None = Field(
+        description="Dispatch's verdict (published as clock_settled): met, breached, superseded, cancelled, "
+        "rescheduled; null while running")
     overdue: bool
     grace_minutes: int = Field(0, description="Arrival only: the policy's grace included in due_at (emergency 立即)")
 
@@ -690,6 +746,8 @@ class FormOut(BaseModel):
     nonconformity: NonconformityOut | None
     progress_updates: list[LocalTime]
     progress_updates_missing: list[ProgressWindowOut]
+    clocks_met: int = Field(description="Clocks met (the on-time figures count the same verdicts)")
+    clocks_breached: int = Field(description="Clocks breached: ran out, or stopped after their due time")
     overdue: bool
 
 
@@ -707,9 +765,7 @@ class FormSummaryOut(BaseModel):
 
 
 def _line_status(line) -> str:
-    if line.transferred_at:
-        return "transferred"
-    return _progress(line).status.value
+    return LineState(line.status).value
 
 
 def _line_out(line) -> LedgerLineOut:
@@ -733,14 +789,18 @@ def _deadline_out(row, now: dt.datetime, grace_minutes: int = 0) -> DeadlineOut:
     return DeadlineOut(round=row.round, clock=row.clock, department=_dept(row.department), due_at=row.due_at,
                        provisional=row.provisional, met_at=row.met_at, outcome=row.outcome,
                        breached_at=row.breached_at, overdue=overdue,
+                       verdict=rules.clock_verdict(row.due_at, row.breached_at, row.met_at, row.outcome),
                        grace_minutes=grace_minutes if row.clock == Clock.arrival.value else 0)
 
 
-def _missing_updates(form, update_times: list[dt.datetime], now: dt.datetime) -> list[rules.ProgressWindow]:
-    """RULES §2 Progress updates: complaints still in handling after a week."""
-    if form.kind != Kind.complaint or form.status != "in_handling":
-        return []
-    return rules.missing_progress_updates(form.accepted_at, update_times, now, _policy(form.estate))
+def _missed_weeks(form, deadlines, update_times: list[dt.datetime]) -> list[ProgressWindowOut]:
+    """RULES §2 Progress updates: the weeks dispatch settled as breached (ended short)."""
+    required = _policy(form.estate).clocks.progress_updates_per_week
+    return [
+        ProgressWindowOut(start=d.started_at, end=d.due_at, required=required,
+                          updates=sum(d.started_at <= t < d.due_at for t in update_times))
+        for d in deadlines if d.clock == Clock.progress_update.value and d.breached_at is not None
+    ]
 
 
 async def _form_out(session: AsyncSession, form) -> FormOut:
@@ -764,7 +824,7 @@ async def _form_out(session: AsyncSession, form) -> FormOut:
     grace = rules.arrival_grace_minutes(
         TicketFacts(kind=form.kind, repair_class=form.repair_class), _policy(form.estate))
     deadlines_out = [_deadline_out(d, now, grace) for d in deadlines]
-    missing = _missing_updates(form, list(updates), now)
+    missing = _missed_weeks(form, deadlines, list(updates))
     return FormOut(
         ticket_id=form.ticket_id, estate=form.estate, form_number=form.form_number, kind=form.kind,
         category=form.category, repair_class=form.repair_class, first_contact=form.first_contact, round=form.round,
@@ -775,9 +835,10 @@ async def _form_out(session: AsyncSession, form) -> FormOut:
         escalations=[EscalationOut.model_validate(dict(e._mapping)) for e in escalations],
         nonconformity=NonconformityOut.model_validate(dict(nonconformity._mapping)) if nonconformity else None,
         progress_updates=list(updates),
-        progress_updates_missing=[ProgressWindowOut(start=w.start, end=w.end, updates=w.updates, required=w.required)
-                                  for w in missing],
-        overdue=any(d.overdue for d in deadlines_out) or bool(missing),
+        progress_updates_missing=missing,
+        clocks_met=sum(d.verdict is ClockOutcome.met for d in deadlines_out),
+        clocks_breached=sum(d.verdict is ClockOutcome.breached for d in deadlines_out),
+        overdue=any(d.overdue for d in deadlines_out),
     )
 
 
@@ -805,17 +866,13 @@ async def list_forms(
     now = service.clock.now()
     query = sa.select(F).where(F.c.estate == estate).order_by(F.c.accepted_at.desc()).limit(limit)
     if status == "open":
-        query = query.where(F.c.status == "in_handling")
-    elif status in ("completed", "closed", "invalid"):
+        query = query.where(F.c.status == S.in_handling)
+    elif status in (S.completed, S.closed, S.invalid):
         query = query.where(F.c.status == status)
     elif status == "overdue":
         late = sa.select(D.c.ticket_id).where(D.c.estate == estate, D.c.met_at.is_(None), D.c.due_at < now)
-        query = query.where(F.c.status.in_(("in_handling", "completed")))
-        if department is None:
-            # Complaints in handling for over a week may lack owner updates: judged below.
-            query = query.where(sa.or_(F.c.ticket_id.in_(late), sa.and_(F.c.kind == Kind.complaint.value, F.c.status == "in_handling")))
-        else:
-            query = query.where(F.c.ticket_id.in_(late))
+        # A week of owner updates that ended short is a breached clock like any other.
+        query = query.where(F.c.status.in_((S.in_handling, S.completed)), F.c.ticket_id.in_(late))
     if department is not None:
         active = sa.select(A.c.ticket_id).where(
             A.c.estate == estate, A.c.department == department, A.c.transferred_at.is_(None), A.c.round == F.c.round,
@@ -835,15 +892,10 @@ async def list_forms(
             sa.select(D.c.ticket_id, D.c.due_at, D.c.breached_at, D.c.department)
             .where(D.c.ticket_id.in_(ids), D.c.met_at.is_(None))
         )).all()
-        updates = (await session.execute(
-            sa.select(store.progress_log.c.ticket_id, store.progress_log.c.updated_at)
-            .where(store.progress_log.c.ticket_id.in_(ids))
-        )).all()
     for form in forms:
         clocks = [c for c in open_clocks if c.ticket_id == form.ticket_id
                   and (department is None or c.department in (department, ""))]
-        missing = _missing_updates(form, [u.updated_at for u in updates if u.ticket_id == form.ticket_id], now)
-        overdue = any(c.breached_at is not None or c.due_at < now for c in clocks) or bool(missing)
+        overdue = any(c.breached_at is not None or c.due_at < now for c in clocks)
         if status == "overdue" and not overdue:
             continue
         out.append(FormSummaryOut(
@@ -866,8 +918,10 @@ async def acknowledge(estate: str, ticket_id: str, body: DepartmentIn, who: Prin
         _expect_in_handling(form)
         lines = await _active_lines(session, ticket_id, form.round)
         line = _line(lines, body.department)
-        rules.apply_acknowledge(_round_state(lines, form.round, body.department), body.department, who.staff_id, now)
-        await session.execute(sa.update(A).where(A.c.id == line.id).values(acknowledged_at=now, acknowledged_by=who.staff_id))
+        state = rules.apply_acknowledge(_round_state(lines, form.round, body.department), body.department,
+                                        who.staff_id, now)
+        await session.execute(sa.update(A).where(A.c.id == line.id).values(
+            status=state.progress(body.department).status, acknowledged_at=now, acknowledged_by=who.staff_id))
         await _close_clocks(session, now, "met", D.c.assignment_id == line.id,
                             D.c.clock.in_(_met_by(Step.acknowledged)))
         await service.emit(
@@ -889,8 +943,9 @@ async def arrive(estate: str, ticket_id: str, body: DepartmentIn, who: Principal
         _expect_in_handling(form)
         lines = await _active_lines(session, ticket_id, form.round)
         line = _line(lines, body.department)
-        rules.apply_arrive(_round_state(lines, form.round, body.department), body.department, who.staff_id, now)
-        await session.execute(sa.update(A).where(A.c.id == line.id).values(arrived_at=now, arrived_by=who.staff_id))
+        state = rules.apply_arrive(_round_state(lines, form.round, body.department), body.department, who.staff_id, now)
+        await session.execute(sa.update(A).where(A.c.id == line.id).values(
+            status=state.progress(body.department).status, arrived_at=now, arrived_by=who.staff_id))
         await _close_clocks(session, now, "met", D.c.assignment_id == line.id, D.c.clock.in_(_met_by(Step.arrived)))
         await service.emit(
             session, Arrived(ticket_id=ticket_id, round=form.round, department=body.department, arrived_by=who.staff_id,
@@ -918,7 +973,7 @@ async def sign_back(estate: str, ticket_id: str, body: SignBackIn, who: Principa
                                       body.result, who.staff_id, body.verified_by, now)
         await session.execute(
             sa.update(A).where(A.c.id == line.id).values(
-                signed_back_at=now, opinion=body.opinion.strip(), result=body.result.strip(), signed_by=who.staff_id,
+                status=state.progress(body.department).status, signed_back_at=now, opinion=body.opinion.strip(), result=body.result.strip(), signed_by=who.staff_id,
                 verified_by=body.verified_by.strip(),
             )
         )
@@ -939,14 +994,13 @@ async def sign_back(estate: str, ticket_id: str, body: SignBackIn, who: Principa
 
 # Every department signed back, but the nonconformity record is not approved yet: the
 # form is not `completed` (no callback, so the ticket cannot close) until it is.
-AWAITING_APPROVAL = "awaiting_nc"  # (forms.status holds 16 characters)
 
 
 async def _complete(session: AsyncSession, form, departments: list[str], now: dt.datetime, actor: str,
                     hold: bool = False) -> None:
     await session.execute(
         sa.update(F).where(F.c.ticket_id == form.ticket_id)
-        .values(status=AWAITING_APPROVAL if hold else "completed", completed_at=None if hold else now, updated_at=now)
+        .values(status=S.awaiting_approval if hold else S.completed, completed_at=None if hold else now, updated_at=now)
     )
     # The form is back with customer service: every clock of the round but tracking
     # (which runs to the callback) is settled.
@@ -1049,9 +1103,11 @@ async def transfer(estate: str, ticket_id: str, body: TransferIn, who: Principal
         if any(l.department == body.department for l in lines):
             raise RuleViolation(f"department {body.department} already holds this form in round {form.round}", status=409)
         note = [{"at": now.isoformat(), "by": who.staff_id, "note": body.note}] if body.note else []
+        require_transition(LineState(line.status), LineState.transferred, f"department {source}'s line")
         await session.execute(
             sa.update(A).where(A.c.id == line.id).values(
-                transferred_at=now, transferred_to=body.department, transferred_by=who.staff_id,
+                status=LineState.transferred, transferred_at=now, transferred_to=body.department,
+                transferred_by=who.staff_id,
                 notes=list(line.notes or []) + note,
             )
         )
@@ -1181,7 +1237,7 @@ async def approve_nonconformity(estate: str, ticket_id: str, who: Principal = De
             sa.update(E).where(E.c.ticket_id == ticket_id, E.c.nonconformity.is_(True), E.c.resolved_at.is_(None))
             .values(resolved_at=now, next_at=None)
         )
-        if form.status == AWAITING_APPROVAL:  # signed back meanwhile: the form returns to customer service now
+        if form.status == S.awaiting_approval:  # signed back meanwhile: the form returns to customer service now
             lines = await _active_lines(session, ticket_id, form.round)
             await _complete(session, form, [l.department for l in lines], now, who.staff_id)
         return _nc_out(record)

@@ -19,38 +19,30 @@ from zoneinfo import ZoneInfo
 
 from shared.calendar import WorkingCalendar
 from shared.limits import MONEY_MAX
-from shared.errors import RuleViolation as SharedRuleViolation
+from shared.errors import RuleViolation  # one definition; these rules refuse with 422 unless a move is refused (409)
 from shared.events import (
     Accepted,
     AcceptedBy,
+    ClockOutcome,
     Deadline,
+    PROGRESS_UPDATE_CLOCK,
     Kind,
     RepairClass,
     ReplyMethod,
     Severity,
     Urgency,
 )
+from shared.lifecycle import LineState, NonconformityState, require_transition
+from shared.periods import progress_week
 from shared.policy import Policy
 
 DEFAULT = Policy()
 UTC = dt.timezone.utc
-WEEK = dt.timedelta(days=7)
-
-
-class RuleViolation(SharedRuleViolation):
-    """A request breaks a business rule; the message says which, in the domain's words.
-
-    The HTTP status defaults to 422 (input the rules reject); invalid transitions say
-    409 and missing approvals or roles 403 where they are raised.
-    """
-
-    def __init__(self, message: str, status: int = 422):
-        super().__init__(message, status)
 
 
 def _aware(moment: dt.datetime, name: str) -> dt.datetime:
     if not isinstance(moment, dt.datetime) or moment.tzinfo is None or moment.utcoffset() is None:
-        raise RuleViolation(f"{name} must be a timezone-aware datetime, got {moment!r}")
+        raise RuleViolation(f"{name} must be a timezone-aware datetime, got {moment!r}", 422)
     return moment
 
 
@@ -65,7 +57,7 @@ def _elapsed(start: dt.datetime, delta: dt.timedelta, policy: Policy) -> dt.date
 
 def _required(value: str | None, what: str) -> str:
     if not (value or "").strip():
-        raise RuleViolation(f"{what} is required")
+        raise RuleViolation(f"{what} is required", 422)
     return value.strip()
 
 
@@ -102,7 +94,7 @@ class TicketFacts:
                 try:
                     object.__setattr__(self, name, enum(value))
                 except ValueError:
-                    raise RuleViolation(f"unknown {name.replace('_', ' ')} {value!r}") from None
+                    raise RuleViolation(f"unknown {name.replace('_', ' ')} {value!r}", 422) from None
 
     @classmethod
     def from_accepted(cls, accepted: Accepted) -> "TicketFacts":
@@ -145,7 +137,7 @@ class RoutingRule:
 
     def __post_init__(self) -> None:
         if not self.departments:
-            raise RuleViolation("a routing rule must name at least one department")
+            raise RuleViolation("a routing rule must name at least one department", 422)
         object.__setattr__(self, "departments", tuple(self.departments))
         if self.kind is not None:
             object.__setattr__(self, "kind", Kind(self.kind))
@@ -185,7 +177,7 @@ class RoutingRule:
                 priority=int(data.get("priority", 0)),
             )
         except (KeyError, ValueError) as exc:
-            raise RuleViolation(f"bad routing rule {data!r}: {exc}") from None
+            raise RuleViolation(f"bad routing rule {data!r}: {exc}", 422) from None
 
 
 def _pattern_matches(pattern: str | None, value: str | None) -> bool:
@@ -244,7 +236,7 @@ def route(
             best = rule
     departments = list(dict.fromkeys(best.departments if best else default_departments))
     if not departments:
-        raise RuleViolation("no routing rule matched and the estate has no default department")
+        raise RuleViolation("no routing rule matched and the estate has no default department", 422)
     return departments
 
 
@@ -257,6 +249,7 @@ class Clock(StrEnum):
     repair_slip_return = "repair_slip_return"  # repair slip back at customer service
     reply = "reply"  # the customer hears an answer
     tracking = "tracking"  # acceptance to callback
+    progress_update = PROGRESS_UPDATE_CLOCK  # a long-running complaint's week of owner updates
 
 
 def _deadline(clock: Clock, due_at: dt.datetime, department: str | None = None, provisional: bool = False) -> Deadline:
@@ -277,12 +270,12 @@ def arrival_due(facts: TicketFacts, accepted_at: dt.datetime, policy: Policy) ->
         return None
     if repair_class is RepairClass.appointment:
         if facts.appointment_at is None:
-            raise RuleViolation("an appointment repair needs the appointment time")
+            raise RuleViolation("an appointment repair needs the appointment time", 422)
         appointment = _local(facts.appointment_at, policy, "appointment_at")
         if appointment < start:
             raise RuleViolation(
                 f"the appointment at {appointment.isoformat()} is before the round started at "
-                f"{start.isoformat()}; agree a new appointment"
+                f"{start.isoformat()}; agree a new appointment", 422
             )
         return appointment
     minutes = {
@@ -325,12 +318,12 @@ def start_round_clocks(
     - tracking: acceptance to callback, working days by who accepted it.
     """
     if round < 1:
-        raise RuleViolation(f"rounds are numbered from 1, got {round}")
+        raise RuleViolation(f"rounds are numbered from 1, got {round}", 422)
     departments = list(departments)
     if not departments:
-        raise RuleViolation("a round needs at least one department")
+        raise RuleViolation("a round needs at least one department", 422)
     if len(set(departments)) != len(departments):
-        raise RuleViolation(f"a department is assigned twice in {departments}")
+        raise RuleViolation(f"a department is assigned twice in {departments}", 422)
     start = _local(accepted_at, policy, "accepted_at")
     clocks = policy.clocks
     deadlines: list[Deadline] = []
@@ -350,7 +343,7 @@ def start_round_clocks(
             agreed = _local(facts.reply_agreed_by, policy, "reply_agreed_by")
             if agreed < start:
                 raise RuleViolation(
-                    f"the agreed reply time {agreed.isoformat()} is before acceptance at {start.isoformat()}"
+                    f"the agreed reply time {agreed.isoformat()} is before acceptance at {start.isoformat()}", 422
                 )
             deadlines.append(_deadline(Clock.reply, agreed))
         elif facts.urgency is Urgency.urgent:
@@ -370,7 +363,7 @@ def start_round_clocks(
 
 
 # The outcome of a clock ended by a new appointment: it fires and climbs no more.
-RESCHEDULED = "rescheduled"
+RESCHEDULED = ClockOutcome.rescheduled.value
 
 
 def reschedule_appointment(
@@ -407,31 +400,28 @@ def reschedule_appointment(
     return result
 
 
-ClockKey = tuple[str, str | None]
+def clock_verdict(
+    due_at: dt.datetime,
+    breached_at: dt.datetime | None,
+    settled_at: dt.datetime | None,
+    outcome: str | None,
+) -> ClockOutcome | None:
+    """Dispatch's one verdict on a clock, the fact every on-time figure counts.
 
+    - breached: the breach scan fired (`breached_at`), or the clock was settled after its
+      due time (its step came late, before the scan noticed: late is late);
+    - otherwise the closing outcome (met / superseded / cancelled / rescheduled);
+    - None while the clock runs.
 
-def due_breaches(
-    deadlines: Sequence[Deadline],
-    facts_done: set[ClockKey] | frozenset[ClockKey],
-    already_breached: set[ClockKey] | frozenset[ClockKey],
-    now: dt.datetime,
-) -> list[Deadline]:
-    """Deadlines newly run out at `now` (strictly after their due time), skipping those
-    satisfied and those already reported: each (clock, department) breaches once a round."""
-    _aware(now, "now")
-    # Keys may arrive with Clock members or plain strings; compare them as strings.
-    facts_done = {(str(c), d) for c, d in facts_done}
-    already_breached = {(str(c), d) for c, d in already_breached}
-    seen: set[ClockKey] = set()
-    breached = []
-    for d in sorted(deadlines, key=lambda d: d.due_at):
-        key = (str(d.clock), d.department)
-        if key in facts_done or key in already_breached or key in seen:
-            continue
-        if now > d.due_at:
-            seen.add(key)
-            breached.append(d)
-    return breached
+    A reply clock met by a progress update before its due time stays met, whenever the
+    form completes (RULES §1 Reply deadline; 002 §4.4.1: the owner heard from us)."""
+    if breached_at is not None:
+        return ClockOutcome.breached
+    if settled_at is None:
+        return None
+    if _aware(settled_at, "settled_at") > _aware(due_at, "due_at"):
+        return ClockOutcome.breached
+    return ClockOutcome(outcome or ClockOutcome.met)
 
 
 def working_days_of(clock: Clock | str, facts: TicketFacts, policy: Policy, round: int = 1) -> int | None:
@@ -468,7 +458,7 @@ def recompute_day_clock(
     every running day clock follows every change, provisional or not (issue 10).
     Returns (due_at, provisional) when either changed, else None."""
     if working_days < 0:
-        raise RuleViolation(f"a day clock counts a non-negative number of working days, got {working_days}")
+        raise RuleViolation(f"a day clock counts a non-negative number of working days, got {working_days}", 422)
     result = calendar.add_working_days(_local(started_at, policy, "started_at"), working_days)
     _aware(due_at, "due_at")
     if result.value == due_at and result.provisional == provisional:
@@ -505,7 +495,7 @@ def clocks_met_by(step: Step | str) -> tuple[Clock, ...]:
     try:
         return CLOCKS_MET_BY[Step(step)]
     except ValueError:
-        raise RuleViolation(f"unknown step {step!r}") from None
+        raise RuleViolation(f"unknown step {step!r}", 422) from None
 
 
 def departments_in_estate(routed: Sequence[str], estate_departments: Sequence[str]) -> list[str]:
@@ -529,7 +519,7 @@ def departments_in_estate(routed: Sequence[str], estate_departments: Sequence[st
 def _ladder(policy: Policy) -> tuple[str, ...]:
     ladder = policy.escalation.ladder
     if not ladder:
-        raise RuleViolation("policy escalation.ladder is empty")
+        raise RuleViolation("policy escalation.ladder is empty", 422)
     return ladder
 
 
@@ -541,7 +531,7 @@ def first_rung(facts: TicketFacts, policy: Policy = DEFAULT) -> str:
     if facts.kind is Kind.complaint and facts.about_role in policy.escalation.subject_roles:
         rung = policy.escalation.subject_rung
         if rung not in ladder:
-            raise RuleViolation(f"policy escalation.subject_rung {rung!r} is not on the ladder")
+            raise RuleViolation(f"policy escalation.subject_rung {rung!r} is not on the ladder", 422)
         return rung
     return ladder[0]
 
@@ -552,7 +542,7 @@ def next_rung(current_rung: str | None, policy: Policy = DEFAULT) -> str | None:
     if current_rung is None:
         return ladder[0]
     if current_rung not in ladder:
-        raise RuleViolation(f"{current_rung!r} is not a rung of the escalation ladder {list(ladder)}")
+        raise RuleViolation(f"{current_rung!r} is not a rung of the escalation ladder {list(ladder)}", 422)
     index = ladder.index(current_rung)
     return ladder[index + 1] if index + 1 < len(ladder) else None
 
@@ -566,9 +556,9 @@ def _money(value, what: str) -> Decimal:
     try:
         amount = Decimal(str(value))
     except InvalidOperation:
-        raise RuleViolation(f"{what} {value!r} is not an amount") from None
+        raise RuleViolation(f"{what} {value!r} is not an amount", 422) from None
     if not amount.is_finite():
-        raise RuleViolation(f"{what} {value!r} is not an amount")
+        raise RuleViolation(f"{what} {value!r} is not an amount", 422)
     return amount
 
 
@@ -579,18 +569,11 @@ def needs_nonconformity(owner_loss_cny, policy: Policy = DEFAULT) -> bool:
         return False
     loss = _money(owner_loss_cny, "owner's loss")
     if loss < 0:
-        raise RuleViolation(f"an owner's loss cannot be negative, got {owner_loss_cny}")
+        raise RuleViolation(f"an owner's loss cannot be negative, got {owner_loss_cny}", 422)
     return loss > Decimal(str(policy.escalation.nonconformity_loss_cny))
 
 
 # --- nonconformity record 不合格品/服务记录处理单 (RULES §2 Nonconformity & CAPA) ---------
-
-
-class NonconformityState(StrEnum):
-    opened = "opened"
-    approved = "approved"
-    corrective_action = "corrective_action"
-    closed = "closed"
 
 
 @dataclass(frozen=True)
@@ -629,7 +612,7 @@ def completion_waits_for_approval(nonconformity_state: NonconformityState | str 
     try:
         return NonconformityState(nonconformity_state) is NonconformityState.opened
     except ValueError:
-        raise RuleViolation(f"unknown nonconformity state {nonconformity_state!r}") from None
+        raise RuleViolation(f"unknown nonconformity state {nonconformity_state!r}", 422) from None
 
 
 def _expect(record: NonconformityRecord, state: NonconformityState, action: str) -> None:
@@ -637,6 +620,12 @@ def _expect(record: NonconformityRecord, state: NonconformityState, action: str)
         raise RuleViolation(
             f"cannot {action} a nonconformity record that is {record.state.value} (it must be {state.value})", 409
         )
+
+
+def _moved(record: NonconformityRecord, to: NonconformityState) -> NonconformityState:
+    """The record's next state, as shared.lifecycle's table allows it."""
+    require_transition(record.state, to, "a nonconformity record")
+    return to
 
 
 def _not_before(moment: dt.datetime, record: NonconformityRecord, action: str) -> None:
@@ -651,7 +640,7 @@ def open_nonconformity(
     """The estate manager convenes the departments and writes the nonconformity."""
     loss = None if owner_loss_cny is None else _money(owner_loss_cny, "owner's loss")
     if loss is not None and loss < 0:
-        raise RuleViolation(f"an owner's loss cannot be negative, got {owner_loss_cny}")
+        raise RuleViolation(f"an owner's loss cannot be negative, got {owner_loss_cny}", 422)
     return NonconformityRecord(
         ticket_id=_required(ticket_id, "the ticket"),
         content=_required(content, "the nonconformity content"),
@@ -671,7 +660,7 @@ def approve_nonconformity(
     _not_before(approved_at, record, "approve")
     return replace(
         record,
-        state=NonconformityState.approved,
+        state=_moved(record, NonconformityState.approved),
         approved_by=_required(approved_by, "the approver"),
         approved_at=approved_at,
     )
@@ -684,7 +673,7 @@ def start_corrective_action(
     _not_before(started_at, record, "start corrective action")
     return replace(
         record,
-        state=NonconformityState.corrective_action,
+        state=_moved(record, NonconformityState.corrective_action),
         corrective_action=_required(action, "the corrective action"),
         responsible=_required(responsible, "the person responsible"),
         action_started_at=started_at,
@@ -698,7 +687,7 @@ def close_nonconformity(
     _not_before(closed_at, record, "close")
     return replace(
         record,
-        state=NonconformityState.closed,
+        state=_moved(record, NonconformityState.closed),
         closed_by=_required(closed_by, "who closed the record"),
         result=_required(result, "the corrective action's result"),
         closed_at=closed_at,
@@ -717,11 +706,8 @@ def attach_capa_report(record: NonconformityRecord, report: str, reported_at: dt
 # --- the countersign form's round (RULES §2 Handover ledger, Sign-back) -------------------
 
 
-class FormStatus(StrEnum):
-    assigned = "assigned"
-    acknowledged = "acknowledged"
-    arrived = "arrived"
-    signed_back = "signed_back"
+# A department line's states and moves are shared.lifecycle's (one vocabulary).
+FormStatus = LineState
 
 
 @dataclass(frozen=True)
@@ -766,21 +752,27 @@ def assign_round(
     arrival_required: Iterable[str] = (),
 ) -> FormRound:
     if round < 1:
-        raise RuleViolation(f"rounds are numbered from 1, got {round}")
+        raise RuleViolation(f"rounds are numbered from 1, got {round}", 422)
     departments = [_required(d, "a department") for d in departments]
     if not departments:
-        raise RuleViolation("a form must be assigned to at least one department")
+        raise RuleViolation("a form must be assigned to at least one department", 422)
     if len(set(departments)) != len(departments):
-        raise RuleViolation(f"a department is assigned twice in {departments}")
+        raise RuleViolation(f"a department is assigned twice in {departments}", 422)
     arrival_required = set(arrival_required)
     stray = arrival_required - set(departments)
     if stray:
-        raise RuleViolation(f"arrival required of departments not assigned: {sorted(stray)}")
+        raise RuleViolation(f"arrival required of departments not assigned: {sorted(stray)}", 422)
     return FormRound(
         round=round,
         assigned_at=_aware(assigned_at, "assigned_at"),
         departments=tuple(DepartmentProgress(d, arrival_required=d in arrival_required) for d in departments),
     )
+
+
+def _line_moved(entry: DepartmentProgress, to: LineState) -> LineState:
+    """The line's next state, as shared.lifecycle's table allows it."""
+    require_transition(entry.status, to, f"department {entry.department}'s line")
+    return to
 
 
 def _after(moment: dt.datetime, earlier: dt.datetime | None, what: str, before_what: str) -> None:
@@ -798,7 +790,7 @@ def apply_acknowledge(state: FormRound, department: str, acknowledged_by: str, a
     return state._with(
         replace(
             entry,
-            status=FormStatus.acknowledged,
+            status=_line_moved(entry, FormStatus.acknowledged),
             acknowledged_by=_required(acknowledged_by, "who acknowledged"),
             acknowledged_at=acknowledged_at,
         )
@@ -815,7 +807,7 @@ def apply_arrive(state: FormRound, department: str, arrived_by: str, arrived_at:
         raise RuleViolation(f"department {department} already signed back; arrival comes before sign-back", 409)
     _after(arrived_at, entry.acknowledged_at, "arrival", "the acknowledgement")
     return state._with(
-        replace(entry, status=FormStatus.arrived, arrived_by=_required(arrived_by, "who arrived"), arrived_at=arrived_at)
+        replace(entry, status=_line_moved(entry, FormStatus.arrived), arrived_by=_required(arrived_by, "who arrived"), arrived_at=arrived_at)
     )
 
 
@@ -842,7 +834,7 @@ def apply_sign_back(
     return state._with(
         replace(
             entry,
-            status=FormStatus.signed_back,
+            status=_line_moved(entry, FormStatus.signed_back),
             opinion=_required(opinion, "the handling opinion"),
             result=_required(result, "the handling result"),
             signed_by=_required(signed_by, "who signed back"),
@@ -861,49 +853,29 @@ def round_complete(state: FormRound) -> bool:
     return not pending_departments(state)
 
 
-def next_round(
-    state: FormRound, departments: Sequence[str], assigned_at: dt.datetime, arrival_required: Iterable[str] = ()
-) -> FormRound:
-    """A reopened ticket (owner not satisfied) starts a fresh round once this one is done."""
-    if not round_complete(state):
-        raise RuleViolation(
-            f"round {state.round} is still open (waiting for {', '.join(pending_departments(state))})", 409
-        )
-    _after(assigned_at, max(e.signed_at for e in state.departments), "the new round", "the last sign-back")
-    return assign_round(departments, assigned_at, state.round + 1, arrival_required)
-
-
 # --- progress updates (RULES §2 Progress updates) -------------------------------------------
 
 
-@dataclass(frozen=True)
-class ProgressWindow:
-    start: dt.datetime
-    end: dt.datetime  # exclusive
-    updates: int
-    required: int
+def progress_clock(kind: Kind | str, opened_at: dt.datetime, at: dt.datetime,
+                   policy: Policy = DEFAULT) -> tuple[dt.datetime, Deadline] | None:
+    """The progress-update clock of the week holding `at`, as (its start, its deadline):
+    a complaint still in handling owes the owner `progress_updates_per_week` updates in
+    every week from `progress_updates_after_days` after it was opened (RULES §2 Progress
+    updates; 002 §4.4.1 b; weeks from `shared.periods.progress_week`). The clock is met
+    when its week has them all and breached when the week ends short; dispatch then
+    starts the next week's. None for other kinds, or when the policy asks for none."""
+    if Kind(kind) is not Kind.complaint or policy.clocks.progress_updates_per_week <= 0:
+        return None
+    start, end = progress_week(_aware(opened_at, "opened_at"), _aware(at, "at"),
+                               policy.clocks.progress_updates_after_days)
+    return start, _deadline(Clock.progress_update, end)
 
 
-def missing_progress_updates(
-    opened_at: dt.datetime, update_times: Iterable[dt.datetime], now: dt.datetime, policy: Policy = DEFAULT
-) -> list[ProgressWindow]:
-    """The week windows in which a long-running complaint got fewer updates than
-    required. The duty starts once the complaint has been open
-    policy.clocks.progress_updates_after_days; windows run a week each from then, and
-    only windows that have ended by `now` are judged."""
-    _aware(opened_at, "opened_at")
-    _aware(now, "now")
-    times = sorted(_aware(t, "update time") for t in update_times)
-    required = policy.clocks.progress_updates_per_week
-    start = opened_at + dt.timedelta(days=policy.clocks.progress_updates_after_days)
-    lacking = []
-    while start + WEEK <= now:
-        end = start + WEEK
-        count = sum(start <= t < end for t in times)
-        if count < required:
-            lacking.append(ProgressWindow(start, end, count, required))
-        start = end
-    return lacking
+def progress_week_met(start: dt.datetime, end: dt.datetime, update_times: Iterable[dt.datetime],
+                      policy: Policy = DEFAULT) -> bool:
+    """Whether the week [start, end) has the updates it owes (RULES §2 Progress updates)."""
+    updates = sum(start <= _aware(t, "update time") < end for t in update_times)
+    return updates >= policy.clocks.progress_updates_per_week
 
 
 # --- paid household services (RULES §2 Paid services) -----------------------------------------
@@ -926,10 +898,10 @@ class ServiceItem:
         if self.price_cny is not None:
             price = _money(self.price_cny, f"price of {self.name}")
             if price < 0:
-                raise RuleViolation(f"price of {self.name} cannot be negative")
+                raise RuleViolation(f"price of {self.name} cannot be negative", 422)
             object.__setattr__(self, "price_cny", price)
         if not self.paid and self.price_cny not in (None, Decimal(0)):
-            raise RuleViolation(f"{self.name} is a free service and cannot carry a price")
+            raise RuleViolation(f"{self.name} is a free service and cannot carry a price", 422)
 
 
 class LineKind(StrEnum):
@@ -954,7 +926,7 @@ class BillLine:
 def _quantity(value) -> Decimal:
     quantity = _money(value, "quantity")
     if quantity <= 0:
-        raise RuleViolation(f"a bill line needs a positive quantity, got {value}")
+        raise RuleViolation(f"a bill line needs a positive quantity, got {value}", 422)
     return quantity
 
 
@@ -972,31 +944,31 @@ def service_line(
     qty = _quantity(quantity)
     if not item.paid:
         if agreed_price_cny is not None:
-            raise RuleViolation(f"{item.name} is a free service; it cannot be charged")
+            raise RuleViolation(f"{item.name} is a free service; it cannot be charged", 422)
         return BillLine(LineKind.service, item.name, qty, Decimal(0), item.code)
     if item.price_cny is not None:
         if agreed_price_cny is not None and _money(agreed_price_cny, "agreed price") != item.price_cny:
-            raise RuleViolation(f"{item.name} has a published price of {item.price_cny} CNY")
+            raise RuleViolation(f"{item.name} has a published price of {item.price_cny} CNY", 422)
         return BillLine(LineKind.service, item.name, qty, item.price_cny, item.code)
     if agreed_price_cny is None:
         raise RuleViolation(
-            f"{item.name} has no published price; the engineering and customer-service supervisors must set it"
+            f"{item.name} has no published price; the engineering and customer-service supervisors must set it", 422
         )
     people = tuple(p.strip() for p in (agreed_by or ()) if p and p.strip())
     if len(people) != 2 or people[0] == people[1]:
         raise RuleViolation(
-            f"the price of {item.name} must be set by both the engineering and the customer-service supervisor"
+            f"the price of {item.name} must be set by both the engineering and the customer-service supervisor", 422
         )
     price = _money(agreed_price_cny, "agreed price")
     if price < 0:
-        raise RuleViolation(f"the agreed price of {item.name} cannot be negative")
+        raise RuleViolation(f"the agreed price of {item.name} cannot be negative", 422)
     return BillLine(LineKind.service, item.name, qty, price, item.code, people)
 
 
 def material_line(name: str, quantity, unit_price_cny) -> BillLine:
     price = _money(unit_price_cny, f"price of {name}")
     if price < 0:
-        raise RuleViolation(f"the price of material {name} cannot be negative")
+        raise RuleViolation(f"the price of material {name} cannot be negative", 422)
     return BillLine(LineKind.material, _required(name, "the material's name"), _quantity(quantity), price)
 
 
@@ -1044,10 +1016,10 @@ class Bill:
 
 def make_bill(number: str, ticket_id: str, lines: Sequence[BillLine]) -> Bill:
     if not lines:
-        raise RuleViolation("a bill needs at least one line")
+        raise RuleViolation("a bill needs at least one line", 422)
     total = sum((line.amount_cny for line in lines), Decimal(0))
     if total > MONEY_MAX:
-        raise RuleViolation(f"a bill of {total} CNY exceeds the largest amount recorded, {MONEY_MAX} CNY")
+        raise RuleViolation(f"a bill of {total} CNY exceeds the largest amount recorded, {MONEY_MAX} CNY", 422)
     return Bill(_required(number, "the bill number"), _required(ticket_id, "the ticket"), tuple(lines))
 
 
@@ -1058,11 +1030,11 @@ def settle_bill(
     try:
         channel = SettlementChannel(channel)
     except ValueError:
-        raise RuleViolation(f"unknown settlement channel {channel!r}") from None
+        raise RuleViolation(f"unknown settlement channel {channel!r}", 422) from None
     if bill.settlement is not None:
         raise RuleViolation(f"bill {bill.number} is already settled", 409)
     if channel is SettlementChannel.technician_cash:
-        raise RuleViolation("technicians take no cash: the bill is settled through finance")
+        raise RuleViolation("technicians take no cash: the bill is settled through finance", 422)
     if received_by_role != FINANCE_ROLE:
         raise RuleViolation(f"only finance settles a bill, not a {received_by_role}", 403)
     return replace(bill, settlement=Settlement(channel, _required(received_by, "who received"), _aware(settled_at, "settled_at")))

@@ -5,10 +5,15 @@ restarts, escalations, nonconformity records, the owner-update log and paid-serv
 import sqlalchemy as sa
 
 from shared import limits
+from shared.lifecycle import LineState, NonconformityState, TicketState, check_constraint
 
 from shared.db import service_metadata
 
 metadata = service_metadata("dispatch")
+
+# The part of the ticket's life dispatch sees (shared.lifecycle's vocabulary).
+FORM_STATES = (TicketState.in_handling, TicketState.awaiting_approval, TicketState.completed, TicketState.invalid,
+               TicketState.closed)
 
 forms = sa.Table(
     "forms",
@@ -24,12 +29,14 @@ forms = sa.Table(
     sa.Column("facts", sa.JSON, nullable=False),  # the accepted payload, for re-rounds
     sa.Column("round", sa.Integer, nullable=False),
     # in_handling → completed (every department signed back) → closed (owner satisfied);
-    # invalid: a complaint judged invalid ended handling.
+    # awaiting_nc: signed back, the nonconformity record awaits approval; invalid: a
+    # complaint judged invalid ended handling (FORM_STATES).
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("validity", sa.String(8)),  # valid / invalid, complaints only
     sa.Column("accepted_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("completed_at", sa.DateTime(timezone=True)),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    check_constraint("status", FORM_STATES, "ck_forms_status"),
 )
 
 # The handover ledger: one line per transfer of a form to a department in a round. A
@@ -47,6 +54,8 @@ assignments = sa.Table(
     sa.Column("assigned_by", sa.String(64), nullable=False),
     sa.Column("transferred_from", sa.String(32)),
     sa.Column("arrival_required", sa.Boolean, nullable=False, server_default=sa.false()),
+    # The line's state (shared.lifecycle.LineState), written with each step.
+    sa.Column("status", sa.String(16), nullable=False, server_default=LineState.assigned.value),
     sa.Column("acknowledged_at", sa.DateTime(timezone=True)),
     sa.Column("acknowledged_by", sa.String(64)),
     sa.Column("arrived_at", sa.DateTime(timezone=True)),
@@ -62,6 +71,7 @@ assignments = sa.Table(
     sa.Column("transferred_to", sa.String(32)),
     sa.Column("transferred_by", sa.String(64)),
     sa.Index("ix_assignments_ticket_round", "ticket_id", "round"),
+    check_constraint("status", LineState, "ck_assignments_status"),
     # A department holds at most one active line per round.
     sa.Index(
         "uq_assignments_active_line", "ticket_id", "round", "department", unique=True,
@@ -94,9 +104,15 @@ deadlines = sa.Table(
         "uq_deadlines_line_clock", "assignment_id", "clock", unique=True,
         postgresql_where=sa.text("assignment_id IS NOT NULL AND (outcome IS NULL OR outcome <> 'rescheduled')"),
     ),
+    # One of each of the ticket's own clocks a round; the progress-update duty has one
+    # clock per week (issue 11).
     sa.Index(
         "uq_deadlines_ticket_clock", "ticket_id", "round", "clock", unique=True,
-        postgresql_where=sa.text("assignment_id IS NULL"),
+        postgresql_where=sa.text("assignment_id IS NULL AND clock <> 'progress_update'"),
+    ),
+    sa.Index(
+        "uq_deadlines_progress_week", "ticket_id", "round", "due_at", unique=True,
+        postgresql_where=sa.text("clock = 'progress_update'"),
     ),
     # The breach scan looks only at open deadlines by due time.
     sa.Index("ix_deadlines_open_due", "due_at", postgresql_where=sa.text("met_at IS NULL AND breached_at IS NULL")),
@@ -145,9 +161,11 @@ nonconformities = sa.Table(
     sa.Column("result", sa.Text),
     sa.Column("capa_report", sa.Text),
     sa.Column("capa_reported_at", sa.DateTime(timezone=True)),
+    check_constraint("state", NonconformityState, "ck_nonconformities_state"),
 )
 
-# Updates given to the owner (from intake's progress_updated), for the twice-a-week rule.
+# Updates given to the owner (from intake's progress_updated): they meet the reply clock
+# and count towards the week's progress_update clock (the twice-a-week rule).
 progress_log = sa.Table(
     "progress_log",
     metadata,

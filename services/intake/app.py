@@ -36,6 +36,8 @@ from shared.events import (
 from shared import limits
 from shared.events import ValidityJudged
 from shared.limits import Category, Contract, Day, Identifier, Instant, Money, RowId, UnitPart, text
+from shared.calendar_watch import on_calendar_change
+from shared.lifecycle import TicketState
 from shared.periods import canonical_category
 from shared.policy import DEFAULT_POLICY, Policy, PolicyOverrides, effective_policy, overrides_data
 from shared.service import LocalTime, Service, create_http_app, known_estate, principal, require_estate
@@ -426,7 +428,7 @@ async def register_request(estate: str, body: RequestIn, who: Principal = Depend
             people=body.people, attachments=body.attachments,
         )
         stored = dict(
-            id=ticket_id, estate=estate, form_number=number, status="open", round=1,
+            id=ticket_id, estate=estate, form_number=number, status=TicketState.in_handling, round=1,
             client_request_id=body.client_request_id, created_at=now, owner_signature=signature,
             signed_at=now if body.owner_signed else None, current_handler=who.staff_id,
             next_reminder_at=rules.next_signature_reminder(now, None, now, policy)
@@ -484,7 +486,8 @@ async def get_request(estate: str, ticket_id: str, who: Principal = Depends(requ
 async def list_requests(
     estate: str,
     first_contact: str | None = Query(None, max_length=64, description="Requests this employee owns as first contact"),
-    status: Literal["open", "completed", "closed", "invalid"] | None = Query(None),
+    status: Literal["open", "in_handling", "completed", "closed", "invalid"] | None = Query(
+        None, description="open: in handling (shared.lifecycle's in_handling)"),
     signature: Literal["pending"] | None = Query(None, description="pending: a later signature (补签) is still owed"),
     notice: Literal["overdue"] | None = Query(
         None, description="overdue: invalid complaints whose owner was not told the reason in time"),
@@ -498,7 +501,7 @@ async def list_requests(
     if first_contact:
         query = query.where(T.c.first_contact == first_contact)
     if status:
-        query = query.where(T.c.status == status)
+        query = query.where(T.c.status == (TicketState.in_handling if status == "open" else status))
     if signature == "pending":
         query = query.where(T.c.owner_signature == "later", T.c.signed_at.is_(None))
     now = service.clock.now()
@@ -571,7 +574,7 @@ async def confirm_validity(estate: str, ticket_id: str, body: ConfirmationIn,
             valid=valid, confirmed_by=who.staff_id, validity_state=state, validity_decided_at=now,
             validity_reason=reason, notify_owner_by=None if valid else row.notify_owner_by,
             notify_provisional=False if valid else row.notify_provisional,
-            status=row.status if valid else "invalid",
+            status=row.status if valid else TicketState.invalid,
         ))
         await service.emit(session, ValidityJudged(
             ticket_id=ticket_id, valid=valid, reason=reason, judged_by=row.judged_by, confirmed_by=who.staff_id,
@@ -707,22 +710,22 @@ async def take_over(estate: str, item_id: RowId, who: Principal = Depends(requir
 async def on_completed(session: AsyncSession, event: CloudEvent) -> None:
     completed = event.payload()
     await session.execute(sa.update(T).where(
-        T.c.id == completed.ticket_id, T.c.round == completed.round, T.c.status == "open",
-    ).values(status="completed", completed_at=completed.completed_at))
+        T.c.id == completed.ticket_id, T.c.round == completed.round, T.c.status == TicketState.in_handling,
+    ).values(status=TicketState.completed, completed_at=completed.completed_at))
 
 
 @service.consumer("reopened", description="The owner was not satisfied: the request is open again in a new round.")
 async def on_reopened(session: AsyncSession, event: CloudEvent) -> None:
     reopened = event.payload()
     await session.execute(sa.update(T).where(T.c.id == reopened.ticket_id, T.c.round < reopened.round).values(
-        status="open", round=reopened.round, completed_at=None, closed_at=None,
+        status=TicketState.in_handling, round=reopened.round, completed_at=None, closed_at=None,
     ))
 
 
 @service.consumer("closed", description="The owner is satisfied (or the window elapsed): the request shows closed.")
 async def on_closed(session: AsyncSession, event: CloudEvent) -> None:
     closed = event.payload()
-    await session.execute(sa.update(T).where(T.c.id == closed.ticket_id).values(status="closed", closed_at=event.time))
+    await session.execute(sa.update(T).where(T.c.id == closed.ticket_id).values(status=TicketState.closed, closed_at=event.time))
 
 
 # --- periodic: later-signature reminders -----------------------------------------------------------
@@ -749,17 +752,11 @@ async def remind_signatures() -> int:
     return len(due)
 
 
-_calendar_seen: dict = {"data": None}
-
-
-@service.periodic("calendar-recompute", every_seconds=5.0)
+@on_calendar_change(service, "calendar-recompute")
 async def recompute_notices_on_calendar_change() -> int:
     """On every change of the company's calendar, count every owed invalid-complaint
     notice deadline again from its judgement (issue 10: every running deadline follows
     every change)."""
-    data = service.directory.company.calendar
-    if _calendar_seen["data"] == data:
-        return 0
     changed = 0
     async with service.db.transaction() as session:
         rows = (await session.execute(
@@ -774,7 +771,6 @@ async def recompute_notices_on_calendar_change() -> int:
                 await session.execute(sa.update(T).where(T.c.id == row.id)
                                       .values(notify_owner_by=notice.value, notify_provisional=notice.provisional))
                 changed += 1
-    _calendar_seen["data"] = data
     return changed
 
 

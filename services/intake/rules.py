@@ -15,20 +15,9 @@ from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from shared.calendar import WorkingCalendar
-from shared.errors import RuleViolation as SharedRuleViolation
+from shared.errors import RuleViolation  # one definition; these rules refuse with 422 unless a move is refused (409)
 from shared.events import Channel, Kind, ReplyMethod, ValidityJudged
 from shared.policy import Policy
-
-
-class RuleViolation(SharedRuleViolation):
-    """A request breaks a business rule; the message says which, in the domain's words.
-
-    The HTTP status defaults to 422 (input the rules reject); invalid transitions say
-    409 and missing approvals or roles 403 where they are raised.
-    """
-
-    def __init__(self, message: str, status: int = 422):
-        super().__init__(message, status)
 
 
 # --- time helpers ------------------------------------------------------------------------
@@ -36,7 +25,7 @@ class RuleViolation(SharedRuleViolation):
 
 def _aware(moment: dt.datetime, name: str) -> dt.datetime:
     if moment.tzinfo is None or moment.utcoffset() is None:
-        raise RuleViolation(f"{name} must be timezone-aware, got {moment.isoformat()}")
+        raise RuleViolation(f"{name} must be timezone-aware, got {moment.isoformat()}", 422)
     return moment
 
 
@@ -48,7 +37,7 @@ def _clock_time(value: str, name: str) -> dt.time:
     try:
         return dt.time.fromisoformat(value)
     except ValueError:
-        raise RuleViolation(f"policy intake.{name} {value!r} is not a HH:MM time") from None
+        raise RuleViolation(f"policy intake.{name} {value!r} is not a HH:MM time", 422) from None
 
 
 def office_hours(policy: Policy) -> tuple[dt.time, dt.time]:
@@ -59,7 +48,7 @@ def office_hours(policy: Policy) -> tuple[dt.time, dt.time]:
         raise RuleViolation(
             f"office hours must open before they close, got {policy.intake.office_opens}"
             f"–{policy.intake.office_closes}"
-        )
+ , 422       )
     return opens, closes
 
 
@@ -76,15 +65,15 @@ def form_number(estate: str, year: int, sequence: int, policy: Policy | None = N
     """
     digits = (policy or Policy()).intake.form_sequence_digits
     if not _ESTATE_IN_NUMBER.match(estate or ""):
-        raise RuleViolation(f"estate code {estate!r} cannot appear in a form number")
+        raise RuleViolation(f"estate code {estate!r} cannot appear in a form number", 422)
     if not 1000 <= year <= 9999:
-        raise RuleViolation(f"form year {year} must have four digits")
+        raise RuleViolation(f"form year {year} must have four digits", 422)
     if sequence < 1:
-        raise RuleViolation(f"form sequence starts at 1, got {sequence}")
+        raise RuleViolation(f"form sequence starts at 1, got {sequence}", 422)
     if sequence >= 10**digits:
         raise RuleViolation(
             f"form sequence {sequence} does not fit in {digits} digits; widen "
-            "policy intake.form_sequence_digits"
+            "policy intake.form_sequence_digits", 422
         )
     return f"{estate.upper()}-{year:04d}-{sequence:0{digits}d}"
 
@@ -93,9 +82,9 @@ def parse_form_number(number: str) -> tuple[str, int, int]:
     """(ESTATE, year, sequence) of a form number; the estate code may contain hyphens."""
     parts = number.rsplit("-", 2)
     if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit() or len(parts[1]) != 4:
-        raise RuleViolation(f"{number!r} is not a form number like HX01-2026-000123")
+        raise RuleViolation(f"{number!r} is not a form number like HX01-2026-000123", 422)
     if not _ESTATE_IN_NUMBER.match(parts[0]):
-        raise RuleViolation(f"{number!r} does not start with an estate code")
+        raise RuleViolation(f"{number!r} does not start with an estate code", 422)
     return parts[0], int(parts[1]), int(parts[2])
 
 
@@ -104,7 +93,7 @@ def next_form_sequence(last_sequence: int | None) -> int:
     if last_sequence is None:
         return 1
     if last_sequence < 1:
-        raise RuleViolation(f"last form sequence {last_sequence} is not a used number")
+        raise RuleViolation(f"last form sequence {last_sequence} is not a used number", 422)
     return last_sequence + 1
 
 
@@ -195,13 +184,13 @@ def judge_validity(
     try:
         kind = Kind(kind)
     except ValueError:
-        raise RuleViolation(f"unknown kind {kind!r}") from None
+        raise RuleViolation(f"unknown kind {kind!r}", 422) from None
     if kind is not Kind.complaint:
         raise RuleViolation(f"only complaints are judged valid or invalid, not a {kind.value}", 409)
     if not (reason or "").strip():
-        raise RuleViolation("a validity judgement must state its reason")
+        raise RuleViolation("a validity judgement must state its reason", 422)
     if not (judged_by or "").strip():
-        raise RuleViolation("a validity judgement must name who judged it")
+        raise RuleViolation("a validity judgement must name who judged it", 422)
     local = _local(judged_at, policy, "judged_at")
     if valid:
         return ValidityJudgement(True, reason.strip(), judged_by, None, local, None)
@@ -241,7 +230,7 @@ def confirm_invalid(
     try:
         state = ValidityState(state) if state is not None else None
     except ValueError:
-        raise RuleViolation(f"unknown validity state {state!r}") from None
+        raise RuleViolation(f"unknown validity state {state!r}", 422) from None
     if state is not ValidityState.awaiting_confirmation:
         raise RuleViolation("no invalid judgement of this complaint awaits confirmation", 409)
     if not any(role in policy.intake.invalid_confirmation_roles for role in manager_roles):
@@ -287,11 +276,11 @@ def signature_requirement(
     try:
         channel = Channel(channel)
     except ValueError:
-        raise RuleViolation(f"unknown channel {channel!r}") from None
+        raise RuleViolation(f"unknown channel {channel!r}", 422) from None
     try:
         reply_method = ReplyMethod(reply_method) if reply_method is not None else None
     except ValueError:
-        raise RuleViolation(f"unknown reply method {reply_method!r}") from None
+        raise RuleViolation(f"unknown reply method {reply_method!r}", 422) from None
     if channel.value in policy.intake.signature_now_channels:
         return SignatureRequirement.now
     if channel.value in policy.intake.signature_later_channels:
@@ -313,7 +302,7 @@ def check_signature_at_intake(
     is still owed (`later` means: schedule reminders until the owner signs)."""
     requirement = signature_requirement(channel, policy, anonymous=anonymous, reply_method=reply_method)
     if requirement is SignatureRequirement.now and not owner_signed:
-        raise RuleViolation(f"a {Channel(channel).value} request needs the owner's signature on the form now")
+        raise RuleViolation(f"a {Channel(channel).value} request needs the owner's signature on the form now", 422)
     if owner_signed:
         return SignatureRequirement.not_required
     return requirement
@@ -339,12 +328,12 @@ def next_signature_reminder(
         _aware(signed_at, "signed_at")
         return None
     if policy.intake.signature_reminder_hours <= 0:
-        raise RuleViolation("policy intake.signature_reminder_hours must be positive")
+        raise RuleViolation("policy intake.signature_reminder_hours must be positive", 422)
     anchor = registered_at
     if last_reminded_at is not None:
         _aware(last_reminded_at, "last_reminded_at")
         if last_reminded_at < registered_at:
-            raise RuleViolation("a signature reminder cannot precede the registration")
+            raise RuleViolation("a signature reminder cannot precede the registration", 422)
         anchor = last_reminded_at
     due = anchor + dt.timedelta(hours=policy.intake.signature_reminder_hours)
     return max(due, now).astimezone(ZoneInfo(policy.timezone))
@@ -376,7 +365,7 @@ def shift_window(day: dt.date, shift: str, policy: Policy) -> tuple[dt.datetime,
             end_day = day if _clock_time(ends, f"shift {name} end") > start.time() else day + dt.timedelta(days=1)
             return start, dt.datetime.combine(end_day, _clock_time(ends, f"shift {name} end"), tzinfo=tz)
     known = ", ".join(name for name, _, _ in policy.intake.duty_shifts)
-    raise RuleViolation(f"unknown shift {shift!r} (the estate's shifts: {known})")
+    raise RuleViolation(f"unknown shift {shift!r} (the estate's shifts: {known})", 422)
 
 
 def roster_for_month(month: str, entries: list[dict], policy: Policy) -> list[RosterShift]:
@@ -388,7 +377,7 @@ def roster_for_month(month: str, entries: list[dict], policy: Policy) -> list[Ro
         year, number = (int(part) for part in month.split("-"))
         first = dt.date(year, number, 1)
     except ValueError:
-        raise RuleViolation(f"month {month!r} is not YYYY-MM") from None
+        raise RuleViolation(f"month {month!r} is not YYYY-MM", 422) from None
     shifts, seen = [], set()
     for entry in entries:
         try:
@@ -396,15 +385,15 @@ def roster_for_month(month: str, entries: list[dict], policy: Policy) -> list[Ro
             post, shift = str(entry["post"]), str(entry["shift"])
             staff = tuple(s.strip() for s in entry["staff"] if s and s.strip())
         except (KeyError, TypeError, ValueError):
-            raise RuleViolation(f"roster entry {entry!r} needs day (YYYY-MM-DD), post, shift and staff") from None
+            raise RuleViolation(f"roster entry {entry!r} needs day (YYYY-MM-DD), post, shift and staff", 422) from None
         if (day.year, day.month) != (first.year, first.month):
-            raise RuleViolation(f"roster entry for {day} is not in {month}")
+            raise RuleViolation(f"roster entry for {day} is not in {month}", 422)
         if post not in policy.intake.duty_posts:
-            raise RuleViolation(f"unknown duty post {post!r} (posts: {', '.join(policy.intake.duty_posts)})")
+            raise RuleViolation(f"unknown duty post {post!r} (posts: {', '.join(policy.intake.duty_posts)})", 422)
         if not staff:
-            raise RuleViolation(f"the {shift} shift of {post} on {day} has nobody on duty")
+            raise RuleViolation(f"the {shift} shift of {post} on {day} has nobody on duty", 422)
         if (day, post, shift) in seen:
-            raise RuleViolation(f"the {shift} shift of {post} on {day} is rostered twice")
+            raise RuleViolation(f"the {shift} shift of {post} on {day} is rostered twice", 422)
         seen.add((day, post, shift))
         starts_at, ends_at = shift_window(day, shift, policy)
         shifts.append(RosterShift(day, post, shift, staff, starts_at, ends_at))

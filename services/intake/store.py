@@ -4,10 +4,15 @@ progress updates to owners, and the owners/units directory with its disclosure l
 import sqlalchemy as sa
 
 from shared import limits
+from shared.lifecycle import TicketState, check_constraint
 
 from shared.db import service_metadata
 
 metadata = service_metadata("intake")
+
+# The part of the ticket's life intake sees (shared.lifecycle's vocabulary; "open" was
+# intake's own spelling of in_handling until issue 11).
+REQUEST_STATES = (TicketState.in_handling, TicketState.completed, TicketState.invalid, TicketState.closed)
 
 tickets = sa.Table(
     "tickets",
@@ -37,7 +42,7 @@ tickets = sa.Table(
     sa.Column("owner_id", sa.String(limits.ID_MAX)),
     sa.Column("about_role", sa.String(64)),
     sa.Column("owner_loss_cny", sa.Numeric(12, 2)),
-    sa.Column("status", sa.String(16), nullable=False, default="open"),
+    sa.Column("status", sa.String(16), nullable=False, default=TicketState.in_handling.value),
     sa.Column("round", sa.Integer, nullable=False, default=1),
     sa.Column("client_request_id", sa.String(limits.CLIENT_ID_MAX)),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
@@ -70,6 +75,7 @@ tickets = sa.Table(
     sa.Column("closed_at", sa.DateTime(timezone=True)),
     sa.UniqueConstraint("estate", "client_request_id", name="uq_tickets_client_request"),
     sa.Index("ix_tickets_signature_due", "next_reminder_at", postgresql_where=sa.text("next_reminder_at IS NOT NULL")),
+    check_constraint("status", REQUEST_STATES, "ck_tickets_status"),
 )
 
 # Gapless numbering: one row per estate and year, incremented under its row lock.

@@ -217,7 +217,7 @@ async def test_transfer_reschedule_and_a_reopened_round(api, stack, estate, cloc
         return (form, shown) if form["round"] == 2 and shown["round"] == 2 else None
 
     form, shown = await eventually(reopened)
-    assert form["status"] == "in_handling" and shown["status"] == "open"
+    assert form["status"] == "in_handling" and shown["status"] == "in_handling"  # one vocabulary (issue 11)
     r = await api.post(f"{url}/sign-back", {"department": "engineering", "opinion": "o", "result": "r",
                                             "verified_by": f"{estate}-eng-head"}, api.eng)
     assert r.status_code == 409 and "before acknowledgement" in r.json()["error"]

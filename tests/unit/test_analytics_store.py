@@ -29,6 +29,8 @@ def other_estate_events() -> list[ev.CloudEvent]:
         event(ev.Assigned(ticket_id="B1", departments=["security"], assigned_by="birch-cs",
                           deadlines=[ev.Deadline(clock="reply", due_at=at(11, 5))]), at(11, 4, 11), estate="birch"),
         event(ev.SlaBreached(ticket_id="B1", clock="reply", due_at=at(11, 5)), at(11, 5, 10, 1), estate="birch"),
+        event(ev.ClockSettled(ticket_id="B1", clock_id=1, clock="reply", due_at=at(11, 5), settled_at=at(11, 5, 10, 1),
+                              outcome=ev.ClockOutcome.breached), at(11, 5, 10, 1), estate="birch"),
         event(ev.Closed(ticket_id="B1", closed_by="birch-cs", reason="ok"), at(11, 6), estate="birch"),
     ]
 
@@ -63,11 +65,11 @@ def test_company_deltas_fold_the_estate_key_and_skip_days_staff_and_buildings():
 
 
 def test_facts_row_carries_what_the_dashboard_filters_on():
-    facts, _ = replay([e for e in ALL_EVENTS if e.subject == "T2"][:3])  # accepted, assigned, arrived late
+    facts, _ = replay([e for e in ALL_EVENTS if e.subject == "T2"][:4])  # accepted, assigned, arrived late, breached
     row = store.facts_row(facts["T2"], at(11, 10, 11), form_number="F-T2")
     assert (row["estate"], row["ticket_id"], row["form_number"], row["state"]) == ("maple", "T2", "F-T2", "open")
     assert row["departments"] == ["engineering"]
-    assert row["has_breach"] is True  # arrival stopped after its due time
+    assert row["has_breach"] is True  # dispatch's verdict: the arrival came after its due time
     assert row["next_due_at"] == at(11, 11, 9)  # the repair slip is still running
     assert row["facts"]["ticket_id"] == "T2" and row["kind"] == "repair"
     done, _ = replay([e for e in ALL_EVENTS if e.subject == "T2"])

@@ -40,6 +40,7 @@ from services.callback.rules import (
 )
 from shared.calendar import CalendarOverrides, WorkingCalendar
 from shared.events import Completed, Kind, RepairClass, ReplyMethod
+from shared.periods import progress_week
 from shared.policy import DEFAULT_POLICY, effective_policy
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -708,15 +709,15 @@ def test_two_updates_a_week_spread_evenly():
     assert both.next_update_due_at == local(2026, 3, 19, 21, 0)  # next week's first slot
 
 
-def test_missed_weeks_are_counted():
+def test_the_current_week_is_dispatchs_week_and_finished_weeks_are_not_judged_here():
     updates = [
-        local(2026, 3, 10), local(2026, 3, 14),  # week 1: two — kept
-        local(2026, 3, 18),  # week 2: one — missed
-        # week 3: none — missed
+        local(2026, 3, 10), local(2026, 3, 14),  # week 1: two
+        local(2026, 3, 18),  # week 2: one (missed: dispatch's verdict, counted from clock_settled)
     ]
     status = weekly_update_status(OPENED, updates, local(2026, 4, 1, 12, 0), DEFAULT_POLICY)
     assert status.week_start == local(2026, 3, 30, 9, 0)  # week 4
-    assert status.missed_weeks == 2
+    assert (status.week_start, status.week_end) == progress_week(OPENED, local(2026, 4, 1, 12, 0), 7)
+    assert not hasattr(status, "missed_weeks")
     assert status.done_this_week == 0
 
 

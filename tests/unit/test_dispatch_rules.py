@@ -25,7 +25,6 @@ from services.dispatch.rules import (
     FormStatus,
     LineKind,
     NonconformityState,
-    ProgressWindow,
     RoutingRule,
     RuleViolation,
     ServiceItem,
@@ -37,16 +36,16 @@ from services.dispatch.rules import (
     approve_nonconformity,
     arrival_due,
     assign_round,
+    clock_verdict,
     attach_capa_report,
     close_nonconformity,
-    due_breaches,
     first_rung,
     make_bill,
     material_line,
-    missing_progress_updates,
+    progress_clock,
+    progress_week_met,
     needs_nonconformity,
     next_escalation_at,
-    next_round,
     next_rung,
     open_nonconformity,
     pending_departments,
@@ -515,63 +514,6 @@ def test_reschedule_refused(deadlines, new_at, department, message):
         reschedule_appointment(deadlines, new_at, department=department)
 
 
-# --- breaches ----------------------------------------------------------------------------------------
-
-
-BREACH_DEADLINES = [
-    Deadline(clock="acknowledge", due_at=at(2026, 9, 30, 10, 30), department="engineering"),
-    Deadline(clock="arrival", due_at=at(2026, 9, 30, 11), department="engineering"),
-    Deadline(clock="acknowledge", due_at=at(2026, 9, 30, 10, 30), department="cleaning"),
-    Deadline(clock="reply", due_at=at(2026, 10, 9, 10)),
-    Deadline(clock="tracking", due_at=at(2027, 1, 6, 10), provisional=True),
-]
-
-
-@pytest.mark.parametrize(
-    "done, already, now, expected",
-    [
-        (set(), set(), at(2026, 9, 30, 10, 30), []),  # exactly at due time: still on time
-        (set(), set(), at(2026, 9, 30, 10, 31), [("acknowledge", "engineering"), ("acknowledge", "cleaning")]),
-        ({("acknowledge", "engineering")}, set(), at(2026, 9, 30, 10, 31), [("acknowledge", "cleaning")]),
-        (set(), {("acknowledge", "cleaning")}, at(2026, 9, 30, 10, 31), [("acknowledge", "engineering")]),
-        ({("acknowledge", "engineering")}, {("acknowledge", "cleaning")}, at(2026, 9, 30, 10, 31), []),
-        (
-            {(Clock.acknowledge, "engineering"), (Clock.acknowledge, "cleaning")}, set(), at(2026, 9, 30, 11, 1),
-            [("arrival", "engineering")],
-        ),
-        (
-            {("acknowledge", "engineering"), ("acknowledge", "cleaning"), ("arrival", "engineering")},
-            set(), at(2026, 10, 9, 10, 1), [("reply", None)],
-        ),
-        (set(), set(), at(2027, 1, 7), [
-            ("acknowledge", "engineering"), ("acknowledge", "cleaning"), ("arrival", "engineering"),
-            ("reply", None), ("tracking", None),
-        ]),
-    ],
-)
-def test_due_breaches(done, already, now, expected):
-    breached = due_breaches(BREACH_DEADLINES, done, already, now)
-    assert [(d.clock, d.department) for d in breached] == expected
-
-
-def test_each_clock_breaches_once_per_round():
-    twice = BREACH_DEADLINES + [Deadline(clock="reply", due_at=at(2026, 10, 9, 12))]
-    breached = due_breaches(twice, set(), set(), at(2026, 10, 10))
-    assert [d.due_at for d in breached if d.clock == "reply"] == [at(2026, 10, 9, 10)]
-    again = due_breaches(twice, set(), {(d.clock, d.department) for d in breached}, at(2026, 10, 11))
-    assert again == []
-
-
-def test_breach_keeps_the_provisional_flag():
-    breached = due_breaches(BREACH_DEADLINES, set(), set(), at(2027, 1, 7))
-    assert [d.provisional for d in breached if d.clock == "tracking"] == [True]
-
-
-def test_breach_needs_an_aware_now():
-    with pytest.raises(RuleViolation, match="timezone-aware"):
-        due_breaches(BREACH_DEADLINES, set(), set(), dt.datetime(2027, 1, 7))
-
-
 # --- escalation ------------------------------------------------------------------------------------
 
 
@@ -856,7 +798,8 @@ def test_form_invalid_table_covers_every_status_and_action():
     valid = {(FormStatus.assigned, "ack"), (FormStatus.acknowledged, "arrive"), (FormStatus.acknowledged, "sign"),
              (FormStatus.arrived, "sign")}
     covered = {(reached[tuple(steps)], action) for steps, action, _ in FORM_INVALID}
-    assert covered == {(s, a) for s in FormStatus for a in ACTIONS} - valid
+    # a transferred line is no longer active: the shell finds no line to act on
+    assert covered == {(s, a) for s in FormStatus if s is not FormStatus.transferred for a in ACTIONS} - valid
 
 
 @pytest.mark.parametrize("action", ["ack", "arrive", "sign"])
@@ -919,17 +862,6 @@ def test_bad_assignment_refused(departments, round, arrival_required, message):
         assign_round(departments, ASSIGNED_AT, round, arrival_required)
 
 
-def test_next_round_only_after_every_sign_back():
-    state = _sign(_ack(_round(), "engineering"), "engineering")
-    with pytest.raises(RuleViolation, match="round 1 is still open \\(waiting for security\\)"):
-        next_round(state, ["engineering"], at(2026, 10, 8, 9))
-    state = _sign(_ack(state, "security"), "security")
-    reopened = next_round(state, ["engineering"], at(2026, 10, 8, 9))
-    assert (reopened.round, pending_departments(reopened)) == (2, ["engineering"])
-    with pytest.raises(RuleViolation, match="precedes the last sign-back"):
-        next_round(state, ["engineering"], at(2026, 9, 30, 14))
-
-
 # --- progress updates ------------------------------------------------------------------------------
 
 
@@ -941,36 +873,56 @@ def day(n, h=9):
 
 
 @pytest.mark.parametrize(
-    "updates, now, lacking",
+    "at_, week",
     [
-        ([], day(6), []),  # not long-running yet
-        ([], day(7), []),  # open exactly a week: not longer
-        ([], day(13), []),  # first window (days 7–14) not over yet
-        ([day(8), day(11)], day(14), []),
-        ([day(8)], day(14), [(day(7), day(14), 1)]),
-        ([], day(14), [(day(7), day(14), 0)]),
-        ([day(1), day(2), day(3)], day(14), [(day(7), day(14), 0)]),  # early updates do not count later
-        ([day(7), day(13, 23)], day(14), []),  # window start inclusive
-        ([day(8), day(14)], day(14), [(day(7), day(14), 1)]),  # window end exclusive
-        ([day(8), day(9), day(15)], day(28, 10), [(day(14), day(21), 1), (day(21), day(28), 0)]),
-        ([day(8), day(9), day(15), day(16), day(22), day(23)], day(30), []),
+        (OPENED, (day(7), day(14))),  # before the duty applies: its first week
+        (day(6), (day(7), day(14))),
+        (day(7), (day(7), day(14))),  # week start inclusive
+        (day(13, 23), (day(7), day(14))),
+        (day(14), (day(14), day(21))),  # week end exclusive
+        (day(30), (day(28), day(35))),
     ],
 )
-def test_missing_progress_updates(updates, now, lacking):
-    result = missing_progress_updates(OPENED, updates, now, POLICY)
-    assert [(w.start, w.end, w.updates) for w in result] == lacking
-    assert all(isinstance(w, ProgressWindow) and w.required == 2 for w in result)
+def test_the_progress_update_clock_of_the_week_holding_a_moment(at_, week):
+    start, deadline = progress_clock(Kind.complaint, OPENED, at_, POLICY)
+    assert (start, deadline.due_at) == week
+    assert (deadline.clock, deadline.department, deadline.provisional) == (Clock.progress_update, None, False)
+
+
+def test_only_complaints_owe_weekly_updates_and_only_when_the_policy_asks():
+    assert progress_clock(Kind.repair, OPENED, day(8), POLICY) is None
+    off = effective_policy(estate_overrides={"clocks": {"progress_updates_per_week": 0}})
+    assert progress_clock(Kind.complaint, OPENED, day(8), off) is None
+
+
+@pytest.mark.parametrize(
+    "updates, met",
+    [
+        ([], False),
+        ([day(8)], False),
+        ([day(8), day(11)], True),
+        ([day(1), day(2), day(3)], False),  # early updates do not count later
+        ([day(7), day(13, 23)], True),  # week start inclusive
+        ([day(8), day(14)], False),  # week end exclusive
+    ],
+)
+def test_a_week_is_met_with_its_updates(updates, met):
+    assert progress_week_met(day(7), day(14), updates, POLICY) is met
 
 
 def test_progress_update_counts_are_policy():
     policy = effective_policy(estate_overrides={"clocks": {"progress_updates_after_days": 3, "progress_updates_per_week": 3}})
-    result = missing_progress_updates(OPENED, [day(4), day(5)], day(10), policy)
-    assert [(w.start, w.end, w.updates, w.required) for w in result] == [(day(3), day(10), 2, 3)]
+    start, deadline = progress_clock(Kind.complaint, OPENED, day(4), policy)
+    assert (start, deadline.due_at) == (day(3), day(10))
+    assert not progress_week_met(start, deadline.due_at, [day(4), day(5)], policy)
+    assert progress_week_met(start, deadline.due_at, [day(4), day(5), day(9)], policy)
 
 
 def test_progress_updates_need_aware_times():
     with pytest.raises(RuleViolation, match="timezone-aware"):
-        missing_progress_updates(OPENED, [dt.datetime(2026, 9, 9)], day(14), POLICY)
+        progress_week_met(day(7), day(14), [dt.datetime(2026, 9, 9)], POLICY)
+    with pytest.raises(RuleViolation, match="timezone-aware"):
+        progress_clock(Kind.complaint, OPENED, dt.datetime(2026, 9, 9), POLICY)
 
 
 # --- paid household services ----------------------------------------------------------------------
@@ -1077,3 +1029,31 @@ def test_facts_refuse_unknown_values(field):
     values = {"kind": "complaint", field: "bogus"}
     with pytest.raises(RuleViolation, match="unknown"):
         TicketFacts(**values)
+
+
+# --- the verdict dispatch publishes as clock_settled (issue 11) ---------------------------------
+
+
+def test_a_clock_met_before_its_due_time_is_met_whatever_comes_after():
+    due = at(2026, 11, 4, 17)
+    assert clock_verdict(due, None, at(2026, 11, 3, 10), "met") == "met"
+    assert clock_verdict(due, None, due, "met") == "met"  # on the minute is in time
+
+
+def test_a_clock_breached_or_settled_late_is_breached():
+    due = at(2026, 11, 4, 17)
+    assert clock_verdict(due, at(2026, 11, 4, 17, 1), None, None) == "breached"
+    assert clock_verdict(due, at(2026, 11, 4, 17, 1), at(2026, 11, 3), "met") == "breached"  # the scan fired
+    assert clock_verdict(due, None, at(2026, 11, 4, 17, 1), "met") == "breached"  # stopped late
+    assert clock_verdict(due, None, at(2026, 11, 5), "superseded") == "breached"
+
+
+def test_a_running_clock_has_no_verdict_and_an_early_end_keeps_its_outcome():
+    due = at(2026, 11, 4, 17)
+    assert clock_verdict(due, None, None, None) is None
+    for outcome in ("superseded", "cancelled", "rescheduled"):
+        assert clock_verdict(due, None, at(2026, 11, 3), outcome) == outcome
+    with pytest.raises(ValueError):
+        clock_verdict(due, None, at(2026, 11, 3), "lost")
+    with pytest.raises(RuleViolation):
+        clock_verdict(due, None, dt.datetime(2026, 11, 3), "met")

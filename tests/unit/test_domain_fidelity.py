@@ -154,28 +154,33 @@ def test_row4_a_grace_is_the_companys_policy_and_only_for_emergencies():
 
 
 def test_row7_a_rescheduled_appointment_is_a_fresh_arrival_clock():
-    from services.dispatch.rules import RESCHEDULED, due_breaches, first_rung, reschedule_appointment
+    from services.dispatch.rules import RESCHEDULED, clock_verdict, first_rung, reschedule_appointment
     from shared.events import RepairClass
 
     accepted = at(2026, 11, 23, 14, 0)
     repair = TicketFacts(Kind.repair, repair_class=RepairClass.general)
     round_clocks = start_round_clocks(repair, ["engineering"], accepted, POLICY, WorkingCalendar())
-    # +61 min: the arrival clock breached; the ladder starts at the department head.
-    (breach,) = [d for d in due_breaches(round_clocks, set(), set(), accepted + dt.timedelta(minutes=61))
-                 if d.clock == "arrival"]
-    assert breach.due_at == at(2026, 11, 23, 15, 0) and first_rung(repair, POLICY) == "department_head"
+    # +61 min: the arrival clock ran out; the scan breaches it and the ladder starts at
+    # the department head.
+    (arrival,) = [d for d in round_clocks if d.clock == "arrival"]
+    scanned = accepted + dt.timedelta(minutes=61)
+    assert arrival.due_at == at(2026, 11, 23, 15, 0) and scanned > arrival.due_at
+    assert clock_verdict(arrival.due_at, scanned, None, None) == "breached"
+    assert first_rung(repair, POLICY) == "department_head"
     # The owner was out: a new appointment tomorrow 10:00. The old clock ends "rescheduled"
-    # (the caller closes it, so its ladder stops); the new one is a fresh clock instance.
+    # (the caller closes it, so its ladder stops; its breach stays counted); the new one
+    # is a fresh clock instance.
     assert RESCHEDULED == "rescheduled"
+    assert clock_verdict(arrival.due_at, scanned, at(2026, 11, 23, 16), RESCHEDULED) == "breached"
     fresh = [d for d in reschedule_appointment(round_clocks, at(2026, 11, 24, 10, 0), POLICY)
              if d.clock in ("arrival", "repair_slip_return")]
     assert {d.clock: d.due_at for d in fresh} == {
         "arrival": at(2026, 11, 24, 10, 0), "repair_slip_return": at(2026, 11, 25, 10, 0)}
-    assert due_breaches(fresh, set(), set(), at(2026, 11, 24, 10, 0)) == []
-    missed = due_breaches(fresh, set(), set(), at(2026, 11, 24, 10, 1))
-    assert [(d.clock, d.department) for d in missed] == [("arrival", "engineering")]
-    # Arriving for the new appointment meets it: nothing fires.
-    assert due_breaches(fresh, {("arrival", "engineering")}, set(), at(2026, 11, 24, 10, 1)) == []
+    (new_arrival,) = [d for d in fresh if d.clock == "arrival"]
+    assert clock_verdict(new_arrival.due_at, None, None, None) is None  # running afresh
+    # Arriving for the new appointment meets it; a minute late is a breach.
+    assert clock_verdict(new_arrival.due_at, None, at(2026, 11, 24, 10, 0), "met") == "met"
+    assert clock_verdict(new_arrival.due_at, None, at(2026, 11, 24, 10, 1), "met") == "breached"
 
 
 # --- row 8: anonymous online opinion (reply_method none) owes no later signature ----------------

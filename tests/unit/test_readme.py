@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from estatedesk.cli import build_parser, role_table
+from estatedesk.cli import build_parser, lifecycle_diagram, role_table
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
@@ -50,3 +50,7 @@ def test_the_installed_command_answers_help():
 
 def test_the_readme_carries_the_current_role_table():
     assert role_table() in README, "run `estatedesk roles` and paste its table into the README"
+
+
+def test_the_readme_carries_the_ticket_lifecycle_generated_from_its_table():
+    assert lifecycle_diagram() in README, "run `estatedesk lifecycle` and paste its diagram into the README"
