@@ -141,4 +141,8 @@ const en = {
   common: { loading: 'Loading…', none: 'None', minutesLeft: '{n} min left', minutesLate: '{n} min late' },
 }
 
-export const messages = { zh, en }
+import { desk } from './messages-desk.js'
+
+const merged = (base, more) => Object.fromEntries([...new Set([...Object.keys(base), ...Object.keys(more)])]
+  .map((k) => [k, { ...base[k], ...more[k] }]))
+export const messages = { zh: merged(zh, desk.zh), en: merged(en, desk.en) }

@@ -11,6 +11,9 @@ export const SCREENS = [
     roles: ['customer_service', 'customer_service_supervisor', 'department_head', 'estate_director'] },
   { name: 'mine', path: 'mine', view: () => import('./views/Mine.vue'),
     roles: ['customer_service', 'customer_service_supervisor', 'duty_staff', 'estate_director', 'department_head'] },
+  { name: 'complaints', path: 'complaints', view: () => import('./views/Complaints.vue'),
+    roles: ['customer_service', 'customer_service_supervisor', 'estate_director', 'quality_manager', 'department_head',
+      'general_manager', 'management_representative'] },
   { name: 'ticket', path: 'tickets/:id?', view: () => import('./views/Ticket.vue'), roles: null },
 ]
 

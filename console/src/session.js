@@ -11,12 +11,22 @@ export const session = reactive({
   estate: localStorage.getItem(ESTATE_KEY),
   directory: null, // the estate as intake's directory gives it (departments, heads, buildings)
   timezone: 'Asia/Shanghai',
+  allEstates: [], // head-office staff (estates "*"): every estate, from GET /v1/estates
 })
 
 const code = (x) => (typeof x === 'string' ? x : x?.code ?? x?.estate)
 
 export function estates() {
-  return (session.staff?.estates || []).map(code).filter((c) => c && c !== '*')
+  const mine = (session.staff?.estates || []).map(code)
+  return (mine.includes('*') ? session.allEstates.map(code) : mine).filter((c) => c && c !== '*')
+}
+
+/** Head-office staff act for every estate: the console lists them from the API. */
+export const headOffice = () => (session.staff?.estates || []).map(code).includes('*')
+
+export function knowEstates(list) {
+  session.allEstates = list
+  if (!estates().includes(session.estate)) chooseEstate(estates()[0] || null)
 }
 
 export function roles() {
@@ -42,14 +52,14 @@ function load() {
       Object.assign(session, { token: saved.token, expiresAt: saved.expiresAt, staff: saved.staff })
     }
   } catch { /* a damaged entry is dropped */ }
-  if (session.token && !estates().includes(session.estate)) session.estate = estates()[0] || null
+  if (session.token && !headOffice() && !estates().includes(session.estate)) session.estate = estates()[0] || null
 }
 
 export function signedIn(data) {
   session.token = data.token
   session.expiresAt = data.expires_at
   session.staff = data.staff
-  if (!estates().includes(session.estate)) session.estate = estates()[0] || null
+  if (!headOffice() && !estates().includes(session.estate)) session.estate = estates()[0] || null
   localStorage.setItem(KEY, JSON.stringify({ token: session.token, expiresAt: session.expiresAt, staff: session.staff }))
   if (session.estate) localStorage.setItem(ESTATE_KEY, session.estate)
   scheduleRenewal()
@@ -58,7 +68,7 @@ export function signedIn(data) {
 export function chooseEstate(estate) {
   session.estate = estate
   session.directory = null
-  localStorage.setItem(ESTATE_KEY, estate)
+  if (estate) localStorage.setItem(ESTATE_KEY, estate)
 }
 
 export function signedOut() {

@@ -1352,6 +1352,7 @@ service.write_roles = {
 service.public_routes = {("POST", "/auth/login")}
 
 from services.intake import accounts  # noqa: E402,F401  (registers the sign-in routes)
+from services.intake import console  # noqa: E402,F401  (the console's estate list)
 
 
 def create_app(manage_lifecycle: bool = True):
