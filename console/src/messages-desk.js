@@ -11,6 +11,15 @@ const zh = {
     management_representative: '管理者代表', general_manager: '总经理', estate_director: '物业中心主任',
     customer_service_supervisor: '客服主管', quality_manager: '品质经理', department_head: '部门主管',
   },
+  duty: {
+    title: '值班交接', done: '已保存', handOver: '交班', offHours: '非工作时间受理', unclaimed: '{n} 项待接手',
+    offHoursHint: '值班时受理的事项，由下一班逐项接手；首问责任人不变。', noOffHours: '暂无非工作时间受理的事项',
+    overdue: '交接超期', taken: '已接手', registered: '受理', dueBy: '应接手时间', takenBy: '接手', takeOver: '接手',
+    shiftItems: '交接班事项', showClaimed: '含已签收', claimed: '已签收', claimBy: '应签收时间', claimedBy: '签收',
+    shiftItemsHint: '接班人须在接班时逐项签字确认；逾期未签收的事项上报客服主管。', noItems: '暂无待签收的交接事项',
+    escalated: '已上报 {to}', claim: '签收', shift: '班次', notes: '交接事项（每行一项）',
+    notesHint: '领导交办、钥匙、设备等', openAdded: '本班受理且未处理完的工单会自动列入交接。',
+  },
   complaints: {
     title: '投诉处理', empty: '暂无投诉', handle: '处理', done: '已保存', filterOpen: '未结', filterValidity: '待判定/确认',
     filterAll: '全部', loss: '业主经济损失', noticeOverdue: '告知超期', formStatus: '会签单状态',
@@ -42,6 +51,17 @@ const en = {
     management_representative: 'management representative', general_manager: 'general manager',
     estate_director: 'estate director', customer_service_supervisor: 'customer-service supervisor',
     quality_manager: 'quality manager', department_head: 'department head',
+  },
+  duty: {
+    title: 'Night duty and handover', done: 'Saved', handOver: 'Hand over my shift', offHours: 'Registered off hours',
+    unclaimed: '{n} to take over', offHoursHint: 'Requests registered on duty; the next shift takes each over. The first-contact owner stays.',
+    noOffHours: 'Nothing registered off hours', overdue: 'Handover overdue', taken: 'Taken over', registered: 'Registered by',
+    dueBy: 'Take over by', takenBy: 'Taken over by', takeOver: 'Take over', shiftItems: 'Shift handover items',
+    showClaimed: 'Include claimed', claimed: 'Claimed', claimBy: 'Claim by', claimedBy: 'Claimed by',
+    shiftItemsHint: 'The incoming shift claims each item by its start; unclaimed items go to the customer-service supervisor.',
+    noItems: 'No handover items to claim', escalated: 'Escalated to {to}', claim: 'Claim', shift: 'Shift',
+    notes: 'Items (one a line)', notesHint: "Leaders' instructions, keys, equipment…",
+    openAdded: "Requests this shift registered and not yet handled are added by themselves.",
   },
   complaints: {
     title: 'Complaints', empty: 'No complaints', handle: 'Handle', done: 'Saved', filterOpen: 'Open',

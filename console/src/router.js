@@ -14,6 +14,8 @@ export const SCREENS = [
   { name: 'complaints', path: 'complaints', view: () => import('./views/Complaints.vue'),
     roles: ['customer_service', 'customer_service_supervisor', 'estate_director', 'quality_manager', 'department_head',
       'general_manager', 'management_representative'] },
+  { name: 'duty', path: 'duty', view: () => import('./views/Duty.vue'),
+    roles: ['duty_staff', 'customer_service', 'customer_service_supervisor', 'estate_director'] },
   { name: 'ticket', path: 'tickets/:id?', view: () => import('./views/Ticket.vue'), roles: null },
 ]
 

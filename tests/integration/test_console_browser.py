@@ -463,3 +463,93 @@ async def lifecycle(stack, clock_file, url: str, photos: bool) -> None:
     unexpected.remove(wrong_password)
     assert not unexpected, unexpected
     print(json.dumps({"form_number": number, "ticket": ticket_id}))
+
+
+def hh_mm(moment: dt.datetime) -> str:
+    return moment.strftime("%H:%M")
+
+
+async def test_night_duty_and_handover_in_the_console(stack, clock_file):
+    """值班交接: a request registered off hours is taken over by the next shift; the outgoing
+    shift hands over in the console and the incoming shift claims the item, marked overdue
+    because its shift already started. The estate's policy puts "now" off hours and
+    rosters a shift that just ended and one that is running (times from the services' clock)."""
+    now = FileOffsetClock(clock_file).now().astimezone(SHANGHAI)
+    # Office hours two hours away (now is off hours); shift "late" ended 30 min ago, "now" runs.
+    opens = now.replace(hour=(now.hour + 2) % 22, minute=0)
+    shifts = [("late", hh_mm(now - dt.timedelta(minutes=90)), hh_mm(now - dt.timedelta(minutes=30))),
+              ("now", hh_mm(now - dt.timedelta(minutes=30)), hh_mm(now + dt.timedelta(minutes=90)))]
+    assert (now - dt.timedelta(minutes=90)).date() == now.date() == (now + dt.timedelta(minutes=90)).date(), \
+        "the rostered shifts must not cross midnight: run outside 22:30–01:30 Shanghai time"
+    code = f"d{uuid.uuid4().hex[:8]}"
+    definition = estate_definition(code)
+    definition["policy"] = {"intake": {"office_opens": hh_mm(opens), "office_closes": hh_mm(opens + dt.timedelta(hours=1)),
+                                       "duty_shifts": [list(s) for s in shifts]}}
+    definition["staff"][0]["roles"].append("duty_staff")  # 王芳 keeps the desk off hours
+    staff = {s["id"]: {**s, "password": f"pw-{s['id']}-7"} for s in definition["staff"]}
+    outgoing, incoming = staff[f"{code}-cs01"], staff[f"{code}-cb01"]
+    admin = auth(token_for(stack, "admin", ["company_admin"], ["*"]))
+    url = stack.console_url.rstrip("/")
+    async with httpx.AsyncClient(timeout=30) as client:
+        r = await client.put(f"{stack.service('intake').url}/v1/estates/{code}", json=definition, headers=admin)
+        assert r.status_code == 200, r.text
+        roster = [{"day": now.date().isoformat(), "post": "customer_service_desk", "shift": "late", "staff": [outgoing["id"]]},
+                  {"day": now.date().isoformat(), "post": "customer_service_desk", "shift": "now", "staff": [incoming["id"]]}]
+        r = await client.put(f"{url}/v1/estates/{code}/roster/{now:%Y-%m}", json=roster, headers=admin)
+        assert r.status_code == 200, r.text
+        for member in (outgoing, incoming):
+            r = await client.put(f"{url}/v1/accounts/{member['id']}/password", json={"password": member["password"]},
+                                 headers=admin)
+            assert r.status_code == 204, r.text
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            ctx = await browser.new_context(viewport=DESK, timezone_id="America/New_York", locale="zh-CN")
+            page = await ctx.new_page()
+            # The outgoing clerk registers off hours, then hands the shift over with a note.
+            await sign_in(page, url, outgoing)
+            await page.click('[data-menu="register"]')
+            await page.wait_for_selector("#submit-request")
+            await page.fill("#description", "夜间来电：2 号楼电梯异响")
+            await page.click("#submit-request")
+            await page.wait_for_selector("#form-number")
+            number = (await page.text_content("#form-number")).strip()
+            await page.click('[data-menu="duty"]')
+            card = page.locator(f'.offhours-card[data-form="{number}"]')
+            await card.wait_for()
+            assert await card.locator(".take-over").is_disabled()  # not by the one who registered it
+            await page.click("#hand-over")
+            await page.fill("#handover-notes", "3 号楼机房钥匙已交接")
+            await page.click("#confirm-handover")
+            await page.locator(".el-message--success").first.wait_for()
+            await page.click("#logout")
+
+            # The incoming clerk takes the request over and claims the (overdue) item.
+            await sign_in(page, url, incoming)
+            await page.click('[data-menu="duty"]')
+            await card.wait_for()
+            item = page.locator('.handover-item', has_text="3 号楼机房钥匙已交接")
+            await item.wait_for()
+            assert await item.get_attribute("data-overdue") == "true"
+            assert await item.locator(".overdue").count() == 1
+            await no_horizontal_scroll(page, "duty")
+            await photograph(page, "10-duty-zh")
+            await toggle_language(page, "en")
+            await photograph(page, "10-duty-en")
+            await toggle_language(page, "zh")
+            await card.locator(".take-over").click()
+            await card.locator(".take-over").wait_for(state="detached")
+            assert incoming["id"] in await card.text_content()
+            await item.locator(".claim").click()
+            await item.wait_for(state="detached")  # claimed items leave the open list
+            await page.click(".el-switch:has(#show-claimed)")
+            await page.locator('.handover-item', has_text="3 号楼机房钥匙已交接").locator(".el-tag--success").wait_for()
+            await photograph(page, "10-duty-claimed-zh")
+        except BaseException:
+            for i, c in enumerate(browser.contexts):
+                for j, p in enumerate(c.pages):
+                    await p.screenshot(path=str(ARTIFACTS / f"console-failure-duty-{i}-{j}.png"), full_page=True)
+            raise
+        finally:
+            await browser.close()
