@@ -2,6 +2,9 @@
 // on the console merges cleanly); merged into messages.js key by key.
 const zh = {
   menu: { complaints: '投诉处理', duty: '值班交接' },
+  register: {
+    preview: '若现在登记：派往 {departments}，时限如下', previewNonconformity: '业主经济损失超过限额：将开具不合格报告，待管理者代表审批',
+  },
   validity: {
     unjudged: '待判定', valid: '有效', awaiting_confirmation: '无效待经理确认', confirmed: '已确认无效', rejected: '经理驳回，有效',
   },
@@ -40,6 +43,10 @@ const zh = {
 
 const en = {
   menu: { complaints: 'Complaints', duty: 'Night duty' },
+  register: {
+    preview: 'If registered now: goes to {departments}, with these deadlines',
+    previewNonconformity: "The owner's loss is above the limit: a nonconformity record awaits the management representative",
+  },
   validity: {
     unjudged: 'Not judged', valid: 'Valid', awaiting_confirmation: 'Invalid, awaiting manager', confirmed: 'Confirmed invalid',
     rejected: 'Rejected by manager: valid',

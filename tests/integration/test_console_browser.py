@@ -201,6 +201,12 @@ async def lifecycle(stack, clock_file, url: str, photos: bool) -> None:
             await page.fill("#reply-agreed-by", reply_at)
             await page.keyboard.press("Enter")
             await page.click("h2")  # close the picker
+            # Before saving: the clocks dispatch's rules would start (the server's preview).
+            await page.wait_for_function(
+                "at => document.querySelector('#clock-preview [data-clock=reply]')?.textContent.includes(at)", arg=reply_at)
+            assert await page.locator('#clock-preview [data-clock="arrival"]').count() == 1
+            assert "工程部" in await page.text_content("#clock-preview")
+            await shoot(page, "02-register-preview-zh")
             await page.click("#submit-request")
             await page.wait_for_selector("#form-number")
             number = (await page.text_content("#form-number")).strip()
