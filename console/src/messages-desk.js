@@ -2,6 +2,11 @@
 // on the console merges cleanly); merged into messages.js key by key.
 const zh = {
   menu: { complaints: '投诉处理', duty: '值班交接' },
+  mine: {
+    days: '{d} 天 {h} 小时', hours: '{h} 小时 {m} 分钟', minutes: '{m} 分钟', left: '剩 {x}', late: '已超 {x}',
+    nextReminder: '下次补签提醒', remindersSent: '已提醒 {n} 次',
+    updatesDue: '{start} – {end} 应向业主通报进展 {required} 次，已通报 {n} 次',
+  },
   register: {
     preview: '若现在登记：派往 {departments}，时限如下', previewNonconformity: '业主经济损失超过限额：将开具不合格报告，待管理者代表审批',
   },
@@ -43,6 +48,11 @@ const zh = {
 
 const en = {
   menu: { complaints: 'Complaints', duty: 'Night duty' },
+  mine: {
+    days: '{d} d {h} h', hours: '{h} h {m} min', minutes: '{m} min', left: '{x} left', late: '{x} late',
+    nextReminder: 'Next signature reminder', remindersSent: '{n} reminders sent',
+    updatesDue: 'Owner updates {start} – {end}: {n} of {required} given',
+  },
   register: {
     preview: 'If registered now: goes to {departments}, with these deadlines',
     previewNonconformity: "The owner's loss is above the limit: a nonconformity record awaits the management representative",

@@ -1,3 +1,5 @@
+import { ref } from 'vue'
+
 // Times are shown exactly as the API gives them: in the estate's zone, with its offset.
 // Nothing here converts to the browser's zone.
 
@@ -37,18 +39,19 @@ export function withOffset(wall, tz) {
 
 // The services' clock minus the browser's, in ms (GET /v1/clock): countdowns follow the
 // server's time, which may differ from the browser's (and is moved in tests).
-let serverOffset = 0
+// A ref, so a countdown already on screen re-renders when the offset arrives.
+const serverOffset = ref(0)
 
 /** Sets the offset from the server's clock; `fetchClock` resolves to {now: ISO instant}. */
 export async function syncClock(fetchClock) {
   const sent = Date.now()
   const { now } = await fetchClock()
   const received = Date.now()
-  serverOffset = Date.parse(now) - (sent + received) / 2
+  serverOffset.value = Date.parse(now) - (sent + received) / 2
 }
 
 /** The server's current instant, in ms since the epoch. */
-export const serverNow = () => Date.now() + serverOffset
+export const serverNow = () => Date.now() + serverOffset.value
 
 /** Minutes from the server's now until an ISO instant (negative when past). */
 export function minutesUntil(iso) {

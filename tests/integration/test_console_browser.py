@@ -437,6 +437,9 @@ async def lifecycle(stack, clock_file, url: str, photos: bool) -> None:
 
             # --- 7. 我的首问 -----------------------------------------------------------------
             await page.click('[data-menu="mine"]')
+            # The open complaint counts down to its next deadline; the closed repair shows under "all".
+            await page.locator(f'.mine-card[data-form="{complaint}"] .countdown').wait_for()
+            await page.locator("#mine-filter").get_by_text("全部", exact=True).click()
             await page.wait_for_selector(f'.mine-card[data-ticket="{ticket_id}"]')
             await no_horizontal_scroll(page, "mine")
             await shoot(page, "07-mine-zh")
@@ -512,6 +515,8 @@ async def test_night_duty_and_handover_in_the_console(stack, clock_file):
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             ctx = await browser.new_context(viewport=DESK, timezone_id="America/New_York", locale="zh-CN")
+            # The browser's clock is two days behind the services': countdowns must not care.
+            await ctx.clock.set_fixed_time(now - dt.timedelta(days=2))
             page = await ctx.new_page()
             # The outgoing clerk registers off hours, then hands the shift over with a note.
             await sign_in(page, url, outgoing)
@@ -521,6 +526,10 @@ async def test_night_duty_and_handover_in_the_console(stack, clock_file):
             await page.click("#submit-request")
             await page.wait_for_selector("#form-number")
             number = (await page.text_content("#form-number")).strip()
+            await page.click('[data-menu="mine"]')
+            countdown = await page.locator(f'.mine-card[data-form="{number}"] .countdown').text_content()
+            assert re.fullmatch(r"剩 (\d+ 小时 )?\d+ 分钟", countdown), f"not the server's clock: {countdown!r}"
+            await photograph(page, "07-mine-countdown-zh")
             await page.click('[data-menu="duty"]')
             card = page.locator(f'.offhours-card[data-form="{number}"]')
             await card.wait_for()
