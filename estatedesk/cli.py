@@ -265,6 +265,7 @@ def cmd_dead_letters(args) -> int:
                 done = await deadletters.replay_dead_letters(
                     engine, nats_url, service, ids=None if args.all else [args.id],
                     replayed_by=args.by or os.environ.get("USER", "operator"),
+                    estate=args.estate if args.all else None,
                 )
             except LookupError as error:
                 print(error, file=sys.stderr)
@@ -350,8 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("action", choices=("list", "show", "replay"))
     dl.add_argument("id", nargs="?", type=int, help="dead letter id (show, replay)")
     dl.add_argument("--service", action="append", choices=SERVICES, help="(list: any number; show/replay: one)")
-    dl.add_argument("--estate", help="list: only this estate's")
-    dl.add_argument("--all", action="store_true", help="replay: every dead letter of the service")
+    dl.add_argument("--estate", help="list, replay --all: only this estate's")
+    dl.add_argument("--all", action="store_true", help="replay: every dead letter of the service (of --estate)")
     dl.add_argument("--by", help="replay: who replays (recorded; default $USER)")
     dl.add_argument("--json", action="store_true", help="list: as JSON")
     dl.add_argument("--database-url")

@@ -66,8 +66,10 @@ async def show_dead_letter(engine: AsyncEngine, service: str, dead_letter_id: in
 
 
 async def replay_dead_letters(engine: AsyncEngine, nats_url: str, service: str, *, ids: list[int] | None,
-                              replayed_by: str, now: dt.datetime | None = None) -> list[dict]:
-    """Replay the service's dead letters `ids` (None: all of them, oldest first). Returns
+                              replayed_by: str, now: dt.datetime | None = None,
+                              estate: str | None = None) -> list[dict]:
+    """Replay the service's dead letters `ids` (None: all of them, or all of `estate`'s,
+    oldest first). Returns
     one dict per replay: id, event_id, message_id, stream_seq. Raises LookupError for an
     id that is not (or no longer) a dead letter, before anything is replayed."""
     d, replays = _tables(service)
@@ -80,6 +82,8 @@ async def replay_dead_letters(engine: AsyncEngine, nats_url: str, service: str, 
             query = sa.select(d).order_by(d.c.id).with_for_update(skip_locked=True)
             if ids is not None:
                 query = query.where(d.c.id.in_(ids))
+            if estate is not None:
+                query = query.where(d.c.estate == estate)
             rows = (await conn.execute(query)).mappings().all()
             missing = set(ids or ()) - {row["id"] for row in rows}
             if missing:

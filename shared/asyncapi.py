@@ -24,7 +24,7 @@ def _envelope_model(payload_model):
         f"{payload_model.__name__}Event",
         __base__=CloudEvent,
         data=(payload_model, ...),
-        __doc__=f"CloudEvents 1.0 envelope; type estatedesk.ticket.{payload_model.event_name}, "
+        __doc__=f"CloudEvents 1.0 envelope; type estatedesk.{payload_model.family}.{payload_model.event_name}, "
         f"dataschema {payload_model.dataschema()}. {payload_model.summary}",
     )
 
@@ -34,7 +34,7 @@ def build_docs_app() -> FastStream:
     for name, model in PAYLOADS.items():
         broker.publisher(
             subject_for("{estate}", name),
-            title=f"estatedesk.ticket.{name}",
+            title=f"estatedesk.{model.family}.{name}",
             description=model.summary,
             schema=_envelope_model(model),
         )
@@ -50,7 +50,9 @@ def build_docs_app() -> FastStream:
                 "Every ticket event is a CloudEvents 1.0 structured JSON message on "
                 "`estatedesk.<estate>.ticket.<event>`, kept in the JetStream stream "
                 "ESTATEDESK_TICKETS for replay. `subject` is the ticket id; `estate` and "
-                "`actor` are extension attributes; `dataschema` carries the payload version."
+                "`actor` are extension attributes; `dataschema` carries the payload version. "
+                "Refused access to owners' data and archived records is published on "
+                "`estatedesk.<estate>.audit.access_refused` in the same stream."
             ),
         ),
     )

@@ -14,6 +14,7 @@ Delivery guarantees, end to end:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -41,7 +42,9 @@ MAX_DELIVER = 5
 ACK_WAIT_SECONDS = 30
 BACKOFF_SECONDS = (0.5, 2.0, 5.0, 10.0)
 BATCH_SIZE = 100
-BATCH_WAIT_SECONDS = 0.05
+# One long pull request per idle consumer: the server answers at the first message.
+FETCH_WAIT_SECONDS = 30.0
+FETCH_CONNECTION_CHECK_SECONDS = 0.5
 FETCH_WAIT_WHILE_DISCONNECTED_SECONDS = 0.25
 
 @dataclass(frozen=True)
@@ -158,16 +161,30 @@ async def ensure_stream(nats_url: str) -> None:
 TICKET_STREAM = JStream(STREAM_NAME, declare=False)
 
 
-def _fetch_times_out_as_nats_error() -> None:
-    """Compatibility shim for nats-py 2.16 + faststream 0.7.8.
+# Consumers registered through `EventConsumer.register` wait on the server for their next
+# batch (one long pull request) instead of polling; their consumer names are kept here so
+# the fetch shim below treats only them that way.
+LONG_WAIT_CONSUMERS: set[str] = set()
+
+
+def _fetch_shim() -> None:
+    """Compatibility and idle-cost shim over nats-py 2.16's `PullSubscription.fetch`, for
+    faststream 0.7.8's batch pull loop.
 
     1. nats-py's batch `fetch` sometimes ends a short wait with a bare `asyncio.TimeoutError`
-    instead of `nats.errors.TimeoutError` (its subclass); faststream's batch loop only
-    catches the latter, so its fetch task died and dropped the messages it had already
-    fetched, which then waited `ACK_WAIT_SECONDS` for redelivery. Raising the documented
-    error lets the loop hand over what it has.
+       instead of `nats.errors.TimeoutError` (its subclass); faststream's batch loop only
+       catches the latter, so its fetch task died and dropped the messages it had already
+       fetched. Raising the documented error lets the loop hand over what it has.
     2. While the connection is down, faststream's pull loop would call `fetch` in a tight
-    loop (a closed connection fails at once: 30-40 % CPU per service); the shim waits.
+       loop (a closed connection fails at once: 30-40 % CPU per service); the shim waits.
+    3. Silence when idle (issue 12): faststream's batch loop keeps fetching until the batch
+       is full or its timeout has passed, so a long timeout would hold a first message for
+       the whole wait, and a short one (the old 50 ms) made 20 consumers send about 800
+       messages a second to an idle server. For `LONG_WAIT_CONSUMERS` the wait is one long
+       pull request (`FETCH_WAIT_SECONDS`) that the server answers the moment a message
+       arrives, and the fetch after a non-empty one reports "nothing more" at once, so the
+       loop hands the batch over without waiting. A long wait is abandoned when the
+       connection drops or reconnects in the meantime (the server forgot the pull request).
     """
     from nats.js.client import JetStreamContext
 
@@ -176,7 +193,7 @@ def _fetch_times_out_as_nats_error() -> None:
         return
     original = pull_subscription.fetch
 
-    async def fetch(self, *args, **kwargs):
+    async def fetch(self, batch: int = 1, timeout: float | None = 5, heartbeat: float | None = None):
         connection = getattr(self, "_nc", None)
         if connection is not None and not connection.is_connected:
             # Reconnecting (or closed): a fetch would queue a pull request in the
@@ -184,18 +201,49 @@ def _fetch_times_out_as_nats_error() -> None:
             # spin on it. Wait a little and report an empty batch instead.
             await asyncio.sleep(FETCH_WAIT_WHILE_DISCONNECTED_SECONDS)
             raise nats.errors.TimeoutError()
+        long_wait = getattr(self, "_consumer", None) in LONG_WAIT_CONSUMERS
+        if long_wait and getattr(self, "_estatedesk_hand_over", False):
+            self._estatedesk_hand_over = False
+            raise nats.errors.TimeoutError()  # the batch so far goes to the handler now
         try:
-            return await original(self, *args, **kwargs)
+            if long_wait and connection is not None:
+                messages = await _while_connected(connection, original(self, batch=batch, timeout=timeout,
+                                                                       heartbeat=heartbeat))
+            else:
+                messages = await original(self, batch=batch, timeout=timeout, heartbeat=heartbeat)
         except nats.errors.TimeoutError:
             raise
         except asyncio.TimeoutError as error:
             raise nats.errors.TimeoutError() from error
+        if long_wait and messages:
+            self._estatedesk_hand_over = True
+        return messages
 
     fetch.estatedesk_shim = True
     pull_subscription.fetch = fetch
 
 
-_fetch_times_out_as_nats_error()
+_fetch_shim()
+
+
+async def _while_connected(connection, waiting: Awaitable):
+    """Await `waiting` (a fetch), abandoning it with `nats.errors.TimeoutError` as soon as
+    `connection` is seen disconnected or reconnected: checked locally every
+    `FETCH_CONNECTION_CHECK_SECONDS`, no traffic."""
+    reconnects = connection.stats.get("reconnects", 0)
+    task = asyncio.ensure_future(waiting)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=FETCH_CONNECTION_CHECK_SECONDS)
+            if done:
+                return task.result()
+            if not connection.is_connected or connection.stats.get("reconnects", 0) != reconnects:
+                raise nats.errors.TimeoutError()
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
 
 
 @dataclass
@@ -231,13 +279,15 @@ class EventConsumer:
         return subject_for("*", event)
 
     def register(self, router: NatsRouter, description: str = "") -> None:
+        LONG_WAIT_CONSUMERS.add(self.durable)
         router.subscriber(
             self.subject,
             stream=TICKET_STREAM,
             durable=self.durable,
             # Batches keep a ticket's events in stream order (one handler at a time) and
-            # share one commit; the short timeout bounds the wait for a batch to fill.
-            pull_sub=PullSub(batch_size=BATCH_SIZE, timeout=BATCH_WAIT_SECONDS, batch=True),
+            # share one commit; a batch is whatever the server has when the long pull
+            # request is answered (see `_fetch_shim`), never a wait for it to fill.
+            pull_sub=PullSub(batch_size=BATCH_SIZE, timeout=FETCH_WAIT_SECONDS, batch=True),
             config=ConsumerConfig(
                 max_deliver=MAX_DELIVER,
                 ack_wait=ACK_WAIT_SECONDS,
@@ -249,16 +299,21 @@ class EventConsumer:
         )(self.consume)
 
     async def consume(self, msg: NatsMessage) -> None:
-        """One fetched batch: every message in its own savepoint, one commit for all,
-        then acks. A failing message is rolled back alone and retried (nack with
+        """One fetched batch, one commit, then acks.
+
+        First all at once: the batch's event ids claimed in one statement and every
+        handler run in one transaction, with no savepoint. When a handler fails, that
+        transaction is rolled back and the batch is done again event by event, each in
+        its own savepoint: a failing message is rolled back alone and retried (nack with
         back-off) or, at its last attempt, kept as a dead letter and acked."""
         raws = msg.raw_message if isinstance(msg.raw_message, list) else [msg.raw_message]
-        outcomes: list[tuple[object, str, CloudEvent | None]] = []  # (raw, outcome, event)
         now = self.service.clock.now()
+        parsed = [(raw, *self._parse(raw)) for raw in raws]
         try:
-            async with self.service.db.transaction() as session:
-                for raw in raws:
-                    outcomes.append(await self._process(session, raw, now))
+            try:
+                outcomes = await self._all_at_once(parsed, now)
+            except _HandlerFailed as failed:
+                outcomes = await self._one_by_one(parsed, now, failed)
         except Exception:  # the commit itself failed (database gone): retry the batch
             log.exception("batch of %d not committed; redelivering", len(raws))
             for raw in raws:
@@ -283,16 +338,12 @@ class EventConsumer:
                 if self.on_dead_letter:
                     self.on_dead_letter()
 
-    async def _process(self, session: AsyncSession, raw, now) -> tuple[object, str, CloudEvent | None]:
-        metadata = raw.metadata
-        attempts = metadata.num_delivered if metadata else 1
-        stream_seq = metadata.sequence.stream if metadata else None
-        body: bytes = raw.data
+    def _parse(self, raw) -> tuple[CloudEvent | None, str | None, CloudEvent | None]:
+        """(the event, None) or (None, why it is malformed, its envelope when readable)."""
         try:
-            event = CloudEvent.model_validate_json(body)
+            event = CloudEvent.model_validate_json(raw.data)
         except (ValidationError, ValueError) as error:
-            await self._dead_letter(session, raw.subject, body, f"malformed event: {error}", attempts, stream_seq, now)
-            return raw, "dead_letter", None
+            return None, f"malformed event: {error}", None
         try:
             if event.event_name not in PAYLOADS:
                 raise ValueError(f"unknown event type {event.type!r}")
@@ -300,34 +351,86 @@ class EventConsumer:
                 raise ValueError(f"event of estate {event.estate!r} and type {event.type!r} arrived on {raw.subject!r}")
             event.payload()  # the contract, storable text included (shared.limits)
         except (ValidationError, ValueError) as error:
-            # The envelope is readable: keep its id and estate, so the ticket's own
-            # services can tell the event was set aside (archive holds that ticket back).
-            await self._dead_letter(session, raw.subject, body, f"malformed event: {error}", attempts, stream_seq, now,
-                                    event_id=event.id, estate=event.estate)
-            return raw, "dead_letter", None
-        db = self.service.db
-        try:
-            async with session.begin_nested():
-                if not await db.claim_event(session, self.durable, event.id, now):
-                    return raw, "duplicate", event
-                await self.handler(session, event)
-        except Exception as error:  # this message's changes are rolled back; the batch goes on
-            log.exception("handler failed", extra={"estate": event.estate, "ticket": event.subject, "event_id": event.id})
-            if attempts < MAX_DELIVER:
-                return raw, "retry", event
-            await self._dead_letter(
-                session, raw.subject, body, f"handler failed {attempts} times: {error!r}", attempts, stream_seq, now,
-                event_id=event.id, estate=event.estate,
-            )
-            return raw, "dead_letter", event
-        return raw, "processed", event
+            # The envelope is readable: its id and estate go with the dead letter, so the
+            # ticket's own services can tell the event was set aside (archive holds that
+            # ticket back).
+            return None, f"malformed event: {error}", event
+        return event, None, None
 
-    async def _dead_letter(self, session, subject, body, reason, attempts, stream_seq, now, event_id=None, estate=None):
-        log.warning("dead letter on %s: %s", subject, reason, extra={"event_id": event_id, "estate": estate})
+    async def _all_at_once(self, parsed, now) -> list[tuple[object, str, CloudEvent | None]]:
+        """The common case in one transaction; raises `_HandlerFailed` (after rolling
+        back) when a handler fails, so the caller can go event by event."""
+        db = self.service.db
+        outcomes = []
+        async with db.transaction() as session:
+            claimed = await db.claim_events(session, self.durable, [e.id for _, e, _, _ in parsed if e], now)
+            for raw, event, problem, envelope in parsed:
+                if event is None:
+                    await self._dead_letter(session, raw, problem, now, envelope)
+                    outcomes.append((raw, "dead_letter", None))
+                elif event.id in claimed:
+                    claimed.discard(event.id)  # the same event twice in a batch: once
+                    try:
+                        await self.handler(session, event)
+                    except Exception as error:
+                        log.exception("handler failed",
+                                      extra={"estate": event.estate, "ticket": event.subject, "event_id": event.id})
+                        raise _HandlerFailed(raw, error) from error
+                    outcomes.append((raw, "processed", event))
+                else:
+                    outcomes.append((raw, "duplicate", event))
+        return outcomes
+
+    async def _one_by_one(self, parsed, now, failed: "_HandlerFailed") -> list[tuple[object, str, CloudEvent | None]]:
+        """The batch again, each event in its own savepoint; the event whose handler
+        failed in the all-at-once pass is not run twice in one delivery."""
+        async with self.service.db.transaction() as session:
+            return [await self._process(session, raw, event, problem, envelope, now,
+                                        failed.error if raw is failed.raw else None)
+                    for raw, event, problem, envelope in parsed]
+
+    async def _process(self, session: AsyncSession, raw, event, problem, envelope, now,
+                       failed_with: Exception | None = None) -> tuple[object, str, CloudEvent | None]:
+        if event is None:
+            await self._dead_letter(session, raw, problem, now, envelope)
+            return raw, "dead_letter", None
+        attempts = raw.metadata.num_delivered if raw.metadata else 1
+        db = self.service.db
+        error = failed_with
+        if error is None:
+            try:
+                async with session.begin_nested():
+                    if not await db.claim_event(session, self.durable, event.id, now):
+                        return raw, "duplicate", event
+                    await self.handler(session, event)
+            except Exception as raised:  # this message's changes are rolled back; the batch goes on
+                log.exception("handler failed",
+                              extra={"estate": event.estate, "ticket": event.subject, "event_id": event.id})
+                error = raised
+        if error is None:
+            return raw, "processed", event
+        if attempts < MAX_DELIVER:
+            return raw, "retry", event
+        await self._dead_letter(session, raw, f"handler failed {attempts} times: {error!r}", now, event)
+        return raw, "dead_letter", event
+
+    async def _dead_letter(self, session, raw, reason: str, now, envelope: CloudEvent | None = None) -> None:
+        metadata = raw.metadata
+        event_id, estate = (envelope.id, envelope.estate) if envelope is not None else (None, None)
+        log.warning("dead letter on %s: %s", raw.subject, reason, extra={"event_id": event_id, "estate": estate})
         await self.service.db.record_dead_letter(
-            session, consumer=self.durable, subject=subject, body=body, reason=reason, attempts=attempts,
-            now=now, stream_seq=stream_seq, event_id=event_id, estate=estate,
+            session, consumer=self.durable, subject=raw.subject, body=raw.data, reason=reason,
+            attempts=metadata.num_delivered if metadata else 1, now=now,
+            stream_seq=metadata.sequence.stream if metadata else None, event_id=event_id, estate=estate,
         )
+
+
+class _HandlerFailed(Exception):
+    """A handler failed in the all-at-once pass: the batch goes again event by event."""
+
+    def __init__(self, raw, error: Exception):
+        super().__init__(repr(error))
+        self.raw, self.error = raw, error
 
 
 class OutboxRelay:
@@ -337,12 +440,14 @@ class OutboxRelay:
     rows whose publication JetStream acknowledged are deleted; the others stay for the
     next pass, so a re-publish after a failure sends only what was not acknowledged (a
     plain core-NATS subscriber sees each event once, except one whose ack was lost in
-    flight). While `ready()` is False (broker unreachable) nothing is sent: the rows wait
+    flight). A commit in this process wakes the relay at once (`Database.outbox_written`);
+    `idle_seconds` only bounds how long a row written by another replica (or left by a
+    failed pass) waits. While `ready()` is False (broker unreachable) nothing is sent: the rows wait
     in the outbox, and the service keeps accepting work.
     """
 
     def __init__(self, db: Database, publish: Callable[[str, bytes, dict[str, str]], Awaitable[object]],
-                 batch_size: int = 256, idle_seconds: float = 0.5, ready: Callable[[], bool] = lambda: True,
+                 batch_size: int = 256, idle_seconds: float = 5.0, ready: Callable[[], bool] = lambda: True,
                  retry_seconds: float = 0.5):
         self.db = db
         self.publish = publish

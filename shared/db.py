@@ -127,6 +127,20 @@ class Database:
         )
         return result.first() is not None
 
+    async def claim_events(self, session: AsyncSession, consumer: str, event_ids: list[str],
+                           now: dt.datetime) -> set[str]:
+        """Record that `consumer` processed each of `event_ids`, in one statement; returns
+        the ids it had not processed before (the others are duplicates)."""
+        if not event_ids:
+            return set()
+        result = await session.execute(
+            pg_insert(self.processed)
+            .values([{"consumer": consumer, "event_id": event_id, "processed_at": now} for event_id in event_ids])
+            .on_conflict_do_nothing()
+            .returning(self.processed.c.event_id)
+        )
+        return set(result.scalars())
+
     async def record_dead_letter(
         self,
         session: AsyncSession,

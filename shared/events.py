@@ -8,6 +8,10 @@ Every ticket event travels on `estatedesk.<estate>.ticket.<event>` as structured
      "dataschema": "urn:estatedesk:ticket.<event>:v<N>",
      "estate": "<estate code>", "actor": "<staff id or system>", "data": {...}}
 
+Refused access to owners' data and archived records travels as
+`estatedesk.<estate>.audit.access_refused` on the same stream (`subject` names the resource),
+so the archive keeps one access log; no ticket consumer subscribes to it.
+
 Ids never go into subjects (metrics label series by subject). A payload's schema version
 changes only when a field is removed or changes meaning; new optional fields keep it.
 """
@@ -28,7 +32,11 @@ from shared.limits import (
 
 SUBJECT_PREFIX = "estatedesk"
 STREAM_NAME = "ESTATEDESK_TICKETS"
-STREAM_SUBJECTS = [f"{SUBJECT_PREFIX}.*.ticket.*"]
+# Two families of events share the stream: the ticket's life (`ticket`), and the audit
+# trail of refused access (`audit`), which no ticket consumer sees.
+TICKET = "ticket"
+AUDIT = "audit"
+STREAM_SUBJECTS = [f"{SUBJECT_PREFIX}.*.{TICKET}.*", f"{SUBJECT_PREFIX}.*.{AUDIT}.*"]
 
 
 # --- vocabulary (RULES.md §1–§3) -------------------------------------------------------
@@ -116,7 +124,8 @@ class CloudEvent(BaseModel):
 
     @property
     def event_name(self) -> str:
-        return self.type.removeprefix(f"{SUBJECT_PREFIX}.ticket.")
+        """`accepted` of `estatedesk.ticket.accepted` (and of any family)."""
+        return self.type.rsplit(".", 1)[-1]
 
     @property
     def nats_subject(self) -> str:
@@ -127,8 +136,14 @@ class CloudEvent(BaseModel):
         return PAYLOADS[self.event_name].model_validate(self.data)
 
 
+def family_of(event_name: str) -> str:
+    """The family (`ticket` or `audit`) of an event name; `ticket` for a wildcard."""
+    model = PAYLOADS.get(event_name)
+    return model.family if model is not None else TICKET
+
+
 def subject_for(estate: str, event_name: str) -> str:
-    return f"{SUBJECT_PREFIX}.{estate}.ticket.{event_name}"
+    return f"{SUBJECT_PREFIX}.{estate}.{family_of(event_name)}.{event_name}"
 
 
 def new_event_id() -> str:
@@ -144,12 +159,18 @@ class Payload(StorableText):
 
     model_config = ConfigDict(extra="ignore")
     event_name: ClassVar[str]
+    family: ClassVar[str] = TICKET
     version: ClassVar[int] = 1
     summary: ClassVar[str] = ""
 
+    @property
+    def event_subject(self) -> str:
+        """The envelope's `subject`: the ticket id (an audit event names its resource)."""
+        return getattr(self, "ticket_id")
+
     @classmethod
     def dataschema(cls) -> str:
-        return f"urn:estatedesk:ticket.{cls.event_name}:v{cls.version}"
+        return f"urn:estatedesk:{cls.family}.{cls.event_name}:v{cls.version}"
 
 
 class Accepted(Payload):
@@ -413,13 +434,36 @@ class CorrectiveActionSuggested(Payload):
     tickets: list[str]
 
 
+class AccessRefused(Payload):
+    """A request for owners' data or archived records refused at the door (no token, a
+    token for another estate, a missing role, a staff member no longer on the staff list).
+    RULES § archive access log (seed 001 §4.4 借阅/查阅 登记): every attempt to reach
+    protected records is recorded, refused ones included; the archive keeps the log."""
+
+    event_name = "access_refused"
+    family = AUDIT
+    summary = "A request for owners' data or archived records was refused (kept in the archive's access log)."
+    service: str = Field(max_length=SHORT_TEXT_MAX)
+    method: str = Field(max_length=16)
+    path: str = Field(max_length=TEXT_MAX)  # the request's path as asked, e.g. /v1/estates/hx01/owners/o-1
+    route: str = Field(max_length=TEXT_MAX)  # its route template, e.g. /v1/estates/{estate}/owners/{owner_id}
+    status: int  # 401 or 403
+    reason: str = Field(max_length=TEXT_MAX)
+    roles: list[str] = Field(default_factory=list, max_length=32)
+    record_number: str | None = Field(default=None, max_length=FORM_NUMBER_MAX)
+
+    @property
+    def event_subject(self) -> str:
+        return self.record_number or self.path
+
+
 PAYLOADS: dict[str, type[Payload]] = {
     model.event_name: model
     for model in (
         Accepted, ValidityJudged, Assigned, Acknowledged, Arrived, ProgressUpdated,
         Escalated, SlaBreached, SignedBack, Completed, Reopened, CallbackScheduled,
         CallbackDone, CallbackOverdue, Closed, Archived, Lent, Returned, Destroyed,
-        CorrectiveActionSuggested,
+        CorrectiveActionSuggested, AccessRefused,
     )
 }
 EVENT_NAMES = tuple(PAYLOADS)
@@ -434,12 +478,11 @@ def make_event(
     time: dt.datetime,
     event_id: str | None = None,
 ) -> CloudEvent:
-    ticket_id = getattr(payload, "ticket_id")
     return CloudEvent(
         id=event_id or new_event_id(),
         source=f"estatedesk/{source}",
-        type=f"{SUBJECT_PREFIX}.ticket.{payload.event_name}",
-        subject=ticket_id,
+        type=f"{SUBJECT_PREFIX}.{payload.family}.{payload.event_name}",
+        subject=payload.event_subject,
         time=time,
         dataschema=payload.dataschema(),
         estate=estate,

@@ -38,7 +38,8 @@ from shared.clock import Clock, SystemClock, clock_from_spec
 from shared.db import Database
 from shared.directory import Directory
 from shared.errors import RuleViolation
-from shared.events import STREAM_NAME, CloudEvent, Payload, make_event
+from shared import limits
+from shared.events import STREAM_NAME, AccessRefused, CloudEvent, Payload, make_event
 from shared.limits import text_problem
 from shared.policy import DEFAULT_POLICY
 from shared.settings import Settings
@@ -86,6 +87,9 @@ class Service:
         # (method, OpenAPI path) → roles that may call each write route; see `authorize`.
         self.write_roles: RoleTable = {}
         self.public_routes: set[tuple[str, str]] = set()  # writes that need no token (signing in)
+        # Route templates (without /v1) under which owners' data or archived records live:
+        # a refusal there also goes to the archive's access log (`record_refused_access`).
+        self.audited_routes: tuple[str, ...] = ()
         self.settings: Settings | None = None
         self.clock: Clock = SystemClock()
         self.db: Database | None = None
@@ -213,6 +217,38 @@ class Service:
         await self.db.emit(session, event)
         self.events_emitted.labels(self.name, estate, payload.event_name).inc()
         return event
+
+    def audits(self, route_path: str) -> bool:
+        """Whether `route_path` (a route template without /v1) is owners' data or archive."""
+        return any(route_path == p or route_path.startswith(p + "/") for p in self.audited_routes)
+
+    async def record_refused_access(self, request: Request, error: AuthError, who: str,
+                                    estate: str | None) -> bool:
+        """Publish `access_refused` for a refusal on an audited route of an estate the
+        directory knows (the archive keeps it in its access log); True when written.
+        Best effort: a database that is down costs the audit record, never the answer."""
+        route = request.scope.get("route")
+        template = getattr(route, "path_format", None)
+        if template is None or estate is None or self.directory.estate(estate) is None or self.db is None:
+            return False
+        if not self.audits(template.removeprefix(API_PREFIX)):
+            return False
+        try:
+            roles = sorted(principal_from_header(self.settings.signing_key, request.headers.get("authorization")).roles)
+        except AuthError:
+            roles = []
+        payload = AccessRefused(
+            service=self.name, method=request.method, path=request.url.path[:limits.TEXT_MAX],
+            route=template, status=error.status, reason=error.reason[:limits.TEXT_MAX], roles=roles,
+            record_number=request.path_params.get("record_number"),
+        )
+        try:
+            async with self.db.transaction() as session:
+                await self.emit(session, payload, estate=estate, actor=who[:limits.ID_MAX])
+        except Exception:
+            log.exception("refusal of %s %s not written to the access log", request.method, request.url.path)
+            return False
+        return True
 
     async def health(self) -> dict:
         checks = {}
@@ -514,6 +550,7 @@ def create_http_app(service: Service, *, manage_lifecycle: bool = True) -> FastA
         service.refusals.labels(service.name, label or "-", str(error.status)).inc()
         log.warning("refused %s %s: %s", request.method, request.url.path, error.reason,
                     extra={"estate": estate, "actor": who, "status": error.status})
+        await service.record_refused_access(request, error, who, estate)
         headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
         return error_response(error.status, error.reason, headers=headers, message_zh=error.reason_zh)
 

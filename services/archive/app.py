@@ -36,7 +36,7 @@ from services.archive import render, rules, store
 from shared.auth import Principal
 from shared.errors import RuleViolation
 from shared.limits import Contract
-from shared.events import STREAM_NAME, Archived, CloudEvent, Destroyed, Lent, Returned, subject_for
+from shared.events import STREAM_NAME, AccessRefused, Archived, CloudEvent, Destroyed, Lent, Returned, subject_for
 from shared.auth import STAFF_ROLES
 from shared.service import LocalTime, Service, create_http_app, known_estate, require_estate
 
@@ -44,6 +44,8 @@ log = logging.getLogger("estatedesk.archive")
 
 service = Service("archive", store.metadata, title="Archive 归档",
                   description="Hash-chained archived forms, volumes and catalogues, lending and destruction.")
+# Every refusal here lands in the access log (as do refusals at intake's owners' data).
+service.audited_routes = ("/estates/{estate}/archive", "/estates/{estate}/tickets/{ticket_id}/timeline")
 
 records_archived = Counter(
     "estatedesk_archive_records_archived", "Closed forms sealed into an estate's chain",
@@ -102,6 +104,19 @@ async def on_ticket_event(session: AsyncSession, event: CloudEvent) -> None:
                     noted_at=now, attempts=0, next_try_at=now)
             .on_conflict_do_nothing()
         )
+
+
+@service.consumer("access_refused", description="Keep every refusal at the door to owners' data or archived "
+                  "records, from any service, in the access log.")
+async def on_access_refused(session: AsyncSession, event: CloudEvent) -> None:
+    """One `access_refused` event → one refused row of the estate's access log
+    (what = "door"; RULES § archive access log)."""
+    refused: AccessRefused = event.payload()
+    await session.execute(sa.insert(store.access_log).values(
+        estate=event.estate, record_number=refused.record_number, actor=event.actor[:64], roles=refused.roles,
+        what="door", allowed=False, reason=f"{refused.status}: {refused.reason}", service=refused.service[:32],
+        request=f"{refused.method} {refused.path}", at=event.time,
+    ))
 
 
 async def append_addendum(session: AsyncSession, estate: str, record_number: str, event: CloudEvent,

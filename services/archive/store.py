@@ -214,10 +214,12 @@ access_log = sa.Table(
     metadata,
     sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
     sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), nullable=False),
-    sa.Column("record_number", sa.String(64), nullable=False),
+    sa.Column("record_number", sa.String(64)),  # None: a refusal at the door concerning no record
     sa.Column("actor", sa.String(64), nullable=False),
     sa.Column("roles", JSONB, nullable=False),
-    sa.Column("what", sa.String(32), nullable=False),  # content, form.html, form.pdf
+    sa.Column("what", sa.String(32), nullable=False),  # content, form.html, form.pdf; "door": refused at the door
+    sa.Column("service", sa.String(32)),  # the service that refused at the door
+    sa.Column("request", sa.Text),  # "GET /v1/estates/hx01/owners/o-1"
     sa.Column("allowed", sa.Boolean, nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("loan_id", sa.String(64)),

@@ -1350,6 +1350,8 @@ service.write_roles = {
 }
 # Signing in is the one write that needs no token.
 service.public_routes = {("POST", "/auth/login")}
+# Owners' data: a refusal here also lands in the archive's access log (shared.service).
+service.audited_routes = ("/estates/{estate}/owners", "/estates/{estate}/units")
 
 from services.intake import accounts  # noqa: E402,F401  (registers the sign-in routes)
 from services.intake import console  # noqa: E402,F401  (the console's estate list)

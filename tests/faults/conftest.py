@@ -102,6 +102,50 @@ async def post_requests(stack: Stack, estate: str, count: int, timeout: float = 
     return ids
 
 
+class RequestStream:
+    """Posts one repair every `every` seconds in the background for as long as the block
+    runs: the fault happens under a steady stream of requests, as an operator sees it.
+
+    `accepted` holds the ids of every 201; every other answer (a 503 while the database
+    is down, no answer while intake restarts) is counted in `refused` by status (0: no
+    answer) - nothing of those was accepted, so nothing of them may appear downstream."""
+
+    def __init__(self, stack: Stack, estate: str, every: float = 0.25, timeout: float = 5):
+        self.stack, self.estate, self.every, self.timeout = stack, estate, every, timeout
+        self.accepted: list[str] = []
+        self.refused: dict[int, int] = {}
+        self._task: asyncio.Task | None = None
+
+    async def __aenter__(self) -> "RequestStream":
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+
+    async def _run(self) -> None:
+        token = token_for(self.stack, f"{self.estate}-cs01", ["customer_service"], [self.estate])
+        async with httpx.AsyncClient(timeout=self.timeout) as client:
+            while True:
+                started = time.monotonic()
+                try:
+                    # The address is read each time: a restarted intake may listen elsewhere.
+                    r = await client.post(f"{self.stack.service('intake').url}/v1/estates/{self.estate}/requests",
+                                          json=REPAIR, headers=auth(token))
+                    status = r.status_code
+                except httpx.HTTPError:
+                    status = 0
+                if status == 201:
+                    self.accepted.append(r.json()["id"])
+                else:
+                    self.refused[status] = self.refused.get(status, 0) + 1
+                await asyncio.sleep(max(0.0, self.every - (time.monotonic() - started)))
+
+
 async def health_of_all(stack: Stack) -> dict[str, tuple[int, dict]]:
     """{service: (status code, checks)}; a service that does not answer in 3 s is (0, {})."""
     found = {}

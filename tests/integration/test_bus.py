@@ -94,7 +94,9 @@ async def test_failing_handler_is_retried_then_dead_lettered_and_the_rest_goes_o
     assert ok, (await _all(service, seen, estate), failures)
     descriptions = set(await _all(service, seen, estate))
     assert descriptions == {"first", "fail-2", "last"}  # a transient failure recovers
-    assert failures["fail-2"] == 3
+    # Failed twice, then succeeded; it may have run once more when a later event of its
+    # batch failed (the all-at-once pass is rolled back and the batch goes event by event).
+    assert failures["fail-2"] in (3, 4)
     # Bounded attempts. (A delivery can be counted by the server yet never reach the
     # handler, e.g. when a pull request expires in flight, so it may be one fewer.)
     assert MAX_DELIVER - 1 <= failures[f"fail-{MAX_DELIVER + 5}"] <= MAX_DELIVER

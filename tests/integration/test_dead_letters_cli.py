@@ -27,19 +27,25 @@ def cli(stack, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-async def test_list_show_replay_and_the_record_of_it(stack, estate, db):
-    payload = Accepted(ticket_id=str(uuid.uuid4()), form_number="DL-1", kind="repair", channel="phone",
+async def dead_accepted(db, estate: str, form_number: str) -> tuple[Accepted, object, int]:
+    """An `accepted` event as dispatch leaves it after the last failed attempt (the cause
+    since fixed): (payload, event, dead letter id)."""
+    payload = Accepted(ticket_id=str(uuid.uuid4()), form_number=form_number, kind="repair", channel="phone",
                        description="厨房水管漏水", first_contact=f"{estate}-cs01", repair_class="general",
                        category="plumbing", received_at=dt.datetime.now(dt.timezone.utc))
     event = make_event(payload, estate=estate, actor=f"{estate}-cs01", source="intake",
                        time=dt.datetime.now(dt.timezone.utc))
-    # As dispatch leaves it after the last failed attempt (the cause since fixed).
     async with db.begin() as conn:
         dead_letter_id = (await conn.execute(sa.text(
             "INSERT INTO dispatch.dead_letters (consumer, subject, event_id, estate, attempts, reason, body, recorded_at) "
             "VALUES ('dispatch-accepted', :s, :i, :e, 5, 'handler failed 5 times: OperationalError()', :b, now()) "
             "RETURNING id"), {"s": event.nats_subject, "i": event.id, "e": estate,
                                "b": event.model_dump_json().encode()})).scalar()
+    return payload, event, dead_letter_id
+
+
+async def test_list_show_replay_and_the_record_of_it(stack, estate, db):
+    payload, event, dead_letter_id = await dead_accepted(db, estate, "DL-1")
 
     listed = cli(stack, "list", "--estate", estate, "--json")
     assert listed.returncode == 0, listed.stderr
@@ -63,3 +69,20 @@ async def test_list_show_replay_and_the_record_of_it(stack, estate, db):
 
     again = cli(stack, "replay", str(dead_letter_id), "--service", "dispatch")
     assert again.returncode == 1 and "already replayed" in again.stderr
+
+
+async def test_replay_all_of_an_estate_after_a_fix(stack, estate, db):
+    """`replay --all --estate E`: every dead letter of the estate goes back, oldest first,
+    each processed once and each replay recorded; other estates' stay where they are."""
+    dead = [await dead_accepted(db, estate, f"DL-A{i}") for i in range(3)]
+    replayed = cli(stack, "replay", "--all", "--estate", estate, "--service", "dispatch", "--by", "ops-wang")
+    assert replayed.returncode == 0, replayed.stderr
+    assert "3 replayed" in replayed.stdout
+    assigned = await read_stream(stack.nats_url, subject_for(estate, "assigned"), expected=3)
+    assert sorted(e["subject"] for e in assigned) == sorted(p.ticket_id for p, _, _ in dead)
+    ids = [i for _, _, i in dead]
+    assert await scalar(db, "SELECT count(*) FROM dispatch.dead_letter_replays WHERE dead_letter_id = ANY(:ids) "
+                            "AND replayed_by = 'ops-wang'", ids=ids) == 3
+    assert json.loads(cli(stack, "list", "--estate", estate, "--json").stdout) == []
+    nothing = cli(stack, "replay", "--all", "--estate", estate, "--service", "dispatch")
+    assert nothing.returncode == 0 and "0 replayed" in nothing.stdout

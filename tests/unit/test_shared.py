@@ -48,11 +48,12 @@ class TestEnvelope:
         assert isinstance(again.payload(), Accepted)
 
     def test_every_event_has_a_versioned_schema_and_a_subject(self):
-        assert len(EVENT_NAMES) == 20
+        assert len(EVENT_NAMES) == 21
         for name, model in PAYLOADS.items():
             assert model.event_name == name
-            assert model.dataschema() == f"urn:estatedesk:ticket.{name}:v1"
-            assert subject_for("hx01", name) == f"estatedesk.hx01.ticket.{name}"
+            assert model.family == ("audit" if name == "access_refused" else "ticket")
+            assert model.dataschema() == f"urn:estatedesk:{model.family}.{name}:v1"
+            assert subject_for("hx01", name) == f"estatedesk.hx01.{model.family}.{name}"
             assert model.summary
 
     @pytest.mark.parametrize("estate", ["HX01", "a.b", "", "a*", "x" * 40, "a b"])
@@ -81,8 +82,8 @@ def test_committed_asyncapi_document_is_current():
 def test_asyncapi_documents_every_event_and_consumer():
     document = json.loads(asyncapi_json())
     channels = document["channels"]
-    for name in EVENT_NAMES:
-        assert f"estatedesk.ticket.{name}" in channels
+    for name, model in PAYLOADS.items():
+        assert f"estatedesk.{model.family}.{name}" in channels
     for service in ("intake", "dispatch", "callback", "archive", "analytics"):
         assert any(key.startswith(f"{service}-") and key.endswith(":consume") for key in channels), service
 
