@@ -568,3 +568,80 @@ async def test_night_duty_and_handover_in_the_console(stack, clock_file):
             raise
         finally:
             await browser.close()
+
+
+async def test_an_invalid_complaint_needs_the_managers_own_confirmation(stack):
+    """投诉处理, the other road: the clerk judges a complaint invalid; she cannot confirm it
+    herself (the API's reason is shown); the estate director, signed in as himself,
+    confirms; the clerk then records that the owner was told why (RULES §1 Complaint
+    validity, Invalid complaint)."""
+    code = f"v{uuid.uuid4().hex[:8]}"
+    definition = estate_definition(code)
+    definition["staff"].append({"id": f"{code}-director", "name": "周主任", "roles": ["estate_director"]})
+    staff = {s["id"]: {**s, "password": f"pw-{s['id']}-7"} for s in definition["staff"]}
+    clerk, director = staff[f"{code}-cs01"], staff[f"{code}-director"]
+    admin = auth(token_for(stack, "admin", ["company_admin"], ["*"]))
+    url = stack.console_url.rstrip("/")
+    async with httpx.AsyncClient(timeout=30) as client:
+        r = await client.put(f"{stack.service('intake').url}/v1/estates/{code}", json=definition, headers=admin)
+        assert r.status_code == 200, r.text
+        for member in (clerk, director):
+            r = await client.put(f"{url}/v1/accounts/{member['id']}/password", json={"password": member["password"]},
+                                 headers=admin)
+            assert r.status_code == 204, r.text
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            async def person(member):
+                ctx = await browser.new_context(viewport=DESK, timezone_id="America/New_York", locale="zh-CN")
+                page = await ctx.new_page()
+                await sign_in(page, url, member)
+                return page
+
+            page = await person(clerk)
+            await page.click('[data-menu="register"]')
+            await page.wait_for_selector("#submit-request")
+            await pick(page, "#kind", "投诉")
+            await page.fill("#description", "邻居家的狗叫，要求物业赔偿")
+            await page.click("#submit-request")
+            number = (await (await page.wait_for_selector("#form-number")).text_content()).strip()
+            await page.click('[data-menu="complaints"]')
+            card = page.locator(f'.complaint-card[data-form="{number}"]')
+            await card.locator(".handle").click()
+            await page.locator("#valid").get_by_text("无效投诉", exact=True).click()
+            await page.fill("#validity-reason", "邻里纠纷，不属于物业服务范围")
+            await page.click("#judge")
+            await page.wait_for_selector('#validity-state[data-state="awaiting_confirmation"]')
+            await page.wait_for_selector("#owner-notice")  # the owner must hear why, by the deadline shown
+            assert await page.locator("#confirm-invalid").count() == 0  # not hers to confirm
+            assert "经理本人" in await page.text_content("#confirm-hint")
+            await photograph(page, "11-complaint-invalid-zh")
+
+            boss = await person(director)
+            await boss.click('[data-menu="complaints"]')
+            await boss.locator("#complaint-filter").get_by_text("待判定/确认", exact=True).click()
+            card = boss.locator(f'.complaint-card[data-form="{number}"]')
+            await card.locator(".handle").click()
+            await boss.fill("#confirmation-note", "同意，按无效处理")
+            await boss.click("#confirm-invalid")
+            await boss.wait_for_selector('#validity-state[data-state="confirmed"]')
+            assert "周主任" in await boss.text_content("#validity-state")
+            await photograph(boss, "11-complaint-confirmed-zh")
+
+            await page.reload()
+            await page.locator("#complaint-filter").get_by_text("全部", exact=True).click()
+            await page.locator(f'.complaint-card[data-form="{number}"] .handle').click()
+            await page.fill("#notice-text", "已电话告知业主：邻里纠纷不属物业服务范围，建议协商")
+            await page.click("#record-notice")
+            await page.wait_for_selector("#owner-notice", state="detached")
+            assert "已告知业主" in await page.text_content("#validity-state")
+            await toggle_language(page, "en")
+            await photograph(page, "11-complaint-notified-en")
+        except BaseException:
+            for i, c in enumerate(browser.contexts):
+                for j, p in enumerate(c.pages):
+                    await p.screenshot(path=str(ARTIFACTS / f"console-failure-invalid-{i}-{j}.png"), full_page=True)
+            raise
+        finally:
+            await browser.close()
