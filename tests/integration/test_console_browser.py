@@ -561,6 +561,9 @@ async def test_night_duty_and_handover_in_the_console(stack, clock_file):
             await page.click(".el-switch:has(#show-claimed)")
             await page.locator('.handover-item', has_text="3 号楼机房钥匙已交接").locator(".el-tag--success").wait_for()
             await photograph(page, "10-duty-claimed-zh")
+            await page.set_viewport_size(PHONE)
+            await no_horizontal_scroll(page, "duty (phone)")
+            await photograph(page, "10-duty-phone-zh")
         except BaseException:
             for i, c in enumerate(browser.contexts):
                 for j, p in enumerate(c.pages):
@@ -638,6 +641,9 @@ async def test_an_invalid_complaint_needs_the_managers_own_confirmation(stack):
             assert "已告知业主" in await page.text_content("#validity-state")
             await toggle_language(page, "en")
             await photograph(page, "11-complaint-notified-en")
+            await page.set_viewport_size(PHONE)
+            await no_horizontal_scroll(page, "complaints (phone)")
+            await photograph(page, "11-complaint-phone-en")
         except BaseException:
             for i, c in enumerate(browser.contexts):
                 for j, p in enumerate(c.pages):
