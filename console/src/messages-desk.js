@@ -13,6 +13,7 @@ const zh = {
   validity: {
     unjudged: '待判定', valid: '有效', awaiting_confirmation: '无效待经理确认', confirmed: '已确认无效', rejected: '经理驳回，有效',
   },
+  status: { awaiting_nc: '待审批不合格报告' },
   formStatus: { in_handling: '处理中', awaiting_nc: '待审批不合格报告', completed: '已完成待回访', closed: '已关闭', invalid: '无效' },
   ncState: { opened: '已开具', approved: '已审批', corrective_action: '纠正中', closed: '已关闭' },
   role: {
@@ -61,6 +62,7 @@ const en = {
     unjudged: 'Not judged', valid: 'Valid', awaiting_confirmation: 'Invalid, awaiting manager', confirmed: 'Confirmed invalid',
     rejected: 'Rejected by manager: valid',
   },
+  status: { awaiting_nc: 'Awaiting nonconformity approval' },
   formStatus: { in_handling: 'In handling', awaiting_nc: 'Awaiting nonconformity approval', completed: 'Completed, callback due',
     closed: 'Closed', invalid: 'Invalid' },
   ncState: { opened: 'Opened', approved: 'Approved', corrective_action: 'Corrective action', closed: 'Closed' },

@@ -293,6 +293,10 @@ async def lifecycle(stack, clock_file, url: str, photos: bool) -> None:
             await shoot(mpage, "09-nonconformity-closed-zh")
             await toggle_language(mpage, "en")
             await shoot(mpage, "09-nonconformity-closed-en")
+            # The ticket detail shows the validity and the record's state.
+            await mpage.goto(f"{url}/tickets/{await card.get_attribute('data-ticket')}")
+            await mpage.wait_for_selector("#ticket-nonconformity")
+            assert await mpage.text_content("#ticket-nonconformity") == "Closed"
             await reps.close()
 
             # --- 3. 部门工单: the technician on his phone -------------------------------------
