@@ -7,7 +7,6 @@ console never re-derives a deadline in JavaScript. Nothing is stored.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Annotated
 
 from fastapi import Depends, Query
@@ -50,7 +49,8 @@ class PreviewOut(BaseModel):
     now: LocalTime = Field(description="The services' clock: when the clocks would start")
     departments: list[str]
     clocks: list[PreviewClockOut]
-    nonconformity: bool = Field(description="The owner's loss is above the policy's threshold (RULES §2 Economic loss)")
+    nonconformity: bool = Field(
+        description="The owner's loss is above the policy's threshold (RULES §2 Economic loss)")
 
 
 @service.http.get("/estates/{estate}/clock-preview", response_model=PreviewOut, tags=["forms"])
@@ -62,11 +62,10 @@ async def clock_preview(estate: str, body: Annotated[PreviewIn, Query()],
     directory_estate = _estate(estate)
     policy = _policy(estate)
     now = service.clock.now()
-    facts = TicketFacts(**{k: v for k, v in body.model_dump().items()})
+    facts = TicketFacts(**body.model_dump())
     departments = rules.departments_in_estate(_route(facts, directory_estate), directory_estate.department_codes())
     deadlines = rules.start_round_clocks(facts, departments, now, policy, service.directory.calendar_for(estate), 1)
-    loss = None if body.owner_loss_cny is None else Decimal(body.owner_loss_cny)
-    return PreviewOut(now=now, departments=departments, nonconformity=rules.needs_nonconformity(loss, policy),
-                      clocks=[PreviewClockOut(clock=str(d.clock.value if hasattr(d.clock, "value") else d.clock),
-                                              department=d.department, due_at=d.due_at, provisional=d.provisional)
-                              for d in deadlines])
+    return PreviewOut(now=now, departments=departments,
+                      nonconformity=rules.needs_nonconformity(body.owner_loss_cny, policy),
+                      clocks=[PreviewClockOut(clock=str(d.clock), department=d.department, due_at=d.due_at,
+                                              provisional=d.provisional) for d in deadlines])

@@ -37,7 +37,8 @@ async def test_clock_preview_server_clock_and_my_estates(stack, clock_file):
         assert abs((started - now).total_seconds()) < 30 and started.utcoffset() == dt.timedelta(hours=8)
         arrival = [c for c in preview["clocks"] if c["clock"] == "arrival"]
         assert arrival and preview["departments"] == ["engineering"]
-        assert dt.datetime.fromisoformat(arrival[0]["due_at"]) == started  # emergency: at once (RULES §2 Repair arrival)
+        # An emergency: arrival at once (RULES §2 Repair arrival).
+        assert dt.datetime.fromisoformat(arrival[0]["due_at"]) == started
         assert preview["nonconformity"] is False
 
         agreed = (now + dt.timedelta(days=1)).isoformat()
@@ -57,7 +58,8 @@ async def test_clock_preview_server_clock_and_my_estates(stack, clock_file):
 
         r = await client.get("/v1/clock", headers=clerk)
         assert r.status_code == 200
-        assert abs((dt.datetime.fromisoformat(r.json()["now"]) - FileOffsetClock(clock_file).now()).total_seconds()) < 30
+        server_now = dt.datetime.fromisoformat(r.json()["now"])
+        assert abs((server_now - FileOffsetClock(clock_file).now()).total_seconds()) < 30
         assert (await client.get("/v1/clock")).status_code == 401
 
         r = await client.get("/v1/estates", headers=clerk)
