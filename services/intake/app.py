@@ -456,6 +456,7 @@ async def list_requests(
     estate: str,
     first_contact: str | None = Query(None, max_length=64, description="Requests this employee owns as first contact"),
     status: Literal["open", "completed", "closed", "invalid"] | None = Query(None),
+    kind: Kind | None = Query(None, description="Only requests of this kind (the console's complaint list)"),
     signature: Literal["pending"] | None = Query(None, description="pending: a later signature (补签) is still owed"),
     notice: Literal["overdue"] | None = Query(
         None, description="overdue: invalid complaints whose owner was not told the reason in time"),
@@ -470,6 +471,8 @@ async def list_requests(
         query = query.where(T.c.first_contact == first_contact)
     if status:
         query = query.where(T.c.status == status)
+    if kind:
+        query = query.where(T.c.kind == kind)
     if signature == "pending":
         query = query.where(T.c.owner_signature == "later", T.c.signed_at.is_(None))
     now = service.clock.now()

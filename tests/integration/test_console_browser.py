@@ -73,7 +73,8 @@ async def photograph(page: Page, name: str) -> None:
 
 
 async def toggle_language(page: Page, expect_lang: str) -> None:
-    await page.click("#lang")
+    # Dispatched on the button itself: a "saved" toast may still float over it.
+    await page.locator("#lang").dispatch_event("click")
     await page.wait_for_function("lang => document.documentElement.lang.startsWith(lang)", arg=expect_lang)
 
 
@@ -566,6 +567,8 @@ async def test_night_duty_and_handover_in_the_console(stack, clock_file):
             await page.locator('.handover-item', has_text="3 号楼机房钥匙已交接").locator(".el-tag--success").wait_for()
             await photograph(page, "10-duty-claimed-zh")
             await page.set_viewport_size(PHONE)
+            await page.reload()  # laid out for the phone from the start, as a phone would
+            await page.locator(".offhours-card").first.wait_for()
             await no_horizontal_scroll(page, "duty (phone)")
             await photograph(page, "10-duty-phone-zh")
         except BaseException:
@@ -646,6 +649,10 @@ async def test_an_invalid_complaint_needs_the_managers_own_confirmation(stack):
             await toggle_language(page, "en")
             await photograph(page, "11-complaint-notified-en")
             await page.set_viewport_size(PHONE)
+            await page.reload()
+            await page.locator("#complaint-filter").get_by_text("All", exact=True).click()
+            await page.locator(f'.complaint-card[data-form="{number}"] .handle').click()
+            await page.wait_for_selector("#validity-state")
             await no_horizontal_scroll(page, "complaints (phone)")
             await photograph(page, "11-complaint-phone-en")
         except BaseException:

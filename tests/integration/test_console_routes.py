@@ -67,3 +67,19 @@ async def test_clock_preview_server_clock_and_my_estates(stack, clock_file):
         assert r.json()[0]["timezone"] == "Asia/Shanghai"
         head_office = auth(token_for(stack, "qm", ["quality_manager"], ["*"]))
         assert code in [e["code"] for e in (await client.get("/v1/estates", headers=head_office)).json()]
+
+
+async def test_requests_listed_by_kind(stack):
+    code = f"k{uuid.uuid4().hex[:8]}"
+    await publish_directory(stack.nats_url, None, [demo_estate(code)])
+    await wait_for_directory(stack, code)
+    clerk = auth(token_for(stack, f"{code}-cs01", ["customer_service"], [code]))
+    async with httpx.AsyncClient(base_url=stack.console_url.rstrip("/"), timeout=30) as client:
+        for kind in ("complaint", "inquiry"):
+            r = await client.post(f"/v1/estates/{code}/requests", headers=clerk,
+                                  json={"kind": kind, "channel": "phone", "description": f"一件{kind}"})
+            assert r.status_code == 201, r.text
+        listed = (await client.get(f"/v1/estates/{code}/requests?kind=complaint", headers=clerk)).json()
+        assert [x["kind"] for x in listed] == ["complaint"]
+        r = await client.get(f"/v1/estates/{code}/requests?kind=gossip", headers=clerk)
+        assert r.status_code == 422 and r.json()["error_zh"]
