@@ -32,6 +32,10 @@ def cmd_up(args) -> int:
         nats_url=args.nats_url or os.environ.get("ESTATEDESK_NATS_URL"),
         database_url=args.database_url or os.environ.get("ESTATEDESK_DATABASE_URL"),
         clock_spec=clock_spec,
+        nats_cluster=args.nats_cluster,
+        nats_replicas=args.nats_replicas,
+        replicas=max(1, args.replicas),
+        postgres_servers=max(1, args.postgres_servers),
     )
     stopping = False
 
@@ -47,10 +51,14 @@ def cmd_up(args) -> int:
         print(f"  console    {stack.console_url}   (the staff console and every API under /v1)")
         print(f"  NATS       {stack.nats_url}")
         print(f"  PostgreSQL {stack.database_url}")
+        for name, url in stack.endpoints["databases"].items():
+            if url != stack.database_url:
+                print(f"    {name:<8} {url}")
         for service in stack.supervisor.services:
             if service.name != "gateway":
-                print(f"  {service.name:<10} {service.url}   (API docs: {service.url}/docs)")
-        print(f"  dashboard  {stack.service('analytics').url}/dashboard")
+                print(f"  {service.label:<10} {service.url}   (API docs: {service.url}/docs)")
+        print(f"  dashboard  {stack.console_url.rstrip('/')}/dashboard   (signed in like the console)")
+        print(f"  API docs   {stack.console_url.rstrip('/')}/docs   (Swagger UI and ReDoc of every service, no CDN)")
         print(f"  endpoints  {stack.data_dir / 'endpoints.json'}")
         print("  token      estatedesk token --staff qm01 --role quality_manager --estate '*'")
         print("Ctrl-C stops everything.", flush=True)
@@ -91,29 +99,41 @@ def cmd_run(args) -> int:
 
     if args.nats_url:
         os.environ["ESTATEDESK_NATS_URL"] = args.nats_url
-    if args.database_url:
-        os.environ["ESTATEDESK_DATABASE_URL"] = args.database_url
+    if args.database_url:  # the flag wins over ESTATEDESK_DATABASE_URL_<SERVICE> too
+        from shared.settings import service_database_variable
+
+        os.environ["ESTATEDESK_DATABASE_URL"] = os.environ[service_database_variable(args.service)] = args.database_url
     if args.port is not None:
         os.environ["ESTATEDESK_HTTP_PORT"] = str(args.port)
     if args.migrate:
         from shared.db import migrate
+        from shared.settings import database_url_for
 
-        migrate(args.service, os.environ["ESTATEDESK_DATABASE_URL"])
+        url = database_url_for(args.service)
+        if not url:
+            raise SystemExit(f"set ESTATEDESK_DATABASE_URL (or ESTATEDESK_DATABASE_URL_{args.service.upper()}) "
+                             "or --database-url")
+        migrate(args.service, url)
     run_service(args.service)
     return 0
 
 
 def cmd_migrate(args) -> int:
     from shared.db import migrate
+    from shared.settings import database_url_for
 
-    url = args.database_url or os.environ.get("ESTATEDESK_DATABASE_URL")
-    if not url:
-        raise SystemExit("set ESTATEDESK_DATABASE_URL or --database-url")
     unknown = set(args.services) - set(SERVICES)
     if unknown:
         raise SystemExit(f"unknown services {sorted(unknown)}; one of {', '.join(SERVICES)}")
-    for name in args.services or SERVICES:
-        migrate(name, url)
+    names = args.services or SERVICES
+    # Each service's own database when ESTATEDESK_DATABASE_URL_<SERVICE> is set.
+    urls = {name: args.database_url or database_url_for(name) for name in names}
+    missing = [name for name, url in urls.items() if not url]
+    if missing:
+        raise SystemExit("set ESTATEDESK_DATABASE_URL (or ESTATEDESK_DATABASE_URL_<SERVICE> for "
+                         f"{', '.join(missing)}) or --database-url")
+    for name in names:
+        migrate(name, urls[name])
         print(f"{name}: migrated")
     return 0
 
@@ -232,13 +252,17 @@ def cmd_dead_letters(args) -> int:
     from estatedesk import deadletters
     from shared.settings import asyncpg_url
 
-    db_url = args.database_url or os.environ.get("ESTATEDESK_DATABASE_URL") or _endpoints(args)["database"]
+    services = tuple(args.service or SERVICES)
+    db_urls = {service: service_database_url(args, service) for service in services}
 
     async def run() -> int:
-        engine = create_async_engine(asyncpg_url(db_url))
+        engines = {url: create_async_engine(asyncpg_url(url)) for url in set(db_urls.values())}
+        engine = engines[db_urls[services[0]]]
         try:
             if args.action == "list":
-                rows = await deadletters.list_dead_letters(engine, tuple(args.service or SERVICES), args.estate)
+                rows = []
+                for service in services:  # each from its own database
+                    rows += await deadletters.list_dead_letters(engines[db_urls[service]], (service,), args.estate)
                 if args.json:
                     print(json.dumps(rows, default=str, ensure_ascii=False, indent=2))
                     return 0
@@ -275,9 +299,22 @@ def cmd_dead_letters(args) -> int:
             print(f"{len(done)} replayed")
             return 0
         finally:
-            await engine.dispose()
+            for each in engines.values():
+                await each.dispose()
 
     return asyncio.run(run())
+
+
+def service_database_url(args, service: str) -> str:
+    """A service's database: --database-url, else ESTATEDESK_DATABASE_URL_<SERVICE> or
+    ESTATEDESK_DATABASE_URL, else the running stack's endpoints.json."""
+    from shared.settings import database_url_for
+
+    url = getattr(args, "database_url", None) or database_url_for(service)
+    if url:
+        return url
+    endpoints = _endpoints(args)
+    return endpoints.get("databases", {}).get(service) or endpoints["database"]
 
 
 def _endpoints(args) -> dict:
@@ -293,8 +330,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="start everything (embedded servers unless URLs are given)")
-    up.add_argument("--nats-url")
-    up.add_argument("--database-url")
+    up.add_argument("--nats-url", help="NATS server(s), comma-separated for a cluster")
+    up.add_argument("--database-url", help="the shared database (a service's own: ESTATEDESK_DATABASE_URL_<SERVICE>)")
+    up.add_argument("--nats-cluster", type=int, default=0, metavar="N",
+                    help="start an embedded N-node NATS cluster (3: stream and directory replicated R3)")
+    up.add_argument("--nats-replicas", type=int, default=0, metavar="R",
+                    help="copies of the ticket stream and directory bucket (default: 3 on a cluster, else 1)")
+    up.add_argument("--replicas", type=int, default=1, metavar="N", help="processes per service (default 1)")
+    up.add_argument("--postgres-servers", type=int, default=1, metavar="N",
+                    help="embedded PostgreSQL servers to split the services across (default 1)")
     up.add_argument("--demo", action="store_true", help="load a demo company and feed it live requests")
     up.add_argument("--speed", type=float, default=60.0, help="demo clock acceleration (default 60×)")
     up.add_argument("--seed", type=int, default=None,

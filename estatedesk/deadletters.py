@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import service_metadata
 from shared.events import STREAM_NAME
-from shared.settings import SERVICES
+from shared.settings import SERVICES, nats_servers
 
 LIST_COLUMNS = ("service", "id", "consumer", "estate", "event_id", "stream_seq", "attempts", "recorded_at", "reason")
 
@@ -74,7 +74,7 @@ async def replay_dead_letters(engine: AsyncEngine, nats_url: str, service: str, 
     id that is not (or no longer) a dead letter, before anything is replayed."""
     d, replays = _tables(service)
     now = now or dt.datetime.now(dt.timezone.utc)
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(nats_servers(nats_url))
     done = []
     try:
         js = nc.jetstream()

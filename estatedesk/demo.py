@@ -29,6 +29,7 @@ import nats
 
 from estatedesk.stack import wait_until_intake_knows
 from shared.auth import issue_token
+from shared.settings import nats_servers
 from shared.calendar import WorkingCalendar
 from shared.clock import AcceleratedClock, clock_from_spec
 from shared.directory import Company, Department, Estate, StaffMember, publish_directory
@@ -228,7 +229,7 @@ class DemoFeeder:
             await wait_until_intake_knows(client, self.url("intake"), first, self.token(first, f"{first}-cs01"),
                                           timeout=20)
             await self.create_accounts()
-            nc = await nats.connect(self.stack.nats_url)
+            nc = await nats.connect(nats_servers(self.stack.nats_url))
             await nc.subscribe("estatedesk.*.ticket.*", cb=self._on_event)
             for estate in self.estates:
                 # The show opens with a complaint in every estate, so its progress

@@ -41,16 +41,32 @@ def nats_server_binary() -> str:
 
 @dataclass
 class EmbeddedNats:
+    """One nats-server; with `cluster_port` and `routes`, one node of a cluster (see
+    `EmbeddedNatsCluster`), its store under `data_dir/<node>`."""
+
     data_dir: Path
     port: int = 0
     monitor_port: int = 0
     process: subprocess.Popen | None = None
+    node: str = "estatedesk"
+    cluster_port: int = 0
+    routes: tuple[int, ...] = ()  # the cluster ports of every node
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
-    name = "nats-server"
+    @property
+    def name(self) -> str:
+        return "nats-server" if not self.cluster_port else f"nats-server {self.node}"
+
+    @property
+    def _store_dir(self) -> Path:
+        return self.data_dir / "nats" if not self.cluster_port else self.data_dir / "nats-cluster" / self.node
+
+    @property
+    def _log_path(self) -> Path:
+        return self.data_dir / ("nats.log" if not self.cluster_port else f"nats-{self.node}.log")
 
     def start(self, remembered: dict | None = None) -> "EmbeddedNats":
         """Start on the remembered ports when free (else new ones); raises SystemExit
@@ -60,27 +76,35 @@ class EmbeddedNats:
         self.monitor_port = free_port(remembered.get("nats_monitor_port"))
         return self._launch()
 
-    def _launch(self) -> "EmbeddedNats":
-        store = self.data_dir / "nats"
-        store.mkdir(parents=True, exist_ok=True)
-        log_file = open(self.data_dir / "nats.log", "ab")
-        self.process = subprocess.Popen(
-            [nats_server_binary(), "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(self.port),
-             "-m", str(self.monitor_port), "-n", "estatedesk"],
-            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+    def command(self) -> list[str]:
+        args = [nats_server_binary(), "-js", "-sd", str(self._store_dir), "-a", "127.0.0.1", "-p", str(self.port),
+                "-m", str(self.monitor_port), "-n", self.node]
+        if self.cluster_port:
+            routes = ",".join(f"nats://127.0.0.1:{port}" for port in self.routes if port != self.cluster_port)
+            args += ["--cluster_name", "estatedesk", "--cluster", f"nats://127.0.0.1:{self.cluster_port}",
+                     "--routes", routes]
+        return args
+
+    def _launch(self, wait: bool = True) -> "EmbeddedNats":
+        self._store_dir.mkdir(parents=True, exist_ok=True)
+        log_file = open(self._log_path, "ab")
+        self.process = subprocess.Popen(self.command(), stdout=log_file, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
         log_file.close()  # the child has its own descriptor
+        return self.wait_healthy() if wait else self
+
+    def wait_healthy(self) -> "EmbeddedNats":
         deadline = time.time() + 20
         while time.time() < deadline:
             if self.process.poll() is not None:
-                raise SystemExit(f"nats-server exited with {self.process.returncode}; see {self.data_dir / 'nats.log'}")
+                raise SystemExit(f"{self.name} exited with {self.process.returncode}; see {self._log_path}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true", timeout=1) as r:
                     if r.status == 200:
                         return self
             except OSError:
                 time.sleep(0.05)
-        raise SystemExit("nats-server did not become healthy within 20 s")
+        raise SystemExit(f"{self.name} did not become healthy within 20 s")
 
     def exit_code(self) -> int | None:
         """None while the server runs, else how it ended (negative: killed by a signal)."""
@@ -98,6 +122,82 @@ class EmbeddedNats:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+
+
+@dataclass
+class EmbeddedNatsCluster:
+    """`size` nats-server nodes on this machine routed into one JetStream cluster (for
+    trying clustering and for the fault tests; in production each node has its own
+    machine). Each node is its own `EmbeddedNats`, watched and restarted alone by the
+    supervisor; the ticket stream and the directory bucket get `size` replicas."""
+
+    data_dir: Path
+    size: int = 3
+    nodes: list[EmbeddedNats] | None = None
+
+    @property
+    def url(self) -> str:
+        """Every node, comma-separated (clients also learn the others from any one)."""
+        return ",".join(node.url for node in self.nodes)
+
+    def start(self, remembered: dict | None = None) -> "EmbeddedNatsCluster":
+        """Start every node on its remembered ports when free, wait until each is healthy
+        and the cluster has elected a JetStream meta leader (raises SystemExit after 30 s)."""
+        remembered = remembered or {}
+        ports = [(free_port(remembered.get(f"nats{i}_port")), free_port(remembered.get(f"nats{i}_monitor_port")),
+                  free_port(remembered.get(f"nats{i}_cluster_port"))) for i in range(self.size)]
+        routes = tuple(cluster for _, _, cluster in ports)
+        self.nodes = [EmbeddedNats(self.data_dir, port, monitor, node=f"n{i + 1}", cluster_port=cluster, routes=routes)
+                      for i, (port, monitor, cluster) in enumerate(ports)]
+        for node in self.nodes:
+            node._launch(wait=False)
+        for node in self.nodes:
+            node.wait_healthy()
+        self.wait_for_meta_leader()
+        return self
+
+    def remember(self, state: dict) -> None:
+        for i, node in enumerate(self.nodes):
+            state.update({f"nats{i}_port": node.port, f"nats{i}_monitor_port": node.monitor_port,
+                          f"nats{i}_cluster_port": node.cluster_port})
+
+    def wait_for_meta_leader(self, timeout: float = 30) -> str:
+        """The name of the JetStream meta leader once every running node knows one."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            leaders = {jetstream_info(node.monitor_port).get("meta_cluster", {}).get("leader")
+                       for node in self.nodes if node.exit_code() is None}
+            if len(leaders) == 1 and None not in leaders and "" not in leaders:
+                return leaders.pop()
+            time.sleep(0.1)
+        raise SystemExit(f"the NATS cluster elected no JetStream leader within {timeout:.0f} s")
+
+    def stream_leader(self, stream: str) -> EmbeddedNats | None:
+        """The node leading `stream`'s replicas (None while no node reports one)."""
+        for node in self.nodes:
+            if node.exit_code() is not None:
+                continue
+            info = jetstream_info(node.monitor_port, streams=True)
+            for account in info.get("account_details", []):
+                for detail in account.get("stream_detail", []):
+                    leader = (detail.get("cluster") or {}).get("leader")
+                    if detail.get("name") == stream and leader:
+                        return next((n for n in self.nodes if n.node == leader), None)
+        return None
+
+    def stop(self) -> None:
+        for node in self.nodes or []:
+            node.stop()
+
+
+def jetstream_info(monitor_port: int, streams: bool = False) -> dict:
+    """The node's /jsz monitoring answer ({} when it does not answer)."""
+    query = "?streams=true" if streams else ""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{monitor_port}/jsz{query}", timeout=1) as r:
+            return json.loads(r.read())
+    except (OSError, ValueError):
+        return {}
 
 
 @dataclass

@@ -63,7 +63,7 @@ def run_service(name: str, settings: Settings | None = None) -> None:
     import uvicorn
 
     module = load_service_module(name)
-    settings = settings or Settings.from_env()
+    settings = settings or Settings.from_env(service=name)
     configure_logging(name)
     module.service.bind(settings)
     app = module.create_app()

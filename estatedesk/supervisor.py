@@ -26,7 +26,13 @@ class ServiceProcess:
     restarts: int = 0
     started_at: float = 0.0
     module: str | None = None  # default: services.<name>
+    replica: int = 0  # which of the service's replicas (0 … N-1)
+    restart_at: float | None = None  # when a dead process is due to start again
 
+    @property
+    def label(self) -> str:
+        """The name in logs and messages: `dispatch`, `dispatch#1` for the second replica."""
+        return self.name if not self.replica else f"{self.name}#{self.replica}"
 
     @property
     def url(self) -> str:
@@ -48,8 +54,8 @@ class ServiceProcess:
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
-                log.error("%s ignored SIGTERM for %g s; killing it", self.name, timeout)
-                print(f"[supervisor] {self.name} ignored SIGTERM for {timeout:g} s; killed", flush=True)
+                log.error("%s ignored SIGTERM for %g s; killing it", self.label, timeout)
+                print(f"[supervisor] {self.label} ignored SIGTERM for {timeout:g} s; killed", flush=True)
                 self.process.kill()
                 self.process.wait()
 
@@ -101,20 +107,23 @@ class Supervisor:
             code = service.process.poll() if service.process else None
             if code is None or self.stopping:
                 continue
-            quick_death = time.time() - service.started_at < 5
-            service.restarts += 1
-            log.warning("%s exited with %s; restarting (restart #%d)", service.name, code, service.restarts)
-            print(f"[supervisor] {service.name} exited with code {code}; restarting (#{service.restarts}); "
-                  f"log: {service.log_path}", flush=True)
-            if quick_death:
-                time.sleep(min(10, service.restarts))
-            service.start()
+            if service.restart_at is None:
+                quick_death = time.time() - service.started_at < 5
+                service.restarts += 1
+                log.warning("%s exited with %s; restarting (restart #%d)", service.label, code, service.restarts)
+                print(f"[supervisor] {service.label} exited with code {code}; restarting (#{service.restarts}); "
+                      f"log: {service.log_path}", flush=True)
+                # One that keeps dying waits a little; the others are not held up meanwhile.
+                service.restart_at = time.time() + (min(10, service.restarts) if quick_death else 0)
+            if time.time() >= service.restart_at:
+                service.restart_at = None
+                service.start()
 
     def wait_healthy(self, timeout: float = 60) -> None:
         import urllib.request
 
         deadline = time.time() + timeout
-        pending = {s.name: s for s in self.services}
+        pending = {s.label: s for s in self.services}
         while pending and time.time() < deadline:
             for name, service in list(pending.items()):
                 try:

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.clock import Clock
 from shared.db import Database
 from shared.events import PAYLOADS, STREAM_NAME, STREAM_SUBJECTS, CloudEvent, subject_for
+from shared.settings import nats_servers
 
 log = logging.getLogger("estatedesk.bus")
 
@@ -46,6 +47,10 @@ BATCH_SIZE = 100
 FETCH_WAIT_SECONDS = 30.0
 FETCH_CONNECTION_CHECK_SECONDS = 0.5
 FETCH_WAIT_WHILE_DISCONNECTED_SECONDS = 0.25
+# A batch held while the database is down: probed with this timeout, retried with waits
+# doubling up to this.
+DATABASE_PROBE_SECONDS = 2.0
+DATABASE_HOLD_MAX_WAIT_SECONDS = 2.0
 
 @dataclass(frozen=True)
 class ReconnectPolicy:
@@ -103,8 +108,15 @@ class ReconnectPolicy:
             ping_interval=self.ping_interval_seconds,
             max_outstanding_pings=self.max_outstanding_pings,
             # nats-py calls this before every reconnect try: (server to use, delay).
-            reconnect_to_server_handler=lambda servers, info: (None, self.wait_before(servers[0].reconnects)),
+            reconnect_to_server_handler=self.next_server,
         )
+
+    def next_server(self, servers: list, info: dict) -> tuple[object, float]:
+        """(server to try, seconds to wait first): the one with the fewest failed tries,
+        so a client of a cluster moves on from a dead node at once instead of knocking on
+        it alone (nats-py, given None, would always take the first of its pool)."""
+        server = min(servers, key=lambda s: s.reconnects)
+        return server, self.wait_before(server.reconnects)
 
 
 async def probe_nats(connection, timeout: float) -> str:
@@ -131,7 +143,9 @@ class ServiceLike(Protocol):
 EventHandler = Callable[[AsyncSession, CloudEvent], Awaitable[None]]
 
 
-def ticket_stream_config() -> StreamConfig:
+def ticket_stream_config(replicas: int = 1) -> StreamConfig:
+    """`replicas`: copies kept by a NATS cluster (3 on a three-node cluster: the stream
+    survives the loss of any one node)."""
     return StreamConfig(
         name=STREAM_NAME,
         description="EstateDesk ticket events (CloudEvents 1.0), kept for replay",
@@ -141,15 +155,17 @@ def ticket_stream_config() -> StreamConfig:
         discard=DiscardPolicy.OLD,
         duplicate_window=DUPLICATE_WINDOW_SECONDS,
         max_age=0,  # keep history: new integrations and `analytics rebuild` replay it
+        num_replicas=replicas,
     )
 
 
-async def ensure_stream(nats_url: str) -> None:
-    """Create or update the ticket stream (idempotent; every service calls it at start)."""
-    nc = await nats.connect(nats_url)
+async def ensure_stream(nats_url: str, replicas: int = 1) -> None:
+    """Create or update the ticket stream (idempotent; every service calls it at start).
+    `nats_url` may list several servers, comma-separated."""
+    nc = await nats.connect(nats_servers(nats_url))
     try:
         js = nc.jetstream()
-        config = ticket_stream_config()
+        config = ticket_stream_config(replicas)
         try:
             await js.add_stream(config)
         except nats.js.errors.BadRequestError:
@@ -264,6 +280,10 @@ class EventConsumer:
     backoff: tuple[float, ...] = BACKOFF_SECONDS
     on_processed: Callable[[CloudEvent], None] | None = None
     on_dead_letter: Callable[[], None] | None = None
+    # One batch at a time across replicas (a transaction advisory lock): for a handler
+    # whose every event updates the same rows (analytics' running totals), where two
+    # replicas' batches would lock them in different orders and deadlock.
+    exclusive: bool = False
 
     @property
     def durable(self) -> str:
@@ -307,18 +327,21 @@ class EventConsumer:
         its own savepoint: a failing message is rolled back alone and retried (nack with
         back-off) or, at its last attempt, kept as a dead letter and acked."""
         raws = msg.raw_message if isinstance(msg.raw_message, list) else [msg.raw_message]
-        now = self.service.clock.now()
         parsed = [(raw, *self._parse(raw)) for raw in raws]
-        try:
+        while True:
+            now = self.service.clock.now()
             try:
-                outcomes = await self._all_at_once(parsed, now)
-            except _HandlerFailed as failed:
-                outcomes = await self._one_by_one(parsed, now, failed)
-        except Exception:  # the commit itself failed (database gone): retry the batch
-            log.exception("batch of %d not committed; redelivering", len(raws))
-            for raw in raws:
-                await raw.nak(delay=self.backoff[0])
-            return
+                try:
+                    outcomes = await self._all_at_once(parsed, now)
+                except _HandlerFailed as failed:
+                    outcomes = await self._one_by_one(parsed, now, failed)
+                break
+            except Exception:  # the transaction itself failed (the database gone?)
+                log.exception("batch of %d not committed", len(raws))
+                if not await self._hold_while_database_down(raws):
+                    for raw in raws:  # the database answers: an attempt like any other
+                        await raw.nak(delay=self.backoff[0])
+                    return
         for raw, outcome, event in outcomes:
             if outcome == "retry":
                 attempts = raw.metadata.num_delivered if raw.metadata else 1
@@ -337,6 +360,33 @@ class EventConsumer:
                 self.stats.dead_letters += 1
                 if self.on_dead_letter:
                     self.on_dead_letter()
+
+    async def _hold_while_database_down(self, raws) -> bool:
+        """While the database does not answer, keep the batch in hand (telling JetStream
+        it is in progress, so it is not redelivered) and try again when it is back: an
+        outage of any length spends none of an event's `MAX_DELIVER` attempts, which are
+        for events whose handling fails. False at once when the database answers."""
+        held = False
+        wait = self.backoff[0]
+        last_progress = asyncio.get_running_loop().time()
+        while True:
+            try:
+                await asyncio.wait_for(self.service.db.ping(), DATABASE_PROBE_SECONDS)
+                if held:
+                    log.info("database back; the batch of %d goes again", len(raws))
+                return held
+            except Exception:
+                pass
+            if not held:
+                log.warning("database unreachable: holding a batch of %d until it is back", len(raws))
+            held = True
+            if asyncio.get_running_loop().time() - last_progress >= ACK_WAIT_SECONDS / 3:
+                for raw in raws:
+                    with contextlib.suppress(Exception):  # NATS may be away too; redelivery then
+                        await raw.in_progress()
+                last_progress = asyncio.get_running_loop().time()
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, DATABASE_HOLD_MAX_WAIT_SECONDS)
 
     def _parse(self, raw) -> tuple[CloudEvent | None, str | None, CloudEvent | None]:
         """(the event, None) or (None, why it is malformed, its envelope when readable)."""
@@ -363,6 +413,7 @@ class EventConsumer:
         db = self.service.db
         outcomes = []
         async with db.transaction() as session:
+            await self._take_turn(session)
             claimed = await db.claim_events(session, self.durable, [e.id for _, e, _, _ in parsed if e], now)
             for raw, event, problem, envelope in parsed:
                 if event is None:
@@ -385,9 +436,15 @@ class EventConsumer:
         """The batch again, each event in its own savepoint; the event whose handler
         failed in the all-at-once pass is not run twice in one delivery."""
         async with self.service.db.transaction() as session:
+            await self._take_turn(session)
             return [await self._process(session, raw, event, problem, envelope, now,
                                         failed.error if raw is failed.raw else None)
                     for raw, event, problem, envelope in parsed]
+
+    async def _take_turn(self, session: AsyncSession) -> None:
+        """An exclusive consumer's batch waits until no other replica's is in flight."""
+        if self.exclusive:
+            await self.service.db.lock_transaction(session, f"estatedesk:consumer:{self.durable}")
 
     async def _process(self, session: AsyncSession, raw, event, problem, envelope, now,
                        failed_with: Exception | None = None) -> tuple[object, str, CloudEvent | None]:

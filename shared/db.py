@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator
@@ -163,12 +164,37 @@ class Database:
             )
         )
 
+    async def lock_transaction(self, session: AsyncSession, name: str) -> None:
+        """Wait for the advisory lock `name`, held until the session's transaction ends."""
+        await session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_key(name)})
+
+    @asynccontextmanager
+    async def advisory_lock(self, name: str) -> AsyncIterator[bool]:
+        """Yields True while this process holds the PostgreSQL advisory lock `name` (one
+        holder per database at a time), False when another holds it. The lock lives on a
+        connection of its own, so it ends with the holder even after kill -9 (the server
+        sees the connection drop). Raises the driver's error when the database is gone."""
+        key = advisory_key(name)
+        async with self.engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            held = (await conn.execute(sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": key})).scalar_one()
+            try:
+                yield held
+            finally:
+                if held:
+                    await conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
             await conn.execute(sa.text("SELECT 1"))
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def advisory_key(name: str) -> int:
+    """A stable signed 64-bit key for PostgreSQL advisory locks from a readable name."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 def json_default(value):

@@ -24,6 +24,7 @@ from shared.limits import (
     StaffId, UnitPart,
 )
 from shared.policy import Policy, effective_policy
+from shared.settings import nats_replicas, nats_servers
 
 log = logging.getLogger("estatedesk.directory")
 BUCKET = "estatedesk_directory"
@@ -148,11 +149,11 @@ class Directory:
         self._policies.clear()
         self.changed.set()
 
-    async def start(self, nats_url: str, connect_options: dict | None = None) -> None:
+    async def start(self, nats_url: str, connect_options: dict | None = None, replicas: int | None = None) -> None:
         """Load the directory and follow its changes; `connect_options` for nats.connect
-        (the service's reconnect policy)."""
-        self._nc = await nats.connect(nats_url, **(connect_options or {}))
-        kv = await ensure_bucket(self._nc)
+        (the service's reconnect policy); `replicas` of the bucket when it is created."""
+        self._nc = await nats.connect(nats_servers(nats_url), **(connect_options or {}))
+        kv = await ensure_bucket(self._nc, replicas)
         self._watcher = await kv.watchall()
         # Initial values arrive first, then a None marker.
         while True:
@@ -189,17 +190,20 @@ class Directory:
         return bool(self._nc and self._nc.is_connected)
 
 
-async def ensure_bucket(nc):
+async def ensure_bucket(nc, replicas: int | None = None):
+    """The directory bucket, created when missing with `replicas` copies (default: the
+    process's ESTATEDESK_NATS_REPLICAS, 1 when unset; 3 on a three-node cluster)."""
     js = nc.jetstream()
     try:
         return await js.key_value(BUCKET)
     except nats.js.errors.BucketNotFoundError:
-        return await js.create_key_value(KeyValueConfig(bucket=BUCKET, history=16))
+        replicas = replicas or nats_replicas()
+        return await js.create_key_value(KeyValueConfig(bucket=BUCKET, history=16, replicas=replicas))
 
 
 async def revoke_session(nats_url: str, session: str, expires_at: str) -> None:
     """Tell every service that a sign-in ended: its tokens are refused from now on."""
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(nats_servers(nats_url))
     try:
         kv = await ensure_bucket(nc)
         await kv.put(f"{REVOKED_PREFIX}{session}", expires_at.encode())
@@ -209,7 +213,7 @@ async def revoke_session(nats_url: str, session: str, expires_at: str) -> None:
 
 async def publish_directory(nats_url: str, company: Company | None, estates: list[Estate]) -> None:
     """Write company and estates into the directory bucket (used by the loader and API)."""
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(nats_servers(nats_url))
     try:
         kv = await ensure_bucket(nc)
         if company is not None:

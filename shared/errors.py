@@ -9,6 +9,7 @@ class RuleViolation(ValueError):
     input the rules reject.
     """
 
-    def __init__(self, message: str, status: int = 409):
+    def __init__(self, message: str, status: int = 409, zh: str | None = None):
         super().__init__(message)
         self.status = status
+        self.zh = zh  # the reason in Chinese, for screens people outside the office read

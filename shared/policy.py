@@ -235,6 +235,28 @@ class AccountPolicy(_Section):
     min_password_length: int = Field(8, ge=6, le=128)
 
 
+class OwnerPortalPolicy(_Section):
+    """Owners' self-service (issue 15): binding a unit by one-time code, submitting online
+    (002 §4.2.1 c, §4.2.3), limits against abuse. Photo sizes stay under the services'
+    1 MiB request body limit (shared.service.MAX_BODY_BYTES): the page shrinks photos first."""
+
+    bind_code_digits: int = Field(6, ge=4, le=10)
+    bind_code_minutes: int = Field(10, ge=1)
+    # This many wrong codes in a row lock binding for the unit for this long.
+    bind_max_wrong_codes: int = Field(5, ge=1, le=100)
+    bind_lock_minutes: int = Field(30, ge=1)
+    codes_per_unit_per_hour: int = Field(5, ge=1)
+    codes_per_device_per_hour: int = Field(5, ge=1)
+    # A binding lasts until the owner or the desk removes it; its token is refused at once
+    # then (the directory's revoked list). The token itself is renewed on use.
+    owner_token_days: int = Field(90, ge=1, le=3650)
+    submissions_per_unit_per_day: int = Field(10, ge=1)
+    submissions_per_device_per_hour: int = Field(5, ge=1)
+    photos_per_request: int = Field(5, ge=0, le=20)
+    photo_max_kib: int = Field(1000, ge=16, le=1000)
+    photo_types: tuple[str, ...] = ("image/jpeg", "image/png", "image/webp")
+
+
 class Policy(_Section):
     timezone: TimeZoneName = "Asia/Shanghai"
     intake: IntakePolicy = Field(default_factory=IntakePolicy)
@@ -244,6 +266,7 @@ class Policy(_Section):
     analytics: AnalyticsPolicy = Field(default_factory=AnalyticsPolicy)
     archive: ArchivePolicy = Field(default_factory=ArchivePolicy)
     accounts: AccountPolicy = Field(default_factory=AccountPolicy)
+    owners: OwnerPortalPolicy = Field(default_factory=OwnerPortalPolicy)
 
 
 DEFAULT_POLICY = Policy()

@@ -19,12 +19,14 @@ from typing import Annotated, Awaitable, Callable
 from urllib.parse import unquote_to_bytes
 from zoneinfo import ZoneInfo
 
+import asyncpg
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, FastAPI, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.encoders import ENCODERS_BY_TYPE
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi_offline import FastAPIOffline
 from faststream.nats import NatsBroker, NatsRouter
 from faststream.nats.prometheus import NatsPrometheusMiddleware
 from pydantic import BaseModel, Field, PlainSerializer
@@ -41,20 +43,29 @@ from shared.errors import RuleViolation
 from shared import limits
 from shared.events import STREAM_NAME, AccessRefused, CloudEvent, Payload, make_event
 from shared.limits import text_problem
+from shared.owner_auth import owner_of_request
 from shared.policy import DEFAULT_POLICY
 from shared.settings import Settings
 
 log = logging.getLogger("estatedesk.service")
 MAX_BODY_BYTES = 1024 * 1024
+DOCS_ASSETS = "/docs-assets"  # where every service (and the gateway) serves Swagger UI's and ReDoc's files
 STORED_FACTS_REFRESH_SECONDS = 15.0
 STOP_SECONDS = 5.0
 
 
 @dataclass
 class PeriodicJob:
+    """A job every replica schedules. Unless `each_replica`, a run happens only in the
+    replica holding the job's advisory lock (`Database.advisory_lock`): replicas never
+    scan at once, and since a run commits what it did before letting go, each due item
+    fires once across replicas (issue 13). `each_replica` jobs keep this process's own
+    state current (gauges, a live feed) and run everywhere."""
+
     name: str
     every_seconds: float
     run: Callable[[], Awaitable[object]]
+    each_replica: bool = False
 
 
 class Service:
@@ -87,6 +98,8 @@ class Service:
         # (method, OpenAPI path) → roles that may call each write route; see `authorize`.
         self.write_roles: RoleTable = {}
         self.public_routes: set[tuple[str, str]] = set()  # writes that need no token (signing in)
+        # Writes made by a bound owner with an owner token (shared.owner_auth), never by staff.
+        self.owner_routes: set[tuple[str, str]] = set()
         # Route templates (without /v1) under which owners' data or archived records live:
         # a refusal there also goes to the archive's access log (`record_refused_access`).
         self.audited_routes: tuple[str, ...] = ()
@@ -102,14 +115,17 @@ class Service:
         self._tasks: list[asyncio.Task] = []
 
     # --- declaration -----------------------------------------------------------------
-    def consumer(self, *events: str, description: str = "") -> Callable[[EventHandler], EventHandler]:
-        """Declare a durable consumer of one event (or of every event when none given)."""
+    def consumer(self, *events: str, description: str = "",
+                 exclusive: bool = False) -> Callable[[EventHandler], EventHandler]:
+        """Declare a durable consumer of one event (or of every event when none given);
+        `exclusive`: its replicas commit one batch at a time (see EventConsumer)."""
 
         def register(handler: EventHandler) -> EventHandler:
             consumer = EventConsumer(
                 service=self, handler=handler, events=tuple(events) or None,
                 on_processed=lambda event: self.events_consumed.labels(self.name, event.estate, event.event_name).inc(),
                 on_dead_letter=lambda: self.dead_letter_gauge.labels(self.name).inc(),
+                exclusive=exclusive,
             )
             consumer.register(self.router, description)
             self.consumers.append(consumer)
@@ -117,9 +133,11 @@ class Service:
 
         return register
 
-    def periodic(self, name: str, every_seconds: float):
+    def periodic(self, name: str, every_seconds: float, each_replica: bool = False):
+        """Declare a periodic job; once across replicas unless `each_replica` (see PeriodicJob)."""
+
         def register(fn):
-            self.jobs.append(PeriodicJob(name, every_seconds, fn))
+            self.jobs.append(PeriodicJob(name, every_seconds, fn, each_replica))
             return fn
 
         return register
@@ -131,7 +149,7 @@ class Service:
         self.db = Database(settings.database_url, self.metadata)
         self.reconnect = ReconnectPolicy.from_env()
         self.broker = NatsBroker(
-            settings.nats_url,
+            settings.nats_servers,
             **self.reconnect.connect_options(),
             middlewares=[NatsPrometheusMiddleware(registry=self.registry, app_name=self.name)],
             logger=logging.getLogger(f"estatedesk.{self.name}.broker"),
@@ -167,14 +185,15 @@ class Service:
     async def start(self) -> None:
         assert self.settings is not None, "bind() the service first"
         await self.read_stored_facts()
-        await ensure_stream(self.settings.nats_url)
-        await self.directory.start(self.settings.nats_url, self.reconnect.connect_options())
+        await ensure_stream(self.settings.nats_url, self.settings.nats_replicas)
+        await self.directory.start(self.settings.nats_url, self.reconnect.connect_options(), self.settings.nats_replicas)
         await self.broker.start()
         self.nats_status = await probe_nats(self.nats_connection, self.reconnect.probe_timeout_seconds)
         self._tasks.append(asyncio.create_task(self._probe_broker(), name=f"{self.name}-broker-probe"))
         self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-outbox-relay"))
         # Rows removed by an operator (a replay) show at the next refresh.
-        jobs = self.jobs + [PeriodicJob("stored-facts", STORED_FACTS_REFRESH_SECONDS, self.read_stored_facts)]
+        jobs = self.jobs + [PeriodicJob("stored-facts", STORED_FACTS_REFRESH_SECONDS, self.read_stored_facts,
+                                        each_replica=True)]
         for job in jobs:
             self._tasks.append(asyncio.create_task(self._run_periodic(job), name=f"{self.name}-{job.name}"))
         log.info("%s started", self.name)
@@ -190,12 +209,22 @@ class Service:
     async def _run_periodic(self, job: PeriodicJob) -> None:
         while True:
             try:
-                await job.run()
+                if job.each_replica:
+                    await job.run()
+                else:
+                    await self.run_once_across_replicas(job)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("periodic job %s failed; next run as scheduled", job.name)
             await asyncio.sleep(job.every_seconds)
+
+    async def run_once_across_replicas(self, job: PeriodicJob) -> bool:
+        """Run `job` if no other replica is running it now; True when it ran here."""
+        async with self.db.advisory_lock(f"estatedesk:{self.name}:{job.name}") as held:
+            if held:
+                await job.run()
+            return held
 
     async def stop(self) -> None:
         if self.relay:
@@ -362,6 +391,9 @@ async def authorize(request: Request, _: HTTPAuthorizationCredentials | None = S
     path = getattr(route, "path_format", request.url.path).removeprefix(API_PREFIX)
     if (request.method, path) in service.public_routes:
         return
+    if (request.method, path) in service.owner_routes:
+        owner_of_request(request)
+        return
     roles = service.write_roles.get((request.method, path))
     who = await principal(request)
 
@@ -409,6 +441,36 @@ PYDANTIC_ZH = {
     "date_from_datetime_parsing": "须为日期 YYYY-MM-DD", "json_invalid": "不是有效的 JSON", "model_attributes_type": "须为对象",
     "dict_type": "须为对象", "list_type": "须为列表", "string_type": "须为文本", "decimal_parsing": "须为数字",
 }
+
+
+# SQLSTATE classes and codes meaning "the database is not there right now": connection
+# exceptions (08), admin/crash shutdown and "starting up" (57P01-57P03).
+UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Whether `error` says the database is unreachable, stopping or starting (as
+    opposed to a statement it refused): a socket error, an invalidated connection, or
+    one of `UNAVAILABLE_SQLSTATES`."""
+    if isinstance(error, OSError):
+        return True
+    if isinstance(error, sa.exc.PendingRollbackError):
+        # A shared transaction (intake's registration batch) whose connection broke
+        # under an earlier statement: this request's work never reached the database.
+        return True
+    if isinstance(error, sa.exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        causes = [error.orig, getattr(error.orig, "__cause__", None)]
+        # A pooled connection broken by the server's restart: asyncpg's client-side
+        # errors (no such connection, "another operation is in progress").
+        if any(isinstance(c, (OSError, asyncpg.exceptions.InterfaceError, asyncpg.exceptions.InternalClientError,
+                              asyncpg.exceptions.PostgresConnectionError)) for c in causes):
+            return True
+        codes = [getattr(c, "sqlstate", None) or "" for c in causes]
+        return any(code.startswith(UNAVAILABLE_SQLSTATES) for code in codes if code)
+    return False
 
 
 def error_response(status: int, message: str, details: list[Problem] | None = None,
@@ -535,7 +597,10 @@ def create_http_app(service: Service, *, manage_lifecycle: bool = True) -> FastA
             except asyncio.TimeoutError:
                 log.warning("%s did not stop cleanly within %g s; exiting anyway", service.name, STOP_SECONDS)
 
-    app = FastAPI(title=f"EstateDesk {service.title}", description=service.description, version="1.0", lifespan=lifespan)
+    # /docs and /redoc with Swagger UI and ReDoc from the fastapi-offline package (assets
+    # under DOCS_ASSETS), not a CDN: an intranet without internet still has its docs.
+    app = FastAPIOffline(title=f"EstateDesk {service.title}", description=service.description, version="1.0",
+                         lifespan=lifespan, static_url=DOCS_ASSETS)
     app.state.service = service
 
     app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
@@ -556,7 +621,24 @@ def create_http_app(service: Service, *, manage_lifecycle: bool = True) -> FastA
 
     @app.exception_handler(RuleViolation)
     async def on_rule_violation(request: Request, error: RuleViolation):
-        return error_response(error.status, str(error))
+        return error_response(error.status, str(error), message_zh=error.zh)
+
+    @app.exception_handler(sa.exc.DBAPIError)
+    @app.exception_handler(sa.exc.PendingRollbackError)
+    @app.exception_handler(OSError)
+    async def on_database_error(request: Request, error: Exception):
+        # The database away (stopped, restarting, unreachable) is no fault of the caller:
+        # 503 with the reason and when to try again, never a bare 500.
+        if database_unavailable(error):
+            log.warning("database unavailable for %s %s: %s", request.method, request.url.path, error)
+            # Usually nothing was stored; when the connection broke during the commit
+            # itself nobody can know, so the answer says how to retry safely.
+            return error_response(503, "the database is unavailable; try again shortly (a request sent again "
+                                  "with the same client_request_id is never registered twice)",
+                                  headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+                                  message_zh="数据库暂时不可用，请稍后重试（带相同 client_request_id 重发不会重复登记）")
+        log.exception("unexpected database error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal error (logged); nothing was stored")
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, error: StarletteHTTPException):

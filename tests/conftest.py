@@ -136,8 +136,11 @@ async def scalar(engine, sql: str, **params):
 
 
 async def read_stream(nats_url: str, subject: str, expected: int | None = None, timeout: float = 30) -> list[dict]:
-    """All messages of `subject` in the ticket stream, read with plain nats-py."""
-    nc = await nats.connect(nats_url)
+    """All messages of `subject` in the ticket stream, read with plain nats-py
+    (`nats_url` may list a cluster's nodes, comma-separated)."""
+    from shared.settings import nats_servers
+
+    nc = await nats.connect(nats_servers(nats_url))
     js = nc.jetstream()
     found: list[dict] = []
     deadline = asyncio.get_running_loop().time() + timeout

@@ -33,6 +33,7 @@ const entry = Object.keys(manifest).find((k) => manifest[k].isEntry)
 const routes = {
   'department worklist (/worklist)': ['src/views/Layout.vue', 'src/views/Worklist.vue'],
   'login (/login)': ['src/views/Login.vue'],
+  'quality dashboard with ECharts (/dashboard)': ['src/views/Dashboard.vue'],
 }
 let failed = false
 for (const [name, views] of Object.entries(routes)) {

@@ -1,107 +1,122 @@
-// Texts of the complaint, night-duty screens (kept apart from messages.js so parallel work
-// on the console merges cleanly); merged into messages.js key by key.
+// Texts of the back-office screens (档案 Archive, 报表 Reports, 设置 Settings), kept apart
+// from messages.js so the front-line screens' texts and these change independently.
 const zh = {
-  menu: { complaints: '投诉处理', duty: '值班交接' },
-  mine: {
-    days: '{d} 天 {h} 小时', hours: '{h} 小时 {m} 分钟', minutes: '{m} 分钟', left: '剩 {x}', late: '已超 {x}',
-    nextReminder: '下次补签提醒', remindersSent: '已提醒 {n} 次',
-    updatesDue: '{start} – {end} 应向业主通报进展 {required} 次，已通报 {n} 次',
+  menu: { archive: '档案', reports: '报表', settings: '设置', dashboard: '品质看板' },
+  common: {
+    save: '保存', saved: '已保存', cancel: '取消', confirm: '确定', refresh: '刷新', actions: '操作',
+    add: '添加', remove: '删除', yes: '是', no: '否', none: '无', live: '实时更新', download: '下载',
+    search: '搜索', month: '月份', quarter: '季度', all: '全部',
   },
-  register: {
-    preview: '若现在登记：派往 {departments}，时限如下', previewNonconformity: '业主经济损失超过限额：将开具不合格报告，待管理者代表审批',
+  archive: {
+    title: '档案', records: '档案检索', loans: '借阅登记', destruction: '销毁', verify: '链校验',
+    search: '单号、标题或档号', month: '结案月份', recordNumber: '档号', formNumber: '会签单号', titleCol: '标题',
+    kind: '类别', closedMonth: '结案月', retention: '保管期限', archivedAt: '归档时间', expires: '保管到期',
+    destroyed: '已销毁', important: '重要', borrow: '借阅', openForm: '查看原件', borrowTitle: '借阅登记',
+    purpose: '借阅目的', mode: '方式', approver: '批准人工号', approvalReference: '批准文号',
+    external: '外单位借阅人', externalName: '姓名', organisation: '单位', modes: { consult: '查阅', loan: '借出', copy: '复印', export: '导出' },
+    borrower: '借阅人', registeredAt: '登记时间', dueBack: '应还时间', returnedAt: '归还时间', giveBack: '归还',
+    returned: '已归还', overdue: '逾期未还', open: '借阅中', eligible: '已过保管期、可申请销毁的档案',
+    destroy: '销毁', destroyTitle: '销毁档案（须总经理批准）', destroyHint: '总经理本人登录后填写批准文号执行销毁；内容删除，哈希保留，链仍可校验。',
+    log: '销毁登记', approvedBy: '批准人', destroyedAt: '销毁时间', verifyNow: '立即校验',
+    chainOk: '档案链完整：{n} 份记录逐一校验通过', chainBroken: '档案链在 {record} 处断裂：{reason}',
+    noRecords: '暂无档案', noLoans: '暂无借阅', noneEligible: '暂无已过保管期的档案', destroyedDone: '已销毁',
   },
-  validity: {
-    unjudged: '待判定', valid: '有效', awaiting_confirmation: '无效待经理确认', confirmed: '已确认无效', rejected: '经理驳回，有效',
+  reports: {
+    title: '报表', estateMonthly: '小区月报', company: '公司汇总', quarterly: '季度报告', dashboard: '打开实时品质看板',
+    figures: '本月数字', xlsx: '下载 Excel', print: '打印版', signOff: '部门负责人签署', department: '部门',
+    problems: '存在问题', correctiveActions: '纠正措施', sign: '签署', signedBy: '签署人', signedOn: '签署日期',
+    signed: '已签署', notSigned: '未签署', byDepartment: '各部门', rank: '名次', estate: '管理处', score: '得分',
+    noCompany: '公司汇总需公司级角色（品质经理、总经理等）', due: '报送截止',
   },
-  status: { awaiting_nc: '待审批不合格报告' },
-  formStatus: { in_handling: '处理中', awaiting_nc: '待审批不合格报告', completed: '已完成待回访', closed: '已关闭', invalid: '无效' },
-  ncState: { opened: '已开具', approved: '已审批', corrective_action: '纠正中', closed: '已关闭' },
-  role: {
-    management_representative: '管理者代表', general_manager: '总经理', estate_director: '物业中心主任',
-    customer_service_supervisor: '客服主管', quality_manager: '品质经理', department_head: '部门主管',
+  metric: {
+    opened: '受理', closed: '关闭', completed: '完成', off_hours_opened: '非工作时间受理', clocks_met: '按时',
+    clocks_breached: '超时', escalations: '升级', callbacks_required: '应回访', callbacks_done: '已回访',
+    valid_complaints: '有效投诉', invalid_complaints: '无效投诉', nonconformities: '不合格项', reopened: '重新派单',
+    on_time_rate: '及时率', callback_rate: '回访率', satisfaction_rate: '满意度', callback_on_time_rate: '回访及时率',
+    first_round_close_rate: '一次关闭率', open_carried_in: '上月结转', open_carried_out: '结转下月',
   },
-  duty: {
-    title: '值班交接', done: '已保存', handOver: '交班', offHours: '非工作时间受理', unclaimed: '{n} 项待接手',
-    offHoursHint: '值班时受理的事项，由下一班逐项接手；首问责任人不变。', noOffHours: '暂无非工作时间受理的事项',
-    overdue: '交接超期', taken: '已接手', registered: '受理', dueBy: '应接手时间', takenBy: '接手', takeOver: '接手',
-    shiftItems: '交接班事项', showClaimed: '含已签收', claimed: '已签收', claimBy: '应签收时间', claimedBy: '签收',
-    shiftItemsHint: '接班人须在接班时逐项签字确认；逾期未签收的事项上报客服主管。', noItems: '暂无待签收的交接事项',
-    escalated: '已上报 {to}', claim: '签收', shift: '班次', notes: '交接事项（每行一项）',
-    notesHint: '领导交办、钥匙、设备等', openAdded: '本班受理且未处理完的工单会自动列入交接。',
-  },
-  complaints: {
-    title: '投诉处理', empty: '暂无投诉', handle: '处理', done: '已保存', filterOpen: '未结', filterValidity: '待判定/确认',
-    filterAll: '全部', loss: '业主经济损失', noticeOverdue: '告知超期', formStatus: '会签单状态',
-    validity: '有效性判定', valid: '有效投诉', invalid: '无效投诉', reason: '判定理由', judge: '提交判定',
-    invalidNeedsManager: '判定无效须由经理本人登录确认；业主须在规定工作日内得到答复。',
-    state: '状态', judgedBy: '判定人', confirmedBy: '确认人', notifyBy: '告知业主期限', provisional: '暂定，待日历确认',
-    notifiedAt: '已告知业主', late: '逾期告知', notYourOwn: '待经理本人登录确认（判定人不能确认自己的判定）。',
-    managerDecides: '经理确认：确认无效则处理结束；驳回须写明理由，投诉按有效处理。',
-    managerNote: '经理意见（驳回时必填）', confirmInvalid: '确认无效', rejectInvalid: '驳回（按有效处理）',
-    notice: '告知业主', noticeText: '告知业主的内容（无效理由）', recordNotice: '记录告知',
-    nonconformity: '不合格报告与纠正预防', ncRule: '业主经济损失超过 {n} 元须开具不合格报告，由{role}审批。',
-    ncContent: '不合格内容', overLimit: '超过 {n} 元', ncOpen: '开具不合格报告', openedBy: '开具人', approvedBy: '审批',
-    awaitingApproval: '待审批', approve: '审批通过', approveHint: '仅{role}本人可审批', action: '纠正措施',
-    responsible: '责任人', startAction: '开始纠正', result: '纠正结果', closeNc: '关闭不合格报告',
-    capa: '纠正/预防措施报告', capaHint: '评审会议后的纠正/预防措施报告', saveCapa: '提交报告',
+  settings: {
+    title: '设置', estate: '小区', departments: '部门', staff: '员工', accounts: '账号', routing: '派单规则',
+    policy: '政策参数', calendar: '公司日历', name: '名称', code: '代码', director: '物业中心主任（工号）',
+    buildings: '楼栋（逗号分隔）', head: '负责人（工号）', staffId: '工号', roles: '角色', department: '部门',
+    phone: '手机号', saveEstate: '保存小区定义', adminOnly: '小区定义仅公司管理员可修改',
+    hasPassword: '已设密码', lockedUntil: '锁定至', lastLogin: '上次登录', setPassword: '设置密码', newPassword: '新密码',
+    removeAccount: '停用账号', removeConfirm: '停用 {id} 的账号？其已打开的页面和实时列表将结束。',
+    rule: '规则', category: '事项分类（通配，| 分隔）', location: '地点', priority: '优先级', saveRules: '保存派单规则',
+    section: '分类', field: '参数', value: '本小区取值', effective: '生效值', default: 'RULES.md 默认值',
+    overridden: '已改', savePolicy: '保存政策', reset: '恢复默认', policyHint: '留空即沿用公司/默认值；保存时由服务端逐项校验。',
+    daysOff: '额外休息日', workdays: '调休上班日', loadedYears: '已载入全年安排的年份（逗号分隔）', saveCalendar: '保存日历',
+    calendarHint: '国家法定节假日已内置；此处填写公司自己的休息日和调休上班日。',
   },
 }
 
 const en = {
-  menu: { complaints: 'Complaints', duty: 'Night duty' },
-  mine: {
-    days: '{d} d {h} h', hours: '{h} h {m} min', minutes: '{m} min', left: '{x} left', late: '{x} late',
-    nextReminder: 'Next signature reminder', remindersSent: '{n} reminders sent',
-    updatesDue: 'Owner updates {start} – {end}: {n} of {required} given',
+  menu: { archive: 'Archive', reports: 'Reports', settings: 'Settings', dashboard: 'Quality dashboard' },
+  common: {
+    save: 'Save', saved: 'Saved', cancel: 'Cancel', confirm: 'Confirm', refresh: 'Refresh', actions: 'Actions',
+    add: 'Add', remove: 'Remove', yes: 'Yes', no: 'No', none: 'None', live: 'Live', download: 'Download',
+    search: 'Search', month: 'Month', quarter: 'Quarter', all: 'All',
   },
-  register: {
-    preview: 'If registered now: goes to {departments}, with these deadlines',
-    previewNonconformity: "The owner's loss is above the limit: a nonconformity record awaits the management representative",
+  archive: {
+    title: 'Archive', records: 'Records', loans: 'Lending register', destruction: 'Destruction', verify: 'Chain check',
+    search: 'Form number, title or record number', month: 'Closed in', recordNumber: 'Record', formNumber: 'Form',
+    titleCol: 'Title', kind: 'Kind', closedMonth: 'Closed', retention: 'Retention', archivedAt: 'Archived',
+    expires: 'Retained until', destroyed: 'Destroyed', important: 'Important', borrow: 'Borrow', openForm: 'Open form',
+    borrowTitle: 'Register a loan', purpose: 'Purpose', mode: 'Mode', approver: 'Approver (staff id)',
+    approvalReference: 'Approval reference', external: 'Outside borrower', externalName: 'Name', organisation: 'Organisation',
+    modes: { consult: 'Consult', loan: 'Loan', copy: 'Copy', export: 'Export' },
+    borrower: 'Borrower', registeredAt: 'Registered', dueBack: 'Due back', returnedAt: 'Returned', giveBack: 'Return',
+    returned: 'Returned', overdue: 'Overdue', open: 'Out', eligible: 'Records past their retention, eligible for destruction',
+    destroy: 'Destroy', destroyTitle: 'Destroy a record (general manager approval)',
+    destroyHint: 'The general manager, signed in, enters the approval reference. The content is erased; the hashes stay so the chain still verifies.',
+    log: 'Destruction log', approvedBy: 'Approved by', destroyedAt: 'Destroyed', verifyNow: 'Verify now',
+    chainOk: 'The chain is intact: {n} records verified', chainBroken: 'The chain breaks at {record}: {reason}',
+    noRecords: 'No records', noLoans: 'No loans', noneEligible: 'No record is past its retention', destroyedDone: 'Destroyed',
   },
-  validity: {
-    unjudged: 'Not judged', valid: 'Valid', awaiting_confirmation: 'Invalid, awaiting manager', confirmed: 'Confirmed invalid',
-    rejected: 'Rejected by manager: valid',
+  reports: {
+    title: 'Reports', estateMonthly: 'Estate monthly report', company: 'Company consolidation', quarterly: 'Quarterly report',
+    dashboard: 'Open the live quality dashboard', figures: 'This month', xlsx: 'Download Excel', print: 'Printable',
+    signOff: 'Department head sign-off', department: 'Department', problems: 'Problems found',
+    correctiveActions: 'Corrective actions', sign: 'Sign', signedBy: 'Signed by', signedOn: 'Signed on',
+    signed: 'Signed', notSigned: 'Not signed', byDepartment: 'By department', rank: 'Rank', estate: 'Estate', score: 'Score',
+    noCompany: 'The consolidation needs a company-wide role (quality manager, general manager …)', due: 'Due on',
   },
-  status: { awaiting_nc: 'Awaiting nonconformity approval' },
-  formStatus: { in_handling: 'In handling', awaiting_nc: 'Awaiting nonconformity approval', completed: 'Completed, callback due',
-    closed: 'Closed', invalid: 'Invalid' },
-  ncState: { opened: 'Opened', approved: 'Approved', corrective_action: 'Corrective action', closed: 'Closed' },
-  role: {
-    management_representative: 'management representative', general_manager: 'general manager',
-    estate_director: 'estate director', customer_service_supervisor: 'customer-service supervisor',
-    quality_manager: 'quality manager', department_head: 'department head',
+  metric: {
+    opened: 'Received', closed: 'Closed', completed: 'Completed', off_hours_opened: 'Received off hours', clocks_met: 'On time',
+    clocks_breached: 'Breached', escalations: 'Escalations', callbacks_required: 'Callbacks due', callbacks_done: 'Callbacks done',
+    valid_complaints: 'Valid complaints', invalid_complaints: 'Invalid complaints', nonconformities: 'Nonconformities',
+    reopened: 'Sent round again', on_time_rate: 'On-time rate', callback_rate: 'Callback rate', satisfaction_rate: 'Satisfaction',
+    callback_on_time_rate: 'Callbacks on time', first_round_close_rate: 'Closed first round',
+    open_carried_in: 'Carried in', open_carried_out: 'Carried out',
   },
-  duty: {
-    title: 'Night duty and handover', done: 'Saved', handOver: 'Hand over my shift', offHours: 'Registered off hours',
-    unclaimed: '{n} to take over', offHoursHint: 'Requests registered on duty; the next shift takes each over. The first-contact owner stays.',
-    noOffHours: 'Nothing registered off hours', overdue: 'Handover overdue', taken: 'Taken over', registered: 'Registered by',
-    dueBy: 'Take over by', takenBy: 'Taken over by', takeOver: 'Take over', shiftItems: 'Shift handover items',
-    showClaimed: 'Include claimed', claimed: 'Claimed', claimBy: 'Claim by', claimedBy: 'Claimed by',
-    shiftItemsHint: 'The incoming shift claims each item by its start; unclaimed items go to the customer-service supervisor.',
-    noItems: 'No handover items to claim', escalated: 'Escalated to {to}', claim: 'Claim', shift: 'Shift',
-    notes: 'Items (one a line)', notesHint: "Leaders' instructions, keys, equipment…",
-    openAdded: "Requests this shift registered and not yet handled are added by themselves.",
-  },
-  complaints: {
-    title: 'Complaints', empty: 'No complaints', handle: 'Handle', done: 'Saved', filterOpen: 'Open',
-    filterValidity: 'To judge / confirm', filterAll: 'All', loss: "Owner's loss", noticeOverdue: 'Notice overdue',
-    formStatus: 'Countersign form', validity: 'Validity', valid: 'Valid', invalid: 'Invalid', reason: 'Reason',
-    judge: 'Record judgement',
-    invalidNeedsManager: 'An invalid judgement needs a manager to confirm it signed in as themselves; the owner must hear the reason within the policy\'s working days.',
-    state: 'State', judgedBy: 'Judged by', confirmedBy: 'Decided by', notifyBy: 'Tell the owner by',
-    provisional: 'provisional, calendar pending', notifiedAt: 'Owner told', late: 'Late',
-    notYourOwn: 'Awaits a manager, signed in as themselves (the judge cannot confirm their own judgement).',
-    managerDecides: 'Manager: confirm invalid ends the handling; rejecting needs your reason and treats it as valid.',
-    managerNote: "Manager's note (required to reject)", confirmInvalid: 'Confirm invalid', rejectInvalid: 'Reject (valid)',
-    notice: 'Tell the owner', noticeText: 'What the owner was told (the reason)', recordNotice: 'Record notice',
-    nonconformity: 'Nonconformity and CAPA',
-    ncRule: "An owner's loss above {n} CNY needs a nonconformity record, approved by the {role}.",
-    ncContent: 'Nonconformity', overLimit: 'above {n} CNY', ncOpen: 'Open nonconformity record', openedBy: 'Opened by',
-    approvedBy: 'Approval', awaitingApproval: 'Awaiting approval', approve: 'Approve',
-    approveHint: 'Only the {role}, signed in, may approve', action: 'Corrective action', responsible: 'Responsible',
-    startAction: 'Start corrective action', result: 'Result', closeNc: 'Close record', capa: 'CAPA report',
-    capaHint: 'Corrective/preventive action report after the review meeting', saveCapa: 'Save report',
+  settings: {
+    title: 'Settings', estate: 'Estate', departments: 'Departments', staff: 'Staff', accounts: 'Accounts',
+    routing: 'Routing rules', policy: 'Policies', calendar: 'Company calendar', name: 'Name', code: 'Code',
+    director: 'Estate director (staff id)', buildings: 'Buildings (comma separated)', head: 'Head (staff id)',
+    staffId: 'Staff id', roles: 'Roles', department: 'Department', phone: 'Phone', saveEstate: 'Save the estate',
+    adminOnly: 'Only the company admin changes the estate definition', hasPassword: 'Password set',
+    lockedUntil: 'Locked until', lastLogin: 'Last sign-in', setPassword: 'Set password', newPassword: 'New password',
+    removeAccount: 'Remove account', removeConfirm: "Remove {id}'s account? Their open pages and live lists end.",
+    rule: 'Rule', category: 'Category (patterns, | separated)', location: 'Location', priority: 'Priority',
+    saveRules: 'Save routing rules', section: 'Section', field: 'Setting', value: "This estate's value",
+    effective: 'In force', default: 'RULES.md default', overridden: 'Changed', savePolicy: 'Save policies',
+    reset: 'Back to default', policyHint: 'Empty keeps the company value or the default; the server checks every value on saving.',
+    daysOff: 'Extra days off', workdays: 'Make-up workdays', loadedYears: 'Years fully loaded (comma separated)',
+    saveCalendar: 'Save the calendar', calendarHint: "Public holidays are built in; enter the company's own days off and make-up workdays here.",
   },
 }
 
-export const desk = { zh, en }
+function merge(into, from) {
+  for (const [key, value] of Object.entries(from)) {
+    if (value && typeof value === 'object' && !Array.isArray(value) && into[key] && typeof into[key] === 'object') merge(into[key], value)
+    else into[key] = value
+  }
+  return into
+}
+
+/** The console's messages with these screens' texts added. */
+export function withDeskMessages(messages) {
+  merge(messages.zh, zh)
+  merge(messages.en, en)
+  return messages
+}

@@ -1,4 +1,7 @@
 // Console texts. Chinese first (the staff's language); English for the same keys.
+import { withDeskMessages } from './messages-desk.js'
+import { frontline } from './messages-frontline.js'
+
 const zh = {
   app: { title: 'EstateDesk 客服工作台', short: '客服工作台' },
   lang: { toggle: 'English' },
@@ -7,7 +10,13 @@ const zh = {
     required: '请输入工号（或手机号）和密码', hint: '登录后 8 小时内有效，期间自动续期',
   },
   layout: { estate: '小区', logout: '退出登录', loggedOut: '已退出登录', expired: '登录已失效，请重新登录', menu: '菜单' },
-  menu: { register: '前台受理', worklist: '部门工单', callbacks: '回访', mine: '我的首问', ticket: '工单详情' },
+  menu: { register: '前台受理', worklist: '部门工单', callbacks: '回访', mine: '我的首问', ticket: '工单详情', ownerDesk: '业主自助' },
+  ownerDesk: {
+    title: '业主自助', requests: '网上报事', messages: '已发送消息', units: '房屋绑定', noRequests: '暂无网上报事',
+    anonymous: '匿名', photos: '{n} 张照片', open: '受理（我为首问责任人）', sentAt: '发送时间', recipient: '接收人',
+    text: '内容', qr: '房屋二维码', issueCode: '发放验证码', code: '{unit} 的验证码：{code}', bound: '已绑定',
+    boundAt: '绑定时间', device: '设备', unbind: '解除', onFile: '登记住户',
+  },
   kind: {
     inquiry: '咨询', suggestion: '建议', complaint: '投诉', praise: '表扬', repair: '报修',
     special_service: '特约服务', situation_report: '情况反映', activity: '社区活动',
@@ -78,7 +87,14 @@ const en = {
     required: 'Enter your staff id (or phone) and password', hint: 'A sign-in lasts 8 hours and renews itself',
   },
   layout: { estate: 'Estate', logout: 'Sign out', loggedOut: 'Signed out', expired: 'Your sign-in expired; please sign in again', menu: 'Menu' },
-  menu: { register: 'Register', worklist: 'Department worklist', callbacks: 'Callbacks', mine: 'My first-contact requests', ticket: 'Ticket detail' },
+  menu: { register: 'Register', worklist: 'Department worklist', callbacks: 'Callbacks', mine: 'My first-contact requests', ticket: 'Ticket detail', ownerDesk: 'Owners online' },
+  ownerDesk: {
+    title: 'Owners online', requests: 'Online requests', messages: 'Sent messages', units: 'Unit binding',
+    noRequests: 'No online requests', anonymous: 'anonymous', photos: '{n} photos',
+    open: 'Open (I am the first contact)', sentAt: 'Sent', recipient: 'To', text: 'Text', qr: 'Unit QR code',
+    issueCode: 'Issue a code', code: 'Code for {unit}: {code}', bound: 'Bound', boundAt: 'Bound at', device: 'Device',
+    unbind: 'Remove', onFile: 'On file',
+  },
   kind: {
     inquiry: 'Inquiry', suggestion: 'Suggestion', complaint: 'Complaint', praise: 'Praise', repair: 'Repair',
     special_service: 'Special service', situation_report: 'Situation report', activity: 'Community activity',
@@ -141,8 +157,6 @@ const en = {
   common: { loading: 'Loading…', none: 'None', minutesLeft: '{n} min left', minutesLate: '{n} min late' },
 }
 
-import { desk } from './messages-desk.js'
-
 const merged = (base, more) => Object.fromEntries([...new Set([...Object.keys(base), ...Object.keys(more)])]
   .map((k) => [k, { ...base[k], ...more[k] }]))
-export const messages = { zh: merged(zh, desk.zh), en: merged(en, desk.en) }
+export const messages = withDeskMessages({ zh: merged(zh, frontline.zh), en: merged(en, frontline.en) })

@@ -1,5 +1,6 @@
 import { createRouter, createWebHistory } from 'vue-router'
 import { hasRole, session } from './session.js'
+import { ownerRoutes } from './owner/routes.js'
 
 // Who sees which screen (the API checks again on every write).
 export const SCREENS = [
@@ -16,7 +17,16 @@ export const SCREENS = [
       'general_manager', 'management_representative'] },
   { name: 'duty', path: 'duty', view: () => import('./views/Duty.vue'),
     roles: ['duty_staff', 'customer_service', 'customer_service_supervisor', 'estate_director'] },
+  { name: 'ownerDesk', path: 'owner-desk', view: () => import('./owner/Desk.vue'),
+    roles: ['customer_service', 'customer_service_supervisor', 'estate_director'] },
   { name: 'ticket', path: 'tickets/:id?', view: () => import('./views/Ticket.vue'), roles: null },
+  { name: 'archive', path: 'archive', view: () => import('./views/Archive.vue'),
+    roles: ['customer_service', 'customer_service_supervisor', 'estate_director', 'general_manager',
+      'quality_manager', 'management_representative', 'company_general_management'] },
+  { name: 'reports', path: 'reports', view: () => import('./views/Reports.vue'),
+    roles: ['department_head', 'estate_director', 'quality_manager', 'general_manager',
+      'management_representative', 'company_general_management'] },
+  { name: 'settings', path: 'settings', view: () => import('./views/Settings.vue'), roles: ['estate_director'] },
 ]
 
 export const allowed = (screen) => !screen.roles || hasRole(...screen.roles)
@@ -25,6 +35,8 @@ export const router = createRouter({
   history: createWebHistory(),
   routes: [
     { path: '/login', name: 'login', component: () => import('./views/Login.vue'), meta: { public: true } },
+    // The quality dashboard: a page of its own (no menu bar), signed in like every screen.
+    { path: '/dashboard', name: 'dashboard', component: () => import('./views/Dashboard.vue') },
     {
       path: '/',
       component: () => import('./views/Layout.vue'),
@@ -33,6 +45,7 @@ export const router = createRouter({
         ...SCREENS.map((s) => ({ path: s.path, name: s.name, component: s.view, meta: { roles: s.roles } })),
       ],
     },
+    ...ownerRoutes,
     { path: '/:rest(.*)*', redirect: '/' },
   ],
 })

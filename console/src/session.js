@@ -11,22 +11,12 @@ export const session = reactive({
   estate: localStorage.getItem(ESTATE_KEY),
   directory: null, // the estate as intake's directory gives it (departments, heads, buildings)
   timezone: 'Asia/Shanghai',
-  allEstates: [], // head-office staff (estates "*"): every estate, from GET /v1/estates
 })
 
 const code = (x) => (typeof x === 'string' ? x : x?.code ?? x?.estate)
 
 export function estates() {
-  const mine = (session.staff?.estates || []).map(code)
-  return (mine.includes('*') ? session.allEstates.map(code) : mine).filter((c) => c && c !== '*')
-}
-
-/** Head-office staff act for every estate: the console lists them from the API. */
-export const headOffice = () => (session.staff?.estates || []).map(code).includes('*')
-
-export function knowEstates(list) {
-  session.allEstates = list
-  if (!estates().includes(session.estate)) chooseEstate(estates()[0] || null)
+  return (session.staff?.estates || []).map(code).filter((c) => c && c !== '*')
 }
 
 export function roles() {
@@ -52,14 +42,19 @@ function load() {
       Object.assign(session, { token: saved.token, expiresAt: saved.expiresAt, staff: saved.staff })
     }
   } catch { /* a damaged entry is dropped */ }
-  if (session.token && !headOffice() && !estates().includes(session.estate)) session.estate = estates()[0] || null
+  if (session.token && !estates().includes(session.estate) && !companyWide()) session.estate = estates()[0] || null
+}
+
+/** Head-office staff act for every estate ('*'): they pick one from the company's list. */
+export function companyWide() {
+  return (session.staff?.estates || []).map(code).includes('*')
 }
 
 export function signedIn(data) {
   session.token = data.token
   session.expiresAt = data.expires_at
   session.staff = data.staff
-  if (!headOffice() && !estates().includes(session.estate)) session.estate = estates()[0] || null
+  if (!estates().includes(session.estate) && !companyWide()) session.estate = estates()[0] || null
   localStorage.setItem(KEY, JSON.stringify({ token: session.token, expiresAt: session.expiresAt, staff: session.staff }))
   if (session.estate) localStorage.setItem(ESTATE_KEY, session.estate)
   scheduleRenewal()
@@ -68,7 +63,7 @@ export function signedIn(data) {
 export function chooseEstate(estate) {
   session.estate = estate
   session.directory = null
-  if (estate) localStorage.setItem(ESTATE_KEY, estate)
+  localStorage.setItem(ESTATE_KEY, estate)
 }
 
 export function signedOut() {

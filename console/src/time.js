@@ -57,3 +57,9 @@ export const serverNow = () => Date.now() + serverOffset.value
 export function minutesUntil(iso) {
   return Math.round((Date.parse(iso) - serverNow()) / 60000)
 }
+
+/** An ISO instant on the wall clock of `tz`, "YYYY-MM-DDTHH:mm:ss" (for answers that mix
+ * estates of different zones: each row shown in its own estate's zone). */
+export function inZone(iso, tz) {
+  return wallParts(Date.parse(iso), tz)
+}

@@ -24,15 +24,13 @@ import datetime as dt
 import json
 import logging
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import nats
 import sqlalchemy as sa
 from fastapi import Depends, Query, Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import FileResponse, HTMLResponse, Response
-from fastapi.staticfiles import StaticFiles
+from fastapi.responses import HTMLResponse, Response
 from prometheus_client import Gauge
 from pydantic import Field
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -57,14 +55,16 @@ CHANGED_SUBJECT = "estatedesk.analytics.changed"  # core NATS, outside the ticke
 REFRESH_SECONDS = 15.0
 STREAM_RECHECK_SECONDS = 2.0  # how soon a live stream notices its token is no longer good
 MIN_PUSH_INTERVAL = 0.25
-STATIC = Path(__file__).resolve().parent / "static"
 Lang = Literal["zh", "en"]
 
 
 # --- the consumer ----------------------------------------------------------------------------
 
 
-@service.consumer(description="Fold every ticket event into the read model; suggest corrective action for repeats.")
+# Exclusive: every event adds to the same running totals; replicas folding batches at once
+# would lock those rows in different orders and deadlock (seen in the cluster fault test).
+@service.consumer(description="Fold every ticket event into the read model; suggest corrective action for repeats.",
+                  exclusive=True)
 async def on_ticket_event(session: AsyncSession, event: CloudEvent) -> None:
     policy = service.directory.policy_for(event.estate)
     now = service.clock.now()
@@ -148,7 +148,7 @@ class DashboardHub:
         self.connected = asyncio.Event()
 
     async def run(self) -> None:
-        nc = await nats.connect(service.settings.nats_url, name=f"analytics-dashboard-{service.settings.replica}",
+        nc = await nats.connect(service.settings.nats_servers, name=f"analytics-dashboard-{service.settings.replica}",
                                **service.reconnect.connect_options())
         try:
             await nc.subscribe(CHANGED_SUBJECT, cb=self._on_notice)
@@ -174,7 +174,7 @@ class DashboardHub:
 hub = DashboardHub()
 
 
-@service.periodic("dashboard-feed", every_seconds=2.0)
+@service.periodic("dashboard-feed", every_seconds=2.0, each_replica=True)  # feeds this replica's viewers
 async def dashboard_feed() -> None:
     await hub.run()
 
@@ -434,7 +434,7 @@ SATISFACTION = Gauge("estatedesk_satisfaction",
 METRICS_EVERY_SECONDS = 5.0
 
 
-@service.periodic("business-metrics", every_seconds=METRICS_EVERY_SECONDS)
+@service.periodic("business-metrics", every_seconds=METRICS_EVERY_SECONDS, each_replica=True)
 async def refresh_business_metrics() -> None:
     """Gauges from the read model (every replica exports the same values)."""
     now = service.clock.now()
@@ -498,13 +498,6 @@ service.write_roles = {
 
 
 def create_app(manage_lifecycle: bool = True):
-    app = create_http_app(service, manage_lifecycle=manage_lifecycle)
-
-    @app.get("/dashboard", include_in_schema=False)
-    async def dashboard_page():
-        # The page holds no data: it asks for a token and reads everything from /v1.
-        return FileResponse(STATIC / "dashboard.html", media_type="text/html; charset=utf-8",
-                            headers={"Cache-Control": "no-cache"})
-
-    app.mount("/dashboard/static", StaticFiles(directory=STATIC), name="dashboard-static")
-    return app
+    # The dashboard page itself is a screen of the staff console (console/src/dashboard),
+    # signed in the same way; this service gives it /v1/dashboard/summary and /stream.
+    return create_http_app(service, manage_lifecycle=manage_lifecycle)

@@ -6,11 +6,13 @@ import json
 import os
 from pathlib import Path
 
+from shared.settings import database_url_for
+
 
 def _urls(args) -> None:
     """URLs from the flags, else the environment, else the running stack's endpoints.json."""
     args.nats_url = args.nats_url or os.environ.get("ESTATEDESK_NATS_URL")
-    args.database_url = args.database_url or os.environ.get("ESTATEDESK_DATABASE_URL")
+    args.database_url = args.database_url or database_url_for("analytics")
     if args.nats_url and args.database_url:
         return
     data_dir = Path(args.data_dir or os.environ.get("ESTATEDESK_DATA_DIR") or ".estatedesk").resolve()
@@ -19,7 +21,7 @@ def _urls(args) -> None:
         raise SystemExit(f"{path} not found: is `estatedesk up` running? Or pass --nats-url and --database-url.")
     endpoints = json.loads(path.read_text())
     args.nats_url = args.nats_url or endpoints["nats"]
-    args.database_url = args.database_url or endpoints["database"]
+    args.database_url = args.database_url or endpoints.get("databases", {}).get("analytics") or endpoints["database"]
 
 
 def cmd_rebuild(args) -> int:

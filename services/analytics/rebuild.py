@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from services.analytics import rules, store
 from shared.directory import Directory
 from shared.events import PAYLOADS, STREAM_NAME, STREAM_SUBJECTS, CloudEvent
-from shared.settings import asyncpg_url
+from shared.settings import asyncpg_url, nats_servers
 
 # The live consumer (shared.bus.EventConsumer of every event: "<service>-all").
 LIVE_DURABLE = "analytics-all"
@@ -231,7 +231,7 @@ async def rebuild(nats_url: str, database_url: str, schema: str = DEFAULT_SCHEMA
     engine = create_async_engine(asyncpg_url(database_url))
     directory = Directory()
     await directory.start(nats_url)
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(nats_servers(nats_url))
     try:
         async with engine.begin() as conn:
             await conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))

@@ -327,7 +327,7 @@ async def dashboard_summary(session, model: store.ReadModel, estates: Sequence[E
         department_codes = list(e.departments) + sorted(
             {d for (code, d) in open_by_department if code == e.code} - set(e.departments))
         result_estates.append({
-            "code": e.code, "name": e.name, "today_opened": today_opened,
+            "code": e.code, "name": e.name, "timezone": e.tz.key, "today_opened": today_opened,
             "open": open_count, "overdue": overdue_count, "month": _month_json(figures),
             "departments": [
                 {"code": d, "name": e.departments.get(d, d),

@@ -20,7 +20,9 @@ import datetime as dt
 import json
 import logging
 import os
+import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import nats
@@ -38,6 +40,7 @@ from shared.errors import RuleViolation
 from shared.limits import Contract
 from shared.events import STREAM_NAME, AccessRefused, Archived, CloudEvent, Destroyed, Lent, Returned, subject_for
 from shared.auth import STAFF_ROLES
+from shared.settings import nats_servers
 from shared.service import LocalTime, Service, create_http_app, known_estate, require_estate
 
 log = logging.getLogger("estatedesk.archive")
@@ -98,6 +101,7 @@ async def on_ticket_event(session: AsyncSession, event: CloudEvent) -> None:
     if event.event_name == "closed":
         # Sealed by `seal_closed_tickets` once every earlier event is collected: a
         # redelivered message can arrive after the `closed` that followed it.
+        seal_watch.work_seen = True
         await session.execute(
             pg_insert(store.pending_seals)
             .values(estate=event.estate, ticket_id=event.subject, closed_event_id=event.id, closed_at=event.time,
@@ -268,6 +272,28 @@ async def archive_ticket(session: AsyncSession, estate: str, ticket_id: str, clo
 
 SEAL_SECONDS = float(os.environ.get("ESTATEDESK_ARCHIVE_SEAL_SECONDS", "0.5"))
 SEAL_RETRY = dt.timedelta(seconds=30)  # a form that cannot be made yet (no intake) waits this long
+# With nothing pending the sealing job looks only this often (another replica may have
+# collected a `closed`); pending work is looked at every SEAL_SECONDS.
+SEAL_IDLE_LOOK_SECONDS = 10.0
+
+
+@dataclass
+class SealWatch:
+    """Whether the sealing job has anything to look at: a `closed` collected here, or
+    pending rows left by its last look; else it looks every `SEAL_IDLE_LOOK_SECONDS`
+    (silence when idle: no database query, no consumer-info request)."""
+
+    work_seen: bool = True  # at start: look
+    last_look: float = float("-inf")
+
+    def should_look(self, now: float) -> bool:
+        if not self.work_seen and now - self.last_look < SEAL_IDLE_LOOK_SECONDS:
+            return False
+        self.work_seen, self.last_look = False, now
+        return True
+
+
+seal_watch = SealWatch()
 
 
 async def _consumer_position() -> tuple[int, int] | None:
@@ -286,11 +312,17 @@ async def seal_closed_tickets() -> int:
     first gets a barrier (the consumer's delivered position, at or after its `closed`);
     once the ack floor passes the barrier nothing before `closed` is outstanding, even a
     message redelivered out of order. Rows are claimed FOR UPDATE SKIP LOCKED."""
+    if not seal_watch.should_look(time.monotonic()):
+        return 0
+    p = store.pending_seals
+    async with service.db.transaction() as session:
+        if not (await session.execute(sa.select(sa.exists().where(p.c.estate.is_not(None))))).scalar():
+            return 0
+    seal_watch.work_seen = True  # pending rows: look again next time
     position = await _consumer_position()
     if position is None:
         return 0
     delivered, floor = position
-    p = store.pending_seals
     now = service.clock.now()
     async with service.db.transaction() as session:
         await session.execute(sa.update(p).where(p.c.barrier.is_(None)).values(barrier=delivered))
@@ -387,7 +419,7 @@ def _directory_person(estate: str, staff_id: str) -> rules.Person:
 async def published_anchors(nats_url: str, estate: str, timeout: float = 5.0) -> dict[str, rules.Anchor]:
     """record_number → what the archive's `archived` event said about it, first one wins
     (read from the stream with an ephemeral consumer on the estate's subject)."""
-    nc = await nats.connect(nats_url, connect_timeout=timeout, max_reconnect_attempts=1)
+    nc = await nats.connect(nats_servers(nats_url), connect_timeout=timeout, max_reconnect_attempts=1)
     anchors: dict[str, rules.Anchor] = {}
     try:
         js = nc.jetstream(timeout=timeout)
@@ -650,7 +682,7 @@ async def scheduled_organisation() -> None:
             log.exception("scheduled %s of %s failed; retried next run", run.__name__, period, extra={"estate": estate})
 
 
-@service.periodic("gauges", 30)
+@service.periodic("gauges", 30, each_replica=True)
 async def update_gauges() -> None:
     """Keep the overdue-loan (001 第6篇 1.3.5: chase them) and pending-seal gauges current."""
     now = service.clock.now()

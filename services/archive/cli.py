@@ -18,10 +18,10 @@ from shared.db import json_default
 
 def _settings(args):
     from estatedesk.cli import _data_dir
-    from shared.settings import Settings
+    from shared.settings import Settings, database_url_for
 
     nats_url = args.nats_url or os.environ.get("ESTATEDESK_NATS_URL")
-    database_url = args.database_url or os.environ.get("ESTATEDESK_DATABASE_URL")
+    database_url = args.database_url or database_url_for("archive")
     clock = os.environ.get("ESTATEDESK_CLOCK")
     if not (nats_url and database_url):
         # The running installation: its servers and the clock its services share.
@@ -29,7 +29,8 @@ def _settings(args):
         if not path.exists():
             raise SystemExit(f"{path} not found: is `estatedesk up` running? Or pass --nats-url and --database-url.")
         endpoints = json.loads(path.read_text())
-        nats_url, database_url = nats_url or endpoints["nats"], database_url or endpoints["database"]
+        nats_url, database_url = nats_url or endpoints["nats"], \
+            database_url or endpoints.get("databases", {}).get("archive") or endpoints["database"]
         clock = clock or endpoints.get("clock")
     return Settings(nats_url=nats_url, database_url=database_url, data_dir=_data_dir(args), clock_spec=clock or "system")
 

@@ -294,7 +294,7 @@ async def on_accepted(session: AsyncSession, event: CloudEvent) -> None:
     # Facts from a `completed` that arrived first are kept; accepted fills in the rest.
     await set_ticket(
         session, accepted.ticket_id,
-        form_number=accepted.form_number, channel=value(accepted.channel), owner_id=accepted.owner_id,
+        form_number=accepted.form_number, channel=value(accepted.channel), owner_id=accepted.owner_id, unit=accepted.unit,
         appointment_at=accepted.appointment_at, raised_at=accepted.received_at, accepted_seen=True,
         kind=sa.func.coalesce(T.c.kind, value(accepted.kind)),
         category=sa.func.coalesce(T.c.category, accepted.category),
@@ -769,6 +769,14 @@ async def record_callback(estate: str, callback_id: str, body: RecordIn, who: Pr
     to the handling departments (`reopened`, round + 1). Submitting the same answers again
     returns the first record (200, "duplicate": true) and changes nothing; different
     answers for a recorded callback are refused with 409."""
+    return await record_answers(estate, callback_id, body, who.staff_id)
+
+
+async def record_answers(estate: str, callback_id: str, body: RecordIn, actor: str, *,
+                         answered_by_owner: bool = False, check=None) -> dict:
+    """Record a callback's answers, by the desk or (`answered_by_owner`) by the owner on
+    the owners' page (services/callback/online.py): one path, so both count the same.
+    `check(ticket, callback)` may refuse before anything is written."""
     known_estate(service, estate)
     policy, _ = policy_and_calendar(estate)
     async with service.db.transaction() as session:
@@ -776,6 +784,8 @@ async def record_callback(estate: str, callback_id: str, body: RecordIn, who: Pr
         ticket_id = (await find_callback(session, estate, callback_id)).ticket_id
         ticket = (await session.execute(sa.select(T).where(T.c.ticket_id == ticket_id).with_for_update())).one()
         row = await find_callback(session, estate, callback_id, lock=True)
+        if check is not None:
+            check(ticket, row)
         method = ReplyMethod(body.method or row.method)
         rules.check_call_method(method)
         answers = rules.CallbackAnswers(
@@ -796,11 +806,12 @@ async def record_callback(estate: str, callback_id: str, body: RecordIn, who: Pr
         outcome = rules.record_outcome(
             CallbackPurpose(row.purpose), ReplyMethod(row.method), answers, row.round,
             current_round=ticket.current_round, ticket_closed=ticket.status == "closed", policy=policy,
+            answered_by_owner=answered_by_owner,
         )
         on_time = now <= row.due_at
         await session.execute(
             sa.update(C).where(C.c.callback_id == callback_id).values(
-                status="done", done_at=now, done_by=who.staff_id, record_method=method.value,
+                status="done", done_at=now, done_by=actor, record_method=method.value,
                 handled_in_time=answers.handled_in_time, result_satisfied=answers.result_satisfied,
                 attitude_satisfied=answers.attitude_satisfied, suggestions=answers.suggestions,
                 owner_confirmed=answers.owner_confirmed, on_time=on_time,
@@ -815,15 +826,19 @@ async def record_callback(estate: str, callback_id: str, body: RecordIn, who: Pr
             CallbackDone(ticket_id=row.ticket_id, callback_id=callback_id, round=row.round, method=method,
                          handled_in_time=answers.handled_in_time, result_satisfied=answers.result_satisfied,
                          attitude_satisfied=answers.attitude_satisfied, suggestions=answers.suggestions,
-                         owner_confirmed=answers.owner_confirmed, done_by=who.staff_id, on_time=on_time),
-            estate=estate, actor=who.staff_id, time=now,
+                         owner_confirmed=answers.owner_confirmed, done_by=actor, on_time=on_time),
+            estate=estate, actor=actor, time=now,
         )
+        if outcome and answered_by_owner:
+            # The owner's own answers judged the round: the recurrence rule has nothing left to judge.
+            await session.execute(sa.update(W).where(W.c.ticket_id == row.ticket_id, W.c.round == row.round,
+                                                     W.c.verdict.is_(None)).values(verdict="answered", decided_at=now))
         if outcome and outcome.event == "closed":
-            await close_ticket(session, ticket, outcome.round, outcome.reason, True, who.staff_id)
+            await close_ticket(session, ticket, outcome.round, outcome.reason, True, actor)
         elif outcome and outcome.event == "reopened":
             handled_by = (await session.execute(
                 sa.select(R.c.departments).where(R.c.ticket_id == row.ticket_id, R.c.round == row.round))).scalar()
-            await reopen_ticket(session, ticket, outcome, list(handled_by or row.departments), who.staff_id)
+            await reopen_ticket(session, ticket, outcome, list(handled_by or row.departments), actor)
         if row.counts_in_rate:
             departments, kind = list(row.departments), row.kind
             after_commit(session, lambda: count(CALLBACKS_DONE, estate, kind, departments))
@@ -1080,6 +1095,9 @@ service.write_roles = {
     ("POST", "/estates/{estate}/callbacks/{callback_id}/record"): RECORDING_ROLES,
     ("POST", "/estates/{estate}/visits"): VISITING_ROLES,
 }
+
+
+from services.callback import online  # noqa: E402,F401  (owners answer their callback online, issue 15)
 
 
 def create_app(manage_lifecycle: bool = True):

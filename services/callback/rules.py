@@ -310,13 +310,18 @@ def plan_midway_callback(
 # --- what a completion leads to --------------------------------------------------------------
 
 
-def decides_outcome(purpose: CallbackPurpose, method: ReplyMethod) -> bool:
+def decides_outcome(purpose: CallbackPurpose, method: ReplyMethod, answered_by_owner: bool = False) -> bool:
     """Whether recording a callback of this purpose, made by this method, closes or
     reopens the ticket. The supervisor's repair check and the mid-way check inform but
-    do not judge; an online reply is one-way, so the recurrence rule judges instead."""
+    do not judge; an online reply is one-way, so the recurrence rule judges instead -
+    unless the owner answered the questions themselves on the owners' page (issue 15):
+    then the online reply is two-way and decides exactly as a desk callback does
+    (002 §4.4.2 c, d)."""
     if purpose is CallbackPurpose.thanks:
         return True
-    return purpose is CallbackPurpose.satisfaction and not satisfaction_by_recurrence(method)
+    if purpose is not CallbackPurpose.satisfaction:
+        return False
+    return answered_by_owner or not satisfaction_by_recurrence(method)
 
 
 def counts_in_rate(purpose: CallbackPurpose) -> bool:
@@ -527,14 +532,16 @@ def record_outcome(
     current_round: int,
     ticket_closed: bool,
     policy: Policy,
+    answered_by_owner: bool = False,
 ) -> Outcome | None:
     """What recording this callback does to the ticket; None when it only records.
 
     `method` is the method the callback was planned with (the owner's choice): an online
     reply stays one-way even if the staff member noted another method. A callback of a
     round the ticket has left (or of a closed ticket) records the answers and decides
-    nothing: that round was already judged."""
-    if not decides_outcome(purpose, method):
+    nothing: that round was already judged. `answered_by_owner`: the owner gave the
+    answers on the owners' page (see decides_outcome)."""
+    if not decides_outcome(purpose, method, answered_by_owner):
         return None
     if ticket_closed or callback_round != current_round:
         return None
@@ -811,3 +818,16 @@ def callback_rate(required: int, done: int) -> float | None:
 def satisfaction_rate(satisfied: int, answered: int) -> float | None:
     """Share (0..1) of answered callbacks whose owner was satisfied; None when none answered."""
     return _ratio(satisfied, answered, "satisfied", "answered")
+
+
+def check_owner_may_answer(purpose: CallbackPurpose, method: ReplyMethod, status: str) -> None:
+    """The owners' page answers a satisfaction callback the owner chose to get online
+    (issue 15; 002 §4.4.2 c): a phone or visit callback is the desk's to make."""
+    if purpose is not CallbackPurpose.satisfaction:
+        raise RuleViolation("only the satisfaction callback is answered on the owners' page", status=409,
+                            zh="此回访由工作人员完成")
+    if method is not ReplyMethod.online:
+        raise RuleViolation(f"this callback will be made by {method.value}, not online", status=409,
+                            zh="您选择了其他回访方式，工作人员会与您联系")
+    if status not in ("pending", "done"):  # done: the same answers again are a duplicate, not an error
+        raise RuleViolation(f"this callback is {status}, not waiting for answers", status=409, zh="该回访已取消")

@@ -32,6 +32,8 @@ tickets = sa.Table(
     sa.Column("reply_method", sa.String(16)),
     sa.Column("first_contact", sa.String(limits.ID_MAX)),
     sa.Column("owner_id", sa.String(limits.ID_MAX)),
+    # The unit the request is about (accepted.unit): an owner answers only their unit's callbacks.
+    sa.Column("unit", sa.String(limits.UNIT_CODE_MAX)),
     sa.Column("appointment_at", sa.DateTime(timezone=True)),
     # When the opinion was raised (accepted.received_at; until that is seen, the time of
     # the first event that mentioned the ticket).

@@ -37,7 +37,7 @@ from shared import limits
 from shared.events import ValidityJudged
 from shared.limits import Category, Contract, Day, Identifier, Instant, Money, RowId, UnitPart, text
 from shared.periods import canonical_category
-from shared.policy import Policy, PolicyOverrides, effective_policy, overrides_data
+from shared.policy import DEFAULT_POLICY, Policy, PolicyOverrides, effective_policy, overrides_data
 from shared.service import LocalTime, Service, create_http_app, known_estate, principal, require_estate
 
 log = logging.getLogger("estatedesk.intake")
@@ -306,8 +306,9 @@ class RegistrationDesk:
     The gapless form number needs the estate's counter row locked until commit, so
     registrations of an estate are serial by nature. Rather than let every request wait
     for the lock and its own commit, one worker per estate takes whatever has queued up
-    and registers it in one transaction: each request in its own savepoint (a refused one
-    gives its number back), one lock, one commit for the batch.
+    and registers it in one transaction: one lock, one commit for the batch, and no
+    savepoint unless a registration fails (then the batch goes again, each in its own
+    savepoint, and a refused one gives its number back).
     """
 
     def __init__(self) -> None:
@@ -326,15 +327,11 @@ class RegistrationDesk:
     async def _drain(self, key) -> None:
         while self._queues.get(key):
             batch, self._queues[key] = self._queues[key], []
-            outcomes = []
             try:
-                async with service.db.transaction() as session:
-                    for write, future in batch:
-                        try:
-                            async with session.begin_nested():
-                                outcomes.append((future, await write(session), None))
-                        except Exception as error:  # this request only; the batch goes on
-                            outcomes.append((future, None, error))
+                try:
+                    outcomes = await self._all_at_once(batch)
+                except _RegistrationFailed:
+                    outcomes = await self._one_by_one(batch)
             except Exception as error:  # the commit failed: nobody in the batch was registered
                 for _, future in batch:
                     if not future.done():
@@ -347,6 +344,38 @@ class RegistrationDesk:
                     future.set_exception(error)
                 else:
                     future.set_result(value)
+
+    @staticmethod
+    async def _all_at_once(batch) -> list:
+        """The common case: every registration of the batch in one transaction, no
+        savepoints; raises `_RegistrationFailed` (rolled back, numbers untaken) when one
+        of them fails, so the batch goes again one by one."""
+        outcomes = []
+        async with service.db.transaction() as session:
+            for write, future in batch:
+                try:
+                    outcomes.append((future, await write(session), None))
+                except Exception as error:
+                    raise _RegistrationFailed() from error
+        return outcomes
+
+    @staticmethod
+    async def _one_by_one(batch) -> list:
+        """Each registration in its own savepoint: a refused one gives its number back,
+        the batch goes on."""
+        outcomes = []
+        async with service.db.transaction() as session:
+            for write, future in batch:
+                try:
+                    async with session.begin_nested():
+                        outcomes.append((future, await write(session), None))
+                except Exception as error:  # this request only; the batch goes on
+                    outcomes.append((future, None, error))
+        return outcomes
+
+
+class _RegistrationFailed(Exception):
+    """One registration of a batch failed in the all-at-once pass."""
 
 
 registration_desk = RegistrationDesk()
@@ -937,6 +966,7 @@ class PolicyOut(BaseModel):
     overrides: dict = Field(description="This estate's overrides of the company policy")
     company_overrides: dict
     effective: dict = Field(description="Defaults ← company ← estate: what the services apply")
+    defaults: dict = Field(description="The RULES.md defaults (shared/policy.py), shown beside each value")
 
 
 class CalendarIn(Contract):
@@ -979,7 +1009,8 @@ async def _publish(company: Company | None, estates: list[Estate]) -> None:
 def _policy_out(code: str) -> PolicyOut:
     estate = service.directory.estate(code)
     return PolicyOut(estate=code, overrides=estate.policy, company_overrides=service.directory.company.policy,
-                     effective=service.directory.policy_for(code).model_dump(mode="json"))
+                     effective=service.directory.policy_for(code).model_dump(mode="json"),
+                     defaults=DEFAULT_POLICY.model_dump(mode="json"))
 
 
 @service.http.get("/estates/{estate}/policy", response_model=PolicyOut, tags=["directory"])
@@ -1013,6 +1044,12 @@ async def put_company_policy(body: PolicyOverrides = Body(..., description="The 
     company = service.directory.company.model_copy(update={"policy": overrides})
     await _publish(company, [])
     return {"policy": company.policy, "effective": effective_policy(company.policy).model_dump(mode="json")}
+
+
+@service.http.get("/company/calendar", response_model=CalendarIn, tags=["directory"])
+async def get_company_calendar(who: Principal = Depends(principal)) -> CalendarIn:
+    """The company's own calendar as last saved (extra days off, workdays, loaded years)."""
+    return CalendarIn.model_validate(CalendarOverrides.from_data(service.directory.company.calendar).to_data())
 
 
 @service.http.put("/company/calendar", response_model=CalendarIn, tags=["directory"])
@@ -1357,7 +1394,8 @@ service.public_routes = {("POST", "/auth/login")}
 service.audited_routes = ("/estates/{estate}/owners", "/estates/{estate}/units")
 
 from services.intake import accounts  # noqa: E402,F401  (registers the sign-in routes)
-from services.intake import console  # noqa: E402,F401  (the console's estate list)
+from services.intake import console  # noqa: E402,F401  (the console's server clock)
+from services.intake import owners  # noqa: E402,F401  (owners' self-service, issue 15)
 
 
 def create_app(manage_lifecycle: bool = True):

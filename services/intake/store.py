@@ -235,3 +235,4 @@ shift_handover_items = sa.Table(
     sa.Index("ix_shift_items_unclaimed", "claim_due",
              postgresql_where=sa.text("claimed_at IS NULL AND escalated_at IS NULL")),
 )
+from services.intake import owner_store  # noqa: E402,F401  (owners self-service tables, issue 15)

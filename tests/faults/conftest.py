@@ -110,7 +110,7 @@ class RequestStream:
     is down, no answer while intake restarts) is counted in `refused` by status (0: no
     answer) - nothing of those was accepted, so nothing of them may appear downstream."""
 
-    def __init__(self, stack: Stack, estate: str, every: float = 0.25, timeout: float = 5):
+    def __init__(self, stack: Stack, estate: str, every: float = 0.5, timeout: float = 5):
         self.stack, self.estate, self.every, self.timeout = stack, estate, every, timeout
         self.accepted: list[str] = []
         self.refused: dict[int, int] = {}

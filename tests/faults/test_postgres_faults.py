@@ -46,8 +46,10 @@ async def test_killed_postgres_is_restarted_by_the_supervisor(fault_stack, fault
         healthy_after = await wait_all(stack, 200, timeout=RECOVERY_LIMIT_SECONDS)
         assert healthy_after is not None, await health_of_all(stack)
         after = await post_requests(stack, fault_estate, 3)
+    # A commit whose acknowledgement died with the server is stored though answered 503
+    # (nobody can tell): such a request may appear accepted, never lost or doubled.
     await assert_all_flowed(stack, fault_estate, before + after + stream.accepted,
-                            unanswered=stream.refused.get(0, 0))
+                            unanswered=stream.refused.get(0, 0) + stream.refused.get(503, 0))
     assert set(stream.refused) <= {0, 503}, stream.refused  # refused while it was down, never lost
     assert await dead_letters(stack) == 0
     record("postgresql kill -9", requests_accepted=len(stream.accepted), requests_refused=sum(stream.refused.values()),
@@ -64,7 +66,7 @@ async def test_postgres_stopped_for_a_minute(fault_stack, fault_estate):
     and the work made before flows on."""
     stack, watch = fault_stack
     pgdata = stack.embedded_postgres.data_dir / "pgdata"
-    async with RequestStream(stack, fault_estate, every=0.5) as stream:
+    async with RequestStream(stack, fault_estate) as stream:
         before = await post_requests(stack, fault_estate, 3)
         with watch.paused():  # this test plays the outage; the supervisor would end it
             os.kill(PostmasterInfo.read_from_pgdata(pgdata).pid, signal.SIGINT)

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from estatedesk.embedded import free_port
-from estatedesk.gateway import CONSOLE_DIST, NGINX_PORTS, nginx_config
+from estatedesk.gateway import CONSOLE_DIST, NGINX_GATEWAY_PORT, NGINX_PORTS, nginx_config
 from shared.directory import publish_directory
 from tests.conftest import auth, demo_estate, token_for, wait_for_directory
 
@@ -42,7 +42,7 @@ def nginx(stack, tmp_path):
         (console / "index.html").write_text("<!doctype html><title>EstateDesk</title><div id=app></div>")
     site = DEPLOYED.read_text().replace("listen 8080;", f"listen 127.0.0.1:{port};")
     site = site.replace("root /srv/estatedesk/console;", f"root {console};")
-    for name, default in NGINX_PORTS.items():
+    for name, default in {**NGINX_PORTS, "gateway": NGINX_GATEWAY_PORT}.items():
         site = site.replace(f"server {name}:{default};", f"server {stack.service(name).url.removeprefix('http://')};")
     (tmp_path / "estatedesk.conf").write_text(site)
     temp = {name: tmp_path / name for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
@@ -126,3 +126,14 @@ async def test_one_request_through_nginx(stack, nginx):
 
             # Unbuffered: the first summary arrives at once, not when a buffer fills.
             assert re.match(r"event: ?summary", await asyncio.wait_for(first_event(), 10))
+
+        # The live lists' stream goes to the gateway, unbuffered too.
+        async with client.stream("GET", f"/v1/live?estate={code}", headers=auth(token)) as stream:
+            assert stream.status_code == 200
+
+            async def ready():
+                async for line in stream.aiter_lines():
+                    if line.startswith("event:"):
+                        return line
+
+            assert re.match(r"event: ?ready", await asyncio.wait_for(ready(), 10))

@@ -23,13 +23,24 @@ def test_jitter_adds_at_most_its_fraction():
     assert policy.wait_before(0, rand=lambda: 1.0) == pytest.approx(1.1)
 
 
-def test_handler_tells_nats_py_how_long_to_wait():
-    class Server:
-        reconnects = 3
+class Server:
+    def __init__(self, reconnects: int):
+        self.reconnects = reconnects
 
+
+def test_handler_tells_nats_py_how_long_to_wait():
     policy = ReconnectPolicy(first_wait_seconds=0.5, max_wait_seconds=10, jitter=0.0)
     handler = policy.connect_options()["reconnect_to_server_handler"]
-    assert handler([Server()], {}) == (None, 4.0)
+    server = Server(3)
+    assert handler([server], {}) == (server, 4.0)
+
+
+def test_handler_moves_on_from_a_dead_cluster_node():
+    """nats-py, handed None, would knock on the first server of its pool for ever; the
+    handler picks the node that failed least, so a client of a cluster fails over."""
+    policy = ReconnectPolicy(first_wait_seconds=0.5, max_wait_seconds=10, jitter=0.0)
+    dead, alive, other = Server(4), Server(0), Server(1)
+    assert policy.next_server([dead, alive, other], {}) == (alive, 0.5)
 
 
 def test_read_from_the_environment():

@@ -245,3 +245,48 @@ def test_asyncpg_url():
     assert asyncpg_url("postgres://u:p@h:5/d") == "postgresql+asyncpg://u:p@h:5/d"
     with pytest.raises(ValueError):
         asyncpg_url("mysql://x")
+
+
+class TestDatabaseUnavailable:
+    """A request that meets a database away gets 503 (try again), never a bare 500:
+    `shared.service.database_unavailable` tells "not there" from "refused the statement"."""
+
+    @staticmethod
+    def wrapped(orig: Exception, invalidated: bool = False):
+        import sqlalchemy as sa
+
+        return sa.exc.DBAPIError("SELECT 1", {}, orig, connection_invalidated=invalidated)
+
+    @staticmethod
+    def with_sqlstate(code: str) -> Exception:
+        error = Exception("server says")
+        error.sqlstate = code
+        return error
+
+    def test_what_means_the_database_is_not_there(self):
+        from shared.service import database_unavailable
+
+        assert database_unavailable(ConnectionRefusedError(111, "Connection refused"))
+        assert database_unavailable(self.wrapped(self.with_sqlstate("57P03")))  # starting up
+        assert database_unavailable(self.wrapped(self.with_sqlstate("57P01")))  # admin shutdown
+        assert database_unavailable(self.wrapped(self.with_sqlstate("08006")))  # connection failure
+        assert database_unavailable(self.wrapped(Exception("gone"), invalidated=True))
+        cause = Exception("adapter")
+        cause.__cause__ = ConnectionResetError()
+        assert database_unavailable(self.wrapped(cause))
+        import asyncpg
+
+        broken = Exception("adapter")
+        broken.__cause__ = asyncpg.exceptions.InternalClientError("cannot switch to state 12")
+        assert database_unavailable(self.wrapped(broken))
+        import sqlalchemy as sa
+
+        assert database_unavailable(sa.exc.PendingRollbackError("Can't reconnect until invalid transaction is rolled back"))
+
+    def test_what_is_a_refused_statement_not_an_outage(self):
+        from shared.service import database_unavailable
+
+        assert not database_unavailable(self.wrapped(self.with_sqlstate("23505")))  # unique violation
+        assert not database_unavailable(self.wrapped(self.with_sqlstate("22001")))  # too long
+        assert not database_unavailable(self.wrapped(Exception("no sqlstate")))
+        assert not database_unavailable(ValueError("not a database error"))

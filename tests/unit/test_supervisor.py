@@ -68,3 +68,30 @@ def test_a_service_that_ignores_sigterm_is_killed_and_named(capsys, tmp_path):
     service.stop(timeout=0.5)
     assert service.process.returncode == -9 and time.monotonic() - started < 5
     assert "stubborn ignored SIGTERM for 0.5 s; killed" in capsys.readouterr().out
+
+
+def test_a_replica_that_keeps_dying_waits_without_holding_up_the_others(tmp_path, monkeypatch):
+    """Back-off is a due time, not a sleep: the check returns at once, the quick death is
+    started again only when due, and a sibling that died is restarted meanwhile."""
+    import subprocess
+    import sys
+    import time
+
+    from estatedesk.supervisor import ServiceProcess
+
+    started = []
+    monkeypatch.setattr(ServiceProcess, "start", lambda self: started.append(self.label) or setattr(
+        self, "started_at", time.time()))
+    dead = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    dead.wait()
+    flaky = ServiceProcess("dispatch", 0, {}, tmp_path / "a.log", process=dead, restarts=3, started_at=time.time())
+    sibling = ServiceProcess("callback", 0, {}, tmp_path / "b.log", replica=1, process=dead, started_at=time.time() - 60)
+    supervisor = Supervisor(services=[flaky, sibling])
+    supervisor.check_once()
+    assert started == ["callback#1"]  # restarted at once; dispatch waits its turn
+    assert flaky.restarts == 4 and flaky.restart_at > time.time() + 3
+    supervisor.check_once()
+    assert started == ["callback#1"] and flaky.restarts == 4  # counted once, not yet due
+    flaky.restart_at = time.time()
+    supervisor.check_once()
+    assert started == ["callback#1", "dispatch"]

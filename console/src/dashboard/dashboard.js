@@ -1,10 +1,25 @@
-// EstateDesk live dashboard for the head-office quality manager.
-// Plain JS, no libraries: the figures come from /v1/dashboard/summary and then from the
-// server-sent event stream /v1/dashboard/stream, which pushes a fresh summary within a
-// second of every change. Charts are drawn as inline SVG.
-"use strict";
+// EstateDesk live dashboard for the head-office quality manager, a screen of the staff
+// console (/dashboard): signed in the same way (the console's session, no token in the
+// address). The figures come from /v1/dashboard/summary and then from the server-sent
+// event stream /v1/dashboard/stream (read with fetch, so the token travels in the
+// Authorization header), which pushes a fresh summary within a second of every change.
+// Charts are Apache ECharts (tooltips, legends, zoom, save as image). Every time is
+// shown in the estate's zone (the summary names it), never the browser's.
+import * as echarts from 'echarts/core'
+import { BarChart, GaugeChart } from 'echarts/charts'
+import { DataZoomComponent, GridComponent, LegendComponent, ToolboxComponent, TooltipComponent } from 'echarts/components'
+import { CanvasRenderer } from 'echarts/renderers'
+import { openStream } from '../sse.js'
+import { inZone } from '../time.js'
 
-(() => {
+echarts.use([BarChart, GaugeChart, GridComponent, TooltipComponent, LegendComponent, DataZoomComponent,
+  ToolboxComponent, CanvasRenderer])
+
+const COLORS = { open: '#2f6db5', overdue: '#c8382c', closed: '#2e8b57' }
+
+/** Starts the dashboard in the page's elements; `env` gives { token, lang, setLang(lang),
+ * signedOut(reason) }. Returns a function that stops it (stream, timers, charts). */
+export function startDashboard(env) {
   const I18N = {
     zh: {
       title: "品质监控看板", need_token: "请输入访问令牌(estatedesk token)。", open: "未结",
@@ -19,7 +34,7 @@
       state: "状态", alerts: "超时与升级(实时)", opened: "受理", no_data: "暂无数据",
       no_tickets: "没有符合条件的工单", state_open: "处理中", state_overdue: "超时", state_closed: "已关闭",
       sla_breached: "超时", escalated: "升级", corrective_action_suggested: "重复问题",
-      lang_toggle: "English", unassigned: "未派单", clock: "时限",
+      lang_toggle: "English", unassigned: "未派单", clock: "时限", save_image: "保存为图片", back: "返回控制台",
     },
     en: {
       title: "Quality dashboard", need_token: "Enter an access token (estatedesk token).", open: "Open",
@@ -36,7 +51,7 @@
       alerts: "Breaches and escalations (live)", opened: "Received", no_data: "No data yet",
       no_tickets: "No tickets match", state_open: "In hand", state_overdue: "Overdue", state_closed: "Closed",
       sla_breached: "Breach", escalated: "Escalation", corrective_action_suggested: "Repeat problem",
-      lang_toggle: "中文", unassigned: "Not routed", clock: "Clock",
+      lang_toggle: "中文", unassigned: "Not routed", clock: "Clock", save_image: "Save as image", back: "Back to the console",
     },
   };
 
@@ -64,9 +79,8 @@
   };
 
   const state = {
-    lang: localStorage.getItem("estatedesk.lang") || "zh",
-    token: null, summary: null, previous: null, source: null,
-    view: { estate: null, department: null }, ticketsTimer: null, seenAlerts: new Set(),
+    lang: env.lang, token: env.token, summary: null, previous: null, stream: null,
+    view: { estate: null, department: null }, ticketsTimer: null, seenAlerts: new Set(), charts: new Map(),
   };
 
   const $ = (id) => document.getElementById(id);
@@ -81,11 +95,10 @@
 
   function pct(value) { return value === null || value === undefined ? "—" : (value * 100).toFixed(1) + "%"; }
 
-  function fmtTime(iso) {
+  // "MM-DD HH:mm:ss" on the wall clock of `zone` (the estate's; else as the API gave it).
+  function fmtTime(iso, zone) {
     if (!iso) return "";
-    const d = new Date(iso);
-    const pad = (n) => String(n).padStart(2, "0");
-    return `${d.getMonth() + 1}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+    return (zone ? inZone(iso, zone) : String(iso).slice(0, 19)).slice(5, 19).replace("T", " ");
   }
 
   function node(tag, attrs, ...children) {
@@ -100,40 +113,14 @@
     return e;
   }
 
-  const SVG = "http://www.w3.org/2000/svg";
-  // Charts are drawn one SVG unit to one pixel, as wide as their card, so labels keep
-  // their size however many rows there are.
-  function canvas(target, height, minWidth = 320) {
-    const width = Math.max(minWidth, Math.floor(target.clientWidth || 640));
-    return [svg("svg", { viewBox: `0 0 ${width} ${height}`, width, height, role: "img" }), width];
-  }
-
-  function svg(tag, attrs, text) {
-    const e = document.createElementNS(SVG, tag);
-    for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
-    if (text !== undefined) e.textContent = text;
-    return e;
-  }
-
-  // --- token and API ---------------------------------------------------------------------------
-
-  function readToken() {
-    const url = new URL(location.href);
-    const fromUrl = url.searchParams.get("token");
-    const lang = url.searchParams.get("lang");
-    if (lang === "zh" || lang === "en") { state.lang = lang; localStorage.setItem("estatedesk.lang", lang); }
-    if (fromUrl) {
-      sessionStorage.setItem("estatedesk.token", fromUrl);
-      url.searchParams.delete("token");
-      history.replaceState(null, "", url.pathname + url.search + url.hash);  // keep it out of history
-    }
-    return sessionStorage.getItem("estatedesk.token");
-  }
+  // --- API and stream ----------------------------------------------------------------------------
 
   async function api(path) {
     const response = await fetch(path, { headers: { Authorization: "Bearer " + state.token } });
     if (response.status === 401) {
-      showLogin(t("token_rejected"));
+      const body = await response.json().catch(() => ({}));
+      stop();
+      env.signedOut(state.lang === "zh" ? body.error_zh || body.error : body.error);
       throw new Error("unauthorised");
     }
     if (!response.ok) {
@@ -143,14 +130,6 @@
     return response;
   }
 
-  function showLogin(message) {
-    if (state.source) { state.source.close(); state.source = null; }
-    sessionStorage.removeItem("estatedesk.token");
-    $("app").hidden = true;
-    $("login").hidden = false;
-    $("login-error").textContent = message || "";
-  }
-
   function setStatus(live) {
     const el = $("status");
     el.className = "status " + (live ? "live" : "offline");
@@ -158,21 +137,16 @@
   }
 
   function connect() {
-    if (state.source) state.source.close();
-    const source = new EventSource("/v1/dashboard/stream?token=" + encodeURIComponent(state.token));
-    source.addEventListener("open", () => setStatus(true));
-    source.addEventListener("error", () => setStatus(false));
-    source.addEventListener("summary", (ev) => { setStatus(true); render(JSON.parse(ev.data)); });
-    source.addEventListener("alert", () => { /* the next summary carries it; nothing to do */ });
-    // The server ends the stream when the token expires, is signed out or its staff member
-    // leaves the directory: stop reconnecting and ask for a sign-in again.
-    source.addEventListener("end", (ev) => {
-      source.close();
-      setStatus(false);
-      sessionStorage.removeItem("estatedesk.token");
-      showLogin(JSON.parse(ev.data).reason);
+    if (state.stream) state.stream.close();
+    state.stream = openStream("/v1/dashboard/stream", state.token, {
+      open: () => setStatus(true),
+      error: () => setStatus(false),
+      summary: (data) => { setStatus(true); render(JSON.parse(data)); },
+      // The server ends the stream when the token expires, is signed out or its staff
+      // member leaves the directory: stop and ask for a sign-in again.
+      end: (data) => { setStatus(false); stop(); env.signedOut(JSON.parse(data).reason); },
+      refused: (status, body) => { stop(); env.signedOut(body.error_zh && state.lang === "zh" ? body.error_zh : body.error); },
     });
-    state.source = source;
   }
 
   // --- rendering --------------------------------------------------------------------------------
@@ -198,9 +172,9 @@
     if (summary) { state.previous = state.summary; state.summary = summary; }
     const s = state.summary;
     if (!s) return;
-    $("updated").textContent = `${t("updated")} ${fmtTime(s.generated_at)}`;
-    renderCrumbs();
     const estate = currentEstate();
+    $("updated").textContent = `${t("updated")} ${fmtTime(s.generated_at, estate && estate.timezone)}`;
+    renderCrumbs();
     $("company-view").hidden = Boolean(state.view.estate);
     $("estate-view").hidden = !state.view.estate;
     if (estate) {
@@ -265,10 +239,9 @@
         node("td", { class: "num", dataset: { field: "satisfaction" } }, pct(e.month.satisfaction_rate)));
     }));
     const top = estates.filter((e) => e.open || e.overdue).slice(0, 15);
-    barChart($("chart-estates"), top.map((e) => ({ label: e.name, values: [e.open, e.overdue] })),
-      [["bar-open", t("open")], ["bar-overdue", t("overdue")]]);
-    columnChart($("chart-daily"), s.daily_intake);
-    rings($("chart-rates"), s.totals.month);
+    barChart("chart-estates", estates.map((e) => ({ label: e.name, values: [e.open, e.overdue] })));
+    columnChart("chart-daily", s.daily_intake);
+    gauges("chart-rates", s.totals.month);
   }
 
   function renderEstate(estate) {
@@ -283,8 +256,7 @@
         node("td", { class: "num" + flash("open"), dataset: { field: "open" } }, d.open),
         node("td", { class: "num" + flash("overdue") + (d.overdue ? " bad" : ""), dataset: { field: "overdue" } }, d.overdue));
     }));
-    barChart($("chart-departments"), estate.departments.map((d) => ({ label: departmentName(estate, d.code), values: [d.open, d.overdue] })),
-      [["bar-open", t("open")], ["bar-overdue", t("overdue")]]);
+    barChart("chart-departments", estate.departments.map((d) => ({ label: departmentName(estate, d.code), values: [d.open, d.overdue] })));
   }
 
   function scheduleTickets() {
@@ -318,7 +290,7 @@
         node("td", {}, ticket.category || ""),
         node("td", {}, ticket.building || ""),
         node("td", {}, ticket.departments.map((d) => departmentName(estate, d)).join("、") || t("unassigned")),
-        node("td", {}, fmtTime(ticket.accepted_at)),
+        node("td", {}, fmtTime(ticket.accepted_at, estate && estate.timezone)),
         node("td", { class: "num" }, ticket.round),
         node("td", { class: ticket.overdue && ticket.state !== "closed" ? "bad" : "" }, t(stateKey)));
     }));
@@ -353,7 +325,7 @@
       const detail = [a.clock ? codeName(a.clock) : null, a.rung ? codeName(a.rung) : null,
         a.department ? departmentName(estate, a.department) : null].filter(Boolean).join(" · ");
       return node("li", { class: isNew ? "new" : "", dataset: { event: a.event } },
-        node("span", { class: "when" }, fmtTime(a.at)),
+        node("span", { class: "when" }, fmtTime(a.at, estate && estate.timezone)),
         node("span", { class: "what" }, t(a.event)),
         node("span", {}, estate ? estate.name : a.estate),
         node("a", { href: `#/estate/${encodeURIComponent(a.estate)}` }, a.form_number || a.ticket_id.slice(0, 8)),
@@ -361,75 +333,85 @@
     }));
   }
 
-  // --- charts (inline SVG) -------------------------------------------------------------------------
+  // --- charts (Apache ECharts) ---------------------------------------------------------------------
 
-  function legend(entries) {
-    return node("div", { class: "legend" }, ...entries.map(([cls, label]) =>
-      node("span", {}, node("i", { class: cls, style: `background: var(--${cls === "bar-open" ? "blue" : cls === "bar-overdue" ? "red" : "green"})` }), label)));
+  // One chart per element, made again when the language changes (ECharts' own texts).
+  function chart(id) {
+    const el = $(id);
+    let instance = state.charts.get(id);
+    if (instance && instance.getDom() !== el) { instance.dispose(); instance = null; }
+    if (!instance) {
+      instance = echarts.init(el, null, { locale: state.lang === "zh" ? "ZH" : "EN" });
+      state.charts.set(id, instance);
+    }
+    return instance;
   }
 
-  function emptyChart(target) {
-    const [chart] = canvas(target, 40);
-    chart.append(svg("text", { x: 8, y: 24, class: "empty" }, t("no_data")));
-    target.replaceChildren(chart);
+  function toolbox(name) {
+    return { right: 8, feature: { saveAsImage: { name, title: t("save_image"), pixelRatio: 2 } } };
   }
 
-  // Horizontal bars: one row per item, one bar per value.
-  function barChart(target, items, series) {
-    if (!items.length) return emptyChart(target);
-    const labelWidth = 150, row = 14 * series.length + 10;
-    const max = Math.max(1, ...items.flatMap((i) => i.values));
-    const [chart, width] = canvas(target, items.length * row + 6);
-    items.forEach((item, i) => {
-      const y = i * row + 4;
-      const label = item.label.length > 14 ? item.label.slice(0, 13) + "…" : item.label;
-      chart.append(svg("text", { x: 0, y: y + row / 2 + 2 }, label));
-      item.values.forEach((value, j) => {
-        const w = ((width - labelWidth - 40) * value) / max;
-        const by = y + j * 14;
-        chart.append(svg("rect", { x: labelWidth, y: by, width: Math.max(w, value ? 2 : 0), height: 11, class: series[j][0] }));
-        chart.append(svg("text", { x: labelWidth + w + 4, y: by + 9 }, String(value)));
-      });
-    });
-    target.replaceChildren(chart, legend(series));
+  // Horizontal bars, open and overdue per row; a zoom bar when there are many rows.
+  function barChart(id, items) {
+    const many = items.length > 12;
+    $(id).style.height = Math.max(180, Math.min(items.length, 12) * 34 + 80) + "px";
+    const instance = chart(id);
+    instance.resize();
+    instance.setOption({
+      tooltip: { trigger: "axis", axisPointer: { type: "shadow" } },
+      legend: { top: 0, left: 0, data: [t("open"), t("overdue")] },
+      toolbox: toolbox(id),
+      grid: { left: 8, right: many ? 48 : 24, top: 32, bottom: 8, containLabel: true },
+      xAxis: { type: "value", minInterval: 1 },
+      yAxis: { type: "category", inverse: true, data: items.map((i) => i.label),
+        axisLabel: { width: 140, overflow: "truncate" } },
+      dataZoom: many ? [{ type: "slider", yAxisIndex: 0, right: 8, width: 16, startValue: 0, endValue: 11 },
+        { type: "inside", yAxisIndex: 0 }] : [],
+      series: [
+        { name: t("open"), type: "bar", data: items.map((i) => i.values[0]), itemStyle: { color: COLORS.open },
+          label: { show: true, position: "right" } },
+        { name: t("overdue"), type: "bar", data: items.map((i) => i.values[1]), itemStyle: { color: COLORS.overdue },
+          label: { show: true, position: "right" } },
+      ],
+      graphic: [],
+    }, { notMerge: true });
   }
 
-  // Columns per day: received and closed side by side.
-  function columnChart(target, days) {
-    if (!days.length) return emptyChart(target);
-    const height = 170, bottom = 20, top = 14;
-    const max = Math.max(1, ...days.flatMap((d) => [d.opened, d.closed]));
-    const [chart, width] = canvas(target, height);
-    const step = width / days.length;
-    days.forEach((d, i) => {
-      const x = i * step;
-      [["opened", "bar-open"], ["closed", "bar-closed"]].forEach(([field, cls], j) => {
-        const h = ((height - bottom - top) * d[field]) / max;
-        chart.append(svg("rect", { x: x + 3 + j * (step / 2 - 3), y: height - bottom - h, width: step / 2 - 4, height: h, class: cls }));
-      });
-      if (d.opened) chart.append(svg("text", { x: x + 3, y: height - bottom - ((height - bottom - top) * d.opened) / max - 2 }, String(d.opened)));
-      if (i % 2 === days.length % 2 || days.length < 8) chart.append(svg("text", { x: x + 2, y: height - 5 }, d.day.slice(5)));
-    });
-    target.replaceChildren(chart, legend([["bar-open", t("opened")], ["bar-closed", t("closed")]]));
+  // Received and closed per day, zoomable along the days.
+  function columnChart(id, days) {
+    const instance = chart(id);
+    instance.setOption({
+      tooltip: { trigger: "axis", axisPointer: { type: "shadow" } },
+      legend: { top: 0, left: 0, data: [t("opened"), t("closed")] },
+      toolbox: toolbox(id),
+      grid: { left: 8, right: 16, top: 32, bottom: 40, containLabel: true },
+      xAxis: { type: "category", data: days.map((d) => d.day.slice(5)) },
+      yAxis: { type: "value", minInterval: 1 },
+      dataZoom: [{ type: "inside" }, { type: "slider", height: 16, bottom: 4 }],
+      series: [
+        { name: t("opened"), type: "bar", data: days.map((d) => d.opened), itemStyle: { color: COLORS.open } },
+        { name: t("closed"), type: "bar", data: days.map((d) => d.closed), itemStyle: { color: COLORS.closed } },
+      ],
+    }, { notMerge: true });
   }
 
-  // Rings for rates (0–1); "—" when there is nothing to rate yet.
-  function rings(target, month) {
+  // One gauge per rate (0–1); "—" when there is nothing to rate yet.
+  function gauges(id, month) {
     const entries = [["callback_rate", month.callback_rate], ["satisfaction", month.satisfaction_rate], ["on_time_rate", month.on_time_rate]];
-    const [chart, width] = canvas(target, 130);
-    const slot = width / entries.length;
-    entries.forEach(([key, value], i) => {
-      const cx = slot * i + slot / 2, cy = 55, r = 40, circumference = 2 * Math.PI * r;
-      chart.append(svg("circle", { cx, cy, r, fill: "none", stroke: "#e6ebf1", "stroke-width": 10 }));
-      if (value !== null && value !== undefined) {
-        const color = value >= 0.9 ? "#2e8b57" : value >= 0.7 ? "#d48a12" : "#c8382c";
-        chart.append(svg("circle", { cx, cy, r, fill: "none", stroke: color, "stroke-width": 10,
-          "stroke-dasharray": `${circumference * value} ${circumference}`, transform: `rotate(-90 ${cx} ${cy})` }));
-      }
-      chart.append(svg("text", { x: cx, y: cy + 7, class: "ring-value" }, pct(value)));
-      chart.append(svg("text", { x: cx, y: 120, class: "ring-label" }, t(key)));
-    });
-    target.replaceChildren(chart);
+    const color = (v) => (v === null || v === undefined ? "#c0c4cc" : v >= 0.9 ? COLORS.closed : v >= 0.7 ? "#d48a12" : COLORS.overdue);
+    chart(id).setOption({
+      tooltip: { formatter: (p) => `${p.name}: ${pct(p.data.rate)}` },
+      toolbox: toolbox(id),
+      series: entries.map(([key, value], i) => ({
+        type: "gauge", center: [`${17 + i * 33}%`, "55%"], radius: "70%", min: 0, max: 100,
+        startAngle: 90, endAngle: -270, pointer: { show: false }, splitLine: { show: false }, axisTick: { show: false },
+        axisLabel: { show: false }, progress: { show: true, width: 10, itemStyle: { color: color(value) } },
+        axisLine: { lineStyle: { width: 10, color: [[1, "#e6ebf1"]] } },
+        title: { offsetCenter: [0, "115%"], fontSize: 12 },
+        detail: { offsetCenter: [0, 0], fontSize: 18, formatter: () => pct(value) },
+        data: [{ name: t(key), value: value === null || value === undefined ? 0 : value * 100, rate: value }],
+      })),
+    }, { notMerge: true });
   }
 
   // --- navigation -----------------------------------------------------------------------------------
@@ -444,43 +426,57 @@
     if (state.view.estate) loadTickets();
   }
 
-  function init() {
+  function changeLanguage() {
+    state.lang = state.lang === "zh" ? "en" : "zh";
+    env.setLang(state.lang);
+    for (const instance of state.charts.values()) instance.dispose();
+    state.charts.clear();
     applyLang();
-    $("lang").addEventListener("click", () => {
-      state.lang = state.lang === "zh" ? "en" : "zh";
-      localStorage.setItem("estatedesk.lang", state.lang);
-      applyLang();
-      render();
-      if (state.view.estate) loadTickets();
-    });
-    $("login-form").addEventListener("submit", (ev) => {
-      ev.preventDefault();
-      sessionStorage.setItem("estatedesk.token", $("token-input").value.trim());
-      start();
-    });
-    $("status-filter").addEventListener("change", loadTickets);
-    $("report-html").addEventListener("click", () => openReport("html"));
-    $("report-xlsx").addEventListener("click", () => openReport("xlsx"));
-    window.addEventListener("hashchange", route);
-    let resizing = null;
-    window.addEventListener("resize", () => { clearTimeout(resizing); resizing = setTimeout(() => render(), 200); });
-    start();
+    render();
+    if (state.view.estate) loadTickets();
+  }
+
+  let resizing = null;
+  const onResize = () => {
+    clearTimeout(resizing);
+    resizing = setTimeout(() => { for (const instance of state.charts.values()) instance.resize(); }, 150);
+  };
+  const onFilter = () => loadTickets();
+  const onHtml = () => openReport("html");
+  const onXlsx = () => openReport("xlsx");
+  let stopped = false;
+
+  function stop() {
+    if (stopped) return;
+    stopped = true;
+    if (state.stream) state.stream.close();
+    clearTimeout(state.ticketsTimer);
+    window.removeEventListener("hashchange", route);
+    window.removeEventListener("resize", onResize);
+    for (const instance of state.charts.values()) instance.dispose();
+    state.charts.clear();
   }
 
   async function start() {
-    state.token = readToken();
-    if (!state.token) return showLogin("");
+    applyLang();
+    $("lang").addEventListener("click", changeLanguage);
+    $("status-filter").addEventListener("change", onFilter);
+    $("report-html").addEventListener("click", onHtml);
+    $("report-xlsx").addEventListener("click", onXlsx);
+    window.addEventListener("hashchange", route);
+    window.addEventListener("resize", onResize);
     try {
       state.summary = await (await api("/v1/dashboard/summary")).json();
     } catch (error) {
-      if ($("login").hidden) $("updated").textContent = String(error.message || error);
+      if (!stopped) $("updated").textContent = String(error.message || error);
       return;
     }
-    $("login").hidden = true;
-    $("app").hidden = false;
+    if (stopped) return;
+    $("qd-main").hidden = false;
     route();
     connect();
   }
 
-  document.addEventListener("DOMContentLoaded", init);
-})();
+  start();
+  return stop;
+}
