@@ -1,5 +1,6 @@
 // Console texts. Chinese first (the staff's language); English for the same keys.
 import { withDeskMessages } from './messages-desk.js'
+import { frontline } from './messages-frontline.js'
 
 const zh = {
   app: { title: 'EstateDesk 客服工作台', short: '客服工作台' },
@@ -156,4 +157,6 @@ const en = {
   common: { loading: 'Loading…', none: 'None', minutesLeft: '{n} min left', minutesLate: '{n} min late' },
 }
 
-export const messages = withDeskMessages({ zh, en })
+const merged = (base, more) => Object.fromEntries([...new Set([...Object.keys(base), ...Object.keys(more)])]
+  .map((k) => [k, { ...base[k], ...more[k] }]))
+export const messages = withDeskMessages({ zh: merged(zh, frontline.zh), en: merged(en, frontline.en) })

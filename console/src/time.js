@@ -1,3 +1,5 @@
+import { ref } from 'vue'
+
 // Times are shown exactly as the API gives them: in the estate's zone, with its offset.
 // Nothing here converts to the browser's zone.
 
@@ -19,7 +21,7 @@ const asUtc = (wall) => Date.parse(wall + 'Z')
 
 /** The current wall-clock time in the estate's zone, "YYYY-MM-DDTHH:mm:ss". */
 export function nowIn(tz) {
-  return wallParts(Date.now(), tz)
+  return wallParts(serverNow(), tz)
 }
 
 /** A wall-clock time of the estate ("YYYY-MM-DDTHH:mm:ss") as an ISO instant with the estate's offset. */
@@ -35,9 +37,25 @@ export function withOffset(wall, tz) {
   return `${wall}${sign}${hh}:${mm}`
 }
 
-/** Minutes from now until an ISO instant (negative when past); instants compare across zones. */
+// The services' clock minus the browser's, in ms (GET /v1/clock): countdowns follow the
+// server's time, which may differ from the browser's (and is moved in tests).
+// A ref, so a countdown already on screen re-renders when the offset arrives.
+const serverOffset = ref(0)
+
+/** Sets the offset from the server's clock; `fetchClock` resolves to {now: ISO instant}. */
+export async function syncClock(fetchClock) {
+  const sent = Date.now()
+  const { now } = await fetchClock()
+  const received = Date.now()
+  serverOffset.value = Date.parse(now) - (sent + received) / 2
+}
+
+/** The server's current instant, in ms since the epoch. */
+export const serverNow = () => Date.now() + serverOffset.value
+
+/** Minutes from the server's now until an ISO instant (negative when past). */
 export function minutesUntil(iso) {
-  return Math.round((Date.parse(iso) - Date.now()) / 60000)
+  return Math.round((Date.parse(iso) - serverNow()) / 60000)
 }
 
 /** An ISO instant on the wall clock of `tz`, "YYYY-MM-DDTHH:mm:ss" (for answers that mix

@@ -1491,3 +1491,4 @@ service.write_roles = {
 
 def create_app(manage_lifecycle: bool = True):
     return create_http_app(service, manage_lifecycle=manage_lifecycle)
+from services.dispatch import preview  # noqa: E402,F401  (the console's clock preview, read only)

@@ -488,6 +488,7 @@ async def list_requests(
     first_contact: str | None = Query(None, max_length=64, description="Requests this employee owns as first contact"),
     status: Literal["open", "in_handling", "completed", "closed", "invalid"] | None = Query(
         None, description="open: in handling (shared.lifecycle's in_handling)"),
+    kind: Kind | None = Query(None, description="Only requests of this kind (the console's complaint list)"),
     signature: Literal["pending"] | None = Query(None, description="pending: a later signature (补签) is still owed"),
     notice: Literal["overdue"] | None = Query(
         None, description="overdue: invalid complaints whose owner was not told the reason in time"),
@@ -502,6 +503,8 @@ async def list_requests(
         query = query.where(T.c.first_contact == first_contact)
     if status:
         query = query.where(T.c.status == (TicketState.in_handling if status == "open" else status))
+    if kind:
+        query = query.where(T.c.kind == kind)
     if signature == "pending":
         query = query.where(T.c.owner_signature == "later", T.c.signed_at.is_(None))
     now = service.clock.now()
@@ -1387,6 +1390,7 @@ service.public_routes = {("POST", "/auth/login")}
 service.audited_routes = ("/estates/{estate}/owners", "/estates/{estate}/units")
 
 from services.intake import accounts  # noqa: E402,F401  (registers the sign-in routes)
+from services.intake import console  # noqa: E402,F401  (the console's server clock)
 from services.intake import owners  # noqa: E402,F401  (owners' self-service, issue 15)
 
 

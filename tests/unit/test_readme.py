@@ -54,3 +54,11 @@ def test_the_readme_carries_the_current_role_table():
 
 def test_the_readme_carries_the_ticket_lifecycle_generated_from_its_table():
     assert lifecycle_diagram() in README, "run `estatedesk lifecycle` and paste its diagram into the README"
+
+
+def test_every_picture_in_the_readme_is_committed():
+    """The "first day" section shows one screenshot per role; each must exist."""
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", README)
+    assert len(pictures) >= 8
+    root = Path(__file__).resolve().parents[2]
+    assert [p for p in pictures if not (root / p).is_file()] == []
