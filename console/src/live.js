@@ -8,6 +8,9 @@ import { openStream } from './sse.js'
 import { router } from './router.js'
 
 const BURST_MS = 300
+// The list is read from a service that consumes the same event on its own schedule (the
+// report's analytics, the worklist's dispatch): read once more after it has settled.
+const SETTLE_MS = 2500
 
 /** `events`: event names (e.g. ['assigned', 'acknowledged']) or null for every one;
  * `onChange()` re-reads the list. Returns reactive { connected, last } for the screen. */
@@ -15,10 +18,13 @@ export function useLive(events, onChange) {
   const state = reactive({ connected: false, last: null })
   if (!session.token || !session.estate) return state
   let timer = null
+  let settle = null
   let opened = false
   const changed = () => {
     clearTimeout(timer)
+    clearTimeout(settle)
     timer = setTimeout(onChange, BURST_MS)
+    settle = setTimeout(onChange, SETTLE_MS)
   }
   const ended = () => {
     state.connected = false
@@ -43,6 +49,7 @@ export function useLive(events, onChange) {
   })
   onBeforeUnmount(() => {
     clearTimeout(timer)
+    clearTimeout(settle)
     stream.close()
   })
   return state
