@@ -54,7 +54,7 @@ const zh = {
     note: '留言及原因', confirm: '确定', cancel: '取消', done: '已提交', signBackTitle: '回签会签单',
     rescheduleTitle: '业主不在家：改约', noDepartment: '您的账号未关联部门',
     verify: '审核通过', return: '退回', returnTitle: '退回部门重办', returnReason: '退回原因',
-    signedBy: '{who} 于 {at} 回签', waitsForHead: '提交后由部门主管审核，审核通过才算回签',
+    signedBy: '{who} 于 {at} 回签', returnedBy: '{who} 于 {at} 退回：', waitsForHead: '提交后由部门主管审核，审核通过才算回签',
     ownVerified: '您是本部门主管：您的回签即时审核通过',
   },
   callbacks: {
@@ -136,7 +136,7 @@ const en = {
     note: 'Note left and reason', confirm: 'Confirm', cancel: 'Cancel', done: 'Saved', signBackTitle: 'Sign back the form',
     rescheduleTitle: 'Owner not at home: reschedule', noDepartment: 'Your account has no department',
     verify: 'Verify', return: 'Return', returnTitle: 'Return to the department', returnReason: 'Reason for returning',
-    signedBy: 'Signed back by {who} at {at}', waitsForHead: 'Your department head verifies it; only then it counts as signed back',
+    signedBy: 'Signed back by {who} at {at}', returnedBy: 'Returned by {who} at {at}: ', waitsForHead: 'Your department head verifies it; only then it counts as signed back',
     ownVerified: 'You head this department: your sign-back is verified at once',
   },
   callbacks: {

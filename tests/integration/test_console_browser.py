@@ -371,6 +371,8 @@ async def lifecycle(stack, clock_file, url: str, photos: bool) -> None:
                     await hpage.click("#confirm")
                     await hcard.locator(".verify").wait_for(state="detached")
                     await shows(tpage, ".sign-back:not([disabled])", round_)
+                    assert "赵主管" in await card.locator(".returned").text_content()  # and why
+                    await shoot(tpage, "04-worklist-phone-returned-zh")
                     await technician_signs_back(round_, None)
                     await shows(hpage, ".verify", round_)
                 await hcard.locator(".verify").click()
