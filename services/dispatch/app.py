@@ -19,6 +19,13 @@ Decisions the issue left open:
 - A complaint about staff (policy.escalation.subject_roles) is escalated to the subject
   rung at acceptance, and an owner's loss above the threshold opens a nonconformity record
   and is escalated to its approver at acceptance.
+- Sign-back is two steps (RULES §2 Sign-back; seeds 000 §四): the department signs back
+  (its line `awaiting_verify`, acknowledge/arrival clocks met), its head verifies (the
+  line is `signed_back`, the repair-slip clock met) or returns it with a reason (back to
+  `arrived`/`acknowledged`). `signed_back` is emitted at verification, so callback,
+  archive and analytics see only verified sign-backs, with the same fields as before. A
+  head signing back their own department's line verifies it at once (the old one-step
+  call of integrations, `verified_by` = the caller).
 """
 
 from __future__ import annotations
