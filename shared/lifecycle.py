@@ -40,6 +40,9 @@ class LineState(StrEnum):
     assigned = "assigned"
     acknowledged = "acknowledged"  # signed for in the ledger
     arrived = "arrived"  # on site (repairs)
+    # Opinion and result written by the department; its head has not verified yet (the
+    # status column is 16 wide, hence the short spelling).
+    awaiting_verification = "awaiting_verify"
     signed_back = "signed_back"  # opinion and result written, verified by the head
     transferred = "transferred"  # handed on to another department (a new line)
 
@@ -75,8 +78,11 @@ TICKET_TRANSITIONS: Mapping[TicketState, frozenset[TicketState]] = {
 }
 LINE_TRANSITIONS: Mapping[LineState, frozenset[LineState]] = {
     L.assigned: frozenset({L.acknowledged, L.transferred}),
-    L.acknowledged: frozenset({L.arrived, L.signed_back, L.transferred}),
-    L.arrived: frozenset({L.signed_back, L.transferred}),
+    # A head signing back their own department's line verifies it at once (signed_back).
+    L.acknowledged: frozenset({L.arrived, L.awaiting_verification, L.signed_back, L.transferred}),
+    L.arrived: frozenset({L.awaiting_verification, L.signed_back, L.transferred}),
+    # The head verifies, or returns the sign-back to the department (back to work).
+    L.awaiting_verification: frozenset({L.signed_back, L.acknowledged, L.arrived}),
     L.signed_back: frozenset(),
     L.transferred: frozenset(),
 }

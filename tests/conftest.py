@@ -123,6 +123,28 @@ def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+# The heads demo_estate and test_lifecycle's estate_definition name, by department.
+HEADS = {"engineering": "eng-head", "security": "sec-head", "cleaning": "cln-head", "customer_service": "cs-head"}
+
+
+async def head_verifies(client: httpx.AsyncClient, signing_key: str, signed: httpx.Response, estate: str,
+                        department: str, head: str | None = None) -> httpx.Response:
+    """After a sign-back answered `signed`: the department's head (`head`, default the
+    HEADS one) verifies it when the line waits for them (a head's own sign-back needs
+    none). Returns the form's last answer."""
+    assert signed.status_code == 200, signed.text
+    form = signed.json()
+    line = next(l for l in form["ledger"] if l["department"] == department and not l["transferred_at"]
+                and l["round"] == form["round"])
+    if line["status"] != "awaiting_verify":
+        return signed
+    token = issue_token(signing_key, head or f"{estate}-{HEADS[department]}", ["department_head"], [estate])
+    url = str(signed.request.url).removesuffix("/sign-back") + "/sign-back/verify"
+    r = await client.post(url, json={"department": department}, headers=auth(token))
+    assert r.status_code == 200, r.text
+    return r
+
+
 @pytest.fixture
 async def db(servers):
     engine = create_async_engine(asyncpg_url(servers["database"]))

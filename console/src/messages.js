@@ -35,7 +35,8 @@ const zh = {
   status: {
     open: '处理中', in_handling: '处理中', completed: '已完成待回访', closed: '已关闭', invalid: '无效',
     pending: '待回访', done: '已回访', cancelled: '已取消', reopened: '已重新派单',
-    assigned: '待签收', acknowledged: '已签收', arrived: '已到场', signed_back: '已回签', transferred: '已转派',
+    assigned: '待签收', acknowledged: '已签收', arrived: '已到场', awaiting_verify: '已回签待主管审核', signed_back: '已回签（主管已审核）',
+    transferred: '已转派',
   },
   register: {
     title: '前台受理', kind: '类别', channel: '受理渠道', category: '事项分类', repairClass: '维修类别',
@@ -49,9 +50,12 @@ const zh = {
     title: '部门工单', department: '部门', empty: '本部门暂无待办工单', refresh: '刷新',
     acknowledge: '签收', arrive: '到场', signBack: '回签', reschedule: '改约', detail: '详情',
     accepted: '受理时间', nextDue: '下一时限', overdue: '已超时', round: '第 {n} 轮',
-    opinion: '处理意见', result: '处理结果', verifiedBy: '审核人（部门主管）', newAppointment: '新预约时间',
+    opinion: '处理意见', result: '处理结果', newAppointment: '新预约时间',
     note: '留言及原因', confirm: '确定', cancel: '取消', done: '已提交', signBackTitle: '回签会签单',
     rescheduleTitle: '业主不在家：改约', noDepartment: '您的账号未关联部门',
+    verify: '审核通过', return: '退回', returnTitle: '退回部门重办', returnReason: '退回原因',
+    signedBy: '{who} 于 {at} 回签', returnedBy: '{who} 于 {at} 退回：', waitsForHead: '提交后由部门主管审核，审核通过才算回签',
+    ownVerified: '您是本部门主管：您的回签即时审核通过',
   },
   callbacks: {
     title: '回访', empty: '暂无待回访', due: '回访时限', method: '回访方式', record: '记录回访',
@@ -113,7 +117,8 @@ const en = {
   status: {
     open: 'In handling', in_handling: 'In handling', completed: 'Completed, awaiting callback', closed: 'Closed',
     invalid: 'Invalid', pending: 'Pending', done: 'Done', cancelled: 'Cancelled', reopened: 'Reopened',
-    assigned: 'Assigned', acknowledged: 'Acknowledged', arrived: 'On site', signed_back: 'Signed back', transferred: 'Transferred',
+    assigned: 'Assigned', acknowledged: 'Acknowledged', arrived: 'On site', awaiting_verify: 'Signed back, awaiting the head',
+    signed_back: 'Signed back (verified)', transferred: 'Transferred',
   },
   register: {
     title: 'Register a request', kind: 'Kind', channel: 'Channel', category: 'Category', repairClass: 'Repair class',
@@ -127,9 +132,12 @@ const en = {
     title: 'Department worklist', department: 'Department', empty: 'Nothing waiting for this department', refresh: 'Refresh',
     acknowledge: 'Acknowledge', arrive: 'Arrived', signBack: 'Sign back', reschedule: 'Reschedule', detail: 'Detail',
     accepted: 'Accepted', nextDue: 'Next deadline', overdue: 'Overdue', round: 'Round {n}',
-    opinion: 'Handling opinion', result: 'Result', verifiedBy: 'Verified by (department head)', newAppointment: 'New appointment',
+    opinion: 'Handling opinion', result: 'Result', newAppointment: 'New appointment',
     note: 'Note left and reason', confirm: 'Confirm', cancel: 'Cancel', done: 'Saved', signBackTitle: 'Sign back the form',
     rescheduleTitle: 'Owner not at home: reschedule', noDepartment: 'Your account has no department',
+    verify: 'Verify', return: 'Return', returnTitle: 'Return to the department', returnReason: 'Reason for returning',
+    signedBy: 'Signed back by {who} at {at}', returnedBy: 'Returned by {who} at {at}: ', waitsForHead: 'Your department head verifies it; only then it counts as signed back',
+    ownVerified: 'You head this department: your sign-back is verified at once',
   },
   callbacks: {
     title: 'Callbacks', empty: 'No callbacks due', due: 'Due', method: 'Method', record: 'Record',

@@ -19,6 +19,13 @@ Decisions the issue left open:
 - A complaint about staff (policy.escalation.subject_roles) is escalated to the subject
   rung at acceptance, and an owner's loss above the threshold opens a nonconformity record
   and is escalated to its approver at acceptance.
+- Sign-back is two steps (RULES §2 Sign-back; seeds 000 §四): the department signs back
+  (its line `awaiting_verify`, acknowledge/arrival clocks met), its head verifies (the
+  line is `signed_back`, the repair-slip clock met) or returns it with a reason (back to
+  `arrived`/`acknowledged`). `signed_back` is emitted at verification, so callback,
+  archive and analytics see only verified sign-backs, with the same fields as before. A
+  head signing back their own department's line verifies it at once (the old one-step
+  call of integrations, `verified_by` = the caller).
 """
 
 from __future__ import annotations
@@ -269,7 +276,7 @@ def _progress(line) -> rules.DepartmentProgress:
         department=line.department, status=LineState(line.status), arrival_required=line.arrival_required,
         acknowledged_by=line.acknowledged_by, acknowledged_at=line.acknowledged_at, arrived_by=line.arrived_by,
         arrived_at=line.arrived_at, opinion=line.opinion, result=line.result, signed_by=line.signed_by,
-        verified_by=line.verified_by, signed_at=line.signed_back_at,
+        verified_by=line.verified_by, signed_at=line.signed_at, verified_at=line.signed_back_at,
     )
 
 
@@ -311,19 +318,35 @@ def _acts_for(who: Principal, estate: Estate, department: str) -> None:
     raise RuleViolation(f"{who.staff_id} does not act for department {department}", status=403)
 
 
-def _check_verifier(who: Principal, estate: Estate, department: str, verified_by: str) -> None:
-    """The department head verifies a sign-back: the head named in the directory (or a
-    staff member listed as that department's head)."""
+def _heads(estate: Estate, department: str) -> set[str]:
+    """Who heads `department`: the head the directory names, and any staff member of that
+    department holding the department_head role."""
     heads = {d.head for d in estate.departments if d.code == department and d.head}
-    heads |= {s.id for s in estate.staff if s.department == department and "department_head" in s.roles}
-    if verified_by in heads:
-        return
-    if not heads and verified_by == who.staff_id and who.has_role("department_head"):
-        return  # the directory names no head: a department head signing in person will do
-    raise RuleViolation(
-        f"{verified_by!r} is not the head of department {department}; the department head verifies the sign-back",
-        status=403,
-    )
+    return heads | {s.id for s in estate.staff if s.department == department and "department_head" in s.roles}
+
+
+def _is_head(who: Principal, estate: Estate, department: str) -> bool:
+    heads = _heads(estate, department)
+    # The directory names no head: a department head acting for the department will do.
+    return who.staff_id in heads or (not heads and who.has_role("department_head"))
+
+
+def _check_head(who: Principal, estate: Estate, department: str) -> None:
+    """The department head verifies a sign-back in person (RULES §2 Sign-back): 403 otherwise."""
+    if not _is_head(who, estate, department):
+        raise RuleViolation(
+            f"{who.staff_id} is not the head of department {department}; the department head verifies the sign-back",
+            status=403,
+        )
+
+
+def _check_named_head(estate: Estate, department: str, verified_by: str) -> None:
+    """An integration's sign-back naming a `verified_by` who does not head the department: 403."""
+    if verified_by not in _heads(estate, department):
+        raise RuleViolation(
+            f"{verified_by!r} is not the head of department {department}; the department head verifies the sign-back",
+            status=403,
+        )
 
 
 def _check_department(estate: Estate, department: str) -> None:
@@ -632,7 +655,19 @@ class DepartmentIn(Contract):
 class SignBackIn(DepartmentIn):
     opinion: str = Field(min_length=1, max_length=20000, description="The department's handling opinion")
     result: str = Field(min_length=1, max_length=20000, description="The handling result")
-    verified_by: str = Field(min_length=1, max_length=64, description="Staff id of the department head who verified")
+    verified_by: str | None = Field(
+        None, min_length=1, max_length=64,
+        description="Kept for integrations: when it names the caller, the department's head, the sign-back is "
+                    "verified at once; naming another head, the line waits for that head's verification "
+                    "(POST .../sign-back/verify)")
+
+
+class VerifyIn(DepartmentIn):
+    pass
+
+
+class ReturnSignBackIn(DepartmentIn):
+    reason: str = Field(min_length=1, max_length=2000, description="Why the head returns the sign-back to the department")
 
 
 class RescheduleIn(DepartmentIn):
@@ -660,7 +695,8 @@ class LedgerLineOut(BaseModel):
     acknowledged_by: str | None
     arrived_at: LocalTime | None
     arrived_by: str | None
-    signed_back_at: LocalTime | None
+    signed_at: LocalTime | None  # the department signed back
+    signed_back_at: LocalTime | None  # its head verified: the line counts as signed back
     opinion: str | None
     result: str | None
     signed_by: str | None
@@ -957,12 +993,17 @@ async def arrive(estate: str, ticket_id: str, body: DepartmentIn, who: Principal
 
 @service.http.post("/estates/{estate}/forms/{ticket_id}/sign-back", response_model=FormOut, tags=["forms"])
 async def sign_back(estate: str, ticket_id: str, body: SignBackIn, who: Principal = Depends(require_estate)) -> FormOut:
-    """The department writes its handling opinion and result, its head verifies; when
-    every assigned department has signed, the form returns to customer service
-    (`completed`)."""
+    """The department writes its handling opinion and result (签回); the line waits for its
+    head (`awaiting_verify`), who verifies it with POST .../sign-back/verify. A head signing
+    back their own department's line verifies it at once. When every assigned department's
+    sign-back is verified, the form returns to customer service (`completed`).
+    Errors: 403 when the caller does not act for the department or `verified_by` names no
+    head of it; 409 out of order. Source: RULES §2 Sign-back; seeds 000 §四, 002 §4.3.1."""
     directory_estate = _estate(estate)
     _acts_for(who, directory_estate, body.department)
-    _check_verifier(who, directory_estate, body.department, body.verified_by)
+    head = _is_head(who, directory_estate, body.department)
+    if body.verified_by is not None and not (head and body.verified_by == who.staff_id):
+        _check_named_head(directory_estate, body.department, body.verified_by)
     now = service.clock.now()
     async with service.db.transaction() as session:
         form = await _form(session, estate, ticket_id, lock=True)
@@ -970,26 +1011,86 @@ async def sign_back(estate: str, ticket_id: str, body: SignBackIn, who: Principa
         lines = await _active_lines(session, ticket_id, form.round)
         line = _line(lines, body.department)
         state = rules.apply_sign_back(_round_state(lines, form.round, body.department), body.department, body.opinion,
-                                      body.result, who.staff_id, body.verified_by, now)
+                                      body.result, who.staff_id, who.staff_id if head else None, now)
+        entry = state.progress(body.department)
         await session.execute(
             sa.update(A).where(A.c.id == line.id).values(
-                status=state.progress(body.department).status, signed_back_at=now, opinion=body.opinion.strip(), result=body.result.strip(), signed_by=who.staff_id,
-                verified_by=body.verified_by.strip(),
+                status=entry.status, signed_at=now, opinion=entry.opinion, result=entry.result, signed_by=who.staff_id,
+                verified_by=entry.verified_by, signed_back_at=entry.verified_at,
             )
         )
-        await _close_clocks(session, now, "met", D.c.assignment_id == line.id,
-                            D.c.clock.in_(_met_by(Step.signed_back)))
-        await service.emit(
-            session,
-            SignedBack(ticket_id=ticket_id, round=form.round, department=body.department, opinion=body.opinion.strip(),
-                       result=body.result.strip(), signed_by=who.staff_id, verified_by=body.verified_by.strip()),
-            estate=estate, actor=who.staff_id, time=now,
-        )
-        if rules.round_complete(state):
-            nc_state = (await session.execute(sa.select(NC.c.state).where(NC.c.ticket_id == ticket_id))).scalar()
-            await _complete(session, form, [l.department for l in lines], now, who.staff_id,
-                            hold=rules.completion_waits_for_approval(nc_state))
+        if entry.status is LineState.awaiting_verification:
+            await _close_clocks(session, now, "met", D.c.assignment_id == line.id, D.c.clock.in_(_met_by(Step.signed)))
+            return await _form_out(session, form)
+        await _signed_back(session, form, lines, state, body.department, now, who.staff_id)
         return await _form_out(session, await _form(session, estate, ticket_id))
+
+
+async def _signed_back(session: AsyncSession, form, lines, state: rules.FormRound, department: str,
+                       now: dt.datetime, actor: str) -> None:
+    """A verified sign-back: the line's clocks are met, `signed_back` is emitted, and the
+    round completes when every department's sign-back is verified."""
+    entry = state.progress(department)
+    line = _line(lines, department)
+    await _close_clocks(session, now, "met", D.c.assignment_id == line.id, D.c.clock.in_(_met_by(Step.signed_back)))
+    await service.emit(
+        session,
+        SignedBack(ticket_id=form.ticket_id, round=form.round, department=department, opinion=entry.opinion,
+                   result=entry.result, signed_by=entry.signed_by, verified_by=entry.verified_by),
+        estate=form.estate, actor=actor, time=now,
+    )
+    if rules.round_complete(state):
+        nc_state = (await session.execute(sa.select(NC.c.state).where(NC.c.ticket_id == form.ticket_id))).scalar()
+        await _complete(session, form, [l.department for l in lines], now, actor,
+                        hold=rules.completion_waits_for_approval(nc_state))
+
+
+@service.http.post("/estates/{estate}/forms/{ticket_id}/sign-back/verify", response_model=FormOut, tags=["forms"])
+async def verify_sign_back(estate: str, ticket_id: str, body: VerifyIn,
+                           who: Principal = Depends(require_estate)) -> FormOut:
+    """The department head verifies the department's sign-back (审核签字): the line is
+    signed back (`signed_back` event) and, when every department's is, the form returns to
+    customer service. Errors: 403 unless the caller heads the department (the directory's
+    head, or a department_head of it); 409 unless the line awaits verification.
+    Source: RULES §2 Sign-back; seeds 000 §四, §五.2(2)."""
+    directory_estate = _estate(estate)
+    _check_head(who, directory_estate, body.department)
+    now = service.clock.now()
+    async with service.db.transaction() as session:
+        form = await _form(session, estate, ticket_id, lock=True)
+        _expect_in_handling(form)
+        lines = await _active_lines(session, ticket_id, form.round)
+        line = _line(lines, body.department)
+        state = rules.apply_verify(_round_state(lines, form.round, body.department), body.department, who.staff_id, now)
+        await session.execute(sa.update(A).where(A.c.id == line.id).values(
+            status=LineState.signed_back, verified_by=who.staff_id, signed_back_at=now))
+        await _signed_back(session, form, lines, state, body.department, now, who.staff_id)
+        return await _form_out(session, await _form(session, estate, ticket_id))
+
+
+@service.http.post("/estates/{estate}/forms/{ticket_id}/sign-back/return", response_model=FormOut, tags=["forms"])
+async def return_sign_back(estate: str, ticket_id: str, body: ReturnSignBackIn,
+                           who: Principal = Depends(require_estate)) -> FormOut:
+    """The department head returns the sign-back to the department with a reason (退回):
+    opinion and result are cleared, the line is back in work (`arrived`, or `acknowledged`
+    when no one was on site) and the reason is kept in the line's notes. Errors: 403 unless
+    the caller heads the department; 409 unless the line awaits verification.
+    Source: RULES §2 Sign-back; seeds 002 §4.3.1 e."""
+    directory_estate = _estate(estate)
+    _check_head(who, directory_estate, body.department)
+    now = service.clock.now()
+    async with service.db.transaction() as session:
+        form = await _form(session, estate, ticket_id, lock=True)
+        _expect_in_handling(form)
+        lines = await _active_lines(session, ticket_id, form.round)
+        line = _line(lines, body.department)
+        state = rules.apply_return(_round_state(lines, form.round, body.department), body.department, body.reason, now)
+        notes = list(line.notes or []) + [{"at": now.isoformat(), "by": who.staff_id, "note": body.reason.strip(),
+                                           "returned": True}]
+        await session.execute(sa.update(A).where(A.c.id == line.id).values(
+            status=state.progress(body.department).status, signed_at=None, opinion=None, result=None, signed_by=None,
+            notes=notes))
+        return await _form_out(session, form)
 
 
 # Every department signed back, but the nonconformity record is not approved yet: the
@@ -1188,6 +1289,8 @@ MANAGERS = ("estate_director", "customer_service_supervisor", "department_head",
 NONCONFORMITY_APPROVERS = ("management_representative", "general_manager", *MANAGERS)
 DEPARTMENT_ROLES = ("department_staff", "department_head", "duty_staff", "customer_service",
                     "customer_service_supervisor", "estate_director")
+# A department's head in the directory may hold any of its department's roles.
+HEAD_ROLES = ("department_head", "department_staff", "customer_service", "customer_service_supervisor")
 
 
 @service.http.get("/estates/{estate}/forms/{ticket_id}/nonconformity", response_model=NonconformityOut, tags=["nonconformity"])
@@ -1476,6 +1579,9 @@ service.write_roles = {
     ("POST", "/estates/{estate}/forms/{ticket_id}/acknowledge"): DEPARTMENT_ROLES,
     ("POST", "/estates/{estate}/forms/{ticket_id}/arrive"): DEPARTMENT_ROLES,
     ("POST", "/estates/{estate}/forms/{ticket_id}/sign-back"): DEPARTMENT_ROLES,
+    # Whether the caller heads that department (the directory's head) is checked inside.
+    ("POST", "/estates/{estate}/forms/{ticket_id}/sign-back/verify"): HEAD_ROLES,
+    ("POST", "/estates/{estate}/forms/{ticket_id}/sign-back/return"): HEAD_ROLES,
     ("POST", "/estates/{estate}/forms/{ticket_id}/reschedule"): DEPARTMENT_ROLES,
     ("POST", "/estates/{estate}/forms/{ticket_id}/transfer"): DEPARTMENT_ROLES,
     ("POST", "/estates/{estate}/forms/{ticket_id}/nonconformity"): MANAGERS,

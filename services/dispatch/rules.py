@@ -471,7 +471,8 @@ class Step(StrEnum):
 
     acknowledged = "acknowledged"
     arrived = "arrived"
-    signed_back = "signed_back"
+    signed = "signed"  # the department signed back; its head has not verified yet
+    signed_back = "signed_back"  # verified by the head
     owner_updated = "owner_updated"  # progress_updated: the customer heard from us
     completed = "completed"
     called_back = "called_back"  # the callback's outcome: closed (satisfied) or reopened
@@ -484,6 +485,9 @@ class Step(StrEnum):
 CLOCKS_MET_BY: dict[Step, tuple[Clock, ...]] = {
     Step.acknowledged: (Clock.acknowledge,),
     Step.arrived: (Clock.arrival,),
+    # The department's own sign-back settles its acknowledge/arrival clocks; the repair
+    # slip returns to customer service only once the head verified.
+    Step.signed: (Clock.acknowledge, Clock.arrival),
     Step.signed_back: (Clock.acknowledge, Clock.arrival, Clock.repair_slip_return),
     Step.owner_updated: (Clock.reply,),
     Step.completed: (Clock.reply,),
@@ -723,7 +727,8 @@ class DepartmentProgress:
     result: str | None = None
     signed_by: str | None = None
     verified_by: str | None = None
-    signed_at: dt.datetime | None = None
+    signed_at: dt.datetime | None = None  # the department's sign-back
+    verified_at: dt.datetime | None = None  # the head's verification: only then it counts
 
 
 @dataclass(frozen=True)
@@ -805,6 +810,9 @@ def apply_arrive(state: FormRound, department: str, arrived_by: str, arrived_at:
         raise RuleViolation(f"department {department} already arrived on site", 409)
     if entry.status is FormStatus.signed_back:
         raise RuleViolation(f"department {department} already signed back; arrival comes before sign-back", 409)
+    if entry.status is FormStatus.awaiting_verification:
+        raise RuleViolation(f"department {department}'s sign-back already waits for its head's verification; "
+                            "arrival comes before sign-back", 409)
     _after(arrived_at, entry.acknowledged_at, "arrival", "the acknowledgement")
     return state._with(
         replace(entry, status=_line_moved(entry, FormStatus.arrived), arrived_by=_required(arrived_by, "who arrived"), arrived_at=arrived_at)
@@ -820,28 +828,65 @@ def apply_sign_back(
     verified_by: str | None,
     signed_at: dt.datetime,
 ) -> FormRound:
-    """The department writes its handling opinion and result; its head verifies."""
+    """The department writes its handling opinion and result (签回); the line then waits
+    for its head's verification (`awaiting_verify`). `verified_by` is given only when the
+    signer is the department's head, who verifies their own sign-back at once
+    (`signed_back`). Errors: 409 before acknowledgement / arrival (repairs), or when the
+    line was already signed back or awaits verification; 422 for a blank opinion or result.
+    Source: RULES §2 Sign-back; seeds 000 §四, §五.2(2); 002 §4.3.1 c,e."""
     entry = state.progress(department)
     if entry.status is FormStatus.assigned:
         raise RuleViolation(f"sign-back before acknowledgement by department {department}", 409)
     if entry.status is FormStatus.signed_back:
         raise RuleViolation(f"department {department} already signed back", 409)
+    if entry.status is FormStatus.awaiting_verification:
+        raise RuleViolation(f"department {department}'s sign-back already waits for its head's verification", 409)
     if entry.arrival_required and entry.status is not FormStatus.arrived:
         raise RuleViolation(f"sign-back before arrival on site by department {department}", 409)
-    if not (verified_by or "").strip():
-        raise RuleViolation(f"sign-back by department {department} needs the department head's verification", 403)
     _after(signed_at, entry.arrived_at or entry.acknowledged_at, "sign-back", "the previous step")
-    return state._with(
-        replace(
-            entry,
-            status=_line_moved(entry, FormStatus.signed_back),
-            opinion=_required(opinion, "the handling opinion"),
-            result=_required(result, "the handling result"),
-            signed_by=_required(signed_by, "who signed back"),
-            verified_by=verified_by.strip(),
-            signed_at=signed_at,
-        )
+    head = (verified_by or "").strip() or None
+    signed = replace(
+        entry,
+        status=_line_moved(entry, FormStatus.signed_back if head else FormStatus.awaiting_verification),
+        opinion=_required(opinion, "the handling opinion"),
+        result=_required(result, "the handling result"),
+        signed_by=_required(signed_by, "who signed back"),
+        signed_at=signed_at,
+        verified_by=head,
+        verified_at=signed_at if head else None,
     )
+    return state._with(signed)
+
+
+def _awaiting_head(state: FormRound, department: str) -> DepartmentProgress:
+    entry = state.progress(department)
+    if entry.status is not FormStatus.awaiting_verification:
+        raise RuleViolation(f"department {department}'s line is {entry.status.value}, not waiting for its head's "
+                            "verification", 409)
+    return entry
+
+
+def apply_verify(state: FormRound, department: str, verified_by: str, verified_at: dt.datetime) -> FormRound:
+    """The department head verifies the sign-back (审核签字): the line is signed back and
+    counts for the form's round. Errors: 409 unless the line awaits verification or when
+    `verified_at` precedes the sign-back. Source: RULES §2 Sign-back; seeds 000 §四."""
+    entry = _awaiting_head(state, department)
+    _after(verified_at, entry.signed_at, "verification", "the sign-back")
+    return state._with(replace(entry, status=_line_moved(entry, FormStatus.signed_back),
+                               verified_by=_required(verified_by, "who verified"), verified_at=verified_at))
+
+
+def apply_return(state: FormRound, department: str, reason: str, returned_at: dt.datetime) -> FormRound:
+    """The head returns the sign-back to the department (退回重办): the opinion and result
+    are cleared and the line is back in work (`arrived` when someone was on site, else
+    `acknowledged`). Errors: 409 unless the line awaits verification; 422 for a blank
+    reason. Source: RULES §2 Sign-back; seeds 002 §4.3.1 e."""
+    entry = _awaiting_head(state, department)
+    _required(reason, "the reason for returning the sign-back")
+    _after(returned_at, entry.signed_at, "return", "the sign-back")
+    back = FormStatus.arrived if entry.arrived_at is not None else FormStatus.acknowledged
+    return state._with(replace(entry, status=_line_moved(entry, back), opinion=None, result=None,
+                               signed_by=None, signed_at=None, verified_by=None, verified_at=None))
 
 
 def pending_departments(state: FormRound) -> list[str]:
@@ -849,7 +894,8 @@ def pending_departments(state: FormRound) -> list[str]:
 
 
 def round_complete(state: FormRound) -> bool:
-    """Every assigned department signed back: the form returns to customer service."""
+    """Every assigned department signed back and its head verified: the form returns to
+    customer service."""
     return not pending_departments(state)
 
 

@@ -60,6 +60,9 @@ assignments = sa.Table(
     sa.Column("acknowledged_by", sa.String(64)),
     sa.Column("arrived_at", sa.DateTime(timezone=True)),
     sa.Column("arrived_by", sa.String(64)),
+    # signed_at: the department signed back (opinion, result); signed_back_at: its head
+    # verified, and only then the line counts as signed back for the form.
+    sa.Column("signed_at", sa.DateTime(timezone=True)),
     sa.Column("signed_back_at", sa.DateTime(timezone=True)),
     sa.Column("opinion", sa.Text),
     sa.Column("result", sa.Text),

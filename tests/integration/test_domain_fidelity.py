@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from shared.clock import FileOffsetClock
-from tests.conftest import auth, eventually, token_for
+from tests.conftest import auth, eventually, token_for, head_verifies
 from tests.integration.test_lifecycle import define_estate, events_of, staff_token
 
 pytestmark = pytest.mark.integration
@@ -118,7 +118,8 @@ async def test_calendar_rows_projected_2027_and_every_change_followed(stack, fid
             r = await client.post(f"{form_url}/sign-back", headers=sec, json={
                 "department": "security", "opinion": "已劝导楼上住户", "result": "噪音已停止",
                 "verified_by": f"{estate}-sec-head"})
-            assert r.status_code == 200 and r.json()["status"] == "completed", r.text
+            r = await head_verifies(client, stack.signing_key, r, estate, "security")
+            assert r.json()["status"] == "completed", r.text
 
             async def complaint_callback():
                 r = await client.get(f"{callback}/tickets/{done['id']}/callbacks", headers=cs)
@@ -395,7 +396,7 @@ async def test_a_ticket_cannot_close_while_its_nonconformity_waits_for_approval(
             r = await client.post(f"{url}/sign-back", headers=headers, json={
                 "department": department, "opinion": "赔偿业主地板损失", "result": "已处理",
                 "verified_by": f"{estate}-{head}"})
-            assert r.status_code == 200, r.text
+            r = await head_verifies(client, stack.signing_key, r, estate, department)
         form = r.json()
         # Signed back, but not completed: no callback is planned, so the ticket cannot close.
         assert form["status"] == "awaiting_nc" and form["completed_at"] is None
@@ -472,6 +473,7 @@ async def test_duty_roster_and_a_holiday_nights_shift_handover(stack, fidelity_e
                                           "verified_by": f"{estate}-eng-head"})):
             r = await client.post(f"{form_url}/{step}", headers=eng, json=body)
             assert r.status_code == 200, r.text
+        await head_verifies(client, stack.signing_key, r, estate, "engineering")
 
         async def completed():
             r = await client.get(f"{intake}/requests/{emergency['id']}", headers=cs)

@@ -20,7 +20,7 @@ import pytest
 from shared.auth import issue_token
 from shared.clock import FileOffsetClock
 from shared.events import CloudEvent, subject_for
-from tests.conftest import auth, eventually, read_stream, scalar, token_for
+from tests.conftest import auth, eventually, head_verifies, read_stream, scalar, token_for
 
 pytestmark = pytest.mark.integration
 
@@ -208,15 +208,18 @@ async def test_complaint_and_emergency_repair_walk_to_completed(stack, lifecycle
         r = await client.post(f"{dispatch}/forms/{repair['id']}/sign-back", headers=eng, json={
             "department": "engineering", "opinion": "更换爆裂水管", "result": "已修复，业主确认",
             "verified_by": f"{estate}-eng-head"})
-        assert r.status_code == 200, r.text
+        assert r.status_code == 200 and r.json()["status"] == "in_handling", r.text  # waits for the head
+        r = await head_verifies(client, stack.signing_key, r, estate, "engineering")
         assert r.json()["status"] == "completed"
         r = await client.post(f"{dispatch}/forms/{complaint['id']}/sign-back", headers=eng, json={
             "department": "engineering", "opinion": "楼上防水层重做", "result": "已维修", "verified_by": f"{estate}-eng-head"})
-        assert r.status_code == 200 and r.json()["status"] == "in_handling", r.text
+        r = await head_verifies(client, stack.signing_key, r, estate, "engineering")
+        assert r.json()["status"] == "in_handling", r.text
         r = await client.post(f"{dispatch}/forms/{complaint['id']}/sign-back", headers=cs, json={
             "department": "customer_service", "opinion": "已向业主说明", "result": "业主接受",
             "verified_by": f"{estate}-cs-head"})
-        assert r.status_code == 200 and r.json()["status"] == "completed", r.text
+        r = await head_verifies(client, stack.signing_key, r, estate, "customer_service")
+        assert r.json()["status"] == "completed", r.text
         form = r.json()
         # Both breaches were resolved by the late steps: no escalation still climbing.
         assert all(e["resolved_at"] for e in form["escalations"])

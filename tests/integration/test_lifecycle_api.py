@@ -40,6 +40,7 @@ class Api:
         self.eng = staff_token(stack, f"{estate}-eng01", ["department_staff"], estate, ["engineering"])
         self.sec = staff_token(stack, f"{estate}-sec01", ["department_staff"], estate, ["security"])
         self.director = staff_token(stack, f"{estate}-director", ["estate_director"], estate)
+        self.eng_head = staff_token(stack, f"{estate}-eng-head", ["department_head"], estate, ["engineering"])
 
     async def register(self, body: dict, headers=None) -> dict:
         r = await self.client.post(f"{self.intake}/requests", json=body, headers=headers or self.cs)
@@ -90,7 +91,33 @@ async def test_invalid_transitions_are_refused_with_clear_4xx(api, stack, estate
     assert r.status_code == 403 and "department head" in r.json()["error"]
     r = await api.post(f"{url}/sign-back", {**sign, "opinion": ""}, api.eng)
     assert r.status_code == 422
-    assert (await api.post(f"{url}/sign-back", sign, api.eng)).json()["status"] == "completed"
+    # The technician signs back; the line waits for the head, who alone verifies or returns it.
+    r = await api.post(f"{url}/sign-back", {k: v for k, v in sign.items() if k != "verified_by"}, api.eng)
+    assert r.status_code == 200 and r.json()["status"] == "in_handling", r.text
+    line = r.json()["ledger"][-1]
+    assert (line["status"], line["signed_by"], line["verified_by"], line["signed_back_at"]) == (
+        "awaiting_verify", f"{estate}-eng01", None, None) and line["signed_at"]
+    r = await api.post(f"{url}/sign-back", sign, api.eng)
+    assert r.status_code == 409 and "waits for its head's verification" in r.json()["error"]
+    r = await api.post(f"{url}/sign-back/verify", {"department": "engineering"}, api.eng)
+    assert r.status_code == 403 and "not the head of department engineering" in r.json()["error"]
+    r = await api.post(f"{url}/sign-back/return", {"department": "engineering", "reason": " "}, api.eng_head)
+    assert r.status_code == 422
+    r = await api.post(f"{url}/sign-back/return", {"department": "engineering", "reason": "照片不清，请补拍"},
+                       api.eng_head)
+    assert r.status_code == 200, r.text
+    line = r.json()["ledger"][-1]
+    assert (line["status"], line["opinion"], line["notes"][-1]["note"]) == ("arrived", None, "照片不清，请补拍")
+    r = await api.post(f"{url}/sign-back/verify", {"department": "engineering"}, api.eng_head)
+    assert r.status_code == 409 and "not waiting for its head's verification" in r.json()["error"]
+    # The old one-step call naming the head from a technician: the line still waits for the head.
+    r = await api.post(f"{url}/sign-back", sign, api.eng)
+    assert r.json()["status"] == "in_handling" and r.json()["ledger"][-1]["status"] == "awaiting_verify"
+    r = await api.post(f"{url}/sign-back/verify", {"department": "engineering"}, api.eng_head)
+    assert r.status_code == 200 and r.json()["status"] == "completed", r.text
+    line = r.json()["ledger"][-1]
+    assert (line["status"], line["signed_by"], line["verified_by"]) == (
+        "signed_back", f"{estate}-eng01", f"{estate}-eng-head") and line["signed_back_at"]
     r = await api.post(f"{url}/sign-back", sign, api.eng)
     assert r.status_code == 409 and "already completed" in r.json()["error"]
 
@@ -196,7 +223,8 @@ async def test_transfer_reschedule_and_a_reopened_round(api, stack, estate, cloc
     assigned = await read_stream(stack.nats_url, subject_for(estate, "assigned"), expected=2)
     assert [e["data"].get("transferred_from") for e in assigned] == [None, "security"]
     r = await api.post(f"{url}/sign-back", {"department": "engineering", "opinion": "已协调施工方停工",
-                                            "result": "夜间施工已停止", "verified_by": f"{estate}-eng-head"}, api.eng)
+                                            "result": "夜间施工已停止", "verified_by": f"{estate}-eng-head"},
+                       api.eng_head)  # the head signing back their department's line verifies it at once
     assert r.json()["status"] == "completed"
     await read_stream(stack.nats_url, subject_for(estate, "completed"), expected=1)
 
@@ -219,7 +247,7 @@ async def test_transfer_reschedule_and_a_reopened_round(api, stack, estate, cloc
     form, shown = await eventually(reopened)
     assert form["status"] == "in_handling" and shown["status"] == "in_handling"  # one vocabulary (issue 11)
     r = await api.post(f"{url}/sign-back", {"department": "engineering", "opinion": "o", "result": "r",
-                                            "verified_by": f"{estate}-eng-head"}, api.eng)
+                                            "verified_by": f"{estate}-eng-head"}, api.eng_head)
     assert r.status_code == 409 and "before acknowledgement" in r.json()["error"]
 
     # Appointment repair, owner not at home: the arrival clock follows the new appointment.

@@ -17,7 +17,7 @@ import pytest
 
 from shared.auth import issue_token
 from shared.clock import FileOffsetClock
-from tests.conftest import auth, eventually, token_for
+from tests.conftest import auth, eventually, head_verifies, token_for
 
 pytestmark = pytest.mark.integration
 
@@ -76,6 +76,7 @@ async def handle_round(client, estate: str, ticket_id: str, round_: int, *, hand
                                           "result": f"第{round_}轮已修复", "verified_by": head})):
             r = await client.post(f"{form}/{step}", json=body, headers=token)
             assert r.status_code < 300, (step, r.text)
+        await head_verifies(client, client.signing_key, r, estate, department, head)
 
 
 async def answerable(client, estate: str, ticket_id: str, owner: dict, round_: int) -> dict | None:

@@ -32,7 +32,9 @@ from services.dispatch.rules import (
     TicketFacts,
     apply_acknowledge,
     apply_arrive,
+    apply_return,
     apply_sign_back,
+    apply_verify,
     approve_nonconformity,
     arrival_due,
     assign_round,
@@ -775,26 +777,33 @@ FORM_INVALID = [
     (["ack", "sign"], "sign", "department engineering already signed back"),
     (["ack", "arrive", "sign"], "sign", "already signed back"),
     (["ack", "arrive", "sign"], "arrive", "already signed back"),
+    (["ack", "tech"], "ack", "already acknowledged"),
+    (["ack", "tech"], "arrive", "already waits for its head's verification"),
+    (["ack", "arrive", "tech"], "sign", "already waits for its head's verification"),
 ]
 ACTIONS = {
     "ack": lambda s: _ack(s, "engineering"),
     "arrive": lambda s: _arrive(s, "engineering"),
     "sign": lambda s: _sign(s, "engineering"),
 }
+# Steps that set up a state: "tech" is a technician's sign-back, which waits for the head.
+STEPS = {**ACTIONS, "tech": lambda s: _sign(s, "engineering", verified_by=None)}
 
 
 @pytest.mark.parametrize("steps, action, message", FORM_INVALID)
 def test_every_invalid_form_transition_refused(steps, action, message):
     state = _round()
     for step in steps:
-        state = ACTIONS[step](state)
+        state = STEPS[step](state)
     with pytest.raises(RuleViolation, match=message):
         ACTIONS[action](state)
 
 
 def test_form_invalid_table_covers_every_status_and_action():
     reached = {(): FormStatus.assigned, ("ack",): FormStatus.acknowledged, ("ack", "arrive"): FormStatus.arrived,
-               ("ack", "sign"): FormStatus.signed_back, ("ack", "arrive", "sign"): FormStatus.signed_back}
+               ("ack", "sign"): FormStatus.signed_back, ("ack", "arrive", "sign"): FormStatus.signed_back,
+               ("ack", "tech"): FormStatus.awaiting_verification,
+               ("ack", "arrive", "tech"): FormStatus.awaiting_verification}
     valid = {(FormStatus.assigned, "ack"), (FormStatus.acknowledged, "arrive"), (FormStatus.acknowledged, "sign"),
              (FormStatus.arrived, "sign")}
     covered = {(reached[tuple(steps)], action) for steps, action, _ in FORM_INVALID}
@@ -821,10 +830,59 @@ def test_sign_back_before_required_arrival_refused():
 
 
 @pytest.mark.parametrize("verified_by", [None, "", "   "])
-def test_sign_back_needs_the_department_heads_verification(verified_by):
+def test_a_technicians_sign_back_waits_for_the_head(verified_by):
+    state = _sign(_ack(_round(), "engineering"), "engineering", verified_by=verified_by)
+    line = state.progress("engineering")
+    assert (line.status, line.signed_by, line.verified_by, line.verified_at) == (
+        FormStatus.awaiting_verification, "engineering_tech", None, None)
+    assert pending_departments(state) == ["engineering", "security"]  # not signed back until verified
+    with pytest.raises(RuleViolation, match="already waits for its head's verification"):
+        _sign(state, "engineering", hour=16, verified_by=None)
+
+
+def test_the_head_verifies_and_the_round_completes():
+    state = _sign(_sign(_ack(_ack(_round(), "engineering"), "security"), "engineering", verified_by=None),
+                  "security", verified_by="security_head")  # a head's own sign-back is verified at once
+    assert pending_departments(state) == ["engineering"]
+    state = apply_verify(state, "engineering", "engineering_head", at(2026, 9, 30, 16))
+    line = state.progress("engineering")
+    assert (line.status, line.opinion, line.verified_by, line.verified_at) == (
+        FormStatus.signed_back, "checked the pipe", "engineering_head", at(2026, 9, 30, 16))
+    assert round_complete(state)
+    with pytest.raises(RuleViolation, match="not waiting for its head's verification"):
+        apply_verify(state, "engineering", "engineering_head", at(2026, 9, 30, 17))
+
+
+def test_verification_before_the_sign_back_refused():
+    state = _sign(_ack(_round(), "engineering"), "engineering", verified_by=None)
+    with pytest.raises(RuleViolation, match="verification .* precedes the sign-back"):
+        apply_verify(state, "engineering", "engineering_head", at(2026, 9, 30, 14))
+    with pytest.raises(RuleViolation, match="who verified is required"):
+        apply_verify(state, "engineering", " ", at(2026, 9, 30, 16))
+
+
+@pytest.mark.parametrize("arrival_required, back_to", [((), FormStatus.acknowledged),
+                                                        (("engineering",), FormStatus.arrived)])
+def test_the_head_returns_a_sign_back_to_work(arrival_required, back_to):
+    state = _ack(_round(arrival_required=list(arrival_required)), "engineering")
+    if arrival_required:
+        state = _arrive(state, "engineering")
+    state = _sign(state, "engineering", verified_by=None)
+    state = apply_return(state, "engineering", "照片不清，请补拍", at(2026, 9, 30, 16))
+    line = state.progress("engineering")
+    assert (line.status, line.opinion, line.result, line.signed_by, line.signed_at) == (back_to, None, None, None, None)
+    assert not round_complete(state)
+    state = _sign(state, "engineering", hour=17, verified_by=None)  # signed back again, verified again
+    assert apply_verify(state, "engineering", "h", at(2026, 9, 30, 18)).progress("engineering").status is FormStatus.signed_back
+
+
+def test_a_return_needs_a_reason_and_a_waiting_line():
     state = _ack(_round(), "engineering")
-    with pytest.raises(RuleViolation, match="department head's verification"):
-        _sign(state, "engineering", verified_by=verified_by)
+    with pytest.raises(RuleViolation, match="not waiting for its head's verification"):
+        apply_return(state, "engineering", "redo", at(2026, 9, 30, 16))
+    state = _sign(state, "engineering", verified_by=None)
+    with pytest.raises(RuleViolation, match="reason for returning the sign-back is required"):
+        apply_return(state, "engineering", "  ", at(2026, 9, 30, 16))
 
 
 @pytest.mark.parametrize(

@@ -122,6 +122,7 @@ def test_make_up_saturday_counts_for_a_recomputed_clock():
     [
         (Step.acknowledged, {Clock.acknowledge}),
         (Step.arrived, {Clock.arrival}),
+        (Step.signed, {Clock.acknowledge, Clock.arrival}),
         (Step.signed_back, {Clock.acknowledge, Clock.arrival, Clock.repair_slip_return}),
         (Step.owner_updated, {Clock.reply}),
         (Step.completed, {Clock.reply}),
@@ -189,7 +190,6 @@ def test_invalid_transitions_answer_409():
 def test_missing_approvals_answer_403():
     state = dispatch_rules.apply_acknowledge(dispatch_rules.assign_round(["engineering"], at(2026, 11, 2, 9)),
                                              "engineering", "s", at(2026, 11, 2, 9, 5))
-    assert _status(lambda: dispatch_rules.apply_sign_back(state, "engineering", "o", "r", "s", "", at(2026, 11, 2, 10))) == 403
     assert _status(lambda: intake_rules.confirm_invalid("awaiting_confirmation", "cs", "cs2", ["customer_service"],
                                                         True, POLICY)) == 403
     assert _status(lambda: intake_rules.confirm_invalid("confirmed", "cs", "mgr", ["estate_director"], True, POLICY)) == 409

@@ -33,6 +33,8 @@ def test_every_state_has_its_moves_and_every_state_is_reachable(machine):
     (TicketState.invalid, TicketState.in_handling),
     (LineState.signed_back, LineState.acknowledged),
     (LineState.transferred, LineState.signed_back),
+    (LineState.awaiting_verification, LineState.transferred),  # a line waiting for its head is not handed on
+    (LineState.assigned, LineState.awaiting_verification),
     (CallbackState.done, CallbackState.pending),
     (NonconformityState.opened, NonconformityState.closed),
 ])
