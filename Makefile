@@ -45,7 +45,7 @@ chromium:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium fonts-wqy-zenhei nginx >/dev/null; fi
 
 test: install chromium
-	$(BIN)/python -m pytest -q -p no:cacheprovider -rfE --durations=25 $(ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -rfE --durations=25 -n 2 --dist loadgroup $(ARGS)
 
 unit: install
 	$(BIN)/python -m pytest -q tests/unit $(ARGS)
