@@ -7,6 +7,11 @@ const RENEW_BEFORE_MS = 10 * 60 * 1000
 export const session = reactive({
   token: null,
   expiresAt: null,
+  // When this browser received the token (its own clock) and how long the token lives
+  // (from the token's iat/exp): a browser whose clock is off by days neither drops a good
+  // session nor keeps renewing; the server's refusal (401) is what ends a session.
+  receivedAt: null,
+  lifetimeMs: null,
   staff: null,
   estate: localStorage.getItem(ESTATE_KEY),
   directory: null, // the estate as intake's directory gives it (departments, heads, buildings)
@@ -35,11 +40,32 @@ export function departments() {
     .map((d) => (typeof d === 'string' ? d : d.code ?? d.department))
 }
 
+/** Milliseconds the token lives (exp - iat of its claims), null when unreadable. */
+function lifetimeOf(token) {
+  try {
+    const claims = JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')))
+    return (claims.exp - claims.iat) * 1000
+  } catch {
+    return null
+  }
+}
+
+/** Milliseconds left by this browser's own clock since it received the token. */
+function remainingMs() {
+  if (session.receivedAt == null || session.lifetimeMs == null) return null
+  return session.receivedAt + session.lifetimeMs - Date.now()
+}
+
 function load() {
   try {
     const saved = JSON.parse(localStorage.getItem(KEY) || 'null')
-    if (saved && saved.token && (!saved.expiresAt || Date.parse(saved.expiresAt) > Date.now())) {
-      Object.assign(session, { token: saved.token, expiresAt: saved.expiresAt, staff: saved.staff })
+    if (saved && saved.token) {
+      Object.assign(session, {
+        token: saved.token, expiresAt: saved.expiresAt, staff: saved.staff,
+        receivedAt: saved.receivedAt ?? null, lifetimeMs: saved.lifetimeMs ?? null,
+      })
+      const left = remainingMs()
+      if (left != null && left <= 0) signedOut()
     }
   } catch { /* a damaged entry is dropped */ }
   if (session.token && !estates().includes(session.estate) && !companyWide()) session.estate = estates()[0] || null
@@ -54,8 +80,13 @@ export function signedIn(data) {
   session.token = data.token
   session.expiresAt = data.expires_at
   session.staff = data.staff
+  session.receivedAt = Date.now()
+  session.lifetimeMs = lifetimeOf(data.token)
   if (!estates().includes(session.estate) && !companyWide()) session.estate = estates()[0] || null
-  localStorage.setItem(KEY, JSON.stringify({ token: session.token, expiresAt: session.expiresAt, staff: session.staff }))
+  localStorage.setItem(KEY, JSON.stringify({
+    token: session.token, expiresAt: session.expiresAt, staff: session.staff,
+    receivedAt: session.receivedAt, lifetimeMs: session.lifetimeMs,
+  }))
   if (session.estate) localStorage.setItem(ESTATE_KEY, session.estate)
   scheduleRenewal()
 }
@@ -70,6 +101,8 @@ export function signedOut() {
   clearTimeout(renewTimer)
   session.token = null
   session.expiresAt = null
+  session.receivedAt = null
+  session.lifetimeMs = null
   session.staff = null
   session.directory = null
   localStorage.removeItem(KEY)
@@ -86,8 +119,10 @@ export function onRenew(fn) {
 
 function scheduleRenewal() {
   clearTimeout(renewTimer)
-  if (!session.token || !session.expiresAt || !renewer) return
-  const wait = Math.max(5000, Date.parse(session.expiresAt) - Date.now() - RENEW_BEFORE_MS)
+  if (!session.token || !renewer) return
+  const left = remainingMs()
+  if (left == null) return
+  const wait = Math.max(5000, left - RENEW_BEFORE_MS)
   renewTimer = setTimeout(() => renewer(), Math.min(wait, 2 ** 31 - 1))
 }
 

@@ -48,7 +48,12 @@ export async function syncClock(fetchClock) {
   const { now } = await fetchClock()
   const received = Date.now()
   serverOffset.value = Date.parse(now) - (sent + received) / 2
+  clockSyncs.value += 1
 }
+
+/** How many times the server's clock was read: a screen that opens on "this month" or
+ * "today" follows the server's calendar once it is known. */
+export const clockSyncs = ref(0)
 
 /** The server's current instant, in ms since the epoch. */
 export const serverNow = () => Date.now() + serverOffset.value

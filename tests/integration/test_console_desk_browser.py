@@ -127,7 +127,12 @@ async def test_archive_reports_and_settings_in_the_console(stack, clock_file):
 
             # --- 报表 Reports: the month's figures, sign-off, xlsx, live ---------------------
             await page.goto(f"{url}/reports")
+            # The screen opens on the services' month (their clock is moved by other tests).
+            services_month = FileOffsetClock(clock_file).now().astimezone(dt.timezone(dt.timedelta(hours=8)))
+            await page.wait_for_function("m => document.querySelector('#report-month')?.value === m",
+                                         arg=services_month.strftime("%Y-%m"))
             await page.wait_for_selector('#estate-report [data-metric="opened"] .value')
+            await page.wait_for_timeout(500)  # the services' month's figures, not the first paint's
             opened = await page.text_content('#estate-report [data-metric="opened"] .value')
             async with httpx.AsyncClient(base_url=url, timeout=30) as client:
                 r = await client.post(f"/v1/estates/{code}/requests", headers=clerk, json={
