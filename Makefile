@@ -44,8 +44,10 @@ chromium:
 	  || ! [ -x /usr/sbin/nginx ]; then \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium fonts-wqy-zenhei nginx >/dev/null; fi
 
+# Two pytest-xdist workers, a test file's tests together on one (its module fixtures, its
+# order); each worker has its own session stack.
 test: install chromium
-	$(BIN)/python -m pytest -q -p no:cacheprovider -rfE --durations=25 -n 2 --dist loadgroup $(ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -rfE --durations=25 -n 2 --dist loadfile $(ARGS)
 
 unit: install
 	$(BIN)/python -m pytest -q tests/unit $(ARGS)

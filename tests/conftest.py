@@ -26,19 +26,6 @@ from shared.settings import asyncpg_url
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 
-def pytest_collection_modifyitems(config, items):
-    """`make test` runs two pytest-xdist workers (`--dist loadgroup`): a file's tests stay
-    together on one worker (module fixtures, their order), and the fault-injection suite
-    (tests/faults/, its own stack, mostly waiting out outages) runs as one unit beside the
-    rest. Each worker has its own session stack."""
-    tests_dir = Path(__file__).resolve().parent
-    for item in items:
-        path = Path(str(item.fspath)).resolve()
-        relative = path.relative_to(tests_dir) if path.is_relative_to(tests_dir) else path
-        group = "faults" if relative.parts[:1] == ("faults",) else str(relative)
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
 @pytest.fixture(scope="session")
 def tmp_root(tmp_path_factory) -> Path:
     # Short path: PostgreSQL's Unix socket path must stay under ~100 bytes.
