@@ -316,7 +316,7 @@ async def seal_closed_tickets() -> int:
         return 0
     p = store.pending_seals
     async with service.db.transaction() as session:
-        if not (await session.execute(sa.select(sa.exists().where(p.c.estate.is_not(None))))).scalar():
+        if not (await session.execute(sa.select(sa.exists(sa.select(p.c.ticket_id))))).scalar():
             return 0
     seal_watch.work_seen = True  # pending rows: look again next time
     position = await _consumer_position()
