@@ -46,6 +46,7 @@ from shared.limits import text_problem
 from shared.owner_auth import owner_of_request
 from shared.policy import DEFAULT_POLICY
 from shared.settings import Settings
+from shared.uow import HandlerContext
 
 log = logging.getLogger("estatedesk.service")
 MAX_BODY_BYTES = 1024 * 1024
@@ -240,6 +241,11 @@ class Service:
             await self.db.dispose()
 
     # --- helpers for handlers ------------------------------------------------------------
+    @property
+    def context(self) -> HandlerContext:
+        """The clock and directory handlers are given (`shared.uow`)."""
+        return HandlerContext(self.clock, self.directory)
+
     async def emit(self, session: AsyncSession, payload: Payload, *, estate: str, actor: str,
                    time: dt.datetime | None = None) -> CloudEvent:
         event = make_event(payload, estate=estate, actor=actor, source=self.name, time=time or self.clock.now())
