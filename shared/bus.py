@@ -329,12 +329,8 @@ class EventConsumer:
         raws = msg.raw_message if isinstance(msg.raw_message, list) else [msg.raw_message]
         parsed = [(raw, *self._parse(raw)) for raw in raws]
         while True:
-            now = self.service.clock.now()
             try:
-                try:
-                    outcomes = await self._all_at_once(parsed, now)
-                except _HandlerFailed as failed:
-                    outcomes = await self._one_by_one(parsed, now, failed)
+                outcomes = await self._run(parsed, self.service.clock.now())
                 break
             except Exception:  # the transaction itself failed (the database gone?)
                 log.exception("batch of %d not committed", len(raws))
@@ -407,69 +403,53 @@ class EventConsumer:
             return None, f"malformed event: {error}", event
         return event, None, None
 
-    async def _all_at_once(self, parsed, now) -> list[tuple[object, str, CloudEvent | None]]:
-        """The common case in one transaction; raises `_HandlerFailed` (after rolling
-        back) when a handler fails, so the caller can go event by event."""
+    async def _run(self, parsed, now) -> list[tuple[object, str, CloudEvent | None]]:
+        """(message, outcome, event) for each message of the batch, committed together
+        (`Database.run_batch`): all at once with the batch's ids claimed in one statement,
+        or, after a handler failed, event by event in savepoints."""
         db = self.service.db
-        outcomes = []
-        async with db.transaction() as session:
-            await self._take_turn(session)
-            claimed = await db.claim_events(session, self.durable, [e.id for _, e, _, _ in parsed if e], now)
-            for raw, event, problem, envelope in parsed:
-                if event is None:
-                    await self._dead_letter(session, raw, problem, now, envelope)
-                    outcomes.append((raw, "dead_letter", None))
-                elif event.id in claimed:
-                    claimed.discard(event.id)  # the same event twice in a batch: once
-                    try:
-                        await self.handler(session, event)
-                    except Exception as error:
-                        log.exception("handler failed",
-                                      extra={"estate": event.estate, "ticket": event.subject, "event_id": event.id})
-                        raise _HandlerFailed(raw, error) from error
-                    outcomes.append((raw, "processed", event))
-                else:
-                    outcomes.append((raw, "duplicate", event))
-        return outcomes
+        claimed: set[str] = set()
 
-    async def _one_by_one(self, parsed, now, failed: "_HandlerFailed") -> list[tuple[object, str, CloudEvent | None]]:
-        """The batch again, each event in its own savepoint; the event whose handler
-        failed in the all-at-once pass is not run twice in one delivery."""
-        async with self.service.db.transaction() as session:
+        async def begin(session: AsyncSession, alone: bool) -> None:
             await self._take_turn(session)
-            return [await self._process(session, raw, event, problem, envelope, now,
-                                        failed.error if raw is failed.raw else None)
-                    for raw, event, problem, envelope in parsed]
+            if not alone:
+                claimed.update(await db.claim_events(session, self.durable, [e.id for _, e, _, _ in parsed if e], now))
+
+        async def work(session: AsyncSession, item, alone: bool) -> str:
+            raw, event, problem, envelope = item
+            if event is None:
+                await self._dead_letter(session, raw, problem, now, envelope)
+                return "dead_letter"
+            if alone:
+                fresh = await db.claim_event(session, self.durable, event.id, now)
+            else:
+                fresh = event.id in claimed
+                claimed.discard(event.id)  # the same event twice in a batch: once
+            if not fresh:
+                return "duplicate"
+            try:
+                await self.handler(session, event)
+            except Exception:
+                log.exception("handler failed", extra={"estate": event.estate, "ticket": event.subject,
+                                                       "event_id": event.id})
+                raise
+            return "processed"
+
+        async def on_error(session: AsyncSession, item, error: Exception) -> str:
+            raw, event, _, _ = item
+            attempts = raw.metadata.num_delivered if raw.metadata else 1
+            if attempts < MAX_DELIVER:
+                return "retry"
+            await self._dead_letter(session, raw, f"handler failed {attempts} times: {error!r}", now, event)
+            return "dead_letter"
+
+        outcomes = await db.run_batch(parsed, work, begin=begin, on_error=on_error)
+        return [(o.item[0], o.value, o.item[1]) for o in outcomes]
 
     async def _take_turn(self, session: AsyncSession) -> None:
         """An exclusive consumer's batch waits until no other replica's is in flight."""
         if self.exclusive:
             await self.service.db.lock_transaction(session, f"estatedesk:consumer:{self.durable}")
-
-    async def _process(self, session: AsyncSession, raw, event, problem, envelope, now,
-                       failed_with: Exception | None = None) -> tuple[object, str, CloudEvent | None]:
-        if event is None:
-            await self._dead_letter(session, raw, problem, now, envelope)
-            return raw, "dead_letter", None
-        attempts = raw.metadata.num_delivered if raw.metadata else 1
-        db = self.service.db
-        error = failed_with
-        if error is None:
-            try:
-                async with session.begin_nested():
-                    if not await db.claim_event(session, self.durable, event.id, now):
-                        return raw, "duplicate", event
-                    await self.handler(session, event)
-            except Exception as raised:  # this message's changes are rolled back; the batch goes on
-                log.exception("handler failed",
-                              extra={"estate": event.estate, "ticket": event.subject, "event_id": event.id})
-                error = raised
-        if error is None:
-            return raw, "processed", event
-        if attempts < MAX_DELIVER:
-            return raw, "retry", event
-        await self._dead_letter(session, raw, f"handler failed {attempts} times: {error!r}", now, event)
-        return raw, "dead_letter", event
 
     async def _dead_letter(self, session, raw, reason: str, now, envelope: CloudEvent | None = None) -> None:
         metadata = raw.metadata
@@ -480,14 +460,6 @@ class EventConsumer:
             attempts=metadata.num_delivered if metadata else 1, now=now,
             stream_seq=metadata.sequence.stream if metadata else None, event_id=event_id, estate=estate,
         )
-
-
-class _HandlerFailed(Exception):
-    """A handler failed in the all-at-once pass: the batch goes again event by event."""
-
-    def __init__(self, raw, error: Exception):
-        super().__init__(repr(error))
-        self.raw, self.error = raw, error
 
 
 class OutboxRelay:

@@ -8,8 +8,9 @@ import asyncio
 import datetime as dt
 import hashlib
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Awaitable, Callable, Generic, Sequence, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -19,6 +20,27 @@ from shared.events import CloudEvent
 from shared.settings import asyncpg_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class BatchOutcome(Generic[T, R]):
+    """What became of one item of `Database.run_batch`: its `value`, or the `error` its
+    work raised (then its changes were rolled back alone)."""
+
+    item: T
+    value: R | None = None
+    error: Exception | None = None
+
+
+class _ItemFailed(Exception):
+    """The work of item `index` failed in the all-at-once pass."""
+
+    def __init__(self, index: int, error: Exception):
+        super().__init__(repr(error))
+        self.index, self.error = index, error
 
 
 def service_metadata(schema: str) -> sa.MetaData:
@@ -105,6 +127,64 @@ class Database:
                 yield session
             if session.info.get("outbox_rows"):
                 self.outbox_written.set()
+
+    async def run_batch(
+        self,
+        items: Sequence[T],
+        work: Callable[[AsyncSession, T, bool], Awaitable[R]],
+        *,
+        begin: Callable[[AsyncSession, bool], Awaitable[None]] | None = None,
+        on_error: Callable[[AsyncSession, T, Exception], Awaitable[R]] | None = None,
+        rerun_failed: bool = False,
+    ) -> list[BatchOutcome[T, R]]:
+        """Run `work(session, item, alone)` for every item, in order, committed together.
+
+        The common case costs one transaction and no savepoint (`alone` False). When the
+        work of an item raises, that transaction is rolled back and the batch goes again
+        in a new one, each item in its own savepoint (`alone` True), so a failing item is
+        rolled back alone and the others commit. `begin(session, alone)` runs first in
+        each of the two transactions (a lock, a bulk claim). An item that failed in the
+        first pass is not run again unless `rerun_failed` (its attempts stay bounded);
+        `on_error(session, item, error)`, run after its savepoint is rolled back, may turn
+        its failure into a value written in the same transaction (a dead letter);
+        otherwise the outcome carries the error.
+
+        Returns one `BatchOutcome` per item, in order, after the commit. Raises what
+        `begin`, `on_error` or the commit raise (nothing of the batch was stored then).
+        Used by the consumers (`shared.bus`) and intake's registration desk."""
+        failed: _ItemFailed | None = None
+        try:
+            async with self.transaction() as session:
+                if begin is not None:
+                    await begin(session, False)
+                values = []
+                for index, item in enumerate(items):
+                    try:
+                        values.append(await work(session, item, False))
+                    except Exception as error:
+                        raise _ItemFailed(index, error) from error
+            return [BatchOutcome(item, value) for item, value in zip(items, values)]
+        except _ItemFailed as error:
+            failed = error
+        outcomes: list[BatchOutcome[T, R]] = []
+        async with self.transaction() as session:
+            if begin is not None:
+                await begin(session, True)
+            for index, item in enumerate(items):
+                error = failed.error if index == failed.index and not rerun_failed else None
+                if error is None:
+                    try:
+                        async with session.begin_nested():
+                            value = await work(session, item, True)
+                        outcomes.append(BatchOutcome(item, value))
+                        continue
+                    except Exception as raised:  # this item's changes are rolled back; the batch goes on
+                        error = raised
+                if on_error is None:
+                    outcomes.append(BatchOutcome(item, error=error))
+                else:
+                    outcomes.append(BatchOutcome(item, await on_error(session, item, error)))
+        return outcomes
 
     async def emit(self, session: AsyncSession, event: CloudEvent) -> None:
         """Record an event to publish, in the caller's transaction (transactional outbox)."""
