@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from faststream import AckPolicy
 from faststream.nats import ConsumerConfig, JStream, NatsMessage, NatsRouter, PullSub
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from sqlalchemy.dialects.postgresql import ARRAY
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -262,6 +263,15 @@ async def _while_connected(connection, waiting: Awaitable):
                 await task
 
 
+async def _raw_messages(message: NatsMessage) -> list:
+    """A consumer's decoder: the batch's nats-py messages as they came. faststream's own
+    would JSON-decode every body only for `CloudEvent` to parse it again, and taking the
+    message as a context parameter (`msg: NatsMessage`) made fast_depends resolve it in a
+    worker thread: a thread hop per batch (issue 12's profile)."""
+    raw = message.raw_message
+    return raw if isinstance(raw, list) else [raw]
+
+
 @dataclass
 class ConsumerStats:
     processed: int = 0
@@ -314,11 +324,13 @@ class EventConsumer:
                 max_ack_pending=1000,
             ),
             ack_policy=AckPolicy.MANUAL,
+            # The handler takes the fetched messages themselves (see `_raw_messages`).
+            decoder=_raw_messages,
             title=f"{self.durable}:consume",
             description=description or (self.handler.__doc__ or "").strip(),
         )(self.consume)
 
-    async def consume(self, msg: NatsMessage) -> None:
+    async def consume(self, raws: list) -> None:
         """One fetched batch, one commit, then acks.
 
         First all at once: the batch's event ids claimed in one statement and every
@@ -326,7 +338,6 @@ class EventConsumer:
         transaction is rolled back and the batch is done again event by event, each in
         its own savepoint: a failing message is rolled back alone and retried (nack with
         back-off) or, at its last attempt, kept as a dead letter and acked."""
-        raws = msg.raw_message if isinstance(msg.raw_message, list) else [msg.raw_message]
         parsed = [(raw, *self._parse(raw)) for raw in raws]
         while True:
             try:
@@ -487,22 +498,20 @@ class OutboxRelay:
         self.published = 0
         self.failed = 0
         self._stopping = asyncio.Event()
+        outbox = db.outbox
+        self._take = (sa.select(outbox.c.seq, outbox.c.event_id, outbox.c.subject, outbox.c.body)
+                      .order_by(outbox.c.seq).limit(sa.bindparam("limit")).with_for_update(skip_locked=True))
+        # `= ANY(array)`: one prepared statement whatever the number of rows.
+        self._delete = sa.delete(outbox).where(
+            outbox.c.seq == sa.any_(sa.bindparam("seqs", type_=ARRAY(outbox.c.seq.type))))
 
     async def relay_once(self) -> int:
         """One batch: returns the number of rows published and deleted. Raises nothing
         for a failed publication (counted in `failed`; the row stays)."""
         if not self.ready():
             return 0
-        outbox = self.db.outbox
         async with self.db.transaction() as session:
-            rows = (
-                await session.execute(
-                    sa.select(outbox.c.seq, outbox.c.event_id, outbox.c.subject, outbox.c.body)
-                    .order_by(outbox.c.seq)
-                    .limit(self.batch_size)
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
+            rows = (await session.execute(self._take, {"limit": self.batch_size})).all()
             if not rows:
                 return 0
             # Sent in order on one connection; acks awaited together for throughput.
@@ -513,7 +522,7 @@ class OutboxRelay:
             acked = [row.seq for row, result in zip(rows, results) if not isinstance(result, BaseException)]
             failures = [result for result in results if isinstance(result, BaseException)]
             if acked:
-                await session.execute(sa.delete(outbox).where(outbox.c.seq.in_(acked)))
+                await session.execute(self._delete, {"seqs": acked})
         if failures:
             self.failed += len(failures)
             log.warning("outbox relay: %d of %d not acknowledged (%r); kept for the next pass",
@@ -531,8 +540,10 @@ class OutboxRelay:
                 log.exception("outbox relay failed; retrying")
                 sent = 0
                 await asyncio.sleep(self.retry_seconds)
-            if sent:
-                continue
+            if sent >= self.batch_size:
+                continue  # more may be waiting
+            # Everything committed before the look was taken (or is another replica's);
+            # a commit since has set the event again, so no empty look in between.
             try:
                 await asyncio.wait_for(self.db.outbox_written.wait(), self.idle_seconds)
             except asyncio.TimeoutError:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable, Generic, Sequence, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.postgresql import ARRAY, insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from shared.events import CloudEvent
@@ -117,6 +117,19 @@ class Database:
         self.dead_letters = metadata.tables[f"{metadata.schema}.dead_letters"]
         # Set after a commit that wrote outbox rows, so the relay wakes at once.
         self.outbox_written = asyncio.Event()
+        # One statement for any batch size (an array parameter, not N value rows): one
+        # compiled and one prepared statement instead of one per batch length.
+        processed = self.processed
+        self._claim_many = (
+            pg_insert(processed)
+            .from_select(["consumer", "event_id", "processed_at"], sa.select(
+                sa.bindparam("consumer", type_=processed.c.consumer.type),
+                sa.func.unnest(sa.bindparam("ids", type_=ARRAY(processed.c.event_id.type))),
+                sa.bindparam("now", type_=processed.c.processed_at.type),
+            ))
+            .on_conflict_do_nothing()
+            .returning(processed.c.event_id)
+        )
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -214,12 +227,7 @@ class Database:
         the ids it had not processed before (the others are duplicates)."""
         if not event_ids:
             return set()
-        result = await session.execute(
-            pg_insert(self.processed)
-            .values([{"consumer": consumer, "event_id": event_id, "processed_at": now} for event_id in event_ids])
-            .on_conflict_do_nothing()
-            .returning(self.processed.c.event_id)
-        )
+        result = await session.execute(self._claim_many, {"consumer": consumer, "ids": list(event_ids), "now": now})
         return set(result.scalars())
 
     async def record_dead_letter(
