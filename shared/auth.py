@@ -110,7 +110,30 @@ def issue_token(
     return jwt.encode(claims, key, algorithm="HS256")
 
 
+# Tokens already verified: (key, token) → (principal, exp). A token is checked once per
+# signature, not on every request (and twice on a write route: the gate and the estate
+# dependency); its expiry is still checked on every use, against real time. Revocation
+# (sign-out) is the directory's check, done on every request by the callers.
+_VERIFIED: dict[tuple[str, str], tuple[Principal, int]] = {}
+VERIFIED_CACHE_SIZE = 4096
+
+
 def verify_token(key: str, token: str) -> Principal:
+    cached = _VERIFIED.get((key, token))
+    if cached is not None:
+        principal, exp = cached
+        if exp > dt.datetime.now(dt.timezone.utc).timestamp():
+            return principal
+        raise AuthError(401, "token expired", "登录已过期，请重新登录")
+    principal, exp = _verify(key, token)
+    if len(_VERIFIED) >= VERIFIED_CACHE_SIZE:
+        _VERIFIED.clear()  # bounded; rebuilt by the tokens in use
+    _VERIFIED[(key, token)] = (principal, exp)
+    return principal
+
+
+def _verify(key: str, token: str) -> tuple[Principal, int]:
+    """The token's principal and its expiry (epoch seconds); raises AuthError(401)."""
     try:
         # Expiry is checked against real time: tokens are a security matter, not a
         # business clock matter (the demo's accelerated clock must not expire them).
@@ -119,6 +142,7 @@ def verify_token(key: str, token: str) -> Principal:
         raise AuthError(401, "token expired", "登录已过期，请重新登录") from None
     except jwt.InvalidTokenError as error:
         raise AuthError(401, f"invalid token: {error}") from None
+    exp = int(claims["exp"])
     return Principal(
         staff_id=claims["sub"],
         name=claims.get("name", claims["sub"]),
@@ -127,8 +151,8 @@ def verify_token(key: str, token: str) -> Principal:
         departments=frozenset(claims.get("departments", [])),
         session=claims.get("jti"),
         # A forged far-future expiry must not break the date arithmetic: 2100 at most.
-        expires_at=dt.datetime.fromtimestamp(min(int(claims["exp"]), 4_102_444_800), dt.timezone.utc),
-    )
+        expires_at=dt.datetime.fromtimestamp(min(exp, 4_102_444_800), dt.timezone.utc),
+    ), exp
 
 
 def principal_from_header(key: str, authorization: str | None) -> Principal:

@@ -19,7 +19,7 @@ import logging
 import os
 import random
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Protocol
+from typing import Annotated, Awaitable, Callable, Protocol
 
 import nats
 import sqlalchemy as sa
@@ -27,7 +27,7 @@ from faststream import AckPolicy
 from faststream.nats import ConsumerConfig, JStream, NatsMessage, NatsRouter, PullSub
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from sqlalchemy.dialects.postgresql import ARRAY
-from pydantic import ValidationError
+from pydantic import SkipValidation, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.clock import Clock
@@ -263,6 +263,12 @@ async def _while_connected(connection, waiting: Awaitable):
                 await task
 
 
+# The handler's parameter as the AsyncAPI document shows it: each message on the wire is
+# one CloudEvent. Not validated here (it is the batch of nats-py messages from
+# `_raw_messages`); `EventConsumer._parse` validates each event.
+WireEvents = Annotated[CloudEvent, SkipValidation]
+
+
 async def _raw_messages(message: NatsMessage) -> list:
     """A consumer's decoder: the batch's nats-py messages as they came. faststream's own
     would JSON-decode every body only for `CloudEvent` to parse it again, and taking the
@@ -330,7 +336,7 @@ class EventConsumer:
             description=description or (self.handler.__doc__ or "").strip(),
         )(self.consume)
 
-    async def consume(self, raws: list) -> None:
+    async def consume(self, raws: WireEvents) -> None:
         """One fetched batch, one commit, then acks.
 
         First all at once: the batch's event ids claimed in one statement and every

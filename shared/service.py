@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import re
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -512,10 +513,16 @@ ERROR_RESPONSES = {
 }
 
 
+# Bytes that need a closer look: C0 controls (NUL included), DEL and escapes (%).
+_NOT_PLAIN = re.compile(rb"[\x00-\x1f\x7f%]")
+
+
 def unreadable_request(scope) -> str | None:
     """Why a request's path or query cannot be processed (NUL, invalid UTF-8), or None."""
     raw_path = scope.get("raw_path") or scope.get("path", "").encode()
     for where, raw in (("path", raw_path), ("query", scope.get("query_string", b""))):
+        if raw.isascii() and not _NOT_PLAIN.search(raw):
+            continue  # printable ASCII without escapes: readable as it is
         try:
             decoded = unquote_to_bytes(raw).decode("utf-8")
         except UnicodeDecodeError:
@@ -552,9 +559,16 @@ class BodySizeLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        chunked = False
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
                 return await self._refuse(send, int(value))
+            if name == b"transfer-encoding":
+                chunked = True
+        if not chunked:
+            # The server reads exactly Content-Length bytes (none without it): nothing
+            # more can arrive, so no counting wrapper around every receive and send.
+            return await self.app(scope, receive, send)
         received = 0
         started = refused = False
 
