@@ -35,6 +35,10 @@ class BatchOutcome(Generic[T, R]):
     error: Exception | None = None
 
 
+# session.info key: outbox rows `Database.emit` holds for one write before the commit.
+_HELD_OUTBOX = "held_outbox_rows"
+
+
 class _ItemFailed(Exception):
     """The work of item `index` failed in the all-at-once pass."""
 
@@ -117,6 +121,7 @@ class Database:
         self.dead_letters = metadata.tables[f"{metadata.schema}.dead_letters"]
         # Set after a commit that wrote outbox rows, so the relay wakes at once.
         self.outbox_written = asyncio.Event()
+        self._outbox_insert = sa.insert(self.outbox)
         # One statement for any batch size (an array parameter, not N value rows): one
         # compiled and one prepared statement instead of one per batch length.
         processed = self.processed
@@ -153,7 +158,8 @@ class Database:
         """Run `work(session, item, alone)` for every item, in order, committed together.
 
         The common case costs one transaction and no savepoint (`alone` False). When the
-        work of an item raises, that transaction is rolled back and the batch goes again
+        work of an item raises (or the batch's held outbox rows cannot be written), that
+        transaction is rolled back and the batch goes again
         in a new one, each item in its own savepoint (`alone` True), so a failing item is
         rolled back alone and the others commit. `begin(session, alone)` runs first in
         each of the two transactions (a lock, a bulk claim). An item that failed in the
@@ -170,12 +176,17 @@ class Database:
             async with self.transaction() as session:
                 if begin is not None:
                     await begin(session, False)
+                session.info[_HELD_OUTBOX] = []  # the batch's events in one write (see `emit`)
                 values = []
                 for index, item in enumerate(items):
                     try:
                         values.append(await work(session, item, False))
                     except Exception as error:
                         raise _ItemFailed(index, error) from error
+                try:
+                    await self._write_held(session)
+                except Exception as error:  # which item's event is unknown: every item goes alone
+                    raise _ItemFailed(-1, error) from error
             return [BatchOutcome(item, value) for item, value in zip(items, values)]
         except _ItemFailed as error:
             failed = error
@@ -200,16 +211,30 @@ class Database:
         return outcomes
 
     async def emit(self, session: AsyncSession, event: CloudEvent) -> None:
-        """Record an event to publish, in the caller's transaction (transactional outbox)."""
-        await session.execute(
-            sa.insert(self.outbox).values(
-                event_id=event.id,
-                subject=event.nats_subject,
-                body=event.model_dump_json().encode(),
-                created_at=event.time,
-            )
-        )
+        """Record an event to publish, in the caller's transaction (transactional outbox).
+
+        In the all-at-once pass of `run_batch` the row is held and the batch's rows are
+        written together (one statement) before its commit, in the order emitted. An
+        event emitted there inside a savepoint of the caller's own, while rows are held,
+        raises RuntimeError (the held rows must not land inside a savepoint that may roll
+        back): the batch then goes item by item, where nothing is held."""
+        row = {"event_id": event.id, "subject": event.nats_subject, "body": event.model_dump_json().encode(),
+               "created_at": event.time}
         session.info["outbox_rows"] = session.info.get("outbox_rows", 0) + 1
+        held = session.info.get(_HELD_OUTBOX)
+        if held is not None:
+            if not session.in_nested_transaction():
+                held.append(row)
+                return
+            if held:
+                raise RuntimeError("an event emitted inside a savepoint while a batch's events are held")
+        await session.execute(self._outbox_insert, row)
+
+    async def _write_held(self, session: AsyncSession) -> None:
+        """Write the rows `emit` held, in one statement (asyncpg's executemany)."""
+        held = session.info.pop(_HELD_OUTBOX, None)
+        if held:
+            await session.execute(self._outbox_insert, held if len(held) > 1 else held[0])
 
     async def claim_event(self, session: AsyncSession, consumer: str, event_id: str, now: dt.datetime) -> bool:
         """Record that `consumer` processed `event_id`; False when it already had."""

@@ -5,12 +5,15 @@ prove nothing about what is stored."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import uuid
 
 import pytest
 import sqlalchemy as sa
 
 from shared.db import Database, service_metadata
+from shared.events import Accepted, make_event
 
 pytestmark = pytest.mark.integration
 
@@ -118,3 +121,75 @@ async def test_a_failure_outside_the_items_stores_nothing_and_is_raised(scratch)
 async def test_an_empty_batch_is_one_empty_transaction(scratch):
     db, rows = scratch
     assert await db.run_batch([], writer(rows, [], set())) == []
+
+
+def event(name: str):
+    payload = Accepted(ticket_id=name, form_number="T-1", kind="inquiry", channel="phone", description=name,
+                       first_contact="cs", received_at=dt.datetime.now(dt.timezone.utc))
+    return make_event(payload, estate="e1", actor="cs", source="test", time=dt.datetime.now(dt.timezone.utc))
+
+
+async def outbox(db: Database) -> list[str]:
+    """Ticket ids of the outbox rows in publication order."""
+    async with db.transaction() as session:
+        bodies = (await session.execute(sa.select(db.outbox.c.body).order_by(db.outbox.c.seq))).scalars()
+        return [json.loads(body)["subject"] for body in bodies]
+
+
+def emitter(db: Database, rows, fail: set[str] = frozenset()):
+    async def work(session, names: tuple[str, ...], alone: bool) -> None:
+        for name in names:
+            await db.emit(session, event(name))
+        if names[0] in fail:
+            raise ValueError(f"{names[0]} refused")
+
+    return work
+
+
+async def test_a_batchs_events_are_written_together_in_the_order_emitted(scratch):
+    db, rows = scratch
+    db.outbox_written.clear()
+    await db.run_batch([("a1", "a2"), ("b1",), ("c1", "c2")], emitter(db, rows))
+    assert await outbox(db) == ["a1", "a2", "b1", "c1", "c2"]
+    assert db.outbox_written.is_set()  # the relay is woken
+
+
+async def test_events_of_a_failed_item_are_not_written_and_the_others_keep_their_order(scratch):
+    db, rows = scratch
+    await db.run_batch([("a1", "a2"), ("b1", "b2"), ("c1",)], emitter(db, rows, fail={"b1"}))
+    assert await outbox(db) == ["a1", "a2", "c1"]
+
+
+async def test_an_event_emitted_in_a_savepoint_of_the_work_sends_the_batch_item_by_item(scratch):
+    """Held rows must not be written inside a savepoint the work may roll back."""
+    db, rows = scratch
+    calls = []
+
+    async def work(session, name: str, alone: bool) -> None:
+        calls.append((name, alone))
+        await db.emit(session, event(f"{name}-outer"))
+        try:
+            async with session.begin_nested():
+                await db.emit(session, event(f"{name}-inner"))
+                raise LookupError("the work's own savepoint rolls back")
+        except LookupError:
+            pass
+
+    outcomes = await db.run_batch(["a", "b"], work, rerun_failed=True)
+    assert [o.error for o in outcomes] == [None, None]
+    assert calls == [("a", False), ("a", True), ("b", True)]
+    assert await outbox(db) == ["a-outer", "b-outer"]
+
+
+async def test_held_rows_that_cannot_be_written_send_every_item_alone(scratch):
+    db, rows = scratch
+    twice = event("dup")
+
+    async def work(session, name: str, alone: bool) -> None:
+        await db.emit(session, twice if name != "ok" else event("ok"))
+
+    # The same event id twice breaks the outbox's unique key only when the rows are
+    # written: every item goes again alone, and the second "dup" fails there.
+    outcomes = await db.run_batch(["dup", "ok", "dup-again"], work)
+    assert [o.error is None for o in outcomes] == [True, True, False]
+    assert await outbox(db) == ["dup", "ok"]
