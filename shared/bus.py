@@ -260,10 +260,12 @@ async def _long_fetch(subscription, batch: int, timeout: float) -> list:
 
     inbox = subscription._sub
     messages = []
-    while not inbox._pending_queue.empty():
+    # Never past `batch`: a message taken from the inbox and not handed over would wait
+    # for its redelivery (`ACK_WAIT_SECONDS`).
+    while len(messages) < batch and not inbox._pending_queue.empty():
         message = inbox._pending_queue.get_nowait()
         inbox._pending_size -= len(message.data)
-        if JetStreamContext.is_status_msg(message) is None and len(messages) < batch:
+        if JetStreamContext.is_status_msg(message) is None:
             messages.append(message)
     if messages:
         return messages

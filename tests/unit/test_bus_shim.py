@@ -53,3 +53,31 @@ async def test_fetch_while_disconnected_waits_instead_of_spinning(monkeypatch):
         await subscription.fetch(batch=10, timeout=0.01)
     assert asyncio.get_running_loop().time() - started >= shared.bus.FETCH_WAIT_WHILE_DISCONNECTED_SECONDS * 0.9
     assert calls == []
+
+
+class _Message:
+    """A delivered message as nats-py's inbox holds it (no headers: no status)."""
+
+    def __init__(self, name: str):
+        self.data = name.encode()
+        self.headers = None
+
+
+class _Inbox:
+    def __init__(self, messages):
+        self._pending_queue = asyncio.Queue()
+        for message in messages:
+            self._pending_queue.put_nowait(message)
+        self._pending_size = sum(len(m.data) for m in messages)
+
+
+async def test_a_long_fetch_takes_no_more_from_the_inbox_than_it_hands_over():
+    """Messages an earlier pull request left in the inbox: a fetch takes at most its
+    batch; the rest stay for the next fetch (one taken and dropped would wait for its
+    redelivery, ACK_WAIT_SECONDS)."""
+    subscription = JetStreamContext.PullSubscription.__new__(JetStreamContext.PullSubscription)
+    subscription._sub = _Inbox([_Message(f"m{i}") for i in range(5)])
+    first = await shared.bus._long_fetch(subscription, 3, timeout=1)
+    second = await shared.bus._long_fetch(subscription, 3, timeout=1)
+    assert [m.data for m in first] == [b"m0", b"m1", b"m2"]
+    assert [m.data for m in second] == [b"m3", b"m4"]
