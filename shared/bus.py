@@ -587,17 +587,26 @@ class OutboxRelay:
         return len(acked)
 
     async def run(self) -> None:
+        retry_wait = self.retry_seconds
         while not self._stopping.is_set():
             # Cleared before looking, so a commit made while we look wakes the next wait.
             self.db.outbox_written.clear()
+            failed = self.failed
             try:
                 sent = await self.relay_once()
             except Exception:  # the database itself (gone, restarting): try again soon
                 log.exception("outbox relay failed; retrying")
-                sent = 0
-                await asyncio.sleep(self.retry_seconds)
+                sent, failed = 0, -1
             if sent >= self.batch_size:
                 continue  # more may be waiting
+            if self.failed != failed:
+                # Rows left behind (the database or the broker failed): look again soon,
+                # not only at the next commit or after `idle_seconds`; waits doubling up
+                # to `idle_seconds` while it keeps failing.
+                await asyncio.sleep(retry_wait)
+                retry_wait = min(retry_wait * 2, self.idle_seconds)
+                continue
+            retry_wait = self.retry_seconds
             # Everything committed before the look was taken (or is another replica's);
             # a commit since has set the event again, so no empty look in between.
             try:

@@ -219,6 +219,34 @@ async def test_outbox_relay_waits_while_the_broker_is_unreachable(probe_service)
     assert await count(service, service.db.outbox) == 1
 
 
+async def test_outbox_relay_goes_again_soon_after_a_publication_failed(probe_service):
+    """A row whose publication failed is sent again after `retry_seconds`, with no new
+    commit to wake the relay and long before its idle look (`idle_seconds`)."""
+    service, _, _ = probe_service
+    estate = f"b{uuid.uuid4().hex[:6]}"
+    service.relay.stop()  # this test runs a relay of its own
+    await asyncio.sleep(0.1)
+    attempts = []
+
+    async def publish_failing_once(subject, body, headers):
+        attempts.append(headers["Nats-Msg-Id"])
+        if len(attempts) == 1:
+            raise nats.errors.TimeoutError()
+        return await service._publish(subject, body, headers)
+
+    relay = OutboxRelay(service.db, publish_failing_once, idle_seconds=60, retry_seconds=0.2)
+    running = asyncio.create_task(relay.run())
+    try:
+        async with service.db.transaction() as session:
+            await service.db.emit(session, accepted_event(estate, "retried"))
+        assert await eventually(lambda: _value(relay.published == 1), timeout=5), attempts
+        assert relay.failed == 1 and len(attempts) == 2
+        assert await count(service, service.db.outbox) == 0
+    finally:
+        relay.stop()
+        await running
+
+
 async def test_a_status_left_by_an_earlier_pull_request_never_holds_a_later_message(servers):
     """All pull requests of a subscription share one inbox. A 408 from an earlier request
     (here an orphan that expires after 1 s, as when the client gave up on a request just
