@@ -55,6 +55,7 @@ from services.archive.rules import (
     verify_chain,
 )
 from shared.events import (
+    AttitudeComplaintRaised,
     Accepted,
     AcceptedBy,
     Acknowledged,
@@ -264,6 +265,14 @@ def test_lifecycle_events_after_archiving_do_not_change_the_form(form: ArchivedF
                 purpose="复核", mode="consult"), at(13)),
     ]
     assert canonical_bytes(assemble_form(complaint_events() + later)) == canonical_bytes(form)
+
+
+def test_an_attitude_complaint_raised_on_a_callback_is_not_part_of_the_form(form: ArchivedForm) -> None:
+    # It becomes a ticket with its own form; this one keeps the owner's answers (issue 15).
+    raised = ev(AttitudeComplaintRaised(
+        ticket_id=TICKET, callback_id="cb-1", round=1, reply_method=ReplyMethod.phone, answered_by=ReplyMethod.phone,
+        recorded_by="cs-02", client_request_id="attitude-cb-1"), at(10, 10, 1))
+    assert canonical_bytes(assemble_form(complaint_events() + [raised])) == canonical_bytes(form)
 
 
 def test_owner_appears_only_as_owner_id_and_numbers_in_free_text_are_redacted() -> None:

@@ -249,8 +249,10 @@ class ArchivedForm(_Frozen):
 # never part of the form's content, or archiving would change what it archives. Dispatch's
 # clock verdicts (clock_settled) are counted by analytics and keep coming after `closed`
 # (closing settles the clocks still running); the form keeps the deadlines and breaches.
+# An attitude complaint raised on a callback becomes a ticket of its own with its own form;
+# this form keeps the owner's answer (attitude_satisfied) and the closure's reason.
 NOT_PART_OF_FORM = frozenset({"archived", "lent", "returned", "destroyed", "corrective_action_suggested",
-                              "clock_settled"})
+                              "clock_settled", "attitude_complaint_raised"})
 
 
 class _RoundBuilder:
