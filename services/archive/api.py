@@ -256,8 +256,7 @@ async def list_loans(
     if overdue:
         entries = rules.overdue_loans(entries, now)
     if outstanding:
-        keep = {e.loan_id for e in entries if e.mode == rules.LoanMode.loan and e.returned_at is None}
-        entries = [e for e in entries if e.loan_id in keep]
+        entries = rules.outstanding_loans(entries, borrower)
     return [loan_out(by_id[e.loan_id], by_id[e.loan_id].overdue(now)) for e in entries]
 
 

@@ -40,7 +40,6 @@ from services.archive.rules import (
     genesis_hash,
     may_read,
     months_of_quarter,
-    next_link,
     outstanding_loans,
     overdue_loans,
     parse_record_number,
@@ -344,7 +343,7 @@ def build_chain(n: int, estate: str = ESTATE) -> list[ChainRecord]:
     records: list[ChainRecord] = []
     last = None
     for i in range(1, n + 1):
-        previous, sequence = next_link(estate, last)
+        previous, sequence = (genesis_hash(estate), 1) if last is None else (last.stored_hash, last.sequence + 1)
         content = json.dumps({"record": i, "text": f"会签单 {i}"}, ensure_ascii=False).encode()
         last = seal_record(previous, sequence, record_number(estate, 2026, i), content)
         records.append(last)
@@ -805,6 +804,7 @@ def test_overdue_and_outstanding_loans() -> None:
     assert [e.loan_id for e in overdue_loans(loans, NOW)] == ["A", "B"]  # C is due exactly now: not late yet
     assert [e.loan_id for e in overdue_loans(loans, NOW + dt.timedelta(seconds=1))] == ["A", "B", "C"]
     assert [e.loan_id for e in outstanding_loans(loans, "eng-3")] == ["A", "C"]
+    assert [e.loan_id for e in outstanding_loans(loans)] == ["A", "B", "C"]  # everyone's, oldest first
     with pytest.raises(RuleViolation, match="already"):
         return_loan(returned, NOW)
 

@@ -102,13 +102,6 @@ def seal_record(previous_hash: str, sequence: int, record_number: str, content: 
     )
 
 
-def next_link(estate: str, last: ChainRecord | None) -> tuple[str, int]:
-    """(previous_hash, sequence) for the record after `last` (None: the estate's first)."""
-    if last is None:
-        return genesis_hash(estate), 1
-    return last.stored_hash, last.sequence + 1
-
-
 def tombstone(record: ChainRecord) -> ChainRecord:
     """The record after destruction: content gone, every hash kept, chain intact."""
     return record.model_copy(update={"content": None, "destroyed": True})

@@ -209,10 +209,11 @@ def overdue_loans(loans: Iterable[RegisterEntry], now: dt.datetime) -> list[Regi
     return sorted(late, key=lambda e: (e.due_back, e.loan_id))
 
 
-def outstanding_loans(loans: Iterable[RegisterEntry], borrower: str) -> list[RegisterEntry]:
-    """A person's loans not yet returned: staff leaving must return them first (001 第6篇 1.2.7)."""
+def outstanding_loans(loans: Iterable[RegisterEntry], borrower: str | None = None) -> list[RegisterEntry]:
+    """Loans not yet returned (a person's, or everyone's when `borrower` is None): staff
+    leaving must return theirs first (001 第6篇 1.2.7)."""
     return sorted(
-        (e for e in loans if e.borrower == borrower and e.mode == LoanMode.loan and e.returned_at is None),
+        (e for e in loans if borrower in (None, e.borrower) and e.mode == LoanMode.loan and e.returned_at is None),
         key=lambda e: (e.registered_at, e.loan_id),
     )
 
