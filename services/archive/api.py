@@ -352,23 +352,24 @@ async def months(estate: str, month: str | None = Query(None, pattern=MONTH_PATT
     return [organisation.set_out(row) for row in rows]
 
 
-def may_organise(estate: str, who: Principal) -> None:
+async def organise_now(run, estate: str, period: str, who: Principal) -> dict:
+    """Run the month's organisation or the quarter's archiving now, for someone who may;
+    a malformed period is 422."""
+    known_estate(service, estate)
     who.require_role(*service.context.policy(estate).archive.self_register_roles, "estate_director",
                      "company_general_management")
+    try:
+        return await run(transaction, service.context, data_dir(), estate, period, who.staff_id)
+    except RuleViolation:
+        raise
+    except ValueError as error:
+        raise RuleViolation(str(error), status=422) from None
 
 
 @service.http.post("/estates/{estate}/archive/months/{month}/organise", tags=["archive"])
 async def organise_month_now(estate: str, month: str, who: Principal = Depends(require_estate)) -> dict:
     """Organise a finished month now (the schedule does it by itself)."""
-    known_estate(service, estate)
-    may_organise(estate, who)
-    try:
-        return await organisation.organise_month(transaction, service.context, data_dir(), estate, month,
-                                                 who.staff_id)
-    except RuleViolation:
-        raise
-    except ValueError as error:  # a malformed month
-        raise RuleViolation(str(error), status=422) from None
+    return await organise_now(organisation.organise_month, estate, month, who)
 
 
 @service.http.get("/estates/{estate}/archive/volumes", tags=["archive"])
@@ -383,15 +384,7 @@ async def volumes(estate: str, quarter: str = Query(..., pattern=r"^\d{4}Q[1-4]$
 @service.http.post("/estates/{estate}/archive/quarters/{quarter}/archive", tags=["archive"])
 async def archive_quarter_now(estate: str, quarter: str, who: Principal = Depends(require_estate)) -> dict:
     """Archive a finished quarter now (the schedule does it by itself)."""
-    known_estate(service, estate)
-    may_organise(estate, who)
-    try:
-        return await organisation.archive_quarter(transaction, service.context, data_dir(), estate, quarter,
-                                                  who.staff_id)
-    except RuleViolation:
-        raise
-    except ValueError as error:  # a malformed quarter
-        raise RuleViolation(str(error), status=422) from None
+    return await organise_now(organisation.archive_quarter, estate, quarter, who)
 
 
 @service.http.get("/estates/{estate}/tickets/{ticket_id}/timeline", response_model=TimelineOut, tags=["archive"])

@@ -11,25 +11,14 @@ they are.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any, Mapping
 
 from services.archive import rules
 from shared.errors import RuleViolation
+from shared.rows import Row
 
 
-class Row:
-    """Loading from and saving to a row whose columns are the dataclass's fields."""
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any] | Any):
-        mapping = row if isinstance(row, Mapping) else row._mapping
-        return cls(**{f.name: mapping[f.name] for f in dataclasses.fields(cls) if f.name in mapping})
-
-    def values(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 @dataclass

@@ -11,10 +11,8 @@ as they are. Sources: RULES §3 (callback, not satisfied, no callback path), 002
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any, Mapping
 
 from services.callback import rules
 from services.callback.rules import CallbackAnswers, CallbackPurpose, Outcome
@@ -22,23 +20,12 @@ from shared.errors import RuleViolation
 from shared.events import Accepted, Completed, ReplyMethod
 from shared.lifecycle import CallbackState, TicketState, require_transition
 from shared.policy import Policy
+from shared.rows import Row
 
 
 def _value(item):
     """Plain strings for storage (enums arrive as StrEnum members)."""
     return getattr(item, "value", item)
-
-
-class Row:
-    """Loading from and saving to a row whose columns are the dataclass's fields."""
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any] | Any):
-        mapping = row if isinstance(row, Mapping) else row._mapping
-        return cls(**{f.name: mapping[f.name] for f in dataclasses.fields(cls) if f.name in mapping})
-
-    def values(self) -> dict[str, Any]:
-        return {f.name: _value(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
 @dataclass
