@@ -5,6 +5,7 @@ RULES §5; 001 第5篇 1.7, 第6篇 1.2; 002 §4.8."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from types import SimpleNamespace
 
@@ -254,3 +255,53 @@ async def test_tampered_content_fails_its_integrity_check(uow, ctx):
     with pytest.raises(RuleViolation) as tampered:
         decision.raise_if_refused()
     assert tampered.value.status == 409
+
+
+# --- the sealing job -------------------------------------------------------------------------------------
+
+
+async def test_the_seal_job_waits_for_the_ack_floor_then_seals_and_retries_what_cannot_be_made(uow, ctx, clock):
+    from services.archive import jobs
+
+    @contextlib.asynccontextmanager
+    async def transaction():
+        yield uow
+
+    uow.session = SimpleNamespace(begin_nested=lambda: _Savepoint())
+    events = complaint_events()
+    await collect(uow, ctx, events)
+    position = {"value": (100, 50)}  # delivered, ack floor
+
+    async def consumer_position():
+        return position["value"]
+
+    sealed: list[tuple[str, str]] = []
+    watch = jobs.SealWatch()
+
+    async def run():
+        watch.work_seen = True
+        return await jobs.seal_closed_tickets(transaction, ctx, watch, consumer_position, CONSUMER,
+                                              lambda estate, retention: sealed.append((estate, retention)))
+
+    assert await run() == 0  # the barrier (100) is not under the ack floor (50) yet
+    assert uow.pending.rows[(ESTATE, TICKET)].barrier == 100
+    position["value"] = (120, 100)
+    assert await run() == 1 and uow.pending.rows == {} and sealed == [(ESTATE, uow.chain.rows[
+        "HX01-DA-2026-000001"].retention_class)]
+    # A closed ticket whose intake never arrived: not sealed, retried later with the reason.
+    other = [e.model_copy(update={"subject": "T-2", "id": e.id + "-2",
+                                  "data": {**e.data, "ticket_id": "T-2"}}) for e in events[1:]]
+    await collect(uow, ctx, other)
+    position["value"] = (200, 200)
+    assert await run() == 0
+    waiting = uow.pending.rows[(ESTATE, "T-2")]
+    assert waiting.attempts == 1 and "no accepted event" in waiting.last_error
+    assert waiting.next_try_at == clock.now() + jobs.SEAL_RETRY
+
+
+class _Savepoint:
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        return False
