@@ -9,7 +9,7 @@ import datetime as dt
 import pytest
 
 from services.callback import handlers, rules
-from services.callback.domain import Ticket
+from services.callback.domain import Ticket, Watch
 from shared.directory import Company
 from shared.errors import RuleViolation
 from shared.events import (
@@ -314,3 +314,24 @@ async def test_a_done_callback_cannot_be_cancelled(uow, ctx):
         done.cancel("late", START)
     assert refused.value.status == 409
     assert not done.report_overdue(done.due_at + dt.timedelta(days=9))
+
+
+async def test_a_calendar_change_moves_a_pending_complaint_window_once(uow, ctx, clock):
+    callback = await complaint_awaiting_callback(uow, ctx)
+    assert await handlers.recompute_complaint_windows(uow, ctx) == 0  # the same calendar: nothing moves
+    # The company declares Thursday a day off (a typhoon): two working days end later.
+    typhoon = HandlerContext(clock, directory_of(company=Company(calendar={"days_off": ["2026-12-03"]})))
+    assert await handlers.recompute_complaint_windows(uow, typhoon) == 1
+    assert uow.callbacks.rows[callback.callback_id].due_at > callback.due_at
+    assert await handlers.recompute_complaint_windows(uow, typhoon) == 0
+
+
+def test_a_recurrence_verdict_is_given_once():
+    watch = Watch(ticket_id="t1", round=1, estate=ESTATE, category="漏水", category_key="漏水", departments=[],
+                  kind="complaint", completed_at=START, window_ends_at=START)
+    watch.decide("satisfied", START, None)
+    with pytest.raises(RuleViolation) as twice:
+        watch.decide("not_satisfied", START, "t2")
+    assert twice.value.status == 409
+    watch.answered_by_owner(START)  # already judged: the owner's answers leave the verdict alone
+    assert watch.verdict == "satisfied"
