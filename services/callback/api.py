@@ -159,8 +159,7 @@ async def record_answers(estate: str, callback_id: str, body: RecordIn, actor: s
         )
         recorded = await handlers.handle_record(
             handlers.RecordCommand(estate, callback_id, answers, actor, answered_by_owner, owner_unit), uow, ctx)
-    return views.record_view(recorded.callback, recorded.form_number, recorded.duplicate, ctx.timezone(estate),
-                             ctx.now())
+    return views.record_view(recorded.callback, recorded.ticket, recorded.duplicate, ctx.timezone(estate), ctx.now())
 
 
 @service.http.get("/estates/{estate}/callbacks", response_model=WorklistOut, tags=["callbacks"])

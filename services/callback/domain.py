@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from services.callback import rules
 from services.callback.rules import CallbackAnswers, CallbackPurpose, Outcome
 from shared.errors import RuleViolation
-from shared.events import Accepted, Completed, ReplyMethod
+from shared.events import Accepted, AttitudeComplaintRaised, Completed, ReplyMethod
 from shared.lifecycle import CallbackState, TicketState, require_transition
 from shared.policy import Policy
 from shared.rows import Row
@@ -291,6 +291,15 @@ class Callback(Row):
     def attitude_client_request_id(self) -> str:
         """The one idempotency key of the attitude complaint this record raised (intake)."""
         return f"attitude-{self.callback_id}"
+
+    def attitude_complaint_raised(self, ticket: Ticket, *, answered_by_owner: bool) -> AttitudeComplaintRaised:
+        """The attitude complaint this record raised (`attitude_complaint` set by `record`)."""
+        return AttitudeComplaintRaised(
+            ticket_id=self.ticket_id, callback_id=self.callback_id, round=self.round, form_number=ticket.form_number,
+            unit=ticket.unit, owner_id=ticket.owner_id, reply_method=ReplyMethod(self.method),
+            answered_by=ReplyMethod(self.record_method), answered_by_owner=answered_by_owner,
+            recorded_by=self.done_by, first_contact=ticket.first_contact, departments=list(self.departments),
+            suggestions=self.suggestions or "", client_request_id=self.attitude_client_request_id())
 
 
 @dataclass

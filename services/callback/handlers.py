@@ -26,9 +26,23 @@ from services.callback.rules import CallbackAnswers, OpinionFact
 from services.callback.store import CallbackUnitOfWork
 from shared.errors import RuleViolation
 from shared.events import (
-    PROGRESS_UPDATE_CLOCK, Accepted, Assigned, AttitudeComplaintRaised, CallbackDone, CallbackOverdue,
-    CallbackScheduled, Channel, ClockOutcome, ClockSettled, Closed, CloudEvent, Completed, Kind, ProgressUpdated,
-    Reopened, ReplyMethod, ValidityJudged,
+    PROGRESS_UPDATE_CLOCK,
+    Accepted,
+    Assigned,
+    CallbackDone,
+    CallbackOverdue,
+    CallbackScheduled,
+    Channel,
+    ClockOutcome,
+    ClockSettled,
+    Closed,
+    CloudEvent,
+    Completed,
+    Kind,
+    ProgressUpdated,
+    Reopened,
+    ReplyMethod,
+    ValidityJudged,
 )
 from shared.lifecycle import TicketState
 from shared.uow import HandlerContext
@@ -302,7 +316,7 @@ class RecordCommand:
 @dataclass(frozen=True)
 class Recorded:
     callback: Callback
-    form_number: str | None
+    ticket: Ticket | None
     duplicate: bool
 
 
@@ -334,7 +348,7 @@ async def handle_record(command: RecordCommand, uow: CallbackUnitOfWork, ctx: Ha
     recorded = callback.recorded_answers()
     if recorded is not None:
         rules.check_resubmission(recorded, answers)
-        return Recorded(callback, ticket.form_number if ticket else None, duplicate=True)
+        return Recorded(callback, ticket, duplicate=True)
     now = ctx.now()
     outcome = callback.record(answers, ticket, actor=command.actor, now=now, policy=ctx.policy(estate),
                               answered_by_owner=command.answered_by_owner)
@@ -364,37 +378,15 @@ async def handle_record(command: RecordCommand, uow: CallbackUnitOfWork, ctx: Ha
         uow.count("done", estate, callback.kind, list(callback.departments))
         if answers.result_satisfied:
             uow.count("satisfied", estate, callback.kind, list(callback.departments))
-    return Recorded(callback, ticket.form_number, duplicate=False)
+    return Recorded(callback, ticket, duplicate=False)
 
 
 async def raise_attitude_complaint(uow: CallbackUnitOfWork, ctx: HandlerContext, ticket: Ticket, callback: Callback,
                                    command: RecordCommand) -> None:
     """Callback decides, intake registers (issue 15): a valid complaint about the staff's
-    attitude (RULES §1 Complaint validity; RULES §3 Not satisfied)."""
-    await uow.emit(
-        AttitudeComplaintRaised(
-            ticket_id=callback.ticket_id, callback_id=callback.callback_id, round=callback.round,
-            form_number=ticket.form_number, unit=ticket.unit, owner_id=ticket.owner_id,
-            reply_method=ReplyMethod(callback.method), answered_by=ReplyMethod(callback.record_method),
-            answered_by_owner=command.answered_by_owner, recorded_by=command.actor,
-            first_contact=ticket.first_contact, departments=list(callback.departments),
-            suggestions=callback.suggestions or "", client_request_id=callback.attitude_client_request_id()),
-        estate=command.estate, actor=command.actor, time=ctx.now(),
-    )
-
-
-def attitude_complaint_request(callback: Callback, form_number: str | None) -> dict:
-    """The same attitude complaint as a ready-to-submit intake request (the record route's
-    answer keeps it; intake dedupes on its client_request_id)."""
-    return {
-        "kind": Kind.complaint.value,
-        "channel": Channel.phone.value if callback.record_method == ReplyMethod.phone.value else Channel.walk_in.value,
-        "category": "staff_attitude",
-        "description": f"回访时业主对处理态度不满意 (callback {callback.callback_id}, form {form_number or callback.ticket_id})"
-                       + (f": {callback.suggestions}" if callback.suggestions else ""),
-        "reply_method": callback.method,
-        "client_request_id": callback.attitude_client_request_id(),
-    }
+    attitude (RULES §1 Complaint validity; RULES §3 Not satisfied; shared/attitude.py)."""
+    await uow.emit(callback.attitude_complaint_raised(ticket, answered_by_owner=command.answered_by_owner),
+                   estate=command.estate, actor=command.actor, time=ctx.now())
 
 
 # --- periodic work (jobs.py runs these, one transaction each) ---------------------------------------

@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 
 from services.callback import rules
 from services.callback.domain import Callback, Ticket
-from services.callback.handlers import attitude_complaint_request
 from services.callback.rules import PendingCallback
+from shared.attitude import attitude_complaint_request
 from shared.events import ReplyMethod
 from shared.lifecycle import CallbackState
 
@@ -73,14 +73,17 @@ def owner_callback_view(callback: Callback, tz: ZoneInfo, now: dt.datetime, form
     return {**view, "answerable": callback.answerable_online()}
 
 
-def record_view(callback: Callback, form_number: str | None, duplicate: bool, tz: ZoneInfo, now: dt.datetime) -> dict:
+def record_view(callback: Callback, ticket: Ticket | None, duplicate: bool, tz: ZoneInfo, now: dt.datetime) -> dict:
+    """The record, what it decided, and the attitude complaint it raised as a ready-to-submit
+    intake request (the same one intake registers from attitude_complaint_raised)."""
+    raised = callback.attitude_complaint_raised(ticket, answered_by_owner=False) if callback.attitude_complaint and ticket \
+        else None
     return {
         "duplicate": duplicate,
-        "callback": callback_view(callback, tz, now, form_number),
+        "callback": callback_view(callback, tz, now, ticket.form_number if ticket else None),
         "outcome": {"event": callback.outcome, "round": callback.outcome_round, "reason": callback.outcome_reason}
         if callback.outcome else None,
-        "attitude_complaint_request": attitude_complaint_request(callback, form_number)
-        if callback.attitude_complaint else None,
+        "attitude_complaint_request": attitude_complaint_request(raised) if raised else None,
     }
 
 

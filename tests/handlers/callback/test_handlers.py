@@ -8,8 +8,9 @@ import datetime as dt
 
 import pytest
 
-from services.callback import handlers, rules
+from services.callback import handlers, rules, views
 from services.callback.domain import Ticket, Watch
+from shared.attitude import attitude_complaint_request
 from shared.directory import Company
 from shared.errors import RuleViolation
 from shared.events import (
@@ -206,6 +207,10 @@ async def test_unhappy_with_the_attitude_closes_and_raises_an_attitude_complaint
     assert (raised.suggestions, raised.answered_by_owner, raised.recorded_by) == ("态度差", False, CS)
     assert raised.client_request_id == f"attitude-{callback.callback_id}" == done.callback.attitude_client_request_id()
     assert done.callback.attitude_complaint
+    # The record route hands the client the very request intake registers from the event.
+    view = views.record_view(done.callback, done.ticket, False, ctx.timezone(ESTATE), ctx.now())
+    assert view["attitude_complaint_request"] == attitude_complaint_request(raised)
+    assert view["attitude_complaint_request"]["client_request_id"] == raised.client_request_id
 
 
 async def test_an_estate_that_reopens_on_attitude_raises_no_complaint(uow, sink, clock):

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.intake.attitude import (
-    ABOUT_ROLE, ATTITUDE_CATEGORY, attitude_complaint_request, first_contact_of, handle_attitude_complaint_raised,
-)
+from services.intake.attitude import first_contact_of, handle_attitude_complaint_raised
+from shared.attitude import ABOUT_ROLE, ATTITUDE_CATEGORY, attitude_complaint_request
 from shared.events import AttitudeComplaintRaised, ReplyMethod, make_event
 from shared.policy import DEFAULT_POLICY
 from tests.handlers.conftest import ESTATE, START
