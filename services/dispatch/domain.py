@@ -282,11 +282,14 @@ class Form:
 
     def _open_lines(self, departments: Sequence[str], round: int, deadlines: Sequence[Deadline], at: dt.datetime,
                     by: str, transferred_from: str | None = None) -> None:
+        """New ledger lines as `rules.assign_round` opens them (422 for no department,
+        one named twice, or a round below 1); repairs with an arrival clock need someone
+        on site before sign-back."""
         arrival = {d.department for d in deadlines if d.clock == Clock.arrival}
-        for department in departments:
-            self.lines.append(Line(ticket_id=self.ticket_id, round=round, department=department, estate=self.estate,
-                                   assigned_at=at, assigned_by=by, arrival_required=department in arrival,
-                                   transferred_from=transferred_from))
+        for entry in rules.assign_round(departments, at, round, arrival).departments:
+            self.lines.append(Line(ticket_id=self.ticket_id, round=round, department=entry.department,
+                                   estate=self.estate, assigned_at=at, assigned_by=by,
+                                   arrival_required=entry.arrival_required, transferred_from=transferred_from))
 
     def _start(self, deadlines: Sequence[Deadline], round: int, started_at: dt.datetime, policy: Policy,
                facts: TicketFacts) -> None:
