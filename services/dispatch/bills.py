@@ -4,7 +4,6 @@ in three copies, settled through finance only. Routes, their shapes and their ha
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import replace
 from decimal import Decimal
 

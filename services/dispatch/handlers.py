@@ -17,9 +17,8 @@ from decimal import Decimal
 from typing import Awaitable, Callable, Protocol, Sequence
 
 from services.dispatch import domain, rules
-from services.dispatch.domain import (
-    SYSTEM, CloseClocks, ClockScope, Form, Raise, ResolveEscalations, StartClocks, met_by,
-)
+from services.dispatch.domain import SYSTEM, Form
+from services.dispatch.effects import ClockScope, CloseClocks, Raise, ResolveEscalations, StartClocks, met_by
 from services.dispatch.rules import Clock, Step, TicketFacts
 from shared.directory import Estate
 from shared.errors import RuleViolation

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.dispatch import domain
+from services.dispatch import domain, effects
 from services.dispatch.rules import NonconformityRecord
 from shared import limits
 from shared.db import service_metadata
@@ -287,7 +287,7 @@ class ClockRepository(Repository):
     """The deadline rows (RULES §1, §2 clocks)."""
 
     @staticmethod
-    def _where(scope: domain.ClockScope) -> list:
+    def _where(scope: effects.ClockScope) -> list:
         where = []
         if scope.ticket_id is not None:
             where.append(D.c.ticket_id == scope.ticket_id)
@@ -303,7 +303,7 @@ class ClockRepository(Repository):
             where.append(D.c.id.in_(scope.ids))
         return where
 
-    async def close(self, scope: domain.ClockScope, at: dt.datetime, outcome: str) -> list:
+    async def close(self, scope: effects.ClockScope, at: dt.datetime, outcome: str) -> list:
         """Close the open clocks in `scope`; the closed rows (id, ticket_id, estate, round,
         clock, department, due_at, breached_at)."""
         return list((await self._run(
@@ -312,7 +312,7 @@ class ClockRepository(Repository):
                        D.c.breached_at)
         )).all())
 
-    async def add(self, ticket_id: str, estate: str, clocks: Sequence[domain.NewClock],
+    async def add(self, ticket_id: str, estate: str, clocks: Sequence[effects.NewClock],
                   line_ids: dict[str, int]) -> None:
         rows = [dict(ticket_id=ticket_id, estate=estate, round=c.round, clock=c.clock, department=c.department or "",
                      assignment_id=line_ids.get(c.department) if c.department else None, due_at=c.due_at,
@@ -373,7 +373,7 @@ class EscalationRepository(Repository):
             department=department, rung=rung, reason=reason, nonconformity=nonconformity, escalated_at=at,
             next_at=next_at))
 
-    async def resolve(self, scope: domain.EscalationScope, at: dt.datetime) -> None:
+    async def resolve(self, scope: effects.EscalationScope, at: dt.datetime) -> None:
         where = [E.c.ticket_id == scope.ticket_id, E.c.resolved_at.is_(None)]
         if scope.round is not None:
             where.append(E.c.round == scope.round)

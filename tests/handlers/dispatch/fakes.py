@@ -14,7 +14,7 @@ import itertools
 from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 
-from services.dispatch import domain
+from services.dispatch import domain, effects
 from services.dispatch.rules import Clock, NonconformityRecord
 from shared.errors import RuleViolation
 from shared.lifecycle import TicketState as S
@@ -105,7 +105,7 @@ class FakeClocks:
     def _open(self):
         return [r for r in self.rows if r.met_at is None]
 
-    async def close(self, scope: domain.ClockScope, at: dt.datetime, outcome: str) -> list[ClockRow]:
+    async def close(self, scope: effects.ClockScope, at: dt.datetime, outcome: str) -> list[ClockRow]:
         closed = []
         for row in self._open():
             if scope.matches(row):
@@ -174,7 +174,7 @@ class FakeEscalations:
                                        escalated_at=at, next_at=next_at, deadline_id=deadline_id, clock=clock,
                                        department=department, nonconformity=nonconformity))
 
-    async def resolve(self, scope: domain.EscalationScope, at) -> None:
+    async def resolve(self, scope: effects.EscalationScope, at) -> None:
         for row in self.rows:
             if row.resolved_at is None and scope.matches(row):
                 row.resolved_at, row.next_at = at, None
