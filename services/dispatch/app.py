@@ -33,7 +33,7 @@ Decisions the issue left open:
 
 from __future__ import annotations
 
-from services.dispatch import store
+from services.dispatch import jobs, store
 from services.dispatch.uow import Metrics, unit_of_work_factory
 from shared.calendar_watch import on_calendar_change
 from shared.service import Service, create_http_app
@@ -44,17 +44,19 @@ service = Service(
     "and paid household-service bills.",
 )
 metrics = Metrics.on(service.registry)
-open_uow = unit_of_work_factory(service, metrics)
+# The SLA scan sleeps until its next due clock; this process's commits of new clocks tell it.
+schedule = jobs.ScanSchedule(lambda: service.clock.now())
+open_uow = unit_of_work_factory(service, metrics, on_clock_written=schedule.noted)
 
 # The modules below declare their routes and consumers on `service` (they import it).
-from services.dispatch import api, bills, consumers, jobs, preview  # noqa: E402,F401
+from services.dispatch import api, bills, consumers, preview  # noqa: E402,F401
 
 service.write_roles = {**api.FORM_WRITE_ROLES, **bills.BILL_WRITE_ROLES}
 
 
-@service.periodic("sla-scan", every_seconds=1.0)
+@service.periodic("sla-scan", every_seconds=1.0, wait=schedule.wait)
 async def scan_clocks() -> int:
-    return await jobs.scan_clocks(open_uow, service.context)
+    return await jobs.scan_clocks(open_uow, service.context, schedule)
 
 
 @on_calendar_change(service, "provisional-recompute")

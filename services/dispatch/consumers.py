@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.dispatch.app import metrics, service
+from services.dispatch.app import metrics, schedule, service
 from services.dispatch.handlers import HANDLERS
 from services.dispatch.uow import DispatchUnitOfWork
 from shared.events import CloudEvent
@@ -25,7 +25,7 @@ def _consumer(name: str):
     handler = HANDLERS[name]
 
     async def consume(session: AsyncSession, event: CloudEvent) -> None:
-        await handler(event, DispatchUnitOfWork(session, service.emit, metrics), service.context)
+        await handler(event, DispatchUnitOfWork(session, service.emit, metrics, schedule.noted), service.context)
 
     consume.__name__ = consume.__qualname__ = f"on_{name}"
     return consume

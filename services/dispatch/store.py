@@ -3,7 +3,7 @@ form to a department), deadlines as rows (never in-memory timers) so they surviv
 restarts, escalations, nonconformity records, the owner-update log and paid-service bills."""
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -283,8 +283,27 @@ class FormRepository(Repository):
                 await self._run(sa.update(A).where(A.c.id == line.id).values(**values))
 
 
+OWED = (TicketState.in_handling, TicketState.awaiting_approval, TicketState.completed)
+
+
 class ClockRepository(Repository):
-    """The deadline rows (RULES §1, §2 clocks)."""
+    """The deadline rows (RULES §1, §2 clocks). `on_written(earliest_due_at)` is called
+    once after the commit of a transaction that wrote or moved clocks (the SLA scan's
+    schedule learns of them without asking the database)."""
+
+    def __init__(self, session: AsyncSession, on_written: Callable[[dt.datetime], None] | None = None):
+        super().__init__(session)
+        self.on_written = on_written
+
+    def _written(self, due_at: Sequence[dt.datetime]) -> None:
+        if self.on_written is None or not due_at:
+            return
+        info = self.session.info
+        first = "clock_written" not in info
+        info["clock_written"] = min([*due_at, info.get("clock_written", max(due_at))])
+        if first:
+            sa.event.listen(self.session.sync_session, "after_commit",
+                            lambda _: self.on_written(info.pop("clock_written")), once=True)
 
     @staticmethod
     def _where(scope: effects.ClockScope) -> list:
@@ -320,6 +339,7 @@ class ClockRepository(Repository):
                 for c in clocks]
         if rows:
             await self._run(sa.insert(D).values(rows))
+            self._written([row["due_at"] for row in rows])
 
     async def open_for_line(self, assignment_id: int, clocks: Sequence[str]) -> list:
         return list((await self._run(
@@ -337,22 +357,25 @@ class ClockRepository(Repository):
     async def claim_due(self, now: dt.datetime, limit: int) -> list:
         """Open clocks past due of forms still owed, oldest first, claimed (SKIP LOCKED) so
         replicas never fire one twice; each with its form's facts, kind, accepted_at, status."""
-        owed = (domain.S.in_handling, domain.S.awaiting_approval, domain.S.completed)
         return list((await self._run(
             sa.select(D, F.c.facts, F.c.kind, F.c.accepted_at, F.c.status)
             .join(F, F.c.ticket_id == D.c.ticket_id)
-            .where(D.c.met_at.is_(None), D.c.breached_at.is_(None), D.c.due_at < now, F.c.status.in_(owed))
+            .where(D.c.met_at.is_(None), D.c.breached_at.is_(None), D.c.due_at < now, F.c.status.in_(OWED))
             .order_by(D.c.due_at).limit(limit).with_for_update(of=D, skip_locked=True)
         )).all())
 
     async def mark_breached(self, clock_id: int, at: dt.datetime) -> None:
         await self._run(sa.update(D).where(D.c.id == clock_id).values(breached_at=at))
 
-    async def next_due(self) -> dt.datetime | None:
-        """The earliest due time of a clock that has not fired (the scan sleeps until then)."""
-        return (await self._run(
-            sa.select(sa.func.min(D.c.due_at)).where(D.c.met_at.is_(None), D.c.breached_at.is_(None))
-        )).scalar()
+    async def next_wake(self) -> dt.datetime | None:
+        """When the SLA scan next has work: the earliest due time of a clock not fired yet
+        (of a form still owed), or of an unresolved escalation's next rung; None if none."""
+        due = sa.select(sa.func.min(D.c.due_at)).join(F, F.c.ticket_id == D.c.ticket_id).where(
+            D.c.met_at.is_(None), D.c.breached_at.is_(None), F.c.status.in_(OWED)).scalar_subquery()
+        climb = sa.select(sa.func.min(E.c.next_at)).where(E.c.next_at.is_not(None), E.c.resolved_at.is_(None)
+                                                          ).scalar_subquery()
+        first, second = (await self._run(sa.select(due, climb))).one()
+        return min((t for t in (first, second) if t is not None), default=None)
 
     async def running_day_clocks(self) -> list:
         return list((await self._run(
@@ -362,6 +385,7 @@ class ClockRepository(Repository):
 
     async def move(self, clock_id: int, due_at: dt.datetime, provisional: bool) -> None:
         await self._run(sa.update(D).where(D.c.id == clock_id).values(due_at=due_at, provisional=provisional))
+        self._written([due_at])
 
 
 class EscalationRepository(Repository):

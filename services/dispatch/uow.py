@@ -3,6 +3,7 @@ the service's counters (breaches, escalation rungs), for the handlers (`shared.u
 
 from __future__ import annotations
 
+import datetime as dt
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable
@@ -44,24 +45,26 @@ class Metrics:
 class DispatchUnitOfWork(SqlUnitOfWork):
     """uow.forms, .clocks, .escalations, .nonconformities, .progress, .bills over one session."""
 
-    def __init__(self, session: "AsyncSession", emit: Callable[..., Awaitable[CloudEvent]], metrics: Metrics):
+    def __init__(self, session: "AsyncSession", emit: Callable[..., Awaitable[CloudEvent]], metrics: Metrics,
+                 on_clock_written: Callable[[dt.datetime], None] | None = None):
         super().__init__(session, emit)
         self.metrics = metrics
         self.forms = store.FormRepository(session)
-        self.clocks = store.ClockRepository(session)
+        self.clocks = store.ClockRepository(session, on_clock_written)
         self.escalations = store.EscalationRepository(session)
         self.nonconformities = store.NonconformityRepository(session)
         self.progress = store.ProgressLogRepository(session)
         self.bills = store.BillRepository(session)
 
 
-def unit_of_work_factory(service: "Service", metrics: Metrics):
+def unit_of_work_factory(service: "Service", metrics: Metrics,
+                         on_clock_written: Callable[[dt.datetime], None] | None = None):
     """`async with open_uow() as uow:` one transaction of `service`'s database, committed
     on success (the routes' and the jobs' transactions)."""
 
     @asynccontextmanager
     async def open_uow() -> AsyncIterator[DispatchUnitOfWork]:
         async with service.db.transaction() as session:
-            yield DispatchUnitOfWork(session, service.emit, metrics)
+            yield DispatchUnitOfWork(session, service.emit, metrics, on_clock_written)
 
     return open_uow

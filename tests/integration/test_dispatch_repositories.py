@@ -113,3 +113,30 @@ async def test_fakes_answer_like_the_sql_repositories(db):
     for key in fake:
         assert fake[key] == sql[key], key
     assert fake["due"] and fake["waiting"] and fake["week"] and fake["open_for_line"]
+
+
+async def test_clocks_written_are_told_after_commit_only(db):
+    """The SLA scan's schedule hears of clocks this process commits (issue 12): once per
+    transaction, with the earliest due time, and never of a rolled-back one."""
+    from services.dispatch.effects import NewClock
+
+    ticket = f"R{uuid.uuid4().hex[:10]}"
+    due = [START + dt.timedelta(hours=h) for h in (5, 2, 9)]
+    heard: list[dt.datetime] = []
+
+    async def write(commit: bool) -> None:
+        async with AsyncSession(db) as session:
+            async with session.begin():
+                uow = DispatchUnitOfWork(session, None, RecordedMetrics(), heard.append)
+                await uow.clocks.add(ticket, ESTATE, [NewClock("reply", due[0], START, 1)], {})
+                await uow.clocks.add(ticket, ESTATE, [NewClock("progress_update", d, START, 1) for d in due[1:]], {})
+                assert heard == []  # not before the commit
+                if not commit:
+                    await session.rollback()
+
+    await write(commit=False)
+    assert heard == []
+    await write(commit=True)
+    assert heard == [min(due)]
+    async with AsyncSession(db) as session, session.begin():
+        await session.execute(sa.delete(store.deadlines).where(store.deadlines.c.ticket_id == ticket))

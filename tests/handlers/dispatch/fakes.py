@@ -144,8 +144,12 @@ class FakeClocks:
     async def mark_breached(self, clock_id, at) -> None:
         self._by_id(clock_id).breached_at = at
 
-    async def next_due(self):
-        return min((r.due_at for r in self._open() if r.breached_at is None), default=None)
+    async def next_wake(self):
+        owed = (S.in_handling, S.awaiting_approval, S.completed)
+        due = [r.due_at for r in self._open() if r.breached_at is None
+               and self.uow.forms.rows.get(r.ticket_id, {}).get("status") in owed]
+        climbs = [e.next_at for e in self.uow.escalations.rows if e.next_at is not None and e.resolved_at is None]
+        return min(due + climbs, default=None)
 
     async def running_day_clocks(self) -> list:
         return [copy.copy(r) for r in self._open()
