@@ -237,7 +237,22 @@ class Repository:
         return await self.session.execute(statement)
 
 
-class FormRepository(Repository):
+class FormLookup:
+    """What every form repository (the SQL one, the handler tier's fake) answers alike
+    on top of its `get`."""
+
+    async def get(self, ticket_id: str, estate: str | None = None, lock: bool = False) -> domain.Form | None:
+        raise NotImplementedError
+
+    async def get_for_update(self, estate: str, ticket_id: str) -> domain.Form:
+        """The form, locked for this transaction: 404 when the estate has none."""
+        form = await self.get(ticket_id, estate, lock=True)
+        if form is None:
+            raise RuleViolation(f"no countersign form for ticket {ticket_id!r} in estate {estate!r}", status=404)
+        return form
+
+
+class FormRepository(FormLookup, Repository):
     """Forms with the active lines of their current round and their nonconformity state."""
 
     async def exists(self, ticket_id: str) -> bool:
@@ -258,13 +273,6 @@ class FormRepository(Repository):
         )).all()
         state = (await self._run(sa.select(NC.c.state).where(NC.c.ticket_id == ticket_id))).scalar()
         return domain.Form.from_row(row, [domain.Line.from_row(l) for l in lines], state)
-
-    async def get_for_update(self, estate: str, ticket_id: str) -> domain.Form:
-        """The form, locked for this transaction: 404 when the estate has none."""
-        form = await self.get(ticket_id, estate, lock=True)
-        if form is None:
-            raise RuleViolation(f"no countersign form for ticket {ticket_id!r} in estate {estate!r}", status=404)
-        return form
 
     async def save(self, form: domain.Form) -> None:
         """Insert a new form or write its columns, then its lines (new ones get their id)."""

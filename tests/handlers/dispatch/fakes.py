@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 
 from services.dispatch import domain, effects
+from services.dispatch.store import FormLookup
 from services.dispatch.rules import Clock, NonconformityRecord
 from shared.errors import RuleViolation
 from shared.lifecycle import TicketState as S
@@ -58,7 +59,7 @@ class EscalationRow:
     id: int = field(default_factory=lambda: next(_ids))
 
 
-class FakeForms:
+class FakeForms(FormLookup):
     def __init__(self, uow: "FakeUnitOfWork"):
         self.uow = uow
         self.rows: dict[str, dict] = {}  # ticket_id -> form columns
@@ -75,12 +76,6 @@ class FakeForms:
                  if l.ticket_id == ticket_id and l.round == row["round"] and l.transferred_at is None]
         record = self.uow.nonconformities.records.get(ticket_id)
         return domain.Form.from_row(SimpleNamespace(**row), lines, record.state.value if record else None)
-
-    async def get_for_update(self, estate: str, ticket_id: str) -> domain.Form:
-        form = await self.get(ticket_id, estate, lock=True)
-        if form is None:
-            raise RuleViolation(f"no countersign form for ticket {ticket_id!r} in estate {estate!r}", status=404)
-        return form
 
     async def save(self, form: domain.Form) -> None:
         if form.is_new:
