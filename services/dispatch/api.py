@@ -299,7 +299,7 @@ async def attach_capa_report(estate: str, ticket_id: str, body: CapaReportIn,
 
 # Who may call each write route (RULES §2; printed in the README by `estatedesk roles`).
 # Which department a caller acts for, and the policy's approver, are checked inside.
-FORM_WRITE_ROLES = {
+service.write_roles |= {
     ("POST", "/estates/{estate}/forms/{ticket_id}/acknowledge"): DEPARTMENT_ROLES,
     ("POST", "/estates/{estate}/forms/{ticket_id}/arrive"): DEPARTMENT_ROLES,
     ("POST", "/estates/{estate}/forms/{ticket_id}/sign-back"): DEPARTMENT_ROLES,

@@ -51,8 +51,6 @@ open_uow = unit_of_work_factory(service, metrics, on_clock_written=schedule.note
 # The modules below declare their routes and consumers on `service` (they import it).
 from services.dispatch import api, bills, consumers, preview  # noqa: E402,F401
 
-service.write_roles = {**api.FORM_WRITE_ROLES, **bills.BILL_WRITE_ROLES}
-
 
 @service.periodic("sla-scan", every_seconds=1.0, wait=schedule.wait)
 async def scan_clocks() -> int:

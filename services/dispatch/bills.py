@@ -1,22 +1,20 @@
 """Paid household services (RULES §2 Paid services): the estate's catalogue, repair bills
 in three copies, settled through finance only. Routes, their shapes and their handlers
-(the catalogue and bills repository is `store.BillRepository`)."""
+(handlers in handlers.py; the catalogue and bills repository is `store.BillRepository`)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from decimal import Decimal
 
 from fastapi import Depends, Query
 from pydantic import BaseModel, Field
 
-from services.dispatch import rules
+from services.dispatch import handlers, rules
 from services.dispatch.app import open_uow, service
 from shared.auth import Principal
 from shared.errors import RuleViolation
 from shared.limits import Contract, Money, Quantity
 from shared.service import LocalTime, known_estate, require_estate
-from shared.uow import HandlerContext
 
 CATALOGUE_ROLES = ("estate_director", "customer_service_supervisor", "quality_manager")
 BILLING_ROLES = ("department_staff", "department_head", "customer_service", "customer_service_supervisor")
@@ -79,16 +77,8 @@ class BillOut(BaseModel):
     settled_at: LocalTime | None
 
 
-def _bill_lines(rows: list[dict]) -> tuple[rules.BillLine, ...]:
-    return tuple(
-        rules.BillLine(rules.LineKind(r["kind"]), r["description"], Decimal(r["quantity"]), Decimal(r["unit_price_cny"]),
-                       r.get("code"), tuple(r.get("price_agreed_by") or ()))
-        for r in rows
-    )
-
-
 def _bill_out(row) -> BillOut:
-    bill = rules.Bill(row.number, row.ticket_id, _bill_lines(row.lines))
+    bill = rules.Bill(row.number, row.ticket_id, handlers.bill_lines(row.lines))
     return BillOut(
         number=row.number, ticket_id=row.ticket_id,
         lines=[BillLineOut(kind=l.kind.value, description=l.description, code=l.code, quantity=l.quantity,
@@ -98,49 +88,6 @@ def _bill_out(row) -> BillOut:
         copies=[c.value for c in bill.copies], created_by=row.created_by, created_at=row.created_at,
         settled_channel=row.settled_channel, settled_by=row.settled_by, settled_at=row.settled_at,
     )
-
-
-# --- handlers ---------------------------------------------------------------------------------
-
-
-async def handle_create_bill(estate: str, body: "BillIn", by: str, uow, ctx: HandlerContext) -> str:
-    """A repair bill for a form, numbered `<ESTATE>-<year>-B<seq>` per estate and year in
-    the estate's zone; 404 without the form, 422 for an item not in the catalogue."""
-    now = ctx.now()
-    await uow.forms.get_for_update(estate, body.ticket_id)
-    catalogue = {r.code: rules.ServiceItem(r.code, r.name, r.price_cny, r.paid) for r in await uow.bills.catalogue(estate)}
-    lines = []
-    for line in body.services:
-        item = catalogue.get(line.code)
-        if item is None:
-            raise RuleViolation(f"no service item {line.code!r} in the estate's catalogue", status=422)
-        agreed_by = tuple(line.agreed_by) if line.agreed_by else None
-        lines.append(rules.service_line(item, line.quantity, agreed_price_cny=line.agreed_price_cny, agreed_by=agreed_by))
-    lines += [rules.material_line(m.name, m.quantity, m.unit_price_cny) for m in body.materials]
-    year = now.astimezone(ctx.timezone(estate)).year
-    seq = await uow.bills.next_number(estate, year)
-    bill = rules.make_bill(f"{estate.upper()}-{year}-B{seq:06d}", body.ticket_id, lines)
-    stored = [dict(kind=l.kind.value, description=l.description, code=l.code, quantity=str(l.quantity),
-                   unit_price_cny=str(l.unit_price_cny), price_agreed_by=list(l.price_agreed_by)) for l in bill.lines]
-    await uow.bills.add(number=bill.number, estate=estate, ticket_id=body.ticket_id, lines=stored,
-                        total_cny=bill.total_cny, created_by=by, created_at=now)
-    return bill.number
-
-
-async def handle_settle_bill(estate: str, number: str, channel: str, by: str, role: str, uow,
-                             ctx: HandlerContext) -> None:
-    """Finance books and collects the bill (finance counter or bank collection): 404
-    unknown, 403 not finance, 409 settled already (`rules.settle_bill`)."""
-    now = ctx.now()
-    row = await uow.bills.get(estate, number, lock=True)
-    if row is None:
-        raise RuleViolation(f"no bill {number!r} in estate {estate!r}", status=404)
-    bill = rules.Bill(row.number, row.ticket_id, _bill_lines(row.lines))
-    if row.settled_at is not None:
-        bill = replace(bill, settlement=rules.Settlement(rules.SettlementChannel(row.settled_channel), row.settled_by,
-                                                         row.settled_at))
-    settled = rules.settle_bill(bill, channel, by, role, now)
-    await uow.bills.settle(number, settled.settlement.channel.value, by, now)
 
 
 # --- routes ---------------------------------------------------------------------------------
@@ -175,7 +122,7 @@ async def create_bill(estate: str, body: BillIn, who: Principal = Depends(requir
     in three copies. It is settled through finance, never in cash with the technician."""
     known_estate(service, estate)
     async with open_uow() as uow:
-        number = await handle_create_bill(estate, body, who.staff_id, uow, service.context)
+        number = await handlers.handle_create_bill(estate, body, who.staff_id, uow, service.context)
         return _bill_out(await uow.bills.get(estate, number))
 
 
@@ -203,11 +150,11 @@ async def settle_bill(estate: str, number: str, body: SettleIn, who: Principal =
     known_estate(service, estate)
     role = rules.FINANCE_ROLE if rules.FINANCE_ROLE in who.departments else (sorted(who.roles)[0] if who.roles else "none")
     async with open_uow() as uow:
-        await handle_settle_bill(estate, number, body.channel, who.staff_id, role, uow, service.context)
+        await handlers.handle_settle_bill(estate, number, body.channel, who.staff_id, role, uow, service.context)
         return _bill_out(await uow.bills.get(estate, number))
 
 
-BILL_WRITE_ROLES = {
+service.write_roles |= {
     ("PUT", "/estates/{estate}/service-items"): CATALOGUE_ROLES,
     ("POST", "/estates/{estate}/bills"): BILLING_ROLES,
     ("POST", "/estates/{estate}/bills/{number}/settle"): ("department_staff", "department_head"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Awaitable, Callable, Protocol, Sequence
 
@@ -320,3 +320,55 @@ async def handle_nonconformity_step(estate: str, ticket_id: str, step, uow,
     record = step(await uow.nonconformities.get_for_update(ticket_id), ctx.now())
     await uow.nonconformities.save(record)
     return record
+
+
+# --- paid household services (RULES §2 Paid services) -------------------------------------------
+
+
+async def handle_create_bill(estate: str, body, by: str, uow, ctx: HandlerContext) -> str:
+    """A repair bill for a form, numbered `<ESTATE>-<year>-B<seq>` per estate and year in
+    the estate's zone; 404 without the form, 422 for an item not in the catalogue."""
+    now = ctx.now()
+    await uow.forms.get_for_update(estate, body.ticket_id)
+    catalogue = {r.code: rules.ServiceItem(r.code, r.name, r.price_cny, r.paid) for r in await uow.bills.catalogue(estate)}
+    lines = []
+    for line in body.services:
+        item = catalogue.get(line.code)
+        if item is None:
+            raise RuleViolation(f"no service item {line.code!r} in the estate's catalogue", status=422)
+        agreed_by = tuple(line.agreed_by) if line.agreed_by else None
+        lines.append(rules.service_line(item, line.quantity, agreed_price_cny=line.agreed_price_cny, agreed_by=agreed_by))
+    lines += [rules.material_line(m.name, m.quantity, m.unit_price_cny) for m in body.materials]
+    year = now.astimezone(ctx.timezone(estate)).year
+    seq = await uow.bills.next_number(estate, year)
+    bill = rules.make_bill(f"{estate.upper()}-{year}-B{seq:06d}", body.ticket_id, lines)
+    stored = [dict(kind=l.kind.value, description=l.description, code=l.code, quantity=str(l.quantity),
+                   unit_price_cny=str(l.unit_price_cny), price_agreed_by=list(l.price_agreed_by)) for l in bill.lines]
+    await uow.bills.add(number=bill.number, estate=estate, ticket_id=body.ticket_id, lines=stored,
+                        total_cny=bill.total_cny, created_by=by, created_at=now)
+    return bill.number
+
+
+async def handle_settle_bill(estate: str, number: str, channel: str, by: str, role: str, uow,
+                             ctx: HandlerContext) -> None:
+    """Finance books and collects the bill (finance counter or bank collection): 404
+    unknown, 403 not finance, 409 settled already (`rules.settle_bill`)."""
+    now = ctx.now()
+    row = await uow.bills.get(estate, number, lock=True)
+    if row is None:
+        raise RuleViolation(f"no bill {number!r} in estate {estate!r}", status=404)
+    bill = rules.Bill(row.number, row.ticket_id, bill_lines(row.lines))
+    if row.settled_at is not None:
+        bill = replace(bill, settlement=rules.Settlement(rules.SettlementChannel(row.settled_channel), row.settled_by,
+                                                         row.settled_at))
+    settled = rules.settle_bill(bill, channel, by, role, now)
+    await uow.bills.settle(number, settled.settlement.channel.value, by, now)
+
+
+def bill_lines(rows: list[dict]) -> tuple[rules.BillLine, ...]:
+    """A bill's stored lines (the `bills.lines` JSON) as the rules' lines."""
+    return tuple(
+        rules.BillLine(rules.LineKind(r["kind"]), r["description"], Decimal(r["quantity"]), Decimal(r["unit_price_cny"]),
+                       r.get("code"), tuple(r.get("price_agreed_by") or ()))
+        for r in rows
+    )

@@ -13,7 +13,6 @@ from fastapi import Depends, Query
 from pydantic import BaseModel, Field
 
 from services.dispatch import rules
-from services.dispatch.api import directory_estate
 from services.dispatch.app import service
 from services.dispatch.handlers import route
 from services.dispatch.rules import TicketFacts
@@ -21,7 +20,7 @@ from shared import limits
 from shared.auth import Principal
 from shared.events import AcceptedBy, Kind, ReplyMethod, Severity, Urgency
 from shared.limits import Contract, Instant, Money
-from shared.service import LocalTime, require_estate
+from shared.service import LocalTime, known_estate, require_estate
 
 
 class PreviewIn(Contract):
@@ -61,7 +60,8 @@ async def clock_preview(estate: str, body: Annotated[PreviewIn, Query()],
     """The departments and deadlines a request with these facts would get if registered
     now (RULES §2 Clocks, Departments). 422 with the reason when the rules refuse the facts
     (e.g. an agreed reply time already past)."""
-    known = directory_estate(estate)
+    known_estate(service, estate)
+    known = service.directory.estate(estate)
     policy = service.directory.policy_for(estate)
     now = service.clock.now()
     facts = TicketFacts(**body.model_dump())

@@ -224,6 +224,41 @@ class FakeProgressLog:
         return sorted(at for t, at in self.rows if t == ticket_id)
 
 
+class FakeBills:
+    """The catalogue, the bill numbers per estate and year, and the bills as rows."""
+
+    def __init__(self):
+        self.items: dict[str, list[dict]] = {}
+        self.last: dict[tuple[str, int], int] = {}
+        self.rows: dict[str, SimpleNamespace] = {}
+
+    async def catalogue(self, estate) -> list:
+        return [SimpleNamespace(**i) for i in sorted(self.items.get(estate, []), key=lambda i: i["code"])]
+
+    async def replace_catalogue(self, estate, items) -> None:
+        self.items[estate] = [dict(i) for i in items]
+
+    async def next_number(self, estate, year) -> int:
+        self.last[estate, year] = self.last.get((estate, year), 0) + 1
+        return self.last[estate, year]
+
+    async def add(self, **values) -> None:
+        assert values["number"] not in self.rows, "duplicate key bills_pkey"
+        self.rows[values["number"]] = SimpleNamespace(settled_channel=None, settled_by=None, settled_at=None, **values)
+
+    async def get(self, estate, number, lock=False):
+        row = self.rows.get(number)
+        return copy.copy(row) if row is not None and row.estate == estate else None
+
+    async def list_for_estate(self, estate, ticket_id, limit=500) -> list:
+        rows = [r for r in self.rows.values() if r.estate == estate and (not ticket_id or r.ticket_id == ticket_id)]
+        return sorted(rows, key=lambda r: r.created_at, reverse=True)[:limit]
+
+    async def settle(self, number, channel, by, at) -> None:
+        row = self.rows[number]
+        row.settled_channel, row.settled_by, row.settled_at = channel, by, at
+
+
 class RecordedMetrics:
     def __init__(self):
         self.breaches: list[tuple[str, str]] = []
@@ -247,6 +282,7 @@ class FakeUnitOfWork:
         self.clocks = FakeClocks(self)
         self.escalations = FakeEscalations(self)
         self.progress = FakeProgressLog()
+        self.bills = FakeBills()
 
     async def emit(self, payload, *, estate, actor, time=None):
         return await self.sink.emit(payload, estate=estate, actor=actor, time=time)
