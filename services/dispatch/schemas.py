@@ -189,7 +189,6 @@ class CapaReportIn(Contract):
     report: str = Field(min_length=1, max_length=50000, description="纠正/预防措施报告")
 
 
-
 def _line_status(line) -> str:
     return LineState(line.status).value
 
