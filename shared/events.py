@@ -26,8 +26,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.limits import (
-    CATEGORY_MAX, CODE_MAX, DEPARTMENT_CODE_MAX, DESCRIPTION_MAX, ESTATE_CODE, FORM_NUMBER_MAX, ID_MAX, SHORT_TEXT_MAX, TEXT_MAX, Instant, Money,
-    StorableText,
+    CATEGORY_MAX, CLIENT_ID_MAX, CODE_MAX, DEPARTMENT_CODE_MAX, DESCRIPTION_MAX, ESTATE_CODE, FORM_NUMBER_MAX, ID_MAX, SHORT_TEXT_MAX, TEXT_MAX, Instant, Money,
+    StorableText, UNIT_CODE_MAX,
 )
 
 SUBJECT_PREFIX = "estatedesk"
@@ -387,6 +387,35 @@ class CallbackDone(Payload):
     on_time: bool = True
 
 
+class AttitudeComplaintRaised(Payload):
+    """An owner answering a callback (recorded by the desk, or answered by the owner on the
+    owners' page) was not satisfied with the staff's attitude, and the estate's policy
+    (`callback.attitude_dissatisfied == "new_complaint"`) makes that a new complaint: a
+    valid one, since staff attitude is itself a ground (RULES §1 Complaint validity, §3
+    Not satisfied; 002 §4.2.2, §4.4.2 d). Callback decides; intake registers the complaint
+    (idempotent on `client_request_id`, the same key the record route hands to clients)."""
+
+    event_name = "attitude_complaint_raised"
+    summary = "An owner was unhappy with the staff's attitude on a callback: intake registers an attitude complaint."
+    ticket_id: str = Field(max_length=ID_MAX)  # the ticket whose callback it was
+    callback_id: str = Field(max_length=ID_MAX)
+    round: int = 1
+    form_number: str | None = Field(None, max_length=FORM_NUMBER_MAX)
+    unit: str | None = Field(None, max_length=UNIT_CODE_MAX)
+    owner_id: str | None = Field(None, max_length=ID_MAX)
+    # How the owner wants the new complaint answered: the method the callback was planned with.
+    reply_method: ReplyMethod
+    # How the answers were given (phone, visit, letter, online).
+    answered_by: ReplyMethod
+    answered_by_owner: bool = False
+    recorded_by: str = Field(max_length=ID_MAX)  # the staff id, or the owner's actor id online
+    # The first-contact owner 首问 of the original ticket, and the departments that handled it.
+    first_contact: str | None = Field(None, max_length=ID_MAX)
+    departments: list[str] = Field(default_factory=list, max_length=64)
+    suggestions: str = Field("", max_length=TEXT_MAX)
+    client_request_id: str = Field(max_length=CLIENT_ID_MAX)
+
+
 class CallbackOverdue(Payload):
     event_name = "callback_overdue"
     summary = "A callback passed its due time without being made."
@@ -493,7 +522,7 @@ PAYLOADS: dict[str, type[Payload]] = {
     for model in (
         Accepted, ValidityJudged, Assigned, Acknowledged, Arrived, ProgressUpdated,
         Escalated, SlaBreached, SignedBack, Completed, Reopened, CallbackScheduled,
-        CallbackDone, CallbackOverdue, Closed, Archived, Lent, Returned, Destroyed,
+        CallbackDone, CallbackOverdue, AttitudeComplaintRaised, Closed, Archived, Lent, Returned, Destroyed,
         CorrectiveActionSuggested, ClockSettled, AccessRefused,
     )
 }

@@ -68,6 +68,9 @@ class PeriodicJob:
     every_seconds: float
     run: Callable[[], Awaitable[object]]
     each_replica: bool = False
+    # Awaited between runs instead of sleeping `every_seconds`, for a job that knows when
+    # it next has work (dispatch's SLA scan sleeps until its next due clock, issue 12).
+    wait: Callable[[], Awaitable[object]] | None = None
 
 
 class Service:
@@ -135,11 +138,12 @@ class Service:
 
         return register
 
-    def periodic(self, name: str, every_seconds: float, each_replica: bool = False):
+    def periodic(self, name: str, every_seconds: float, each_replica: bool = False,
+                 wait: Callable[[], Awaitable[object]] | None = None):
         """Declare a periodic job; once across replicas unless `each_replica` (see PeriodicJob)."""
 
         def register(fn):
-            self.jobs.append(PeriodicJob(name, every_seconds, fn, each_replica))
+            self.jobs.append(PeriodicJob(name, every_seconds, fn, each_replica, wait))
             return fn
 
         return register
@@ -219,7 +223,7 @@ class Service:
                 raise
             except Exception:
                 log.exception("periodic job %s failed; next run as scheduled", job.name)
-            await asyncio.sleep(job.every_seconds)
+            await (job.wait() if job.wait else asyncio.sleep(job.every_seconds))
 
     async def run_once_across_replicas(self, job: PeriodicJob) -> bool:
         """Run `job` if no other replica is running it now; True when it ran here."""

@@ -67,21 +67,27 @@ def _run(args, work) -> int:
 
 
 def cmd_monthly(args) -> int:
-    from services.archive.app import organise_month
+    from services.archive.app import data_dir, transaction
+    from services.archive.organisation import organise_month
 
-    return _run(args, lambda service: organise_month(args.estate, args.month, "command"))
+    return _run(args, lambda service: organise_month(transaction, service.context, data_dir(), args.estate,
+                                                     args.month, "command"))
 
 
 def cmd_quarterly(args) -> int:
-    from services.archive.app import archive_quarter
+    from services.archive.app import data_dir, transaction
+    from services.archive.organisation import archive_quarter
 
-    return _run(args, lambda service: archive_quarter(args.estate, args.quarter, "command"))
+    return _run(args, lambda service: archive_quarter(transaction, service.context, data_dir(), args.estate,
+                                                      args.quarter, "command"))
 
 
 def cmd_verify(args) -> int:
-    from services.archive.app import verify_estate
+    from services.archive.app import transaction
+    from services.archive.verify import verify_estate
 
-    return _run(args, lambda service: verify_estate(args.estate))
+    return _run(args, lambda service: verify_estate(transaction, args.estate, service.settings.nats_url,
+                                                    f"estatedesk/{service.name}"))
 
 
 def register(subparsers) -> None:

@@ -13,13 +13,20 @@
 - monthly_sets / quarterly_runs / volumes: monthly organisation and quarterly archiving.
 - loans: the lending register 借阅登记; access_log: every read attempt, allowed or not.
 - destruction_log: survives the records it names.
+
+Below the tables: the repositories of the write side (issue 11); the organisation's and
+the read models' queries are in queries.py.
 """
 
+import datetime as dt
+
 import sqlalchemy as sa
-
-from shared import limits
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.archive.domain import Addendum, ChainHead, Loan, PendingSeal, Record
+from shared import limits
 from shared.db import service_metadata
 
 metadata = service_metadata("archive")
@@ -244,3 +251,262 @@ destruction_log = sa.Table(
     sa.Column("content_hash", sa.String(64), nullable=False),
     sa.Column("method", sa.Text, nullable=False),
 )
+
+
+# --- repositories ---------------------------------------------------------------------------
+
+
+class CollectedEvents:
+    def __init__(self, session: AsyncSession):
+        self.session = session
+
+    async def add(self, event_id: str, *, ticket_id: str, estate: str, time: dt.datetime, event: str,
+                  envelope: dict, collected_at: dt.datetime) -> None:
+        await self.session.execute(pg_insert(collected_events).values(
+            event_id=event_id, ticket_id=ticket_id, estate=estate, time=time, event=event, envelope=envelope,
+            collected_at=collected_at).on_conflict_do_nothing())
+
+    async def envelopes(self, estate: str, ticket_id: str, up_to: dt.datetime) -> list[dict]:
+        """The ticket's events stamped at or before `up_to`, in time order (ties by id)."""
+        c = collected_events
+        return list((await self.session.execute(
+            sa.select(c.c.envelope).where(c.c.estate == estate, c.c.ticket_id == ticket_id, c.c.time <= up_to)
+            .order_by(c.c.time, c.c.event_id))).scalars().all())
+
+    async def timeline(self, estate: str, ticket_id: str) -> list:
+        c = collected_events
+        return (await self.session.execute(
+            sa.select(c.c.event_id, c.c.event, c.c.time, c.c.envelope)
+            .where(c.c.estate == estate, c.c.ticket_id == ticket_id).order_by(c.c.time, c.c.collected_at))).all()
+
+    async def forget(self, estate: str, ticket_id: str) -> None:
+        """Once sealed: the frozen form is the record, and the raw events hold owner
+        details the form has redacted."""
+        c = collected_events
+        await self.session.execute(sa.delete(c).where(c.c.estate == estate, c.c.ticket_id == ticket_id))
+
+
+class PendingSeals:
+    def __init__(self, session: AsyncSession):
+        self.session = session
+
+    async def add(self, seal: PendingSeal) -> None:
+        await self.session.execute(pg_insert(pending_seals).values(**seal.values()).on_conflict_do_nothing())
+
+    async def any(self) -> bool:
+        return bool((await self.session.execute(sa.select(sa.exists(sa.select(pending_seals.c.ticket_id))))).scalar())
+
+    async def set_barriers(self, delivered: int) -> None:
+        p = pending_seals
+        await self.session.execute(sa.update(p).where(p.c.barrier.is_(None)).values(barrier=delivered))
+
+    async def due(self, ack_floor: int, now: dt.datetime, limit: int = 100) -> list[tuple[str, str]]:
+        p = pending_seals
+        return [tuple(row) for row in (await self.session.execute(
+            sa.select(p.c.estate, p.c.ticket_id).where(p.c.barrier <= ack_floor, p.c.next_try_at <= now)
+            .order_by(p.c.noted_at).limit(limit))).all()]
+
+    async def claim(self, estate: str, ticket_id: str) -> PendingSeal | None:
+        """The row, locked; None when another replica holds it (SKIP LOCKED)."""
+        p = pending_seals
+        row = (await self.session.execute(sa.select(p).where(p.c.estate == estate, p.c.ticket_id == ticket_id)
+                                          .with_for_update(skip_locked=True))).first()
+        return PendingSeal.from_row(row) if row else None
+
+    async def save(self, seal: PendingSeal) -> None:
+        p = pending_seals
+        await self.session.execute(sa.update(p).where(p.c.estate == seal.estate, p.c.ticket_id == seal.ticket_id)
+                                   .values(**seal.values()))
+
+    async def remove(self, estate: str, ticket_id: str) -> None:
+        p = pending_seals
+        await self.session.execute(sa.delete(p).where(p.c.estate == estate, p.c.ticket_id == ticket_id))
+
+    async def of_estate(self, estate: str) -> list:
+        p = pending_seals
+        return (await self.session.execute(sa.select(p).where(p.c.estate == estate).order_by(p.c.noted_at))).all()
+
+    async def counts(self) -> dict[str, int]:
+        p = pending_seals
+        return dict((await self.session.execute(sa.select(p.c.estate, sa.func.count()).group_by(p.c.estate))).all())
+
+
+class Chain:
+    """The estate's chain: its head, the per-year record numbers, the records and addenda."""
+
+    def __init__(self, session: AsyncSession):
+        self.session = session
+
+    async def lock_head(self, estate: str, now: dt.datetime) -> ChainHead:
+        """The estate's chain head, locked until commit: appends are serialised per estate."""
+        await self.session.execute(pg_insert(chain_heads).values(**ChainHead.genesis(estate, now).values())
+                                   .on_conflict_do_nothing())
+        return ChainHead.from_row((await self.session.execute(
+            sa.select(chain_heads).where(chain_heads.c.estate == estate).with_for_update())).one())
+
+    async def head(self, estate: str) -> ChainHead | None:
+        row = (await self.session.execute(sa.select(chain_heads).where(chain_heads.c.estate == estate))).first()
+        return ChainHead.from_row(row) if row else None
+
+    async def save_head(self, head: ChainHead) -> None:
+        values = head.values()
+        await self.session.execute(sa.update(chain_heads).where(chain_heads.c.estate == values.pop("estate"))
+                                   .values(**values))
+
+    async def next_in_year(self, estate: str, year: int) -> int:
+        y = record_years
+        return (await self.session.execute(
+            pg_insert(y).values(estate=estate, year=year, last=1)
+            .on_conflict_do_update(index_elements=[y.c.estate, y.c.year], set_={"last": y.c.last + 1})
+            .returning(y.c.last))).scalar_one()
+
+    async def number_of_ticket(self, estate: str, ticket_id: str) -> str | None:
+        r = records
+        return (await self.session.execute(
+            sa.select(r.c.record_number).where(r.c.estate == estate, r.c.ticket_id == ticket_id))).scalar()
+
+    async def record(self, estate: str, record_number: str, *, lock: bool = False) -> Record | None:
+        query = sa.select(records).where(records.c.estate == estate, records.c.record_number == record_number)
+        row = (await self.session.execute(query.with_for_update() if lock else query)).first()
+        return Record.from_row(row) if row else None
+
+    async def lock_record(self, record_number: str) -> Record:
+        return Record.from_row((await self.session.execute(
+            sa.select(records).where(records.c.record_number == record_number).with_for_update())).one())
+
+    async def records(self, estate: str, month: str | None = None, retention_class: str | None = None) -> list[Record]:
+        query = sa.select(records).where(records.c.estate == estate).order_by(records.c.sequence)
+        if month:
+            query = query.where(records.c.closed_month == month)
+        if retention_class:
+            query = query.where(records.c.retention_class == retention_class)
+        return [Record.from_row(row) for row in (await self.session.execute(query)).all()]
+
+    async def raw_records(self, estate: str) -> list:
+        """Rows as stored, in sequence order (verify builds its models itself: a stored
+        value the models refuse is a break to report, not an error)."""
+        return (await self.session.execute(
+            sa.select(records).where(records.c.estate == estate).order_by(records.c.sequence))).all()
+
+    async def add(self, record: Record) -> None:
+        await self.session.execute(sa.insert(records).values(**record.values()))
+
+    async def save(self, record: Record) -> None:
+        values = record.values()
+        await self.session.execute(sa.update(records).where(records.c.record_number == values.pop("record_number"))
+                                   .values(**values))
+
+    async def last_addendum(self, record_number: str) -> Addendum | None:
+        row = (await self.session.execute(sa.select(addenda).where(addenda.c.record_number == record_number)
+                                          .order_by(addenda.c.number.desc()).limit(1))).first()
+        return Addendum.from_row(row) if row else None
+
+    async def add_addendum(self, addendum: Addendum) -> None:
+        await self.session.execute(sa.insert(addenda).values(**addendum.values()))
+
+    async def addenda(self, record_number: str) -> list[Addendum]:
+        return [Addendum.from_row(row) for row in (await self.session.execute(
+            sa.select(addenda).where(addenda.c.record_number == record_number).order_by(addenda.c.number))).all()]
+
+    async def addenda_of_estate(self, estate: str) -> list[Addendum]:
+        return [Addendum.from_row(row) for row in (await self.session.execute(
+            sa.select(addenda).where(addenda.c.estate == estate).order_by(addenda.c.record_number,
+                                                                           addenda.c.number))).all()]
+
+    async def dead_letter_bodies(self, consumer: str, estate: str) -> list:
+        """(event_id, reason, body) of the consumer's dead letters attributable to the estate."""
+        d = metadata.tables["archive.dead_letters"]
+        return (await self.session.execute(sa.select(d.c.event_id, d.c.reason, d.c.body).where(
+            d.c.consumer == consumer, d.c.estate == estate))).all()
+
+
+class Loans:
+    def __init__(self, session: AsyncSession):
+        self.session = session
+
+    async def add(self, loan: Loan) -> None:
+        await self.session.execute(sa.insert(loans).values(**loan.values()))
+
+    async def get(self, estate: str, loan_id: str, *, lock: bool = False) -> Loan | None:
+        query = sa.select(loans).where(loans.c.estate == estate, loans.c.loan_id == loan_id)
+        row = (await self.session.execute(query.with_for_update() if lock else query)).first()
+        return Loan.from_row(row) if row else None
+
+    async def save(self, loan: Loan) -> None:
+        values = loan.values()
+        await self.session.execute(sa.update(loans).where(loans.c.loan_id == values.pop("loan_id")).values(**values))
+
+    async def for_reader(self, estate: str, record_number: str, staff_id: str) -> list[Loan]:
+        """The entries under which `staff_id` may read: their own, and the outsiders' they
+        registered (an outsider has no token: the registering staff member hands the copy
+        over), newest first."""
+        rows = (await self.session.execute(sa.select(loans).where(
+            loans.c.estate == estate, loans.c.record_number == record_number,
+            sa.or_(sa.and_(loans.c.borrower == staff_id, loans.c.borrower_external.is_(False)),
+                   sa.and_(loans.c.borrower_external.is_(True), loans.c.registered_by == staff_id)),
+        ).order_by(loans.c.registered_at.desc()))).all()
+        return [Loan.from_row(row) for row in rows]
+
+    async def open_of_record(self, record_number: str) -> list[Loan]:
+        rows = (await self.session.execute(sa.select(loans).where(
+            loans.c.record_number == record_number, loans.c.returned_at.is_(None)))).all()
+        return [Loan.from_row(row) for row in rows]
+
+    async def register(self, estate: str, record_number: str | None = None, borrower: str | None = None) -> list[Loan]:
+        query = sa.select(loans).where(loans.c.estate == estate).order_by(loans.c.registered_at)
+        if record_number:
+            query = query.where(loans.c.record_number == record_number)
+        if borrower:
+            query = query.where(loans.c.borrower == borrower)
+        return [Loan.from_row(row) for row in (await self.session.execute(query)).all()]
+
+    async def overdue_counts(self, now: dt.datetime, mode: str) -> dict[str, int]:
+        return dict((await self.session.execute(
+            sa.select(loans.c.estate, sa.func.count()).where(
+                loans.c.returned_at.is_(None), loans.c.mode == mode, loans.c.due_back < now)
+            .group_by(loans.c.estate))).all())
+
+
+class Marks:
+    """The important-events file and the destruction log, kept beside the records."""
+
+    def __init__(self, session: AsyncSession):
+        self.session = session
+
+    async def important(self, record_number: str):
+        return (await self.session.execute(
+            sa.select(important_marks).where(important_marks.c.record_number == record_number))).first()
+
+    async def add_important(self, **values) -> None:
+        await self.session.execute(sa.insert(important_marks).values(**values))
+
+    async def important_file(self, estate: str) -> list:
+        m, r = important_marks, records
+        return (await self.session.execute(
+            sa.select(r, m.c.reason, m.c.marked_by, m.c.marked_at, m.c.previous_class)
+            .join(m, m.c.record_number == r.c.record_number).where(r.c.estate == estate)
+            .order_by(m.c.marked_at))).all()
+
+    async def add_destruction(self, entry: dict) -> None:
+        await self.session.execute(sa.insert(destruction_log).values(**entry))
+
+    async def destructions(self, estate: str) -> list:
+        d = destruction_log
+        return (await self.session.execute(sa.select(d).where(d.c.estate == estate).order_by(d.c.destroyed_at))).all()
+
+
+class AccessLog:
+    def __init__(self, session: AsyncSession):
+        self.session = session
+
+    async def add(self, **values) -> None:
+        await self.session.execute(sa.insert(access_log).values(**values))
+
+    async def entries(self, estate: str, record_number: str | None, refused_only: bool) -> list:
+        a = access_log
+        query = sa.select(a).where(a.c.estate == estate).order_by(a.c.id)
+        if record_number:
+            query = query.where(a.c.record_number == record_number)
+        if refused_only:
+            query = query.where(a.c.allowed.is_(False))
+        return (await self.session.execute(query)).all()

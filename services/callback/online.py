@@ -1,20 +1,20 @@
 """Owners answer their callback online (issue 15; 002 §4.4.2 c, d): the questions of a
 satisfaction callback the owner chose to get online, answered on the owners' page with
-an owner token (shared.owner_auth). The answers go through the same path as a callback
-the desk records (`app.record_answers`): "not satisfied" sends the form round again, and
-the `callback_done` event counts the same in every report.
+an owner token (shared.owner_auth). The answers go through the same handler as a callback
+the desk records (`handlers.handle_record`): "not satisfied" sends the form round again,
+and the `callback_done` event counts the same in every report.
 
 An owner sees and answers only the callbacks of their unit's requests (the unit is what
 `accepted` said); another unit's ticket is "not found"."""
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from fastapi import Depends
 from pydantic import BaseModel, Field
 
-from services.callback import rules
-from services.callback.app import C, T, RecordIn, callback_view, record_answers, service
+from services.callback import views
+from services.callback.api import RecordIn, record_answers
+from services.callback.app import service, unit_of_work
 from services.callback.rules import CallbackPurpose
 from shared.errors import RuleViolation
 from shared.events import ReplyMethod
@@ -45,39 +45,23 @@ class OwnerAnswerOut(BaseModel):
     round: int | None
 
 
-async def _unit_ticket(session, estate: str, ticket_id: str, who: OwnerPrincipal):
-    ticket = (await session.execute(sa.select(T).where(T.c.estate == estate, T.c.ticket_id == ticket_id))).first()
-    if ticket is None or ticket.unit != who.unit:
-        raise RuleViolation(f"no request {ticket_id!r} of your unit", status=404, zh="未找到本户的该报事")
-    return ticket
-
-
-def answerable(row) -> bool:
-    return (row.status == "pending" and row.purpose == CallbackPurpose.satisfaction.value
-            and row.method == ReplyMethod.online.value)
-
-
 @service.http.get("/owner/estates/{estate}/tickets/{ticket_id}/callbacks", response_model=OwnerCallbacksOut,
                   tags=["owners' self-service"])
 async def owner_callbacks(estate: str, ticket_id: str, who: OwnerPrincipal = Depends(owner)) -> OwnerCallbacksOut:
     """The satisfaction callbacks of the owner's request (only their unit's)."""
-    tz = service.directory.timezone_for(estate)
-    now = service.clock.now()
+    ctx = service.context
     async with service.db.transaction() as session:
-        ticket = await _unit_ticket(session, estate, ticket_id, who)
-        rows = (await session.execute(sa.select(C).where(
-            C.c.ticket_id == ticket_id, C.c.purpose == CallbackPurpose.satisfaction.value)
-            .order_by(C.c.round, C.c.due_at))).all()
-    views = []
-    for row in rows:
-        view = callback_view(row, tz, now, ticket.form_number)
-        # The owner sees answers and outcome, never who at the office made or assigned it.
-        view.pop("assigned_to", None)
-        if view["record"]:
-            view["record"].pop("done_by", None)
-        views.append({**view, "answerable": answerable(row)})
-    return OwnerCallbacksOut(ticket_id=ticket_id, form_number=ticket.form_number, status=ticket.status,
-                             current_round=ticket.current_round, callbacks=views)
+        uow = unit_of_work(session)
+        ticket = await uow.tickets.get(estate, ticket_id)
+        if ticket is None or ticket.unit != who.unit:
+            raise RuleViolation(f"no request {ticket_id!r} of your unit", status=404, zh="未找到本户的该报事")
+        callbacks = await uow.callbacks.of_ticket(ticket_id, purpose=CallbackPurpose.satisfaction.value)
+    tz, now = ctx.timezone(estate), ctx.now()
+    return OwnerCallbacksOut(
+        ticket_id=ticket_id, form_number=ticket.form_number, status=ticket.status.value,
+        current_round=ticket.current_round,
+        callbacks=[views.owner_callback_view(c, tz, now, ticket.form_number)
+                   for c in sorted(callbacks, key=lambda c: (c.round, c.due_at))])
 
 
 @service.http.post("/owner/estates/{estate}/callbacks/{callback_id}/answer", response_model=OwnerAnswerOut,
@@ -86,16 +70,9 @@ async def answer_callback(estate: str, callback_id: str, body: OwnerAnswersIn,
                           who: OwnerPrincipal = Depends(owner)) -> OwnerAnswerOut:
     """Answer the callback of one's own request online. Satisfied closes it; not satisfied
     sends it back to the handling departments for another round, as a desk callback does."""
-
-    def check(ticket, row) -> None:
-        if ticket.unit != who.unit or ticket.estate != estate:
-            raise RuleViolation(f"no callback {callback_id!r} of your unit", status=404, zh="未找到本户的该回访")
-        rules.check_owner_may_answer(CallbackPurpose(row.purpose), ReplyMethod(row.method), row.status)
-
     result = await record_answers(
-        estate, callback_id,
-        RecordIn(**body.model_dump(), owner_confirmed=True, method=ReplyMethod.online),
-        who.actor, answered_by_owner=True, check=check)
+        estate, callback_id, RecordIn(**body.model_dump(), owner_confirmed=True, method=ReplyMethod.online),
+        who.actor, answered_by_owner=True, owner_unit=who.unit)
     outcome = result["outcome"]
     return OwnerAnswerOut(outcome=outcome["event"] if outcome else None, round=outcome["round"] if outcome else None)
 

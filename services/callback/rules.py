@@ -191,11 +191,6 @@ def _rules_for(facts: CompletionFacts, policy: Policy) -> list[tuple[CallbackRul
             return [(CallbackRule.other_service, CallbackPurpose.satisfaction)]
 
 
-def callback_required(facts: CompletionFacts, policy: Policy) -> bool:
-    """Whether the completion needs at least one callback (the callback rate's denominator)."""
-    return bool(_rules_for(facts, policy))
-
-
 def _complaint_due(local: dt.datetime, policy: Policy, calendar: WorkingCalendar) -> tuple[dt.datetime, bool]:
     cb = policy.callback
     if cb.complaint_rule == "calendar_days":

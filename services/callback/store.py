@@ -3,9 +3,17 @@ events, each completed round, the callback schedule and records, recurrence watc
 progress updates and walk-around visits. Filled only from events and its own API: it
 never reads another service's tables."""
 
-import sqlalchemy as sa
+import datetime as dt
+from collections.abc import Callable
 
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.callback.domain import Callback, Round, Ticket, Watch
 from shared import limits
+from shared.events import Kind
+from shared.uow import SqlUnitOfWork
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from shared.db import service_metadata
@@ -182,3 +190,259 @@ visits = sa.Table(
     sa.UniqueConstraint("estate", "staff_id", "client_visit_id", name="uq_visits_client_visit"),
     sa.Index("ix_visits_estate_day", "estate", "visited_on"),
 )
+
+
+# --- repositories (issue 11): every SQL statement of the callback service ------------------------
+
+
+
+
+T, R, C, W, P, V = tickets, rounds, callbacks, recurrence_watches, progress_updates, visits
+
+
+class Tickets:
+    def __init__(self, session: AsyncSession):
+        self.session = session
+
+    async def lock(self, ticket_id: str, estate: str, seen_at: dt.datetime, now: dt.datetime) -> Ticket:
+        """The ticket's row, locked for this transaction; created on the first news of it.
+        Every handler of a ticket's events takes this lock first (one at a time per ticket)."""
+        fresh = Ticket.first_news(ticket_id, estate, seen_at, now)
+        await self.session.execute(pg_insert(T).values(**fresh.values()).on_conflict_do_nothing())
+        return Ticket.from_row((await self.session.execute(
+            sa.select(T).where(T.c.ticket_id == ticket_id).with_for_update())).one())
+
+    async def get(self, estate: str, ticket_id: str, *, lock: bool = False) -> Ticket | None:
+        query = sa.select(T).where(T.c.estate == estate, T.c.ticket_id == ticket_id)
+        row = (await self.session.execute(query.with_for_update() if lock else query)).first()
+        return Ticket.from_row(row) if row else None
+
+    async def save(self, ticket: Ticket) -> None:
+        values = ticket.values()
+        await self.session.execute(sa.update(T).where(T.c.ticket_id == values.pop("ticket_id")).values(**values))
+
+    async def opinions(self, estate: str, category_key: str) -> list[Ticket]:
+        """The estate's tickets of this category already sent to a department (recurrence)."""
+        rows = (await self.session.execute(sa.select(T).where(
+            T.c.estate == estate, T.c.category_key == category_key, sa.func.cardinality(T.c.departments) > 0))).all()
+        return [Ticket.from_row(row) for row in rows]
+
+    async def long_running_complaints(self, estate: str, first_contact: str | None, started_before: dt.datetime,
+                                      limit: int = 200) -> list[Ticket]:
+        query = sa.select(T).where(T.c.estate == estate, T.c.kind == Kind.complaint.value,
+                                   T.c.status == TicketState.in_handling, T.c.raised_at <= started_before)
+        if first_contact:
+            query = query.where(T.c.first_contact == first_contact)
+        return [Ticket.from_row(row) for row in (await self.session.execute(query.order_by(T.c.raised_at).limit(limit))).all()]
+
+
+class Rounds:
+    def __init__(self, session: AsyncSession):
+        self.session = session
+
+    async def add(self, round_: Round) -> bool:
+        """Store a completed round once; False when it was already there (a re-emitted event)."""
+        return (await self.session.execute(pg_insert(R).values(**round_.values()).on_conflict_do_nothing()
+                                           .returning(R.c.round))).first() is not None
+
+    async def get(self, ticket_id: str, round_: int) -> Round | None:
+        row = (await self.session.execute(sa.select(R).where(R.c.ticket_id == ticket_id, R.c.round == round_))).first()
+        return Round.from_row(row) if row else None
+
+    async def unsettled(self, ticket_id: str) -> list[Round]:
+        rows = (await self.session.execute(sa.select(R).where(R.c.ticket_id == ticket_id, R.c.outcome.is_(None))
+                                           .order_by(R.c.round))).all()
+        return [Round.from_row(row) for row in rows]
+
+    async def of_ticket(self, ticket_id: str) -> list[Round]:
+        rows = (await self.session.execute(sa.select(R).where(R.c.ticket_id == ticket_id).order_by(R.c.round))).all()
+        return [Round.from_row(row) for row in rows]
+
+    async def save(self, round_: Round) -> None:
+        values = round_.values()
+        await self.session.execute(sa.update(R).where(R.c.ticket_id == values.pop("ticket_id"),
+                                                      R.c.round == values.pop("round")).values(**values))
+
+
+class Callbacks:
+    def __init__(self, session: AsyncSession):
+        self.session = session
+
+    async def add(self, callback: Callback) -> bool:
+        """Store a planned callback once (ids are deterministic); False when it was there."""
+        return (await self.session.execute(pg_insert(C).values(**callback.values()).on_conflict_do_nothing()
+                                           .returning(C.c.callback_id))).first() is not None
+
+    async def get(self, estate: str, callback_id: str, *, lock: bool = False) -> Callback | None:
+        query = sa.select(C).where(C.c.estate == estate, C.c.callback_id == callback_id)
+        row = (await self.session.execute(query.with_for_update() if lock else query)).first()
+        return Callback.from_row(row) if row else None
+
+    async def save(self, callback: Callback) -> None:
+        values = callback.values()
+        await self.session.execute(sa.update(C).where(C.c.callback_id == values.pop("callback_id")).values(**values))
+
+    async def pending_of(self, ticket_id: str) -> list[Callback]:
+        rows = (await self.session.execute(sa.select(C).where(C.c.ticket_id == ticket_id,
+                                                              C.c.status == "pending").order_by(C.c.callback_id))).all()
+        return [Callback.from_row(row) for row in rows]
+
+    async def of_ticket(self, ticket_id: str, purpose: str | None = None) -> list[Callback]:
+        query = sa.select(C).where(C.c.ticket_id == ticket_id)
+        if purpose:
+            query = query.where(C.c.purpose == purpose)
+        rows = (await self.session.execute(query.order_by(C.c.round, C.c.due_at, C.c.callback_id))).all()
+        return [Callback.from_row(row) for row in rows]
+
+    async def claim_overdue(self, now: dt.datetime, limit: int) -> list[Callback]:
+        """Pending callbacks past due and not yet reported, claimed (SKIP LOCKED: replicas
+        never report one twice)."""
+        rows = (await self.session.execute(
+            sa.select(C).where(C.c.status == "pending", C.c.overdue_at.is_(None), C.c.due_at < now)
+            .order_by(C.c.due_at).limit(limit).with_for_update(skip_locked=True))).all()
+        return [Callback.from_row(row) for row in rows]
+
+    async def claim_complaint_windows(self, rule: str) -> list[Callback]:
+        """Pending complaint callbacks whose working-day window may move with the calendar."""
+        rows = (await self.session.execute(
+            sa.select(C).where(C.c.status == "pending", C.c.overdue_at.is_(None), C.c.rule == rule,
+                               C.c.completed_at.is_not(None)).with_for_update(skip_locked=True))).all()
+        return [Callback.from_row(row) for row in rows]
+
+    async def worklist(self, estate: str, status: str, assigned_to: str | None, now: dt.datetime,
+                       limit: int = 1000) -> list[tuple[Callback, str | None]]:
+        """The estate's callbacks in `status` (pending / overdue / done), each with its form number."""
+        query = (sa.select(C, T.c.form_number).join(T, T.c.ticket_id == C.c.ticket_id, isouter=True)
+                 .where(C.c.estate == estate))
+        if status == "done":
+            query = query.where(C.c.status == "done")
+        else:
+            query = query.where(C.c.status == "pending")
+            if status == "overdue":
+                query = query.where(C.c.due_at < now)
+        if assigned_to:
+            query = query.where(C.c.assigned_to == assigned_to)
+        rows = (await self.session.execute(query.order_by(C.c.due_at).limit(limit))).all()
+        return [(Callback.from_row(row), row.form_number) for row in rows]
+
+    async def counted(self, estate: str, start: dt.datetime | None, end: dt.datetime | None) -> list[Callback]:
+        """The callbacks the rates count (RULES §3 Who), completed in [start, end) if given."""
+        where = [C.c.estate == estate, C.c.counts_in_rate.is_(True), C.c.status != "cancelled"]
+        if start is not None:
+            where += [C.c.completed_at >= start, C.c.completed_at < end]
+        return [Callback.from_row(row) for row in (await self.session.execute(sa.select(C).where(*where))).all()]
+
+
+class Watches:
+    def __init__(self, session: AsyncSession):
+        self.session = session
+
+    async def add(self, watch: Watch) -> None:
+        await self.session.execute(pg_insert(W).values(**watch.values()).on_conflict_do_nothing())
+
+    async def get(self, ticket_id: str, round_: int) -> Watch | None:
+        row = (await self.session.execute(sa.select(W).where(W.c.ticket_id == ticket_id, W.c.round == round_))).first()
+        return Watch.from_row(row) if row else None
+
+    async def undecided(self, estate: str, category_key: str) -> list[Watch]:
+        rows = (await self.session.execute(
+            sa.select(W).where(W.c.estate == estate, W.c.category_key == category_key, W.c.verdict.is_(None))
+            .order_by(W.c.completed_at).with_for_update())).all()
+        return [Watch.from_row(row) for row in rows]
+
+    async def due_keys(self, now: dt.datetime, limit: int = 100) -> list[tuple[str, str]]:
+        """(estate, category key) pairs with a watch whose window has elapsed."""
+        rows = (await self.session.execute(
+            sa.select(W.c.estate, W.c.category_key).where(W.c.verdict.is_(None), W.c.window_ends_at <= now)
+            .distinct().limit(limit))).all()
+        return [(row.estate, row.category_key) for row in rows]
+
+    async def of_ticket(self, ticket_id: str) -> list[Watch]:
+        rows = (await self.session.execute(sa.select(W).where(W.c.ticket_id == ticket_id).order_by(W.c.round))).all()
+        return [Watch.from_row(row) for row in rows]
+
+    async def decided(self, estate: str, start: dt.datetime | None, end: dt.datetime | None) -> list[Watch]:
+        where = [W.c.estate == estate, W.c.verdict.is_not(None)]
+        if start is not None:
+            where += [W.c.completed_at >= start, W.c.completed_at < end]
+        return [Watch.from_row(row) for row in (await self.session.execute(sa.select(W).where(*where))).all()]
+
+    async def save(self, watch: Watch) -> None:
+        values = watch.values()
+        await self.session.execute(sa.update(W).where(W.c.ticket_id == values.pop("ticket_id"),
+                                                      W.c.round == values.pop("round")).values(**values))
+
+    async def lock_estate(self, estate: str, wait: bool = True) -> bool:
+        """Serialise, per estate, the handlers that feed the recurrence rule (accepted,
+        assigned, completed) and its scan: a first opinion's watch and a later opinion's
+        facts committed concurrently would otherwise each miss the other. Taken before any
+        row lock, so it never deadlocks; it costs one estate's events a few ms each."""
+        key = sa.func.hashtext(f"callback-recurrence/{estate}")
+        if wait:
+            await self.session.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+            return True
+        return bool((await self.session.execute(sa.select(sa.func.pg_try_advisory_xact_lock(key)))).scalar())
+
+
+class ProgressUpdates:
+    def __init__(self, session: AsyncSession):
+        self.session = session
+
+    async def add(self, event_id: str, *, ticket_id: str, estate: str, updated_at: dt.datetime, method: str,
+                  note: str, updated_by: str) -> None:
+        await self.session.execute(pg_insert(P).values(
+            event_id=event_id, ticket_id=ticket_id, estate=estate, updated_at=updated_at, method=method, note=note,
+            updated_by=updated_by).on_conflict_do_nothing())
+
+    async def of_tickets(self, ticket_ids: list[str]) -> dict[str, list]:
+        """Each ticket's updates (rows with updated_at, method, note, updated_by), oldest first."""
+        found: dict[str, list] = {}
+        if not ticket_ids:
+            return found
+        rows = (await self.session.execute(sa.select(P).where(P.c.ticket_id.in_(ticket_ids)).order_by(P.c.updated_at))).all()
+        for row in rows:
+            found.setdefault(row.ticket_id, []).append(row)
+        return found
+
+
+class Visits:
+    def __init__(self, session: AsyncSession):
+        self.session = session
+
+    async def by_client_id(self, estate: str, staff_id: str, client_visit_id: str):
+        return (await self.session.execute(sa.select(V).where(
+            V.c.estate == estate, V.c.staff_id == staff_id, V.c.client_visit_id == client_visit_id))).first()
+
+    async def add(self, **values):
+        """The stored visit, or None when a concurrent repeat of its client_visit_id won."""
+        return (await self.session.execute(pg_insert(V).values(**values).on_conflict_do_nothing().returning(V))).first()
+
+    async def days_by_staff(self, estate: str, first_day: dt.date, next_month: dt.date) -> dict[str, list[dt.date]]:
+        rows = (await self.session.execute(sa.select(V.c.staff_id, V.c.visited_on).where(
+            V.c.estate == estate, V.c.visited_on >= first_day, V.c.visited_on < next_month))).all()
+        by_staff: dict[str, list[dt.date]] = {}
+        for row in rows:
+            by_staff.setdefault(row.staff_id, []).append(row.visited_on)
+        return by_staff
+
+
+class CallbackUnitOfWork(SqlUnitOfWork):
+    """The repositories of one callback transaction, plus `emit` (outbox) and `count`
+    (a metric counted once the transaction commits, so a retried handler counts once)."""
+
+    def __init__(self, session: AsyncSession, emit, count: Callable[[str, str, str, list[str]], None] | None = None):
+        super().__init__(session, emit)
+        self.tickets = Tickets(session)
+        self.rounds = Rounds(session)
+        self.callbacks = Callbacks(session)
+        self.watches = Watches(session)
+        self.progress = ProgressUpdates(session)
+        self.visits = Visits(session)
+        self._count = count
+
+    def count(self, metric: str, estate: str, kind: str, departments: list[str]) -> None:
+        if self._count is None:
+            return
+        count = self._count
+        sa.event.listen(self.session.sync_session, "after_commit",
+                        lambda _session: count(metric, estate, kind, departments), once=True)

@@ -13,13 +13,14 @@ from fastapi import Depends, Query
 from pydantic import BaseModel, Field
 
 from services.dispatch import rules
-from services.dispatch.app import _estate, _policy, _route, service
+from services.dispatch.app import service
+from services.dispatch.handlers import route
 from services.dispatch.rules import TicketFacts
 from shared import limits
 from shared.auth import Principal
 from shared.events import AcceptedBy, Kind, ReplyMethod, Severity, Urgency
 from shared.limits import Contract, Instant, Money
-from shared.service import LocalTime, require_estate
+from shared.service import LocalTime, known_estate, require_estate
 
 
 class PreviewIn(Contract):
@@ -59,11 +60,12 @@ async def clock_preview(estate: str, body: Annotated[PreviewIn, Query()],
     """The departments and deadlines a request with these facts would get if registered
     now (RULES §2 Clocks, Departments). 422 with the reason when the rules refuse the facts
     (e.g. an agreed reply time already past)."""
-    directory_estate = _estate(estate)
-    policy = _policy(estate)
+    known_estate(service, estate)
+    known = service.directory.estate(estate)
+    policy = service.directory.policy_for(estate)
     now = service.clock.now()
     facts = TicketFacts(**body.model_dump())
-    departments = rules.departments_in_estate(_route(facts, directory_estate), directory_estate.department_codes())
+    departments = route(facts, known)
     deadlines = rules.start_round_clocks(facts, departments, now, policy, service.directory.calendar_for(estate), 1)
     return PreviewOut(now=now, departments=departments,
                       nonconformity=rules.needs_nonconformity(body.owner_loss_cny, policy),

@@ -1,13 +1,20 @@
-"""Dispatch's tables: forms in handling, the handover ledger (one line per transfer of a
+"""Dispatch's tables and repositories: forms in handling, the handover ledger (one line per transfer of a
 form to a department), deadlines as rows (never in-memory timers) so they survive
 restarts, escalations, nonconformity records, the owner-update log and paid-service bills."""
 
+import datetime as dt
+from collections.abc import Callable, Sequence
+
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.dispatch import domain, effects
+from services.dispatch.rules import NonconformityRecord
 from shared import limits
-from shared.lifecycle import LineState, NonconformityState, TicketState, check_constraint
-
 from shared.db import service_metadata
+from shared.errors import RuleViolation
+from shared.lifecycle import LineState, NonconformityState, TicketState, check_constraint
 
 metadata = service_metadata("dispatch")
 
@@ -214,3 +221,289 @@ bill_sequences = sa.Table(
     sa.Column("year", sa.Integer, primary_key=True),
     sa.Column("last", sa.Integer, nullable=False),
 )
+
+
+# --- repositories: every statement of the service's write side (reads for screens: queries.py) ---
+
+
+F, A, D, E, NC = forms, assignments, deadlines, escalations, nonconformities
+
+
+class Repository:
+    def __init__(self, session: AsyncSession):
+        self.session = session
+
+    async def _run(self, statement):
+        return await self.session.execute(statement)
+
+
+class FormLookup:
+    """What every form repository (the SQL one, the handler tier's fake) answers alike
+    on top of its `get`."""
+
+    async def get(self, ticket_id: str, estate: str | None = None, lock: bool = False) -> domain.Form | None:
+        raise NotImplementedError
+
+    async def get_for_update(self, estate: str, ticket_id: str) -> domain.Form:
+        """The form, locked for this transaction: 404 when the estate has none."""
+        form = await self.get(ticket_id, estate, lock=True)
+        if form is None:
+            raise RuleViolation(f"no countersign form for ticket {ticket_id!r} in estate {estate!r}", status=404)
+        return form
+
+
+class FormRepository(FormLookup, Repository):
+    """Forms with the active lines of their current round and their nonconformity state."""
+
+    async def exists(self, ticket_id: str) -> bool:
+        return (await self._run(sa.select(F.c.ticket_id).where(F.c.ticket_id == ticket_id))).first() is not None
+
+    async def get(self, ticket_id: str, estate: str | None = None, lock: bool = False) -> domain.Form | None:
+        query = sa.select(F).where(F.c.ticket_id == ticket_id)
+        if estate is not None:
+            query = query.where(F.c.estate == estate)
+        if lock:
+            query = query.with_for_update()
+        row = (await self._run(query)).first()
+        if row is None:
+            return None
+        lines = (await self._run(
+            sa.select(A).where(A.c.ticket_id == ticket_id, A.c.round == row.round, A.c.transferred_at.is_(None))
+            .order_by(A.c.id)
+        )).all()
+        state = (await self._run(sa.select(NC.c.state).where(NC.c.ticket_id == ticket_id))).scalar()
+        return domain.Form.from_row(row, [domain.Line.from_row(l) for l in lines], state)
+
+    async def save(self, form: domain.Form) -> None:
+        """Insert a new form or write its columns, then its lines (new ones get their id)."""
+        columns = form.columns()
+        if form.is_new:
+            await self._run(sa.insert(F).values(**columns))
+            form.is_new = False
+        else:
+            await self._run(sa.update(F).where(F.c.ticket_id == form.ticket_id).values(**columns))
+        for line in form.lines:
+            values = line.columns()
+            values.pop("id")
+            if line.id is None:
+                line.id = (await self._run(sa.insert(A).values(**values).returning(A.c.id))).scalar_one()
+            else:
+                await self._run(sa.update(A).where(A.c.id == line.id).values(**values))
+
+
+OWED = (TicketState.in_handling, TicketState.awaiting_approval, TicketState.completed)
+
+
+class ClockRepository(Repository):
+    """The deadline rows (RULES §1, §2 clocks). `on_written(earliest_due_at)` is called
+    once after the commit of a transaction that wrote or moved clocks (the SLA scan's
+    schedule learns of them without asking the database)."""
+
+    def __init__(self, session: AsyncSession, on_written: Callable[[dt.datetime], None] | None = None):
+        super().__init__(session)
+        self.on_written = on_written
+
+    def _written(self, due_at: Sequence[dt.datetime]) -> None:
+        if self.on_written is None or not due_at:
+            return
+        info = self.session.info
+        first = "clock_written" not in info
+        info["clock_written"] = min([*due_at, info.get("clock_written", max(due_at))])
+        if first:
+            sa.event.listen(self.session.sync_session, "after_commit",
+                            lambda _: self.on_written(info.pop("clock_written")), once=True)
+
+    @staticmethod
+    def _where(scope: effects.ClockScope) -> list:
+        where = []
+        if scope.ticket_id is not None:
+            where.append(D.c.ticket_id == scope.ticket_id)
+        if scope.round is not None:
+            where.append(D.c.round == scope.round)
+        if scope.assignment_id is not None:
+            where.append(D.c.assignment_id == scope.assignment_id)
+        if scope.clocks is not None:
+            where.append(D.c.clock.in_(scope.clocks))
+        if scope.except_clock is not None:
+            where.append(D.c.clock != scope.except_clock)
+        if scope.ids is not None:
+            where.append(D.c.id.in_(scope.ids))
+        return where
+
+    async def close(self, scope: effects.ClockScope, at: dt.datetime, outcome: str) -> list:
+        """Close the open clocks in `scope`; the closed rows (id, ticket_id, estate, round,
+        clock, department, due_at, breached_at)."""
+        return list((await self._run(
+            sa.update(D).where(D.c.met_at.is_(None), *self._where(scope)).values(met_at=at, outcome=outcome)
+            .returning(D.c.id, D.c.ticket_id, D.c.estate, D.c.round, D.c.clock, D.c.department, D.c.due_at,
+                       D.c.breached_at)
+        )).all())
+
+    async def add(self, ticket_id: str, estate: str, clocks: Sequence[effects.NewClock],
+                  line_ids: dict[str, int]) -> None:
+        rows = [dict(ticket_id=ticket_id, estate=estate, round=c.round, clock=c.clock, department=c.department or "",
+                     assignment_id=line_ids.get(c.department) if c.department else None, due_at=c.due_at,
+                     provisional=c.provisional, started_at=c.started_at, working_days=c.working_days)
+                for c in clocks]
+        if rows:
+            await self._run(sa.insert(D).values(rows))
+            self._written([row["due_at"] for row in rows])
+
+    async def open_for_line(self, assignment_id: int, clocks: Sequence[str]) -> list:
+        return list((await self._run(
+            sa.select(D).where(D.c.assignment_id == assignment_id, D.c.met_at.is_(None), D.c.clock.in_(clocks))
+        )).all())
+
+    async def progress_week_at(self, ticket_id: str, at: dt.datetime):
+        """The running progress-update clock whose week holds `at`, locked; None if none."""
+        return (await self._run(
+            sa.select(D).where(D.c.ticket_id == ticket_id, D.c.clock == domain.Clock.progress_update.value,
+                               D.c.met_at.is_(None), D.c.breached_at.is_(None), D.c.started_at <= at, D.c.due_at > at)
+            .with_for_update()
+        )).first()
+
+    async def claim_due(self, now: dt.datetime, limit: int) -> list:
+        """Open clocks past due of forms still owed, oldest first, claimed (SKIP LOCKED) so
+        replicas never fire one twice; each with its form's facts, kind, accepted_at, status."""
+        return list((await self._run(
+            sa.select(D, F.c.facts, F.c.kind, F.c.accepted_at, F.c.status)
+            .join(F, F.c.ticket_id == D.c.ticket_id)
+            .where(D.c.met_at.is_(None), D.c.breached_at.is_(None), D.c.due_at < now, F.c.status.in_(OWED))
+            .order_by(D.c.due_at).limit(limit).with_for_update(of=D, skip_locked=True)
+        )).all())
+
+    async def mark_breached(self, clock_id: int, at: dt.datetime) -> None:
+        await self._run(sa.update(D).where(D.c.id == clock_id).values(breached_at=at))
+
+    async def next_wake(self) -> dt.datetime | None:
+        """When the SLA scan next has work: the earliest due time of a clock not fired yet
+        (of a form still owed), or of an unresolved escalation's next rung; None if none."""
+        due = sa.select(sa.func.min(D.c.due_at)).join(F, F.c.ticket_id == D.c.ticket_id).where(
+            D.c.met_at.is_(None), D.c.breached_at.is_(None), F.c.status.in_(OWED)).scalar_subquery()
+        climb = sa.select(sa.func.min(E.c.next_at)).where(E.c.next_at.is_not(None), E.c.resolved_at.is_(None)
+                                                          ).scalar_subquery()
+        first, second = (await self._run(sa.select(due, climb))).one()
+        return min((t for t in (first, second) if t is not None), default=None)
+
+    async def running_day_clocks(self) -> list:
+        return list((await self._run(
+            sa.select(D).where(D.c.met_at.is_(None), D.c.breached_at.is_(None), D.c.working_days.is_not(None),
+                               D.c.started_at.is_not(None)).with_for_update(skip_locked=True)
+        )).all())
+
+    async def move(self, clock_id: int, due_at: dt.datetime, provisional: bool) -> None:
+        await self._run(sa.update(D).where(D.c.id == clock_id).values(due_at=due_at, provisional=provisional))
+        self._written([due_at])
+
+
+class EscalationRepository(Repository):
+    async def add(self, *, ticket_id: str, estate: str, round: int, rung: str, reason: str, at: dt.datetime,
+                  next_at: dt.datetime | None, deadline_id: int | None = None, clock: str | None = None,
+                  department: str | None = None, nonconformity: bool = False) -> None:
+        await self._run(sa.insert(E).values(
+            ticket_id=ticket_id, estate=estate, round=round, deadline_id=deadline_id, clock=clock,
+            department=department, rung=rung, reason=reason, nonconformity=nonconformity, escalated_at=at,
+            next_at=next_at))
+
+    async def resolve(self, scope: effects.EscalationScope, at: dt.datetime) -> None:
+        where = [E.c.ticket_id == scope.ticket_id, E.c.resolved_at.is_(None)]
+        if scope.round is not None:
+            where.append(E.c.round == scope.round)
+        if scope.nonconformity is not None:
+            where.append(E.c.nonconformity.is_(scope.nonconformity))
+        if scope.except_clock is not None:
+            where.append(sa.or_(E.c.clock.is_(None), E.c.clock != scope.except_clock))
+        await self._run(sa.update(E).where(*where).values(resolved_at=at, next_at=None))
+
+    async def resolve_for_clocks(self, clock_ids: Sequence[int], at: dt.datetime) -> None:
+        if clock_ids:
+            await self._run(sa.update(E).where(E.c.deadline_id.in_(clock_ids), E.c.resolved_at.is_(None))
+                            .values(resolved_at=at, next_at=None))
+
+    async def claim_waiting(self, now: dt.datetime, limit: int) -> list:
+        """Unresolved escalations whose next rung is due, claimed (SKIP LOCKED), each with
+        its clock's `deadline_met_at`."""
+        return list((await self._run(
+            sa.select(E, D.c.met_at.label("deadline_met_at")).join(D, D.c.id == E.c.deadline_id)
+            .where(E.c.next_at.is_not(None), E.c.next_at <= now, E.c.resolved_at.is_(None))
+            .order_by(E.c.next_at).limit(limit).with_for_update(of=E, skip_locked=True)
+        )).all())
+
+    async def stop_climbing(self, escalation_id: int, resolved_at: dt.datetime | None = None) -> None:
+        await self._run(sa.update(E).where(E.c.id == escalation_id).values(resolved_at=resolved_at, next_at=None))
+
+
+class NonconformityRepository(Repository):
+    async def exists(self, ticket_id: str) -> bool:
+        return (await self._run(sa.select(NC.c.ticket_id).where(NC.c.ticket_id == ticket_id))).first() is not None
+
+    async def get_for_update(self, ticket_id: str) -> NonconformityRecord:
+        row = (await self._run(sa.select(NC).where(NC.c.ticket_id == ticket_id).with_for_update())).first()
+        if row is None:
+            raise RuleViolation(f"ticket {ticket_id} has no nonconformity record", status=404)
+        data = dict(row._mapping)
+        data.pop("estate")
+        data["state"] = NonconformityState(data["state"])
+        return NonconformityRecord(**data)
+
+    async def add(self, record: NonconformityRecord, estate: str) -> None:
+        data = {k: getattr(record, k) for k in NC.c.keys() if k != "estate"}
+        data["state"] = record.state.value
+        await self._run(pg_insert(NC).values(estate=estate, **data).on_conflict_do_nothing())
+
+    async def save(self, record: NonconformityRecord) -> None:
+        data = {k: getattr(record, k) for k in NC.c.keys() if k not in ("estate", "ticket_id")}
+        data["state"] = record.state.value
+        await self._run(sa.update(NC).where(NC.c.ticket_id == record.ticket_id).values(**data))
+
+
+class ProgressLogRepository(Repository):
+    async def add(self, ticket_id: str, estate: str, at: dt.datetime, method: str, by: str) -> None:
+        await self._run(sa.insert(progress_log).values(ticket_id=ticket_id, estate=estate, updated_at=at,
+                                                       method=method, updated_by=by))
+
+    async def times(self, ticket_id: str) -> list[dt.datetime]:
+        return list((await self._run(
+            sa.select(progress_log.c.updated_at).where(progress_log.c.ticket_id == ticket_id)
+            .order_by(progress_log.c.updated_at)
+        )).scalars().all())
+
+
+class BillRepository(Repository):
+    """The household-service catalogue and the repair bills (RULES §2 Paid services)."""
+
+    async def catalogue(self, estate: str) -> list:
+        return list((await self._run(
+            sa.select(service_items).where(service_items.c.estate == estate).order_by(service_items.c.code)
+        )).all())
+
+    async def replace_catalogue(self, estate: str, items: Sequence[dict]) -> None:
+        await self._run(sa.delete(service_items).where(service_items.c.estate == estate))
+        if items:
+            await self._run(sa.insert(service_items).values([dict(estate=estate, **item) for item in items]))
+
+    async def next_number(self, estate: str, year: int) -> int:
+        return (await self._run(
+            pg_insert(bill_sequences).values(estate=estate, year=year, last=1)
+            .on_conflict_do_update(index_elements=["estate", "year"], set_={"last": bill_sequences.c.last + 1})
+            .returning(bill_sequences.c.last)
+        )).scalar_one()
+
+    async def add(self, **values) -> None:
+        await self._run(sa.insert(bills).values(**values))
+
+    async def get(self, estate: str, number: str, lock: bool = False):
+        query = sa.select(bills).where(bills.c.estate == estate, bills.c.number == number)
+        if lock:
+            query = query.with_for_update()
+        return (await self._run(query)).first()
+
+    async def list_for_estate(self, estate: str, ticket_id: str | None, limit: int = 500) -> list:
+        query = sa.select(bills).where(bills.c.estate == estate).order_by(bills.c.created_at.desc()).limit(limit)
+        if ticket_id:
+            query = query.where(bills.c.ticket_id == ticket_id)
+        return list((await self._run(query)).all())
+
+    async def settle(self, number: str, channel: str, by: str, at: dt.datetime) -> None:
+        await self._run(sa.update(bills).where(bills.c.number == number)
+                        .values(settled_channel=channel, settled_by=by, settled_at=at))

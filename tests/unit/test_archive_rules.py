@@ -40,7 +40,6 @@ from services.archive.rules import (
     genesis_hash,
     may_read,
     months_of_quarter,
-    next_link,
     outstanding_loans,
     overdue_loans,
     parse_record_number,
@@ -55,6 +54,7 @@ from services.archive.rules import (
     verify_chain,
 )
 from shared.events import (
+    AttitudeComplaintRaised,
     Accepted,
     AcceptedBy,
     Acknowledged,
@@ -266,6 +266,14 @@ def test_lifecycle_events_after_archiving_do_not_change_the_form(form: ArchivedF
     assert canonical_bytes(assemble_form(complaint_events() + later)) == canonical_bytes(form)
 
 
+def test_an_attitude_complaint_raised_on_a_callback_is_not_part_of_the_form(form: ArchivedForm) -> None:
+    # It becomes a ticket with its own form; this one keeps the owner's answers (issue 15).
+    raised = ev(AttitudeComplaintRaised(
+        ticket_id=TICKET, callback_id="cb-1", round=1, reply_method=ReplyMethod.phone, answered_by=ReplyMethod.phone,
+        recorded_by="cs-02", client_request_id="attitude-cb-1"), at(10, 10, 1))
+    assert canonical_bytes(assemble_form(complaint_events() + [raised])) == canonical_bytes(form)
+
+
 def test_owner_appears_only_as_owner_id_and_numbers_in_free_text_are_redacted() -> None:
     events = complaint_events(description="业主张先生,电话138 1234 5678,座机021-62345678,身份证110101199003071234,要求赔偿")
     # A phone field a careless client slipped into the payload must not survive either.
@@ -335,7 +343,7 @@ def build_chain(n: int, estate: str = ESTATE) -> list[ChainRecord]:
     records: list[ChainRecord] = []
     last = None
     for i in range(1, n + 1):
-        previous, sequence = next_link(estate, last)
+        previous, sequence = (genesis_hash(estate), 1) if last is None else (last.stored_hash, last.sequence + 1)
         content = json.dumps({"record": i, "text": f"会签单 {i}"}, ensure_ascii=False).encode()
         last = seal_record(previous, sequence, record_number(estate, 2026, i), content)
         records.append(last)
@@ -796,6 +804,7 @@ def test_overdue_and_outstanding_loans() -> None:
     assert [e.loan_id for e in overdue_loans(loans, NOW)] == ["A", "B"]  # C is due exactly now: not late yet
     assert [e.loan_id for e in overdue_loans(loans, NOW + dt.timedelta(seconds=1))] == ["A", "B", "C"]
     assert [e.loan_id for e in outstanding_loans(loans, "eng-3")] == ["A", "C"]
+    assert [e.loan_id for e in outstanding_loans(loans)] == ["A", "B", "C"]  # everyone's, oldest first
     with pytest.raises(RuleViolation, match="already"):
         return_loan(returned, NOW)
 

@@ -22,7 +22,6 @@ from services.callback.rules import (
     PendingCallback,
     callback_id_for,
     callback_rate,
-    callback_required,
     callback_submission_key,
     decide_outcome,
     in_activity_sample,
@@ -135,8 +134,7 @@ def test_unjudged_complaint_is_called_back_like_a_valid_one():
 
 def test_invalid_complaint_needs_no_callback():
     assert plan(facts(Kind.complaint, complaint_valid=False)) == []
-    assert callback_required(facts(Kind.complaint, complaint_valid=False), DEFAULT_POLICY) is False
-    assert callback_required(facts(Kind.complaint, complaint_valid=True), DEFAULT_POLICY) is True
+    assert plan(facts(Kind.complaint, complaint_valid=True)) != []
 
 
 def test_complaint_working_days_follow_the_estate_policy():
@@ -350,7 +348,6 @@ def test_other_services_called_back_within_a_week(kind):
 
 def test_praise_needs_no_callback_unless_the_estate_wants_a_thank_you_call():
     assert plan(facts(Kind.praise)) == []
-    assert callback_required(facts(Kind.praise), DEFAULT_POLICY) is False
     thanking = effective_policy(estate_overrides={"callback": {"praise_callback": True}})
     callback = only(plan(facts(Kind.praise, local(2026, 3, 10, 15, 0)), policy=thanking))
     assert callback.rule is CallbackRule.praise
@@ -365,7 +362,7 @@ def test_praise_needs_no_callback_unless_the_estate_wants_a_thank_you_call():
 def test_no_callback_path_plans_nothing(kind):
     f = facts(kind, reply_method=ReplyMethod.none, repair_class=RepairClass.general, ticket_id="ACT-1")
     assert plan(f, policy=effective_policy(estate_overrides={"callback": {"praise_callback": True}})) == []
-    assert callback_required(f, DEFAULT_POLICY) is False
+    assert plan(f) == []
 
 
 @pytest.mark.parametrize("method", [ReplyMethod.phone, ReplyMethod.visit, ReplyMethod.letter, ReplyMethod.online])

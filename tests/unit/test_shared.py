@@ -48,7 +48,7 @@ class TestEnvelope:
         assert isinstance(again.payload(), Accepted)
 
     def test_every_event_has_a_versioned_schema_and_a_subject(self):
-        assert len(EVENT_NAMES) == 22
+        assert len(EVENT_NAMES) == 23
         for name, model in PAYLOADS.items():
             assert model.event_name == name
             assert model.family == ("audit" if name == "access_refused" else "ticket")
