@@ -6,7 +6,9 @@ of the ticket events intake consumes). Part of intake's metadata (imported by st
 import sqlalchemy as sa
 
 from shared import limits
-from services.intake.store import metadata
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from services.intake.store import disclosures, metadata, owners, units
 
 DEVICE_MAX = 80  # shared.owner_auth.device_of: a 64-character id or "ip:" + an address
 
@@ -137,3 +139,56 @@ stages = sa.Table(
     sa.Column("promised_at", sa.DateTime(timezone=True)),
     sa.Column("note", sa.Text),
 )
+
+
+# --- repositories of the owners' directory (units, owners, disclosures) ---------------------------
+# The tables are store.units, store.owners and store.disclosures (intake's first migration).
+
+
+class OwnerDirectory:
+    """Units, owners and the log of unmasked views, for the desk's owner routes."""
+
+    def __init__(self, session):
+        self.session = session
+
+    async def add_unit(self, estate: str, code: str, parts: dict, now) -> bool:
+        """False when the estate has that unit already."""
+        return (await self.session.execute(
+            pg_insert(units).values(estate=estate, code=code, created_at=now, **parts)
+            .on_conflict_do_nothing().returning(units.c.code))).first() is not None
+
+    async def units(self, estate: str, building: str | None = None) -> list:
+        query = sa.select(units).where(units.c.estate == estate).order_by(units.c.code)
+        if building:
+            query = query.where(units.c.building == building)
+        return (await self.session.execute(query)).all()
+
+    async def has_unit(self, estate: str, code: str) -> bool:
+        return (await self.session.execute(sa.select(units.c.code).where(
+            units.c.estate == estate, units.c.code == code))).first() is not None
+
+    async def add_owner(self, values: dict):
+        """Insert an owner; returns the stored row."""
+        await self.session.execute(sa.insert(owners).values(**values))
+        return (await self.session.execute(sa.select(owners).where(owners.c.id == values["id"]))).first()
+
+    async def owner(self, estate: str, owner_id: str):
+        return (await self.session.execute(sa.select(owners).where(
+            owners.c.estate == estate, owners.c.id == owner_id))).first()
+
+    async def owners(self, estate: str, unit: str | None = None, limit: int = 1000) -> list:
+        query = sa.select(owners).where(owners.c.estate == estate).order_by(owners.c.unit, owners.c.name).limit(limit)
+        if unit:
+            query = query.where(owners.c.unit == unit)
+        return (await self.session.execute(query)).all()
+
+    async def log_disclosures(self, entries: list[dict]) -> None:
+        if entries:
+            await self.session.execute(sa.insert(disclosures), entries)
+
+    async def disclosures(self, estate: str, owner_id: str | None = None, limit: int = 1000) -> list:
+        query = (sa.select(disclosures).where(disclosures.c.estate == estate)
+                 .order_by(disclosures.c.id.desc()).limit(limit))
+        if owner_id:
+            query = query.where(disclosures.c.owner_id == owner_id)
+        return (await self.session.execute(query)).all()

@@ -34,7 +34,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.intake import owner_rules as orules
 from services.intake import owner_store as ostore
 from services.intake import rules, store
-from services.intake.app import OWNER_DESK_ROLES, RequestIn, TicketOut, register_request, service
+from services.intake.api import RequestIn, TicketOut, register
+from services.intake.app import OWNER_DESK_ROLES, service
 from shared import limits
 from shared.auth import AuthError, Principal
 from shared.directory import revoke_session
@@ -627,7 +628,7 @@ async def open_online_request(estate: str, submission_id: str, who: Principal = 
             anonymous=row.anonymous, attachments=[f"/v1/estates/{estate}/owner-photos/{p}" for p in row.photos],
             client_request_id=ONLINE_PREFIX + submission_id,
         )
-        ticket = await register_request(estate, body, who)
+        ticket = await register(estate, body, who)
         if row.ticket_id is None:
             await session.execute(sa.update(SUB).where(SUB.c.id == submission_id).values(
                 ticket_id=ticket.id, opened_by=who.staff_id, opened_at=now))
