@@ -82,7 +82,8 @@ from services.intake import consumers  # noqa: E402,F401
 from services.intake import jobs  # noqa: E402,F401
 from services.intake import accounts  # noqa: E402,F401  (registers the sign-in routes)
 from services.intake import console  # noqa: E402,F401  (the console's server clock)
-from services.intake import owners  # noqa: E402,F401  (owners' self-service, issue 15)
+from services.intake import owners  # noqa: E402,F401  (owners' self-service at the desk, issue 15)
+from services.intake import owner_api  # noqa: E402,F401  (owners' own routes, issue 15)
 
 
 def create_app(manage_lifecycle: bool = True):
