@@ -108,15 +108,14 @@ class Database:
 
     async def emit(self, session: AsyncSession, event: CloudEvent) -> None:
         """Record an event to publish, in the caller's transaction (transactional outbox)."""
-        await session.execute(
-            sa.insert(self.outbox).values(
-                event_id=event.id,
-                subject=event.nats_subject,
-                body=event.model_dump_json().encode(),
-                created_at=event.time,
-            )
-        )
+        await session.execute(sa.insert(self.outbox).values(**_outbox_row(event)))
         session.info["outbox_rows"] = session.info.get("outbox_rows", 0) + 1
+
+    async def emit_many(self, session: AsyncSession, events: list[CloudEvent]) -> None:
+        """Record several events in one statement (a batch's announcements), in order."""
+        if events:
+            await session.execute(sa.insert(self.outbox), [_outbox_row(event) for event in events])
+            session.info["outbox_rows"] = session.info.get("outbox_rows", 0) + len(events)
 
     async def claim_event(self, session: AsyncSession, consumer: str, event_id: str, now: dt.datetime) -> bool:
         """Record that `consumer` processed `event_id`; False when it already had."""
@@ -190,6 +189,11 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def _outbox_row(event: CloudEvent) -> dict:
+    return dict(event_id=event.id, subject=event.nats_subject, body=event.model_dump_json().encode(),
+                created_at=event.time)
 
 
 def advisory_key(name: str) -> int:

@@ -69,7 +69,7 @@ class RegistrationDesk:
         return await future
 
     async def _work(self, session, commands: list[Registration]) -> list[TicketView]:
-        uow = IntakeUnitOfWork(session, self.service.emit)
+        uow = IntakeUnitOfWork(session, self.service.emit, self.service.emit_many)
         return await handle_register(commands, uow, self.service.context)
 
     async def _drain(self, key) -> None:

@@ -68,7 +68,8 @@ async def handle_register(batch: list[Registration], uow, ctx: HandlerContext) -
     """Register a batch of one estate's requests received in one year, in the caller's
     transaction, in as few statements as it allows: one lookup of the idempotency keys,
     one counter update for every new form number (gapless: the numbers are taken in
-    the same transaction), one insert of the tickets, one outbox row each (`accepted`).
+    the same transaction), one insert of the tickets, one outbox statement for their
+    `accepted` events.
 
     A key registered before (or earlier in this batch) answers with that ticket. A duty
     staff member's off-hours registration goes on the night-shift handover list, due at
@@ -96,6 +97,7 @@ async def handle_register(batch: list[Registration], uow, ctx: HandlerContext) -
            for n, i in enumerate(fresh)}
     await uow.tickets.add_all(list(new.values()))
     views: dict[int, TicketView] = {}
+    announcements = []
     for i, ticket in new.items():
         command, handover = batch[i], None
         if ticket.off_hours and command.duty_staff:
@@ -104,8 +106,9 @@ async def handle_register(batch: list[Registration], uow, ctx: HandlerContext) -
                         handover_due=rules.roster_handover_due(now, command.staff_id,
                                                                await uow.roster.around(estate, now), policy, calendar))
             handover = Item(item, id=await uow.handovers.add(item), taken_over_by=None, taken_over_at=None)
-        await uow.emit(ticket.accepted(), estate=estate, actor=command.staff_id, time=command.received_at)
+        announcements.append((ticket.accepted(), estate, command.staff_id, command.received_at))
         views[i] = TicketView(ticket, [], handover)
+    await uow.emit_many(announcements)
     for i, command in enumerate(batch):
         if i not in views:
             key = command.client_request_id

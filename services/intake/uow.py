@@ -1,5 +1,6 @@
 """`IntakeUnitOfWork`: intake's repositories over the one transaction a route or consumer
-opened; `emit` writes to intake's outbox in that transaction (shared.uow.SqlUnitOfWork)."""
+opened; `emit` writes to intake's outbox in that transaction (shared.uow.SqlUnitOfWork),
+`emit_many` several events in one statement (a registration batch's `accepted`)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,20 @@ class IntakeUnitOfWork(SqlUnitOfWork):
     """uow.tickets, uow.form_numbers, uow.handovers (night-shift items), uow.progress,
     uow.roster (duty roster, shift handovers)."""
 
-    def __init__(self, session: AsyncSession, emit):
+    def __init__(self, session: AsyncSession, emit, emit_many=None):
         super().__init__(session, emit)
+        self._emit_many = emit_many
         self.tickets = Tickets(session)
         self.form_numbers = FormNumbers(session)
         self.handovers = HandoverItems(session)
         self.progress = ProgressUpdates(session)
         self.roster = Roster(session)
+
+    async def emit_many(self, drafts: list[tuple]) -> None:
+        """Raise (payload, estate, actor, time) events in order, in one outbox statement
+        when the service offers it."""
+        if self._emit_many is not None:
+            await self._emit_many(self.session, drafts)
+            return
+        for payload, estate, actor, time in drafts:
+            await self.emit(payload, estate=estate, actor=actor, time=time)

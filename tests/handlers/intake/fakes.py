@@ -237,3 +237,8 @@ class FakeIntakeUnitOfWork:
 
     async def emit(self, payload, *, estate, actor, time=None):
         return await self.sink.emit(payload, estate=estate, actor=actor, time=time)
+
+    async def emit_many(self, drafts):
+        self.emit_statements = getattr(self, "emit_statements", 0) + 1
+        for payload, estate, actor, time in drafts:
+            await self.sink.emit(payload, estate=estate, actor=actor, time=time)
