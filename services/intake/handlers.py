@@ -129,16 +129,24 @@ class JudgeValidity:
     staff_id: str
 
 
-async def handle_judge_validity(command: JudgeValidity, uow, ctx: HandlerContext) -> TicketView:
-    """Judge a complaint; a valid judgement is announced (`validity_judged`) at once."""
-    now = ctx.now()
-    ticket = await _ticket(uow, command.estate, command.ticket_id, lock=True)
-    event = ticket.judge(command.valid, command.reason, command.staff_id, command.confirmed_by, now,
-                         ctx.policy(command.estate), ctx.calendar(command.estate))
+async def _transition(uow, estate: str, ticket_id: str, staff_id: str, now: dt.datetime,
+                      act: Callable[[Ticket], Any]) -> TicketView:
+    """Load the ticket locked, let `act` make its transition (returning the event to raise,
+    or None), save it, raise the event; the ticket as the API shows it."""
+    ticket = await _ticket(uow, estate, ticket_id, lock=True)
+    event = act(ticket)
     await uow.tickets.save(ticket)
     if event is not None:
-        await uow.emit(event, estate=command.estate, actor=command.staff_id, time=now)
+        await uow.emit(event, estate=estate, actor=staff_id, time=now)
     return await view(uow, ticket)
+
+
+async def handle_judge_validity(command: JudgeValidity, uow, ctx: HandlerContext) -> TicketView:
+    """Judge a complaint; a valid judgement is announced (`validity_judged`) at once."""
+    now, estate = ctx.now(), command.estate
+    return await _transition(uow, estate, command.ticket_id, command.staff_id, now, lambda ticket: ticket.judge(
+        command.valid, command.reason, command.staff_id, command.confirmed_by, now, ctx.policy(estate),
+        ctx.calendar(estate)))
 
 
 @dataclass(frozen=True)
@@ -154,12 +162,9 @@ class DecideValidity:
 async def handle_decide_validity(command: DecideValidity, uow, ctx: HandlerContext) -> TicketView:
     """A manager confirms or rejects an invalid judgement; announced as `validity_judged`."""
     now = ctx.now()
-    ticket = await _ticket(uow, command.estate, command.ticket_id, lock=True)
-    event = ticket.decide_validity(command.staff_id, command.roles, command.confirm, command.note, now,
-                                   ctx.policy(command.estate))
-    await uow.tickets.save(ticket)
-    await uow.emit(event, estate=command.estate, actor=command.staff_id, time=now)
-    return await view(uow, ticket)
+    return await _transition(uow, command.estate, command.ticket_id, command.staff_id, now,
+                             lambda ticket: ticket.decide_validity(command.staff_id, command.roles, command.confirm,
+                                                                   command.note, now, ctx.policy(command.estate)))
 
 
 @dataclass(frozen=True)
@@ -185,10 +190,8 @@ async def handle_give_progress(command: GiveProgress, uow, ctx: HandlerContext) 
 
 async def handle_record_signature(estate: str, ticket_id: str, uow, ctx: HandlerContext) -> TicketView:
     """The owner supplied the later signature (补签); reminders stop."""
-    ticket = await _ticket(uow, estate, ticket_id, lock=True)
-    ticket.sign(ctx.now())
-    await uow.tickets.save(ticket)
-    return await view(uow, ticket)
+    now = ctx.now()
+    return await _transition(uow, estate, ticket_id, "", now, lambda ticket: ticket.sign(now))
 
 
 async def handle_take_over(estate: str, item_id: int, staff_id: str, uow, ctx: HandlerContext):
