@@ -220,11 +220,17 @@ async def test_only_open_complaints_are_judged_and_confirmation_follows_the_life
     with pytest.raises(RuleViolation, match="closed") as is_closed:
         await handlers.handle_judge_validity(judge(closed, True), uow, ctx)
     assert is_closed.value.status == 409
+    # Judged invalid after its departments completed: handling ends there too.
     done = await complaint(uow, ctx)
     await handlers.handle_judge_validity(judge(done, False), uow, ctx)
     await handlers.HANDLERS["completed"](event(completed(done, 1, START), clock), uow, ctx)
-    with pytest.raises(RuleViolation, match="cannot go from completed to invalid") as moved_on:
-        await handlers.handle_decide_validity(decide(done, True), uow, ctx)
+    assert (await handlers.handle_decide_validity(decide(done, True), uow, ctx)).ticket.status == "invalid"
+    # Closed (the owner satisfied) while the judgement waited: the lifecycle refuses invalid.
+    late = await complaint(uow, ctx)
+    await handlers.handle_judge_validity(judge(late, False), uow, ctx)
+    await handlers.HANDLERS["closed"](event(Closed(ticket_id=late.id, closed_by=CS, reason="r"), clock), uow, ctx)
+    with pytest.raises(RuleViolation, match="cannot go from closed to invalid") as moved_on:
+        await handlers.handle_decide_validity(decide(late, True), uow, ctx)
     assert moved_on.value.status == 409
 
 
