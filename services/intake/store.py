@@ -1,7 +1,7 @@
 """Intake's tables: requests as registered, countersign-form numbering, shift handover,
 progress updates to owners, and the owners/units directory with its disclosure log; and
 the repositories of the request desk (tickets, form numbers, night-shift handover items,
-progress updates). `uow.IntakeUnitOfWork` carries them for one transaction; the duty
+progress updates, staff accounts). `uow.IntakeUnitOfWork` carries them for one transaction; the duty
 roster's repository is in `duty_store.py`, the owners' tables in `owner_store.py`."""
 
 from __future__ import annotations
@@ -415,3 +415,50 @@ class ProgressUpdates:
         P = progress_updates
         return (await self.session.execute(
             sa.select(P).where(P.c.ticket_id == ticket_id).order_by(P.c.updated_at, P.c.id))).all()
+
+
+class Accounts:
+    """Staff sign-in: accounts (password hashes, lock-outs) and sign-in sessions."""
+
+    def __init__(self, session: AsyncSession):
+        self.session = session
+
+    async def get(self, staff_id: str, *, lock: bool = False):
+        query = sa.select(accounts).where(accounts.c.staff_id == staff_id)
+        return (await self.session.execute(query.with_for_update() if lock else query)).first()
+
+    async def of(self, staff_ids: list[str]) -> dict:
+        rows = (await self.session.execute(sa.select(accounts).where(accounts.c.staff_id.in_(staff_ids)))).all()
+        return {row.staff_id: row for row in rows}
+
+    async def update(self, staff_id: str, **values) -> None:
+        await self.session.execute(sa.update(accounts).where(accounts.c.staff_id == staff_id).values(**values))
+
+    async def set_password(self, staff_id: str, values: dict) -> None:
+        """Create the account or replace its password (re-enabling it)."""
+        await self.session.execute(pg_insert(accounts).values(staff_id=staff_id, disabled_at=None, **values)
+                                   .on_conflict_do_update(index_elements=[accounts.c.staff_id],
+                                                          set_={**values, "disabled_at": None}))
+
+    async def disable(self, staff_id: str, at: dt.datetime) -> bool:
+        return (await self.session.execute(sa.update(accounts).where(accounts.c.staff_id == staff_id)
+                                           .values(disabled_at=at).returning(accounts.c.staff_id))).first() is not None
+
+    async def open_session(self, session_id: str, staff_id: str, at: dt.datetime, expires_at: dt.datetime) -> None:
+        await self.session.execute(sa.insert(auth_sessions).values(id=session_id, staff_id=staff_id, issued_at=at,
+                                                                   expires_at=expires_at))
+        await self.update(staff_id, last_login_at=at)
+
+    async def sign_in(self, session_id: str):
+        return (await self.session.execute(sa.select(auth_sessions).where(auth_sessions.c.id == session_id))).first()
+
+    async def sign_out(self, session_id: str, at: dt.datetime) -> None:
+        await self.session.execute(sa.update(auth_sessions).where(auth_sessions.c.id == session_id)
+                                   .values(revoked_at=at))
+
+    async def end_sign_ins(self, staff_id: str, at: dt.datetime) -> list:
+        """Revoke the staff member's live sign-ins; their (id, expires_at)."""
+        S = auth_sessions
+        return (await self.session.execute(sa.update(S).where(S.c.staff_id == staff_id, S.c.revoked_at.is_(None),
+                                                              S.c.expires_at > at)
+                                           .values(revoked_at=at).returning(S.c.id, S.c.expires_at))).all()
