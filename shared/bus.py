@@ -26,6 +26,7 @@ import nats
 import sqlalchemy as sa
 from faststream import AckPolicy
 from faststream.nats import ConsumerConfig, JStream, NatsMessage, NatsRouter, PullSub
+from nats.js import api
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -272,6 +273,7 @@ async def _long_fetch(subscription, batch: int, timeout: float) -> list:
     expires = timeout - min(FETCH_EXPIRY_MARGIN_SECONDS, timeout / 10)
     request = {"batch": batch, "no_wait": True, "expires": int(expires * 1_000_000_000)}
     await subscription._nc.publish(subscription._nms, json.dumps(request).encode(), subscription._deliver)
+    ended_by = None
     while len(messages) < batch:
         try:
             message = await inbox.next_msg(timeout=max(deadline - loop.time(), 0.001))
@@ -281,8 +283,14 @@ async def _long_fetch(subscription, batch: int, timeout: float) -> list:
         if status is None:
             messages.append(message)
         elif not JetStreamContext._is_heartbeat(status):
-            break  # the end of this request, or of an earlier one: either way, hand over
+            ended_by = status  # the end of this request, or of an earlier one: hand over
+            break
     if not messages:
+        if ended_by not in (None, api.StatusCode.NO_MESSAGES, api.StatusCode.REQUEST_TIMEOUT):
+            # Not an ordinary end (409 consumer deleted or too many waiting, 503): every
+            # fetch would get it at once, so the loop must not spin on it.
+            log.warning("pull request ended with status %s", ended_by)
+            await asyncio.sleep(FETCH_WAIT_WHILE_DISCONNECTED_SECONDS)
         raise nats.errors.TimeoutError()
     return messages
 
