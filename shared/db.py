@@ -108,14 +108,15 @@ class Database:
 
     async def emit(self, session: AsyncSession, event: CloudEvent) -> None:
         """Record an event to publish, in the caller's transaction (transactional outbox)."""
-        await session.execute(sa.insert(self.outbox).values(**_outbox_row(event)))
+        await session.execute(
+            sa.insert(self.outbox).values(
+                event_id=event.id,
+                subject=event.nats_subject,
+                body=event.model_dump_json().encode(),
+                created_at=event.time,
+            )
+        )
         session.info["outbox_rows"] = session.info.get("outbox_rows", 0) + 1
-
-    async def emit_many(self, session: AsyncSession, events: list[CloudEvent]) -> None:
-        """Record several events in one statement (a batch's announcements), in order."""
-        if events:
-            await session.execute(sa.insert(self.outbox), [_outbox_row(event) for event in events])
-            session.info["outbox_rows"] = session.info.get("outbox_rows", 0) + len(events)
 
     async def claim_event(self, session: AsyncSession, consumer: str, event_id: str, now: dt.datetime) -> bool:
         """Record that `consumer` processed `event_id`; False when it already had."""
@@ -167,6 +168,13 @@ class Database:
         """Wait for the advisory lock `name`, held until the session's transaction ends."""
         await session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_key(name)})
 
+    async def emit_many(self, session: AsyncSession, events: list[CloudEvent]) -> None:
+        """Like `emit` for several events, in one statement and in order (intake's
+        registration batches; `run_batch`'s held rows, once landed, do the same)."""
+        if events:
+            await session.execute(sa.insert(self.outbox), [_outbox_row(event) for event in events])
+            session.info["outbox_rows"] = session.info.get("outbox_rows", 0) + len(events)
+
     @asynccontextmanager
     async def advisory_lock(self, name: str) -> AsyncIterator[bool]:
         """Yields True while this process holds the PostgreSQL advisory lock `name` (one
@@ -189,11 +197,6 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-
-
-def _outbox_row(event: CloudEvent) -> dict:
-    return dict(event_id=event.id, subject=event.nats_subject, body=event.model_dump_json().encode(),
-                created_at=event.time)
 
 
 def advisory_key(name: str) -> int:
@@ -254,3 +257,9 @@ def run_alembic_env(metadata: sa.MetaData) -> None:
         await engine.dispose()
 
     asyncio.run(run())
+
+
+def _outbox_row(event: CloudEvent) -> dict:
+    """An outbox row of `event` (as `Database.emit` writes it)."""
+    return dict(event_id=event.id, subject=event.nats_subject, body=event.model_dump_json().encode(),
+                created_at=event.time)
