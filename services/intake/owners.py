@@ -33,8 +33,10 @@ from services.intake import owner_rules as orules
 from services.intake import rules
 from services.intake.api import RequestIn, TicketOut, register
 from services.intake.app import OWNER_DESK_ROLES, service
+from services.intake.owner_handlers import ONLINE_PREFIX, handle_ticket_event_for_owner, record_stage
 from services.intake.owner_store import OwnerDirectory, SelfService
 from services.intake.store import ProgressUpdates
+from services.intake.uow import IntakeUnitOfWork
 from shared import limits
 from shared.auth import AuthError, Principal
 from shared.directory import revoke_session
@@ -48,7 +50,6 @@ log = logging.getLogger("estatedesk.intake.owners")
 TOO_MANY = {429: {"model": ErrorOut, "description": "A rate limit of the owners' policy was reached"}}
 OWNER_KINDS = (Kind.repair, Kind.complaint, Kind.inquiry, Kind.suggestion, Kind.praise)
 DESK = "前台"
-ONLINE_PREFIX = "online-"  # client_request_id of the request an online submission became
 
 
 def _now() -> dt.datetime:
@@ -262,17 +263,9 @@ async def _full_submission(session: AsyncSession, row) -> SubmissionOut:
     return _submission_out(row, ticket, history, updates or ())
 
 
-async def _stage(session: AsyncSession, row, stage: orules.Stage, round_: int, event_id: str, *,
-                 promised_at: dt.datetime | None = None, note: str | None = None, at: dt.datetime | None = None,
-                 form_number: str | None = None) -> bool:
-    """Record a stage the owner sees and tell the owner; False when this event was seen."""
-    at = at or _now()
-    if not await SelfService(session).add_stage(row, stage.value, round_, event_id, at, promised_at, note):
-        return False
-    await notifier.send(session, estate=row.estate, unit=row.unit, recipient=f"业主（{row.unit}）", purpose="progress",
-                        ticket_id=row.ticket_id, binding_id=row.binding_id,
-                        text=orules.stage_message(stage, form_number, round_, promised_at, _zone(row.estate), note))
-    return True
+async def _stage(session: AsyncSession, row, stage: orules.Stage, round_: int, event_id: str, **more) -> bool:
+    """Record a stage the owner sees and tell the owner (owner_handlers.record_stage)."""
+    return await record_stage(owner_uow(session), service.context, row, stage, round_, event_id, **more)
 
 
 # --- the desk: online requests, codes, QR codes, bindings, sent messages -------------------------
@@ -455,38 +448,16 @@ async def sent_messages(estate: str, unit: str | None = Query(None, max_length=l
 # --- the projection: ticket events → the owner's stage and a message -----------------------------
 
 
+def owner_uow(session: AsyncSession) -> IntakeUnitOfWork:
+    """Intake's unit of work with the owners' repository and the notifier."""
+    return IntakeUnitOfWork(session, service.emit, owners=SelfService(session),
+                            notify=lambda **message: notifier.send(session, **message))
+
+
 @service.consumer(description="Owners' view of their online requests: each stage of the countersign form in "
                               "plain words, and a message to the owner at each change (issue 15).")
 async def on_ticket_event(session: AsyncSession, event: CloudEvent) -> None:
-    data = event.data
-    ticket_id = data.get("ticket_id")
-    if not ticket_id:
-        return
-    # Found by the registration's idempotency key, committed with the ticket before any
-    # event of it exists: an event never outruns the link (the opening clerk's transaction
-    # holds the row until it has written the link).
-    repository = SelfService(session)
-    ticket = await repository.ticket_of(ticket_id)
-    if ticket is None or not (ticket.client_request_id or "").startswith(ONLINE_PREFIX):
-        return  # not an owner's online request
-    row = await repository.submission(ticket.client_request_id.removeprefix(ONLINE_PREFIX), lock=True)
-    if row is None:
-        return
-    form_number = ticket.form_number
-    if event.event_name == "progress_updated":
-        await notifier.send(session, estate=row.estate, unit=row.unit, recipient=f"业主（{row.unit}）",
-                            purpose="progress", ticket_id=ticket_id, binding_id=row.binding_id,
-                            text=f"您的报事（{form_number}）进展：{data.get('note', '')}")
-        return
-    stage = orules.next_stage(orules.Stage(row.stage), row.round, event.event_name, data.get("round"))
-    if stage is None:
-        return
-    note = None
-    if event.event_name == "assigned":
-        names = {d.code: d.name for d in (service.directory.estate(row.estate).departments or [])}
-        note = "、".join(names.get(d, d) for d in data.get("departments", []))
-    await _stage(session, row, stage, data.get("round") or row.round, event.id, at=event.time,
-                 promised_at=orules.promised_time(event.event_name, data), note=note, form_number=form_number)
+    await handle_ticket_event_for_owner(event, owner_uow(session), service.context)
 
 
 # Desk routes by role (RULES §1: owner data only through customer service); owners' writes

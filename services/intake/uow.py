@@ -13,11 +13,14 @@ from shared.uow import SqlUnitOfWork
 
 class IntakeUnitOfWork(SqlUnitOfWork):
     """uow.tickets, uow.form_numbers, uow.handovers (night-shift items), uow.progress,
-    uow.roster (duty roster, shift handovers)."""
+    uow.roster (duty roster, shift handovers); for the owners' projection uow.owners and
+    uow.notify (owners.owner_uow)."""
 
-    def __init__(self, session: AsyncSession, emit, emit_many=None):
+    def __init__(self, session: AsyncSession, emit, emit_many=None, *, owners=None, notify=None):
         super().__init__(session, emit)
         self._emit_many = emit_many
+        self.owners = owners  # owner_store.SelfService, for the owners' projection
+        self.notify = notify  # the notifier: notify(estate=, unit=, recipient=, purpose=, text=, ...)
         self.tickets = Tickets(session)
         self.form_numbers = FormNumbers(session)
         self.handovers = HandoverItems(session)

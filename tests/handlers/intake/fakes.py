@@ -224,6 +224,34 @@ class FakeRoster:
         next(i for i in self.handover_items if i.id == item_id).update(escalated_to=to, escalated_at=now)
 
 
+class FakeSelfService:
+    """The owners' repository, as far as the owners' projection uses it."""
+
+    def __init__(self, tickets: FakeTickets):
+        self.tickets = tickets
+        self.submissions: dict[str, Row] = {}
+        self.stages: list[Row] = []
+
+    async def ticket_of(self, ticket_id):
+        columns = self.tickets.rows.get(ticket_id)
+        return Row({k: columns.get(k) for k in ("id", "form_number", "client_request_id", "first_contact",
+                                                 "first_contact_name")}) if columns else None
+
+    async def submission(self, submission_id, estate=None, unit=None, *, lock=False):
+        row = self.submissions.get(submission_id)
+        if row is None or (estate and row.estate != estate) or (unit and row.unit != unit):
+            return None
+        return Row(row)
+
+    async def add_stage(self, submission, stage, round_, event_id, at, promised_at=None, note=None):
+        if any(s.event_id == event_id for s in self.stages):
+            return False
+        self.stages.append(Row(submission_id=submission.id, event_id=event_id, stage=stage, round=round_, at=at,
+                               promised_at=promised_at, note=note))
+        self.submissions[submission.id].update(stage=stage, round=round_, stage_at=at)
+        return True
+
+
 class FakeIntakeUnitOfWork:
     """Intake's unit of work in memory: the same repositories by name, `emit` recorded."""
 
@@ -234,6 +262,11 @@ class FakeIntakeUnitOfWork:
         self.handovers = FakeHandovers(self.tickets)
         self.progress = FakeProgress()
         self.roster = FakeRoster()
+        self.owners = FakeSelfService(self.tickets)
+        self.messages: list[Row] = []
+
+    async def notify(self, **message):
+        self.messages.append(Row(message))
 
     async def emit(self, payload, *, estate, actor, time=None):
         return await self.sink.emit(payload, estate=estate, actor=actor, time=time)
