@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from services.intake import rules
-from services.intake.domain import Registration, Ticket
+from services.intake.contracts import RequestIn
+from services.intake.domain import Registration, Ticket, check_request
 from shared.errors import RuleViolation
 from shared.events import CloudEvent
 from shared.uow import HandlerContext
@@ -114,6 +115,31 @@ async def handle_register(batch: list[Registration], uow, ctx: HandlerContext) -
             key = command.client_request_id
             views[i] = views[first_of_key[key]] if key not in known else await view(uow, known[key])
     return [views[i] for i in range(len(batch))]
+
+
+class TransactionRegistrar:
+    """Registers a request another service decided (callback's attitude complaint: the
+    `Registrar` of services/intake/attitude.py) in the consumer's own transaction, exactly
+    as the desk registers one (handle_register; the counter row's lock keeps the numbers
+    gapless beside the desk's batches). `register(estate, request, first_contact)` takes
+    RequestIn's fields and returns the ticket id (the first one for a known key)."""
+
+    def __init__(self, uow, ctx: HandlerContext):
+        self.uow, self.ctx = uow, ctx
+
+    async def register(self, estate: str, request: dict, first_contact: str) -> str:
+        body, now, found = RequestIn.model_validate(request), self.ctx.now(), self.ctx.estate(estate)
+        if found is None:
+            raise RuleViolation(f"unknown estate {estate!r}", status=404)
+        facts = body.model_dump()
+        check_request(facts, estate, found.buildings, now)
+        staff = next((s for s in found.staff if s.id == first_contact), None)
+        command = Registration(estate=estate, facts=facts, staff_id=first_contact,
+                               staff_name=staff.name if staff else None,
+                               duty_staff=bool(staff and "duty_staff" in staff.roles), received_at=now,
+                               client_request_id=body.client_request_id)
+        [registered] = await handle_register([command], self.uow, self.ctx)
+        return registered.ticket.id
 
 
 # --- complaint validity, updates, signatures, handover ---------------------------------------------

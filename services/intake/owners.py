@@ -31,7 +31,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.intake import owner_rules as orules
 from services.intake import rules
-from services.intake.api import RequestIn, TicketOut, register
+from services.intake.api import TicketOut, register
+from services.intake.contracts import RequestIn
 from services.intake.app import OWNER_DESK_ROLES, service
 from services.intake.owner_handlers import ONLINE_PREFIX, handle_ticket_event_for_owner, record_stage
 from services.intake.owner_store import OwnerDirectory, SelfService

@@ -369,3 +369,24 @@ async def test_a_duty_log_line_needs_someone_on_the_shift(uow, ctx):
     with pytest.raises(RuleViolation) as unknown:
         await handlers.handle_duty_log(ESTATE, 99, "x", DUTY, {"duty_staff"}, uow, ctx)
     assert unknown.value.status == 404
+
+
+# --- a request another service decided (callback's attitude complaint) ------------------------------------
+
+
+async def test_a_decided_request_is_registered_in_the_consumers_transaction_once_per_key(uow, ctx, sink):
+    registrar = handlers.TransactionRegistrar(uow, ctx)
+    complaint = {"kind": "complaint", "channel": "phone", "category": "staff_attitude", "description": "态度差",
+                 "about_role": "company_staff", "reply_method": "phone", "client_request_id": "attitude-c1"}
+    first = await registrar.register(ESTATE, complaint, CS)
+    assert await registrar.register(ESTATE, complaint, CS) == first
+    ticket = uow.tickets.rows[first]
+    assert (ticket["first_contact"], ticket["first_contact_name"], ticket["form_number"]) == (CS, "客服一",
+                                                                                               "E1-2026-000001")
+    assert sink.names() == ["accepted"]
+    with pytest.raises(RuleViolation) as unknown:
+        await registrar.register("nowhere", complaint, CS)
+    assert unknown.value.status == 404
+    with pytest.raises(RuleViolation) as no_building:
+        await registrar.register(ESTATE, {**complaint, "client_request_id": "x", "building": "9"}, CS)
+    assert no_building.value.status == 422
