@@ -211,30 +211,41 @@ class Database:
         return outcomes
 
     async def emit(self, session: AsyncSession, event: CloudEvent) -> None:
-        """Record an event to publish, in the caller's transaction (transactional outbox).
+        """Record an event to publish, in the caller's transaction (transactional outbox);
+        see `emit_many`."""
+        await self.emit_many(session, [event])
 
-        In the all-at-once pass of `run_batch` the row is held and the batch's rows are
+    async def emit_many(self, session: AsyncSession, events: list[CloudEvent]) -> None:
+        """Record events to publish, in the caller's transaction and in order, in one
+        statement (intake's registration batches).
+
+        In the all-at-once pass of `run_batch` the rows are held and the batch's rows are
         written together (one statement) before its commit, in the order emitted. An
         event emitted there inside a savepoint of the caller's own, while rows are held,
         raises RuntimeError (the held rows must not land inside a savepoint that may roll
         back): the batch then goes item by item, where nothing is held."""
-        row = {"event_id": event.id, "subject": event.nats_subject, "body": event.model_dump_json().encode(),
-               "created_at": event.time}
-        session.info["outbox_rows"] = session.info.get("outbox_rows", 0) + 1
+        if not events:
+            return
+        rows = [_outbox_row(event) for event in events]
+        session.info["outbox_rows"] = session.info.get("outbox_rows", 0) + len(rows)
         held = session.info.get(_HELD_OUTBOX)
         if held is not None:
             if not session.in_nested_transaction():
-                held.append(row)
+                held.extend(rows)
                 return
             if held:
                 raise RuntimeError("an event emitted inside a savepoint while a batch's events are held")
-        await session.execute(self._outbox_insert, row)
+        await self._insert_outbox(session, rows)
 
     async def _write_held(self, session: AsyncSession) -> None:
-        """Write the rows `emit` held, in one statement (asyncpg's executemany)."""
+        """Write the rows `emit_many` held, in one statement."""
         held = session.info.pop(_HELD_OUTBOX, None)
         if held:
-            await session.execute(self._outbox_insert, held if len(held) > 1 else held[0])
+            await self._insert_outbox(session, held)
+
+    async def _insert_outbox(self, session: AsyncSession, rows: list[dict]) -> None:
+        # Several rows: asyncpg's executemany (one prepared statement, one round trip).
+        await session.execute(self._outbox_insert, rows if len(rows) > 1 else rows[0])
 
     async def claim_event(self, session: AsyncSession, consumer: str, event_id: str, now: dt.datetime) -> bool:
         """Record that `consumer` processed `event_id`; False when it already had."""
@@ -280,13 +291,6 @@ class Database:
     async def lock_transaction(self, session: AsyncSession, name: str) -> None:
         """Wait for the advisory lock `name`, held until the session's transaction ends."""
         await session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_key(name)})
-
-    async def emit_many(self, session: AsyncSession, events: list[CloudEvent]) -> None:
-        """Like `emit` for several events, in one statement and in order (intake's
-        registration batches; `run_batch`'s held rows, once landed, do the same)."""
-        if events:
-            await session.execute(sa.insert(self.outbox), [_outbox_row(event) for event in events])
-            session.info["outbox_rows"] = session.info.get("outbox_rows", 0) + len(events)
 
     @asynccontextmanager
     async def advisory_lock(self, name: str) -> AsyncIterator[bool]:
