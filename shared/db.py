@@ -154,6 +154,7 @@ class Database:
         begin: Callable[[AsyncSession, bool], Awaitable[None]] | None = None,
         on_error: Callable[[AsyncSession, T, Exception], Awaitable[R]] | None = None,
         rerun_failed: bool = False,
+        all_at_once: Callable[[AsyncSession, Sequence[T]], Awaitable[list[R]]] | None = None,
     ) -> list[BatchOutcome[T, R]]:
         """Run `work(session, item, alone)` for every item, in order, committed together.
 
@@ -168,6 +169,10 @@ class Database:
         its failure into a value written in the same transaction (a dead letter);
         otherwise the outcome carries the error.
 
+        `all_at_once(session, items) -> values` (one value per item, in order), when
+        given, does the first pass for the whole batch in one go (set-based work: one
+        counter update, one insert for all); when it raises, every item goes alone.
+
         Returns one `BatchOutcome` per item, in order, after the commit. Raises what
         `begin`, `on_error` or the commit raise (nothing of the batch was stored then).
         Used by the consumers (`shared.bus`) and intake's registration desk."""
@@ -178,7 +183,12 @@ class Database:
                     await begin(session, False)
                 session.info[_HELD_OUTBOX] = []  # the batch's events in one write (see `emit`)
                 values = []
-                for index, item in enumerate(items):
+                if all_at_once is not None:
+                    try:
+                        values = list(await all_at_once(session, items))
+                    except Exception as error:  # which item is unknown: every item goes alone
+                        raise _ItemFailed(-1, error) from error
+                for index, item in enumerate(items if all_at_once is None else ()):
                     try:
                         values.append(await work(session, item, False))
                     except Exception as error:

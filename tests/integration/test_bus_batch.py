@@ -194,3 +194,25 @@ async def test_held_rows_that_cannot_be_written_send_every_item_alone(scratch):
     outcomes = await db.run_batch(["dup", "ok", "dup-again"], work)
     assert [o.error is None for o in outcomes] == [True, True, False]
     assert await outbox(db) == ["dup", "ok"]
+
+
+async def test_set_based_work_does_the_first_pass_for_the_whole_batch(scratch):
+    """`all_at_once` (intake's registration batch: one counter update, one insert for
+    all); when it fails, every item goes alone through `work`."""
+    db, rows = scratch
+    calls = []
+
+    async def all_at_once(session, names):
+        calls.append(tuple(names))
+        await session.execute(sa.insert(rows), [{"name": name} for name in names])
+        if "bad" in names:
+            raise ValueError("one of them is refused")
+        return [name.upper() for name in names]
+
+    outcomes = await db.run_batch(["a", "b"], writer(rows, calls, set()), all_at_once=all_at_once)
+    assert [o.value for o in outcomes] == ["A", "B"] and calls == [("a", "b")]
+    calls.clear()
+    outcomes = await db.run_batch(["c", "bad", "d"], writer(rows, calls, {"bad"}), all_at_once=all_at_once)
+    assert [o.value for o in outcomes] == ["C", None, "D"] and isinstance(outcomes[1].error, ValueError)
+    assert calls == [("c", "bad", "d"), ("c", True), ("bad", True), ("d", True)]
+    assert await stored(db, rows) == ["a", "b", "c", "d"]
