@@ -94,11 +94,14 @@ def main() -> None:
                   f"{time.perf_counter() - started:.1f} s (not timed below)", flush=True)
             rates = []
             for _ in range(args.runs):
+                cpu = time.process_time()
                 result = asyncio.run(replay(server.url, postgres.url, args.batch))
+                cpu = time.process_time() - cpu
                 rates.append(result.replay_rate)
                 print(f"  replay: {result.replay_events} events in {result.replay_seconds:.2f} s = "
                       f"{result.replay_rate:,.0f} events/s ({result.tickets} tickets, {result.counters} counters, "
-                      f"{len(result.skipped)} skipped)", flush=True)
+                      f"{len(result.skipped)} skipped; this process's CPU {cpu:.2f} s: on a busy machine "
+                      f"{result.replay_events / cpu:,.0f} events per CPU-second is the steadier figure)", flush=True)
         finally:
             postgres.stop()
             server.stop()

@@ -2,8 +2,9 @@
 the same `rules.apply_event` into a fresh read model in a scratch schema, then compare it
 with the live model counter by counter, or swap it in.
 
-Events are folded in batches (facts of the batch's tickets loaded once, counters summed
-before they are written), which gives the same facts and totals as folding them one by
+Events are folded in batches through the live consumer's own fold (facts of the batch's
+tickets loaded once; facts and counters summed in memory across batches and written with
+one statement per table every `WRITE_COUNTERS` counters), which gives the same facts and totals as folding them one by
 one (`rules.replay` is order-preserving and idempotent per ticket). Events the live
 consumer would refuse as dead letters (malformed, unknown type, wrong subject, or a
 payload `apply_event` rejects) are skipped and counted here too.
@@ -24,6 +25,7 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import nats
 import sqlalchemy as sa
@@ -31,9 +33,9 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from services.analytics import rules, store
+from services.analytics import handlers, store
 from shared.directory import Directory
-from shared.events import PAYLOADS, STREAM_NAME, STREAM_SUBJECTS, CloudEvent
+from shared.events import PAYLOADS, STREAM_NAME, STREAM_SUBJECTS, CloudEvent, Payload
 from shared.settings import asyncpg_url, nats_servers
 
 # The live consumer (shared.bus.EventConsumer of every event: "<service>-all").
@@ -44,7 +46,10 @@ CUT_SETTLE_SECONDS = 0.3
 CUT_WAIT_SECONDS = 60.0
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 DEFAULT_SCHEMA = "analytics_rebuild"
-BATCH = 2000
+BATCH = 2000  # events folded together: their tickets' facts read in one query
+# What is summed in memory before it is written: counters, and tickets whose facts changed.
+WRITE_COUNTERS = 200_000
+WRITE_TICKETS = 10_000
 STREAM_TABLES = ("ticket_facts", "rollups", "repeat_suggestions", "alerts")
 
 
@@ -68,90 +73,76 @@ class RebuildResult:
         return self.replay_events / self.replay_seconds if self.replay_seconds else None
 
 
-def parse(subject: str, body: bytes) -> CloudEvent:
+class Parsed(NamedTuple):
+    event: CloudEvent
+    payload: Payload  # validated once here, folded without validating again
+
+
+def parse(subject: str, body: bytes) -> Parsed:
     """The live consumer's acceptance test (see shared.bus.EventConsumer.consume)."""
     event = CloudEvent.model_validate_json(body)
     if event.event_name not in PAYLOADS:
         raise ValueError(f"unknown event type {event.type!r}")
     if event.nats_subject != subject:
         raise ValueError(f"event arrived on {subject!r}")
-    event.payload()
-    return event
+    return Parsed(event, event.payload())
 
 
-async def fold_batch(conn: AsyncConnection, model: store.ReadModel, events: list[CloudEvent],
-                     directory: Directory, now, skipped: list[str]) -> None:
-    t = model.facts
-    keys = sorted({(e.estate, e.subject) for e in events})
-    facts: dict[tuple[str, str], rules.TicketFacts] = {}
-    for start in range(0, len(keys), 1000):
-        chunk = keys[start:start + 1000]
-        rows = await conn.execute(sa.select(t.c.estate, t.c.ticket_id, t.c.facts)
-                                  .where(sa.tuple_(t.c.estate, t.c.ticket_id).in_(chunk)))
-        facts.update({(r.estate, r.ticket_id): rules.TicketFacts.from_dict(r.facts) for r in rows})
-    changed: set[tuple[str, str]] = set()
-    forms: dict[tuple[str, str], str] = {}
-    deltas: list[rules.RollupDelta] = []
-    suggestions, alerts = [], []
-    for event in events:
-        key = (event.estate, event.subject)
-        before = facts.get(key)
-        if before is not None and event.id in before.seen_event_ids:
-            continue
-        policy = directory.policy_for(event.estate)
+async def fold_batch(uow: store.AnalyticsUnitOfWork, events: list[Parsed], directory: Directory,
+                     skipped: list[str]) -> None:
+    """Fold a batch of events into the unit of work's read model through the live
+    consumer's own fold (`handlers.fold`): the facts of the batch's tickets read in one
+    query; everything held in `uow.batch` (counters summed) until the caller flushes."""
+    await uow.facts.load_many([(e.estate, e.subject) for e, _ in events])
+    for event, payload in events:
         try:
-            after, produced = rules.apply_event(before, event, policy)
+            await handlers.fold(event, uow, directory.policy_for(event.estate), payload)
         except ValueError as error:  # the live consumer dead-letters it after its retries
             skipped.append(f"{event.id}: {error}")
-            continue
-        facts[key] = after
-        changed.add(key)
-        deltas.extend(produced)
-        if event.event_name == "accepted":
-            forms[key] = event.data.get("form_number")
-        suggestion, alert = store.extra_rows(event, policy)
-        if suggestion:
-            suggestions.append(suggestion)
-        if alert:
-            alerts.append(alert)
-    await store.save_facts(conn, model, [store.facts_row(facts[k], now, forms.get(k)) for k in sorted(changed)])
-    await store.add_rollups(conn, model, deltas)
-    await store.save_extras(conn, model, suggestions, alerts)
 
 
 async def replay_stream(js, conn_factory, model: store.ReadModel, directory: Directory, clock_now,
                         first_seq: int, last_seq: int, result: RebuildResult, batch: int = BATCH) -> None:
-    """Fold stream messages first_seq..last_seq into `model`; `conn_factory()` gives the
-    (async context managed) connection each batch is written with."""
+    """Fold stream messages first_seq..last_seq into `model`, in one transaction of the
+    connection `conn_factory()` gives (an async context manager). Events are folded
+    `batch` at a time; what they change is summed in memory and written (one statement
+    per table) only when `WRITE_COUNTERS` counters or `WRITE_TICKETS` tickets are
+    pending, and at the end: a counter is written once per write, not once per batch."""
     if last_seq < first_seq:
         return
     sub = await js.subscribe(
         STREAM_SUBJECTS[0], ordered_consumer=True,
         config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=first_seq),
     )
-    buffer: list[CloudEvent] = []
+    buffer: list[Parsed] = []
     try:
-        seq = first_seq - 1
-        while seq < last_seq:
-            try:
-                msg = await sub.next_msg(timeout=10)
-            except nats.errors.TimeoutError:
-                raise RuntimeError(f"the stream stopped at {seq} before {last_seq}") from None
-            seq = msg.metadata.sequence.stream
-            if seq > last_seq:
-                break
-            result.events += 1
-            try:
-                buffer.append(parse(msg.subject, msg.data))
-            except (ValidationError, ValueError) as error:
-                result.skipped.append(f"seq {seq}: {str(error).splitlines()[0]}")
-            if len(buffer) >= batch or seq >= last_seq:
-                async with conn_factory() as conn:
-                    await fold_batch(conn, model, buffer, directory, clock_now(), result.skipped)
+        async with conn_factory() as conn:
+            uow = store.AnalyticsUnitOfWork(conn, model=model)
+
+            async def fold() -> None:
+                await fold_batch(uow, buffer, directory, result.skipped)
                 buffer.clear()
-        if buffer:
-            async with conn_factory() as conn:
-                await fold_batch(conn, model, buffer, directory, clock_now(), result.skipped)
+                if len(uow.batch.counters) >= WRITE_COUNTERS or len(uow.batch.facts) >= WRITE_TICKETS:
+                    await uow.flush(clock_now())
+
+            seq = first_seq - 1
+            while seq < last_seq:
+                try:
+                    msg = await sub.next_msg(timeout=10)
+                except nats.errors.TimeoutError:
+                    raise RuntimeError(f"the stream stopped at {seq} before {last_seq}") from None
+                seq = msg.metadata.sequence.stream
+                if seq > last_seq:
+                    break
+                result.events += 1
+                try:
+                    buffer.append(parse(msg.subject, msg.data))
+                except (ValidationError, ValueError) as error:
+                    result.skipped.append(f"seq {seq}: {str(error).splitlines()[0]}")
+                if len(buffer) >= batch:
+                    await fold()
+            await fold()
+            await uow.flush(clock_now())
     finally:
         await sub.unsubscribe()
 
@@ -268,15 +259,8 @@ async def rebuild(nats_url: str, database_url: str, schema: str = DEFAULT_SCHEMA
                 live_tables = ", ".join(f'"{store.LIVE.schema}".{name}' for name in STREAM_TABLES)
                 await conn.execute(sa.text(f"LOCK TABLE {live_tables} IN ACCESS EXCLUSIVE MODE"))
                 latest = (await js.stream_info(STREAM_NAME)).state.last_seq
-
-                class Same:  # the catch-up writes inside the locking transaction
-                    async def __aenter__(self):
-                        return conn
-
-                    async def __aexit__(self, *exc):
-                        return False
-
-                await replay_stream(js, Same, scratch, directory, clock.now, result.last_seq + 1, latest, result, batch)
+                # The catch-up writes inside the locking transaction.
+                await replay_stream(js, _Within(conn), scratch, directory, clock.now, result.last_seq + 1, latest, result, batch)
                 result.last_seq = latest
                 for name in STREAM_TABLES:
                     await conn.execute(sa.text(f'DELETE FROM "{store.LIVE.schema}".{name}'))

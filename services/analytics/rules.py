@@ -36,7 +36,6 @@ clock no longer owed and count neither. A verdict counts once per dispatch clock
 from __future__ import annotations
 
 import calendar as _calendar
-import copy
 import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
@@ -133,6 +132,15 @@ def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+def _copy_with(obj, **changes):
+    """A shallow copy of a dataclass instance with some attributes replaced (what
+    `dataclasses.replace` does, without re-running `__init__`: the fold's hot path)."""
+    new = object.__new__(type(obj))
+    new.__dict__.update(obj.__dict__)
+    new.__dict__.update(changes)
+    return new
+
+
 @dataclass
 class ClockFacts:
     """One clock instance and how it was counted (to move it exactly once on a flip)."""
@@ -147,10 +155,12 @@ class ClockFacts:
     counted_under: list[tuple[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["due_at"] = _iso(self.due_at)
-        data["counted_under"] = [list(d) for d in self.counted_under]
-        return data
+        return {"round": self.round, "clock": self.clock, "department": self.department, "due_at": _iso(self.due_at),
+                "outcome": self.outcome, "clock_id": self.clock_id, "counted_day": self.counted_day,
+                "counted_under": [list(d) for d in self.counted_under]}
+
+    def copy(self) -> "ClockFacts":
+        return _copy_with(self, counted_under=list(self.counted_under))  # its pairs are tuples
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ClockFacts":
@@ -173,9 +183,12 @@ class CallbackFacts:
     overdue: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["counted_under"] = [list(d) for d in self.counted_under]
-        return data
+        return {"callback_id": self.callback_id, "round": self.round, "counted_day": self.counted_day,
+                "counted_under": [list(d) for d in self.counted_under], "done": self.done,
+                "on_time": self.on_time, "overdue": self.overdue}
+
+    def copy(self) -> "CallbackFacts":
+        return _copy_with(self, counted_under=list(self.counted_under))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "CallbackFacts":
@@ -250,6 +263,17 @@ class TicketFacts:
             else:
                 result[c.clock] = True
         return result
+
+    def copy(self) -> "TicketFacts":
+        """A copy sharing nothing mutable with this one (what `copy.deepcopy` gives, at a
+        tenth of its cost: the nested pairs are tuples and the times immutable)."""
+        return _copy_with(
+            self, departments=list(self.departments),
+            round_departments={k: list(v) for k, v in self.round_departments.items()},
+            validity_counted_under=list(self.validity_counted_under),
+            clocks=[c.copy() for c in self.clocks], callbacks=[c.copy() for c in self.callbacks],
+            progress_updates=list(self.progress_updates), seen_event_ids=list(self.seen_event_ids),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready row for the read model's ticket-facts table."""
@@ -369,11 +393,14 @@ def _callback(facts: TicketFacts, callback_id: str, round_: int, day: str, out: 
 
 
 def apply_event(
-    facts: TicketFacts | None, event: ev.CloudEvent, policy: Policy = DEFAULT_POLICY
+    facts: TicketFacts | None, event: ev.CloudEvent, policy: Policy = DEFAULT_POLICY,
+    payload: ev.Payload | None = None,
 ) -> tuple[TicketFacts, list[RollupDelta]]:
     """Fold one ticket event into the ticket's facts; return the new facts and the
     counter increments. Never mutates `facts`. An event id the ticket has already seen
-    returns the facts unchanged and no increments (at-least-once delivery)."""
+    returns the facts unchanged and no increments (at-least-once delivery). `payload`:
+    the event's typed payload when the caller has validated it already (else
+    `event.payload()`, which raises pydantic's ValidationError, a ValueError)."""
     tz = ZoneInfo(policy.timezone)
     if facts is None:
         # Events seen before `accepted` are counted under what is known so far.
@@ -383,14 +410,14 @@ def apply_event(
             f"event {event.id} for {event.estate}/{event.subject} applied to facts of "
             f"{facts.estate}/{facts.ticket_id}"
         )
-    facts = copy.deepcopy(facts)
+    facts = facts.copy()
     if event.id in facts.seen_event_ids:
         return facts, []
     facts.seen_event_ids.append(event.id)
     out = _Counter(facts.estate)
     if event.event_name not in ev.PAYLOADS:
         return facts, []  # an event type this version does not count
-    payload = event.payload()
+    payload = payload if payload is not None else event.payload()
     day = _local_day(event.time, tz)
     handler = _HANDLERS.get(event.event_name)
     if handler is not None:
