@@ -110,39 +110,48 @@ async def replay_stream(js, conn_factory, model: store.ReadModel, directory: Dir
     pending, and at the end: a counter is written once per write, not once per batch."""
     if last_seq < first_seq:
         return
+    # Messages are handed over in chunks by the subscription's callback (no task and no
+    # timer per message, as `next_msg` has); a full queue holds the callback, and with it
+    # the server's flow control.
+    chunks: asyncio.Queue[list] = asyncio.Queue(maxsize=4)
+    pending: list = []
+
+    async def on_message(msg) -> None:
+        seq = msg.metadata.sequence.stream
+        if seq > last_seq:
+            return
+        pending.append(msg)
+        if len(pending) >= batch or seq >= last_seq:
+            await chunks.put(pending[:])
+            pending.clear()
+
     sub = await js.subscribe(
-        STREAM_SUBJECTS[0], ordered_consumer=True,
+        STREAM_SUBJECTS[0], ordered_consumer=True, cb=on_message,
         config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=first_seq),
     )
-    buffer: list[Parsed] = []
     try:
         async with conn_factory() as conn:
             uow = store.AnalyticsUnitOfWork(conn, model=model)
-
-            async def fold() -> None:
-                await fold_batch(uow, buffer, directory, result.skipped)
-                buffer.clear()
-                if len(uow.batch.counters) >= WRITE_COUNTERS or len(uow.batch.facts) >= WRITE_TICKETS:
-                    await uow.flush(clock_now())
-
+            empty = first_seq == 1  # a fresh scratch model: its first write is a COPY
             seq = first_seq - 1
             while seq < last_seq:
                 try:
-                    msg = await sub.next_msg(timeout=10)
-                except nats.errors.TimeoutError:
-                    raise RuntimeError(f"the stream stopped at {seq} before {last_seq}") from None
-                seq = msg.metadata.sequence.stream
-                if seq > last_seq:
-                    break
-                result.events += 1
-                try:
-                    buffer.append(parse(msg.subject, msg.data))
-                except (ValidationError, ValueError) as error:
-                    result.skipped.append(f"seq {seq}: {str(error).splitlines()[0]}")
-                if len(buffer) >= batch:
-                    await fold()
-            await fold()
-            await uow.flush(clock_now())
+                    chunk = await asyncio.wait_for(chunks.get(), 10)
+                except asyncio.TimeoutError:
+                    raise RuntimeError(f"the stream stopped after {seq + len(pending)} before {last_seq}") from None
+                events: list[Parsed] = []
+                for msg in chunk:
+                    seq = msg.metadata.sequence.stream
+                    result.events += 1
+                    try:
+                        events.append(parse(msg.subject, msg.data))
+                    except (ValidationError, ValueError) as error:
+                        result.skipped.append(f"seq {seq}: {str(error).splitlines()[0]}")
+                await fold_batch(uow, events, directory, result.skipped)
+                if len(uow.batch.counters) >= WRITE_COUNTERS or len(uow.batch.facts) >= WRITE_TICKETS:
+                    await uow.flush(clock_now(), into_empty=empty)
+                    empty = False
+            await uow.flush(clock_now(), into_empty=empty)
     finally:
         await sub.unsubscribe()
 

@@ -329,9 +329,15 @@ class _Counter:
     def add(self, day: str, dims: Iterable[tuple[str, str]], metric: Metric, delta: int = 1) -> None:
         if delta == 0:
             return
+        # The fold's innermost loop (about 20 increments an event): plain strings, and the
+        # tuples built without RollupDelta's Python-level __new__.
+        estate, month, name, append = self.estate, day[:7], metric.value, self.deltas.append
         for dimension, key in dims:
-            for period in (day, day[:7]):
-                self.deltas.append(RollupDelta(self.estate, period, dimension, key, str(metric), delta))
+            append(_new_delta(RollupDelta, (estate, day, dimension, key, name, delta)))
+            append(_new_delta(RollupDelta, (estate, month, dimension, key, name, delta)))
+
+
+_new_delta = tuple.__new__
 
 
 def _ticket_dims(facts: TicketFacts) -> list[tuple[str, str]]:

@@ -227,13 +227,15 @@ class Batch:
         self.facts[key] = after
         if event.event_name == ev.Accepted.event_name and event.data.get("form_number"):
             self.form_numbers[key] = event.data["form_number"]
-        counters = self.counters
+        counters, get = self.counters, self.counters.get
+        company, estate_dimension = rules.COMPANY_TOTAL, rules.Dimension.estate.value
         for estate, period, dimension, key, metric, delta in deltas:
             counter = (period, estate, dimension, key, metric)
-            counters[counter] = counters.get(counter, 0) + delta
-            if (twin := company_key(period, dimension, key)) is not None:  # the company's month counter
-                counter = (period, rules.COMPANY_TOTAL, dimension, twin, metric)
-                counters[counter] = counters.get(counter, 0) + delta
+            counters[counter] = get(counter, 0) + delta
+            # The company's month counter (`company_key`, inlined: the fold's hot path).
+            if len(period) == 7 and dimension not in COMPANY_SKIPPED_DIMENSIONS:
+                counter = (period, company, dimension, company if dimension == estate_dimension else key, metric)
+                counters[counter] = get(counter, 0) + delta
         suggestion, alert = extra_rows(event, policy)
         if suggestion:
             self.suggestions.setdefault(suggestion["event_id"], suggestion)
@@ -294,22 +296,44 @@ def _batch_statements(schema: str) -> _BatchStatements:
     )
 
 
-async def write_batch(session, model: ReadModel, batch: Batch, now: dt.datetime) -> None:
+async def write_batch(session, model: ReadModel, batch: Batch, now: dt.datetime, *, into_empty: bool = False) -> None:
     """Store a batch: facts, counters (summed increments added to the stored values, rows in
     key order so concurrent writers lock the company rows alike), suggestions and alerts;
-    one statement per table. `session` may be an AsyncSession or an AsyncConnection."""
-    statements = _batch_statements(model.schema)
-    if batch.facts:
-        rows = [facts_row(batch.facts[key], now, batch.form_numbers.get(key)) for key in sorted(batch.facts)]
-        await session.execute(statements.facts, {"rows": _rows_json(rows)})
+    one statement per table. `session` may be an AsyncSession or an AsyncConnection.
+    `into_empty`: the facts and counter tables are known to be empty (a rebuild's first
+    write), so their rows are copied in (COPY) instead of upserted."""
+    facts = [facts_row(batch.facts[key], now, batch.form_numbers.get(key)) for key in sorted(batch.facts)]
     counters = sorted((counter, value) for counter, value in batch.counters.items() if value)
-    if counters:
-        columns = list(zip(*(counter for counter, _ in counters)))
-        params = dict(zip(("period", "estate", "dimension", "key", "metric"), map(list, columns)))
-        await session.execute(statements.rollups, params | {"value": [value for _, value in counters]})
+    if into_empty:
+        await _copy_in(session, model, facts, counters)
+    else:
+        statements = _batch_statements(model.schema)
+        if facts:
+            await session.execute(statements.facts, {"rows": _rows_json(facts)})
+        if counters:
+            columns = list(zip(*(counter for counter, _ in counters)))
+            params = dict(zip(("period", "estate", "dimension", "key", "metric"), map(list, columns)))
+            await session.execute(statements.rollups, params | {"value": [value for _, value in counters]})
+    statements = _batch_statements(model.schema)
     for statement, rows in ((statements.suggestions, batch.suggestions), (statements.alerts, batch.alerts)):
         if rows:
             await session.execute(statement, {"rows": _rows_json([rows[k] for k in sorted(rows)])})
+
+
+async def _copy_in(session, model: ReadModel, facts: list[dict], counters: list[tuple[tuple, int]]) -> None:
+    """COPY rows into empty facts and counter tables on the session's own asyncpg connection
+    (inside its transaction)."""
+    raw = (await session.get_raw_connection()).driver_connection
+    if facts:
+        names = [c.name for c in model.facts.columns]
+        records = [tuple(json.dumps(row[n], default=_json_default) if n == "facts" else row[n] for n in names)
+                   for row in facts]
+        await raw.copy_records_to_table(model.facts.name, schema_name=model.schema, columns=names, records=records)
+    if counters:
+        await raw.copy_records_to_table(
+            model.rollups.name, schema_name=model.schema,
+            columns=["period", "estate", "dimension", "key", "metric", "value"],
+            records=[(*counter, value) for counter, value in counters])
 
 
 @dataclass(frozen=True)
@@ -411,8 +435,9 @@ class AnalyticsUnitOfWork(SqlUnitOfWork):
         self.facts = TicketFactsRepository(session, model, self.batch)
         self.signoffs = SignOffRepository(session)
 
-    async def flush(self, now: dt.datetime) -> None:
+    async def flush(self, now: dt.datetime, *, into_empty: bool = False) -> None:
+        """Write the batch (see `write_batch`; `into_empty`: nothing stored yet)."""
         if self.batch:
-            await write_batch(self.session, self.model, self.batch, now)
+            await write_batch(self.session, self.model, self.batch, now, into_empty=into_empty)
         self.facts._loaded.update(self.batch.facts)  # what is stored now
         self.batch = self.facts.batch = Batch()
