@@ -47,6 +47,7 @@ from zoneinfo import ZoneInfo
 
 from shared import events as ev
 from shared import periods
+from shared.lifecycle import TicketState
 from shared.periods import canonical_category
 from shared.policy import DEFAULT_POLICY, Policy
 
@@ -102,8 +103,14 @@ class Metric(StrEnum):
 
 _METRICS = tuple(m.value for m in Metric)  # plain strings: Enum.value lookups are slow in bulk
 
-RUNNING, MET, BREACHED = "running", "met", "breached"
-OPEN, CLOSED = "open", "closed"
+# A clock's outcome as analytics holds it: running until dispatch's verdict
+# (`clock_settled`) arrives, then that verdict's own value (`ev.ClockOutcome`).
+RUNNING = "running"
+MET, BREACHED = ev.ClockOutcome.met.value, ev.ClockOutcome.breached.value
+# The read model's open flag of a ticket: every `TicketState` of shared.lifecycle but
+# closed is open (the weekly review and the dashboard count open forms).
+CLOSED = TicketState.closed.value
+OPEN = "open"
 UNASSIGNED = "unassigned"  # weekly review bucket for forms not routed to a department
 COMPANY_TOTAL = "*"  # estate key of company-wide sums; never a valid estate code
 
