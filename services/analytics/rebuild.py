@@ -131,8 +131,9 @@ async def replay_stream(js, conn_factory, model: store.ReadModel, directory: Dir
     )
     try:
         async with conn_factory() as conn:
+            empty = first_seq == 1  # a fresh scratch model: nothing to read, its first write a COPY
             uow = store.AnalyticsUnitOfWork(conn, model=model)
-            empty = first_seq == 1  # a fresh scratch model: its first write is a COPY
+            uow.facts.nothing_stored = empty
             seq = first_seq - 1
             while seq < last_seq:
                 try:
@@ -150,7 +151,9 @@ async def replay_stream(js, conn_factory, model: store.ReadModel, directory: Dir
                 await fold_batch(uow, events, directory, result.skipped)
                 if len(uow.batch.counters) >= WRITE_COUNTERS or len(uow.batch.facts) >= WRITE_TICKETS:
                     await uow.flush(clock_now(), into_empty=empty)
-                    empty = False
+                    # A fresh unit of work: the facts written are read back when needed
+                    # (memory stays bounded by the write thresholds, whatever the stream).
+                    uow, empty = store.AnalyticsUnitOfWork(conn, model=model), False
             await uow.flush(clock_now(), into_empty=empty)
     finally:
         await sub.unsubscribe()

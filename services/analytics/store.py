@@ -350,6 +350,8 @@ class TicketFactsRepository:
     def __init__(self, session, model: ReadModel, batch: Batch):
         self.session, self.model, self.batch = session, model, batch
         self._loaded: dict[tuple[str, str], TicketFacts | None] = {}
+        # Set by a rebuild into an empty model until its first write: no ticket is stored.
+        self.nothing_stored = False
 
     async def get_for_update(self, estate: str, ticket_id: str) -> TicketFacts | None:
         """The ticket's facts as this batch has them (None: never seen)."""
@@ -368,6 +370,9 @@ class TicketFactsRepository:
         """Read many tickets' facts at once (the rebuild's batches); unlocked."""
         t = self.model.facts
         wanted = sorted(set(keys) - self._loaded.keys() - self.batch.facts.keys())
+        if self.nothing_stored:  # a fresh rebuild before its first write: nothing to read
+            self._loaded.update(dict.fromkeys(wanted))
+            return
         for start in range(0, len(wanted), 1000):
             chunk = wanted[start:start + 1000]
             rows = await self.session.execute(sa.select(t.c.estate, t.c.ticket_id, t.c.facts)
