@@ -73,11 +73,11 @@ async def suggest_corrective_action(event: ev.CloudEvent, facts: rules.TicketFac
         return None
     # Two replicas accepting the same category at once must see each other's ticket.
     await uow.facts.lock_category(event.estate, facts.category)
-    recent = await uow.facts.recent_same_category(
-        event.estate, facts.category, tuple(a.repeat_problem_kinds),
-        facts.accepted_at - dt.timedelta(days=a.repeat_problem_window_days),
-    )
     new = rules.RecentTicket(facts.ticket_id, facts.category, facts.building, facts.accepted_at)
+    recent = await uow.facts.recent_same_category(
+        event.estate, new, tuple(a.repeat_problem_kinds),
+        facts.accepted_at - dt.timedelta(days=a.repeat_problem_window_days), a.repeat_problem_threshold,
+    )
     suggestion = rules.repeat_problem(recent, new, policy)
     if suggestion is not None:
         await uow.emit(suggestion, estate=event.estate, actor=ACTOR, time=ctx.now())

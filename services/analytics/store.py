@@ -386,24 +386,36 @@ class TicketFactsRepository:
         await self.session.execute(sa.select(sa.func.pg_advisory_xact_lock(
             sa.func.hashtextextended(sa.bindparam("key", type_=sa.Text), 0))), {"key": key})
 
-    async def recent_same_category(self, estate: str, category: str, kinds: tuple[str, ...],
-                                   since: dt.datetime) -> list[rules.RecentTicket]:
-        """The estate's tickets of one category accepted after `since` (repeat detection),
-        those of this batch included."""
+    async def recent_same_category(self, estate: str, new: rules.RecentTicket, kinds: tuple[str, ...],
+                                   since: dt.datetime, limit: int) -> list[rules.RecentTicket]:
+        """What repeat detection needs of the estate's earlier tickets of `new`'s category
+        (kinds `kinds`, accepted after `since`, before `new` in (accepted_at, ticket_id)
+        order): the latest `limit` stored ones, the latest `limit` stored ones in `new`'s
+        building, and every such ticket of this batch. Enough for `rules.repeat_problem`
+        with `limit` = the threshold (it fires on exactly threshold − 1 earlier ones, and
+        any superset of these answers alike), and flat however many tickets the category
+        has (the index on estate, category, accepted_at)."""
         t = self.model.facts
-        rows = await self.session.execute(
-            sa.select(t.c.ticket_id, t.c.category, t.c.building, t.c.accepted_at).where(
+        before = sa.tuple_(t.c.accepted_at, t.c.ticket_id) < sa.tuple_(sa.bindparam("at"), sa.bindparam("ticket"))
+
+        def latest(*extra):
+            return sa.select(t.c.ticket_id, t.c.category, t.c.building, t.c.accepted_at).where(
                 t.c.estate == sa.bindparam("estate"), t.c.category == sa.bindparam("category"),
-                t.c.accepted_at > sa.bindparam("since"),
-                t.c.kind == sa.func.any(sa.bindparam("kinds", type_=ARRAY(sa.Text))),
-            ), {"estate": estate, "category": category, "since": since, "kinds": list(kinds)})
+                t.c.accepted_at > sa.bindparam("since"), before,
+                t.c.kind == sa.func.any(sa.bindparam("kinds", type_=ARRAY(sa.Text))), *extra,
+            ).order_by(t.c.accepted_at.desc(), t.c.ticket_id.desc()).limit(sa.bindparam("limit")).subquery()
+
+        query = sa.union_all(sa.select(latest()), sa.select(latest(t.c.building == sa.bindparam("building"))))
+        rows = await self.session.execute(query, {
+            "estate": estate, "category": new.category, "since": since, "at": new.accepted_at,
+            "ticket": new.ticket_id, "kinds": list(kinds), "limit": limit, "building": new.building})
         found = {r.ticket_id: rules.RecentTicket(r.ticket_id, r.category, r.building, r.accepted_at) for r in rows}
         for (e, ticket_id), facts in self.batch.facts.items():
             if e != estate:
                 continue
             found.pop(ticket_id, None)  # the batch's facts are newer than the stored row
-            if facts.category == category and facts.kind in kinds \
-                    and facts.accepted_at is not None and facts.accepted_at > since:
+            if facts.category == new.category and facts.kind in kinds and facts.accepted_at is not None \
+                    and since < facts.accepted_at and (facts.accepted_at, ticket_id) < (new.accepted_at, new.ticket_id):
                 found[ticket_id] = rules.RecentTicket(ticket_id, facts.category, facts.building, facts.accepted_at)
         return list(found.values())
 

@@ -27,13 +27,22 @@ class FakeTicketFacts:
     async def lock_category(self, estate: str, category: str) -> None:
         self.locked.append((estate, category))
 
-    async def recent_same_category(self, estate: str, category: str, kinds: tuple[str, ...],
-                                   since: dt.datetime) -> list[rules.RecentTicket]:
-        tickets = {**self.stored, **self.batch.facts}
-        return [rules.RecentTicket(f.ticket_id, f.category, f.building, f.accepted_at)
-                for (e, _), f in tickets.items()
-                if e == estate and f.category == category and f.kind in kinds
-                and f.accepted_at is not None and f.accepted_at > since]
+    async def recent_same_category(self, estate: str, new: rules.RecentTicket, kinds: tuple[str, ...],
+                                   since: dt.datetime, limit: int) -> list[rules.RecentTicket]:
+        """As the SQL one: the latest `limit` stored (and of the building), plus every
+        matching ticket of the batch."""
+        def earlier(tickets) -> list[rules.RecentTicket]:
+            return sorted(
+                (rules.RecentTicket(f.ticket_id, f.category, f.building, f.accepted_at)
+                 for (e, _), f in tickets.items()
+                 if e == estate and f.category == new.category and f.kind in kinds and f.accepted_at is not None
+                 and since < f.accepted_at and (f.accepted_at, f.ticket_id) < (new.accepted_at, new.ticket_id)),
+                key=lambda t: (t.accepted_at, t.ticket_id), reverse=True)
+
+        stored = earlier(self.stored)
+        found = stored[:limit] + [t for t in stored if t.building == new.building][:limit]
+        found = [t for t in found if (estate, t.ticket_id) not in self.batch.facts] + earlier(self.batch.facts)
+        return list({t.ticket_id: t for t in found}.values())
 
     def save(self, event, after, deltas, policy) -> None:
         self.batch.add(event, after, deltas, policy)
