@@ -272,7 +272,7 @@ class _BatchStatements:
 
 @functools.cache
 def _batch_statements(schema: str) -> _BatchStatements:
-    model = LIVE if schema == LIVE.schema else read_model(schema)
+    model = _model(schema)
     quoted = f'"{schema}"'
 
     def from_json(table: sa.Table, on_conflict: str) -> sa.TextClause:
@@ -343,6 +343,37 @@ class Applied:
     deltas: list[RollupDelta]
 
 
+def _model(schema: str) -> ReadModel:
+    return LIVE if schema == LIVE.schema else read_model(schema)
+
+
+# Statements built once per read model (by schema): a statement built per call costs its
+# construction and cache-key generation each time even when the compiled form is cached.
+@functools.cache
+def _facts_for_update_query(schema: str) -> sa.Select:
+    t = _model(schema).facts
+    return sa.select(t.c.facts).where(t.c.estate == sa.bindparam("estate"),
+                                      t.c.ticket_id == sa.bindparam("ticket")).with_for_update()
+
+
+@functools.cache
+def _recent_same_category_query(schema: str) -> sa.CompoundSelect:
+    t = _model(schema).facts
+    before = sa.tuple_(t.c.accepted_at, t.c.ticket_id) < sa.tuple_(sa.bindparam("at"), sa.bindparam("ticket"))
+
+    def latest(*extra):
+        return sa.select(t.c.ticket_id, t.c.category, t.c.building, t.c.accepted_at).where(
+            t.c.estate == sa.bindparam("estate"), t.c.category == sa.bindparam("category"),
+            t.c.accepted_at > sa.bindparam("since"), before,
+            t.c.kind == sa.func.any(sa.bindparam("kinds", type_=ARRAY(sa.Text))), *extra,
+        ).order_by(t.c.accepted_at.desc(), t.c.ticket_id.desc()).limit(sa.bindparam("limit")).subquery()
+
+    return sa.union_all(sa.select(latest()), sa.select(latest(t.c.building == sa.bindparam("building"))))
+
+
+_CATEGORY_LOCK = sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(sa.bindparam("key", type_=sa.Text), 0)))
+
+
 class TicketFactsRepository:
     """The tickets' facts of one read model, read through the batch: a ticket loaded once
     per batch (its row locked), its later events see the facts the batch made."""
@@ -359,10 +390,8 @@ class TicketFactsRepository:
         if key in self.batch.facts:
             return self.batch.facts[key]
         if key not in self._loaded:
-            t = self.model.facts
-            row = (await self.session.execute(
-                sa.select(t.c.facts).where(t.c.estate == sa.bindparam("estate"), t.c.ticket_id == sa.bindparam("ticket"))
-                .with_for_update(), {"estate": estate, "ticket": ticket_id})).first()
+            row = (await self.session.execute(_facts_for_update_query(self.model.schema),
+                                              {"estate": estate, "ticket": ticket_id})).first()
             self._loaded[key] = TicketFacts.from_dict(row.facts) if row else None
         return self._loaded[key]
 
@@ -382,9 +411,7 @@ class TicketFactsRepository:
 
     async def lock_category(self, estate: str, category: str) -> None:
         """Serialise repeat detection of one (estate, category) until the transaction ends."""
-        key = f"analytics-repeat|{estate}|{category}"
-        await self.session.execute(sa.select(sa.func.pg_advisory_xact_lock(
-            sa.func.hashtextextended(sa.bindparam("key", type_=sa.Text), 0))), {"key": key})
+        await self.session.execute(_CATEGORY_LOCK, {"key": f"analytics-repeat|{estate}|{category}"})
 
     async def recent_same_category(self, estate: str, new: rules.RecentTicket, kinds: tuple[str, ...],
                                    since: dt.datetime, limit: int) -> list[rules.RecentTicket]:
@@ -395,17 +422,7 @@ class TicketFactsRepository:
         with `limit` = the threshold (it fires on exactly threshold − 1 earlier ones, and
         any superset of these answers alike), and flat however many tickets the category
         has (the index on estate, category, accepted_at)."""
-        t = self.model.facts
-        before = sa.tuple_(t.c.accepted_at, t.c.ticket_id) < sa.tuple_(sa.bindparam("at"), sa.bindparam("ticket"))
-
-        def latest(*extra):
-            return sa.select(t.c.ticket_id, t.c.category, t.c.building, t.c.accepted_at).where(
-                t.c.estate == sa.bindparam("estate"), t.c.category == sa.bindparam("category"),
-                t.c.accepted_at > sa.bindparam("since"), before,
-                t.c.kind == sa.func.any(sa.bindparam("kinds", type_=ARRAY(sa.Text))), *extra,
-            ).order_by(t.c.accepted_at.desc(), t.c.ticket_id.desc()).limit(sa.bindparam("limit")).subquery()
-
-        query = sa.union_all(sa.select(latest()), sa.select(latest(t.c.building == sa.bindparam("building"))))
+        query = _recent_same_category_query(self.model.schema)
         rows = await self.session.execute(query, {
             "estate": estate, "category": new.category, "since": since, "at": new.accepted_at,
             "ticket": new.ticket_id, "kinds": list(kinds), "limit": limit, "building": new.building})
