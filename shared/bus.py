@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import random
@@ -25,6 +26,7 @@ import nats
 import sqlalchemy as sa
 from faststream import AckPolicy
 from faststream.nats import ConsumerConfig, JStream, NatsMessage, NatsRouter, PullSub
+from nats.js import api
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -46,6 +48,7 @@ BATCH_SIZE = 100
 # One long pull request per idle consumer: the server answers at the first message.
 FETCH_WAIT_SECONDS = 30.0
 FETCH_CONNECTION_CHECK_SECONDS = 0.5
+FETCH_EXPIRY_MARGIN_SECONDS = 0.5
 FETCH_WAIT_WHILE_DISCONNECTED_SECONDS = 0.25
 # A batch held while the database is down: probed with this timeout, retried with waits
 # doubling up to this.
@@ -201,10 +204,11 @@ def _fetch_shim() -> None:
        is full or its timeout has passed, so a long timeout would hold a first message for
        the whole wait, and a short one (the old 50 ms) made 20 consumers send about 800
        messages a second to an idle server. For `LONG_WAIT_CONSUMERS` the wait is one long
-       pull request (`FETCH_WAIT_SECONDS`) that the server answers the moment a message
-       arrives, and the fetch after a non-empty one reports "nothing more" at once, so the
-       loop hands the batch over without waiting. A long wait is abandoned when the
-       connection drops or reconnects in the meantime (the server forgot the pull request).
+       pull request (`_long_fetch`, `FETCH_WAIT_SECONDS`) that the server answers the moment
+       a message arrives, and the fetch after a non-empty one reports "nothing more" at
+       once, so the loop hands the batch over without waiting. A long wait is abandoned
+       when the connection drops or reconnects in the meantime (the server forgot the pull
+       request).
     """
     from nats.js.client import JetStreamContext
 
@@ -226,9 +230,8 @@ def _fetch_shim() -> None:
             self._estatedesk_hand_over = False
             raise nats.errors.TimeoutError()  # the batch so far goes to the handler now
         try:
-            if long_wait and connection is not None:
-                messages = await _while_connected(connection, original(self, batch=batch, timeout=timeout,
-                                                                       heartbeat=heartbeat))
+            if long_wait and connection is not None and timeout:
+                messages = await _while_connected(connection, _long_fetch(self, batch, timeout))
             else:
                 messages = await original(self, batch=batch, timeout=timeout, heartbeat=heartbeat)
         except nats.errors.TimeoutError:
@@ -241,6 +244,59 @@ def _fetch_shim() -> None:
 
     fetch.estatedesk_shim = True
     pull_subscription.fetch = fetch
+
+
+async def _long_fetch(subscription, batch: int, timeout: float) -> list:
+    """One long pull request: up to `batch` messages, answered as soon as the server has
+    any; `nats.errors.TimeoutError` when `timeout` (seconds) passes with none.
+
+    Every request is sent with `no_wait` and `expires`: the server holds it while there is
+    nothing to deliver and ends it with a status (404/408) once it has delivered what it
+    had, so a fetch never waits for a batch to fill. nats-py's own batch fetch is not used
+    here because all pull requests of a subscription share one inbox, and a status left by
+    an earlier request (a 408 that arrives just after the client gave up on it) makes it
+    open a second request *without* `no_wait`; a later message delivered to that request
+    then waits until it expires (seen in CI: an event held 12 s). Here any status ends the
+    current fetch (at worst an empty answer and a new request), and messages delivered to an
+    earlier request are taken from the inbox first.
+    """
+    from nats.js.client import JetStreamContext
+
+    inbox = subscription._sub
+    messages = []
+    while not inbox._pending_queue.empty():
+        message = inbox._pending_queue.get_nowait()
+        inbox._pending_size -= len(message.data)
+        if JetStreamContext.is_status_msg(message) is None and len(messages) < batch:
+            messages.append(message)
+    if messages:
+        return messages
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    # The server gives up a little before we do, so its 408 ends this fetch, not the next.
+    expires = timeout - min(FETCH_EXPIRY_MARGIN_SECONDS, timeout / 10)
+    request = {"batch": batch, "no_wait": True, "expires": int(expires * 1_000_000_000)}
+    await subscription._nc.publish(subscription._nms, json.dumps(request).encode(), subscription._deliver)
+    ended_by = None
+    while len(messages) < batch:
+        try:
+            message = await inbox.next_msg(timeout=max(deadline - loop.time(), 0.001))
+        except (asyncio.TimeoutError, nats.errors.TimeoutError):
+            break
+        status = JetStreamContext.is_status_msg(message)
+        if status is None:
+            messages.append(message)
+        elif not JetStreamContext._is_heartbeat(status):
+            ended_by = status  # the end of this request, or of an earlier one: hand over
+            break
+    if not messages:
+        if ended_by not in (None, api.StatusCode.NO_MESSAGES, api.StatusCode.REQUEST_TIMEOUT):
+            # Not an ordinary end (409 consumer deleted or too many waiting, 503): every
+            # fetch would get it at once, so the loop must not spin on it.
+            log.warning("pull request ended with status %s", ended_by)
+            await asyncio.sleep(FETCH_WAIT_WHILE_DISCONNECTED_SECONDS)
+        raise nats.errors.TimeoutError()
+    return messages
 
 
 _fetch_shim()

@@ -47,6 +47,8 @@ const zh = {
     overridden: '已改', savePolicy: '保存政策', reset: '恢复默认', policyHint: '留空即沿用公司/默认值；保存时由服务端逐项校验。',
     daysOff: '额外休息日', workdays: '调休上班日', loadedYears: '已载入全年安排的年份（逗号分隔）', saveCalendar: '保存日历',
     calendarHint: '国家法定节假日已内置；此处填写公司自己的休息日和调休上班日。',
+    newEstate: '新建小区', codeHint: '小写字母、数字、- 或 _，如 lakeside',
+    copyFrom: '沿用 {code} 的部门、楼栋和派单规则（负责人和员工需另行设置）',
   },
 }
 
@@ -103,6 +105,8 @@ const en = {
     reset: 'Back to default', policyHint: 'Empty keeps the company value or the default; the server checks every value on saving.',
     daysOff: 'Extra days off', workdays: 'Make-up workdays', loadedYears: 'Years fully loaded (comma separated)',
     saveCalendar: 'Save the calendar', calendarHint: "Public holidays are built in; enter the company's own days off and make-up workdays here.",
+    newEstate: 'New estate', codeHint: 'lower-case letters, digits, - or _, e.g. lakeside',
+    copyFrom: "Start from {code}'s departments, buildings and routing rules (heads and staff are set afterwards)",
   },
 }
 

@@ -75,6 +75,9 @@ const zh = {
     acknowledgedAt: '签收', arrivedAt: '到场', signedBackAt: '回签', opinion: '意见', result: '结果',
     verifiedBy: '审核', doneAt: '回访时间', answers: '回访答复', noCallbacks: '暂无回访',
   },
+  // RULES.md "Departments" (003 流程图; 000 §五): the names used when an estate gives none.
+  department: { engineering: '工程部', security: '保安部', cleaning: '保洁部', greening: '绿化部', finance: '财务部',
+    customer_service: '客服部' },
   clock: { acknowledge: '签收时限', arrival: '到场时限', repair_slip_return: '维修单交回', reply: '答复业主', tracking: '跟踪至回访' },
   outcome: { met: '按时', superseded: '已结转', cancelled: '已取消', breached: '超时' },
   signature: { signed: '已签字', later: '待补签', not_required: '无需签字' },
@@ -157,6 +160,8 @@ const en = {
     acknowledgedAt: 'Acknowledged', arrivedAt: 'Arrived', signedBackAt: 'Signed back', opinion: 'Opinion', result: 'Result',
     verifiedBy: 'Verified by', doneAt: 'Called back', answers: 'Answers', noCallbacks: 'No callbacks yet',
   },
+  department: { engineering: 'Engineering', security: 'Security', cleaning: 'Cleaning', greening: 'Greening',
+    finance: 'Finance', customer_service: 'Customer service' },
   clock: { acknowledge: 'Acknowledge', arrival: 'Arrival', repair_slip_return: 'Repair slip back', reply: 'Reply to owner', tracking: 'Tracking to callback' },
   outcome: { met: 'Met', superseded: 'Superseded', cancelled: 'Cancelled', breached: 'Breached' },
   signature: { signed: 'Signed', later: 'Owed (later)', not_required: 'Not required' },

@@ -1,4 +1,5 @@
 import { reactive } from 'vue'
+import { i18n } from './i18n.js'
 
 const KEY = 'estatedesk.session'
 const ESTATE_KEY = 'estatedesk.estate'
@@ -31,6 +32,15 @@ export function roles() {
 export function hasRole(...wanted) {
   const mine = roles()
   return mine.includes('company_admin') || wanted.some((r) => mine.includes(r))
+}
+
+/** A department's name: the estate's own (its directory entry), else the standard name
+ * of RULES.md "Departments" in the chosen language, else the code itself. */
+export function departmentName(code) {
+  const own = session.directory?.departments?.find((d) => d.code === code)?.name
+  if (own) return own
+  const key = `department.${code}`
+  return i18n.global.te(key) ? i18n.global.t(key) : code
 }
 
 /** The departments the staff member acts for in the current estate. */

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import uuid
 
 import nats
@@ -225,3 +226,53 @@ async def test_outbox_relay_waits_while_the_broker_is_unreachable(probe_service)
     assert await OutboxRelay(service.db, publish, ready=lambda: False).relay_once() == 0
     assert attempts == []
     assert await count(service, service.db.outbox) == 1
+
+
+async def test_a_status_left_by_an_earlier_pull_request_never_holds_a_later_message(servers):
+    """All pull requests of a subscription share one inbox. A 408 from an earlier request
+    (here an orphan that expires after 1 s, as when the client gave up on a request just
+    before the server did) arrives during a long wait; every message published after it
+    must still reach the consumer at once, not when some request expires (CI saw an
+    access-log refusal held 12 s this way)."""
+    from shared.bus import LONG_WAIT_CONSUMERS
+
+    name = f"FETCH_{uuid.uuid4().hex[:6]}"
+    nc = await nats.connect(servers["nats"])
+    js = nc.jetstream()
+    await js.add_stream(name=name, subjects=[f"{name}.>"])
+    try:
+        subscription = await js.pull_subscribe(f"{name}.>", durable="waiter", stream=name)
+        LONG_WAIT_CONSUMERS.add("waiter")
+        orphan = {"batch": 10, "no_wait": True, "expires": 1_000_000_000}
+        await nc.publish(subscription._nms, json.dumps(orphan).encode(), subscription._deliver)
+        loop = asyncio.get_running_loop()
+        for round in range(4):
+            async def publish_later(key: str = f"m{round}") -> float:
+                await asyncio.sleep(1.5)
+                await js.publish(f"{name}.x", key.encode())
+                return loop.time()
+
+            publishing = asyncio.create_task(publish_later())
+            received: list = []
+            while not received:  # what faststream's loop does: fetch again after an empty answer
+                fetching = asyncio.ensure_future(subscription.fetch(batch=100, timeout=30))
+                done, _ = await asyncio.wait({fetching}, timeout=10)
+                if not done:
+                    fetching.cancel()
+                    pytest.fail(f"message {round} was not handed over within 10 s of the fetch")
+                try:
+                    received = fetching.result()
+                except nats.errors.TimeoutError:
+                    continue
+            waited = loop.time() - await publishing
+            assert [m.data for m in received] == [f"m{round}".encode()]
+            assert waited < 1.0, f"message {round} held {waited:.1f} s after it was published"
+            for message in received:
+                await message.ack()
+            # The shim hands a non-empty batch over with one "nothing more" answer.
+            with pytest.raises(nats.errors.TimeoutError):
+                await subscription.fetch(batch=100, timeout=30)
+    finally:
+        LONG_WAIT_CONSUMERS.discard("waiter")
+        await js.delete_stream(name)
+        await nc.close()

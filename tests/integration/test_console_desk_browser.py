@@ -12,10 +12,12 @@ import re
 import uuid
 
 import httpx
+import nats
 import pytest
 from playwright.async_api import Page, async_playwright
 
 from shared.clock import FileOffsetClock
+from shared.directory import Company, StaffMember, ensure_bucket, publish_directory
 from tests.conftest import ARTIFACTS, auth, eventually, token_for
 from tests.integration.test_archive_flow import history, publish
 from tests.integration.test_console_browser import CHROMIUM, CHROMIUM_ARGS, DESK, PHONE, no_horizontal_scroll, \
@@ -41,6 +43,21 @@ def estate_definition(code: str) -> dict:
     }
 
 
+async def add_company_staff(nats_url: str, member: StaffMember) -> None:
+    """Head-office staff join the company's list (what else the company holds stays)."""
+    nc = await nats.connect(nats_url)
+    try:
+        kv = await ensure_bucket(nc)
+        try:
+            company = Company.model_validate_json((await kv.get("company")).value)
+        except nats.js.errors.KeyNotFoundError:
+            company = Company()
+    finally:
+        await nc.close()
+    company.staff = [s for s in company.staff if s.id != member.id] + [member]
+    await publish_directory(nats_url, company, [])
+
+
 async def shoot(page: Page, name: str) -> None:
     await page.wait_for_timeout(200)  # transitions
     await page.screenshot(path=str(ARTIFACTS / f"console-desk-{name}.png"), full_page=True)
@@ -52,12 +69,17 @@ async def test_archive_reports_and_settings_in_the_console(stack, clock_file):
     url = stack.console_url.rstrip("/")
     admin = auth(token_for(stack, "admin", ["company_admin"], ["*"]))
     director = {"id": f"{code}-director", "password": f"pw-{code}-director-7"}
+    company_admin = {"id": f"{code}-hq-admin", "password": f"pw-{code}-hq-admin-7"}
+    fresh = f"n{uuid.uuid4().hex[:8]}"
+    await add_company_staff(stack.nats_url, StaffMember(id=company_admin["id"], name="总部管理员",
+                                                        roles=["company_admin"]))
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         r = await client.put(f"/v1/estates/{code}", json=estate_definition(code), headers=admin)
         assert r.status_code == 200, r.text
-        r = await client.put(f"/v1/accounts/{director['id']}/password", json={"password": director["password"]},
-                             headers=admin)
-        assert r.status_code == 204, r.text
+        for account in (director, company_admin):
+            r = await client.put(f"/v1/accounts/{account['id']}/password", json={"password": account["password"]},
+                                 headers=admin)
+            assert r.status_code == 204, r.text
 
         async def archive_knows():
             return (await client.get(f"/v1/estates/{code}/archive/records", headers=admin)).status_code == 200
@@ -131,8 +153,11 @@ async def test_archive_reports_and_settings_in_the_console(stack, clock_file):
             services_month = FileOffsetClock(clock_file).now().astimezone(dt.timezone(dt.timedelta(hours=8)))
             await page.wait_for_function("m => document.querySelector('#report-month')?.value === m",
                                          arg=services_month.strftime("%Y-%m"))
-            await page.wait_for_selector('#estate-report [data-metric="opened"] .value')
-            await page.wait_for_timeout(500)  # the services' month's figures, not the first paint's
+            # The services' month's figures, not the first paint's (the browser's month).
+            await page.wait_for_selector(f'#estate-report[data-month="{services_month:%Y-%m}"] [data-metric="opened"] .value')
+            # Departments the estate does not name show RULES.md's standard names.
+            by_department = await page.text_content("#by-department")
+            assert "保洁部" in by_department and "cleaning" not in by_department, by_department
             opened = await page.text_content('#estate-report [data-metric="opened"] .value')
             async with httpx.AsyncClient(base_url=url, timeout=30) as client:
                 r = await client.post(f"/v1/estates/{code}/requests", headers=clerk, json={
@@ -203,6 +228,33 @@ async def test_archive_reports_and_settings_in_the_console(stack, clock_file):
             await toggle_language(ppage, "en")
             await shoot(ppage, "settings-phone-en")
             await phone.close()
+
+            # --- 设置 → 新建小区: the company admin defines a new estate from the console -------
+            actx = await browser.new_context(viewport=DESK, timezone_id="America/New_York", locale="zh-CN")
+            apage = await actx.new_page()
+            apage.on("pageerror", lambda e: errors.append(str(e)))
+            await sign_in(apage, url, company_admin)
+            await apage.goto(f"{url}/settings")
+            await apage.wait_for_selector("#estate-form")
+            template = await apage.input_value("#estate-name")
+            await apage.click("#new-estate")
+            await apage.fill("#new-estate-code", "New Estate!")  # the service names what it refuses
+            await apage.fill("#new-estate-name", f"新建小区 {fresh}")
+            await apage.click("#create-estate")
+            await apage.wait_for_selector(".el-message--error")
+            assert "code" in await apage.text_content(".el-message--error")
+            await apage.fill("#new-estate-code", fresh)
+            await apage.click("#create-estate")
+            await apage.wait_for_selector(".el-message--success")
+            # The console moves to the new estate, listed beside the others.
+            await apage.wait_for_function("n => document.querySelector('#estate-name')?.value === n",
+                                          arg=f"新建小区 {fresh}")
+            await shoot(apage, "settings-new-estate-zh")
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                created = (await client.get(f"/v1/estates/{fresh}", headers=admin)).json()
+            assert created["name"] == f"新建小区 {fresh}" and created["staff"] == [], created
+            assert created["departments"] and all(d["head"] is None for d in created["departments"]), (template, created)
+            await actx.close()
         finally:
             await browser.close()
     assert not errors, errors
