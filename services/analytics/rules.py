@@ -628,7 +628,9 @@ def replay(
     facts_by_ticket: Mapping[str, TicketFacts] | None = None,
     policy: Policy = DEFAULT_POLICY,
 ) -> tuple[dict[str, TicketFacts], list[RollupDelta]]:
-    """Apply events in order, carrying each ticket's facts; the rebuild path."""
+    """Apply events in order, carrying each ticket's facts: the reference fold in memory
+    (tests and `bench/analytics_report.py` check the read model against it; the service
+    folds through `handlers.fold` into `store.Batch`)."""
     facts = dict(facts_by_ticket or {})
     deltas: list[RollupDelta] = []
     for event in events:
