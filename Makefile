@@ -55,6 +55,7 @@ unit: install
 bench: install
 	$(BIN)/python bench/pipeline.py $(ARGS)
 	$(BIN)/python bench/consumer.py
+	$(BIN)/python bench/rebuild.py
 	$(BIN)/python bench/analytics_report.py
 
 asyncapi: install

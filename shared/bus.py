@@ -145,6 +145,10 @@ class ServiceLike(Protocol):
 
 
 EventHandler = Callable[[AsyncSession, CloudEvent], Awaitable[None]]
+# Called with the batch's session once its handlers have run, before the commit (and, when
+# the batch goes event by event, after each handler inside its savepoint): a consumer that
+# holds a batch's writes in memory (analytics sums its counters) writes them here.
+BatchFlush = Callable[[AsyncSession], Awaitable[None]]
 
 
 def ticket_stream_config(replicas: int = 1) -> StreamConfig:
@@ -358,6 +362,7 @@ class EventConsumer:
     # whose every event updates the same rows (analytics' running totals), where two
     # replicas' batches would lock them in different orders and deadlock.
     exclusive: bool = False
+    flush: BatchFlush | None = None
 
     @property
     def durable(self) -> str:
@@ -504,6 +509,8 @@ class EventConsumer:
                 return "duplicate"
             try:
                 await self.handler(session, event)
+                if alone and self.flush is not None:
+                    await self.flush(session)  # inside the event's savepoint
             except Exception:
                 log.exception("handler failed", extra={"estate": event.estate, "ticket": event.subject,
                                                        "event_id": event.id})
@@ -518,7 +525,15 @@ class EventConsumer:
             await self._dead_letter(session, raw, f"handler failed {attempts} times: {error!r}", now, event)
             return "dead_letter"
 
-        outcomes = await db.run_batch(parsed, work, begin=begin, on_error=on_error)
+        async def finish(session: AsyncSession) -> None:
+            if self.flush is not None:
+                try:
+                    await self.flush(session)
+                except Exception:
+                    log.exception("batch flush failed")
+                    raise
+
+        outcomes = await db.run_batch(parsed, work, begin=begin, on_error=on_error, finish=finish)
         return [(o.item[0], o.value, o.item[1]) for o in outcomes]
 
     async def _take_turn(self, session: AsyncSession) -> None:

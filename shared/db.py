@@ -155,6 +155,7 @@ class Database:
         on_error: Callable[[AsyncSession, T, Exception], Awaitable[R]] | None = None,
         rerun_failed: bool = False,
         all_at_once: Callable[[AsyncSession, Sequence[T]], Awaitable[list[R]]] | None = None,
+        finish: Callable[[AsyncSession], Awaitable[None]] | None = None,
     ) -> list[BatchOutcome[T, R]]:
         """Run `work(session, item, alone)` for every item, in order, committed together.
 
@@ -172,6 +173,9 @@ class Database:
         `all_at_once(session, items) -> values` (one value per item, in order), when
         given, does the first pass for the whole batch in one go (set-based work: one
         counter update, one insert for all); when it raises, every item goes alone.
+        `finish(session)` runs after the items of the all-at-once pass (a consumer's batch
+        flush of what its handlers held in memory); when it raises, every item goes alone
+        (in that pass `work` does its own item's share).
 
         Returns one `BatchOutcome` per item, in order, after the commit. Raises what
         `begin`, `on_error` or the commit raise (nothing of the batch was stored then).
@@ -194,8 +198,10 @@ class Database:
                     except Exception as error:
                         raise _ItemFailed(index, error) from error
                 try:
+                    if finish is not None:
+                        await finish(session)
                     await self._write_held(session)
-                except Exception as error:  # which item's event is unknown: every item goes alone
+                except Exception as error:  # which item's is unknown: every item goes alone
                     raise _ItemFailed(-1, error) from error
             return [BatchOutcome(item, value) for item, value in zip(items, values)]
         except _ItemFailed as error:

@@ -36,7 +36,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.auth import AuthError, Principal, principal_from_header
-from shared.bus import EventConsumer, EventHandler, OutboxRelay, ReconnectPolicy, ensure_stream, probe_nats
+from shared.bus import BatchFlush, EventConsumer, EventHandler, OutboxRelay, ReconnectPolicy, ensure_stream, probe_nats
 from shared.clock import Clock, SystemClock, clock_from_spec
 from shared.db import Database
 from shared.directory import Directory
@@ -120,17 +120,18 @@ class Service:
         self._tasks: list[asyncio.Task] = []
 
     # --- declaration -----------------------------------------------------------------
-    def consumer(self, *events: str, description: str = "",
-                 exclusive: bool = False) -> Callable[[EventHandler], EventHandler]:
+    def consumer(self, *events: str, description: str = "", exclusive: bool = False,
+                 flush: BatchFlush | None = None) -> Callable[[EventHandler], EventHandler]:
         """Declare a durable consumer of one event (or of every event when none given);
-        `exclusive`: its replicas commit one batch at a time (see EventConsumer)."""
+        `exclusive`: its replicas commit one batch at a time; `flush`: writes what the
+        handlers held in memory, before the batch commits (see EventConsumer)."""
 
         def register(handler: EventHandler) -> EventHandler:
             consumer = EventConsumer(
                 service=self, handler=handler, events=tuple(events) or None,
                 on_processed=lambda event: self.events_consumed.labels(self.name, event.estate, event.event_name).inc(),
                 on_dead_letter=lambda: self.dead_letter_gauge.labels(self.name).inc(),
-                exclusive=exclusive,
+                exclusive=exclusive, flush=flush,
             )
             consumer.register(self.router, description)
             self.consumers.append(consumer)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from services.intake import rules
+from services.intake.attitude import handle_attitude_complaint_raised
 from services.intake.contracts import RequestIn
 from services.intake.domain import Registration, Ticket, check_request
 from shared.errors import RuleViolation
@@ -266,15 +267,24 @@ async def handle_closed(event: CloudEvent, uow, ctx: HandlerContext) -> None:
 
 
 Handler = Callable[[CloudEvent, Any, HandlerContext], Awaitable[None]]
+async def handle_attitude_complaint(event: CloudEvent, uow, ctx: HandlerContext) -> None:
+    """Callback decided the owner is unhappy with staff attitude: register the complaint
+    (services/intake/attitude.py) in this consumer's transaction, as the desk would."""
+    await handle_attitude_complaint_raised(event, TransactionRegistrar(uow, ctx), ctx)
+
+
 HANDLERS: dict[str, Handler] = {
     "completed": handle_completed,
     "reopened": handle_reopened,
     "closed": handle_closed,
+    "attitude_complaint_raised": handle_attitude_complaint,
 }
 DESCRIPTIONS = {
     "completed": "Every department signed back: the request shows completed.",
     "reopened": "The owner was not satisfied: the request is open again in a new round.",
     "closed": "The owner is satisfied (or the window elapsed): the request shows closed.",
+    "attitude_complaint_raised": "An owner unhappy with staff attitude at a callback: a new complaint, "
+                                 "registered once (its client request id).",
 }
 
 

@@ -216,3 +216,32 @@ async def test_set_based_work_does_the_first_pass_for_the_whole_batch(scratch):
     assert [o.value for o in outcomes] == ["C", None, "D"] and isinstance(outcomes[1].error, ValueError)
     assert calls == [("c", "bad", "d"), ("c", True), ("bad", True), ("d", True)]
     assert await stored(db, rows) == ["a", "b", "c", "d"]
+
+
+async def test_finish_runs_after_the_items_and_its_failure_sends_every_item_alone(scratch):
+    """`finish` (a consumer's batch flush) writes what the items held; when it fails the
+    batch goes item by item (where each item's work writes its own share)."""
+    db, rows = scratch
+    calls = []
+
+    async def work(session, name: str, alone: bool) -> str:
+        calls.append((name, alone))
+        if alone:
+            await session.execute(sa.insert(rows).values(name=name))
+        else:
+            session.info.setdefault("held", []).append({"name": name})
+        return name
+
+    async def finish(session) -> None:
+        held = session.info.pop("held", [])
+        await session.execute(sa.insert(rows), held)
+        if any(row["name"] == "x" for row in held):
+            raise ValueError("the flush is refused")
+
+    await db.run_batch(["a", "b"], work, finish=finish)
+    assert calls == [("a", False), ("b", False)] and await stored(db, rows) == ["a", "b"]
+    calls.clear()
+    outcomes = await db.run_batch(["c", "x"], work, finish=finish)
+    assert [o.error for o in outcomes] == [None, None]
+    assert calls == [("c", False), ("x", False), ("c", True), ("x", True)]
+    assert await stored(db, rows) == ["a", "b", "c", "x"]

@@ -12,7 +12,7 @@ import pytest
 from services.intake import handlers, rules
 from services.intake.domain import Registration
 from shared.errors import RuleViolation
-from shared.events import Closed, Completed, Kind, Reopened, make_event
+from shared.events import AttitudeComplaintRaised, Closed, Completed, Kind, Reopened, ReplyMethod, make_event
 from shared.lifecycle import TicketState
 from tests.handlers.conftest import ESTATE, START
 from tests.handlers.intake.fakes import FakeIntakeUnitOfWork
@@ -147,7 +147,25 @@ async def test_events_about_tickets_intake_does_not_know_are_ignored(uow, ctx, c
 
 
 def test_every_event_handler_is_in_the_table():
-    assert set(handlers.HANDLERS) == {"completed", "reopened", "closed"} == set(handlers.DESCRIPTIONS)
+    assert set(handlers.HANDLERS) == {"completed", "reopened", "closed", "attitude_complaint_raised"} \
+        == set(handlers.DESCRIPTIONS)
+
+
+async def test_callbacks_attitude_verdict_becomes_one_complaint_through_intakes_own_registration(uow, ctx, sink, clock):
+    """Callback decides (attitude_complaint_raised); intake registers the complaint once, a
+    redelivery answers with the same ticket (its client request id)."""
+    raised = AttitudeComplaintRaised(
+        ticket_id="t1", callback_id="cb1", round=1, form_number="E1-2026-000007", unit="1-1-101", owner_id=None,
+        reply_method=ReplyMethod.phone, answered_by=ReplyMethod.phone, recorded_by=CS, first_contact=HEAD,
+        departments=["engineering"], suggestions="维修工态度恶劣", client_request_id="attitude-cb1")
+    message = event(raised, clock, actor="callback")
+    await handlers.HANDLERS["attitude_complaint_raised"](message, uow, ctx)
+    await handlers.HANDLERS["attitude_complaint_raised"](message, uow, ctx)
+    [complaint] = [t for t in uow.tickets.rows.values()]
+    assert complaint["kind"] == Kind.complaint and complaint["first_contact"] == CS
+    assert sink.names() == ["accepted"]
+    accepted = sink.payloads("accepted")[0]
+    assert "E1-2026-000007" in accepted.description and accepted.first_contact == CS
 
 
 # --- complaint validity ------------------------------------------------------------------------------
