@@ -12,7 +12,8 @@
   changes the retention class, never the content).
 - monthly_sets / quarterly_runs / volumes: monthly organisation and quarterly archiving.
 - loans: the lending register 借阅登记; access_log: every read attempt, allowed or not.
-- destruction_log: survives the records it names.
+- destruction_log: survives the records it names; destruction_requests: the requests
+  销毁申请 and the general manager's decisions (approved, refused with the reason).
 
 Below the tables: the repositories of the write side (issue 11); the organisation's and
 the read models' queries are in queries.py.
@@ -25,9 +26,10 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.archive.domain import Addendum, ChainHead, Loan, PendingSeal, Record
+from services.archive.domain import Addendum, ChainHead, DestructionRequest, Loan, PendingSeal, Record
 from shared import limits
 from shared.db import service_metadata
+from shared.lifecycle import DestructionRequestState, check_constraint
 
 metadata = service_metadata("archive")
 
@@ -250,6 +252,22 @@ destruction_log = sa.Table(
     sa.Column("approval_reference", sa.String(200), nullable=False),
     sa.Column("content_hash", sa.String(64), nullable=False),
     sa.Column("method", sa.Text, nullable=False),
+)
+
+destruction_requests = sa.Table(
+    "destruction_requests",
+    metadata,
+    sa.Column("request_id", sa.String(limits.ID_MAX), primary_key=True),
+    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), nullable=False, index=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("record_numbers", JSONB, nullable=False),  # ["HX01-DA-2026-000001", ...]
+    sa.Column("requested_by", sa.String(limits.ID_MAX), nullable=False),
+    sa.Column("requested_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("decided_by", sa.String(limits.ID_MAX)),
+    sa.Column("decided_at", sa.DateTime(timezone=True)),
+    sa.Column("refusal_reason", sa.Text),
+    check_constraint("status", DestructionRequestState, "ck_destruction_requests_status"),
 )
 
 
@@ -493,6 +511,40 @@ class Marks:
     async def destructions(self, estate: str) -> list:
         d = destruction_log
         return (await self.session.execute(sa.select(d).where(d.c.estate == estate).order_by(d.c.destroyed_at))).all()
+
+
+class DestructionRequests:
+    """Destruction requests 销毁申请, newest first in the list."""
+
+    def __init__(self, session: AsyncSession):
+        self.session = session
+
+    async def add(self, request: DestructionRequest) -> None:
+        await self.session.execute(sa.insert(destruction_requests).values(**request.values()))
+
+    async def get(self, estate: str, request_id: str, *, lock: bool = False) -> DestructionRequest | None:
+        d = destruction_requests
+        query = sa.select(d).where(d.c.estate == estate, d.c.request_id == request_id)
+        row = (await self.session.execute(query.with_for_update() if lock else query)).first()
+        return DestructionRequest.from_row(row) if row else None
+
+    async def save(self, request: DestructionRequest) -> None:
+        d = destruction_requests
+        await self.session.execute(sa.update(d).where(d.c.request_id == request.request_id).values(**request.values()))
+
+    async def list_for_estate(self, estate: str, status: str | None = None) -> list[DestructionRequest]:
+        d = destruction_requests
+        query = sa.select(d).where(d.c.estate == estate).order_by(d.c.requested_at.desc(), d.c.request_id)
+        if status:
+            query = query.where(d.c.status == status)
+        return [DestructionRequest.from_row(row) for row in (await self.session.execute(query)).all()]
+
+    async def open_record_numbers(self, estate: str) -> set[str]:
+        """The records named in the estate's requests still waiting for a decision."""
+        d = destruction_requests
+        rows = (await self.session.execute(sa.select(d.c.record_numbers).where(
+            d.c.estate == estate, d.c.status == DestructionRequestState.requested.value))).scalars()
+        return {number for numbers in rows for number in numbers}
 
 
 class AccessLog:
