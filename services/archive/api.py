@@ -130,6 +130,30 @@ class DestructionRequestOut(BaseModel):
     refusal_reason: str | None
 
 
+class DestructionOut(BaseModel):
+    """A destruction log entry 销毁登记 (001 第6篇 1.5): survives the record; the approval
+    reference names the destruction request the general manager approved."""
+
+    estate: str
+    record_number: str
+    sequence: int
+    ticket_id: str
+    form_number: str
+    retention_class: str
+    archived_at: LocalTime
+    retention_expired_at: LocalTime
+    destroyed_at: LocalTime
+    approved_by: str
+    approval_reference: str
+    content_hash: str
+    method: str
+
+
+class ApprovalOut(BaseModel):
+    request: DestructionRequestOut
+    destroyed: list[DestructionOut]
+
+
 def request_out(request: DestructionRequest) -> DestructionRequestOut:
     return DestructionRequestOut(**request.values())
 
@@ -341,8 +365,9 @@ async def destruction_requests(estate: str, status: DestructionRequestState | No
     return [request_out(request) for request in found]
 
 
-@service.http.post("/estates/{estate}/archive/destruction-requests/{request_id}/approve", tags=["archive"])
-async def approve_destruction(estate: str, request_id: str, who: Principal = Depends(require_estate)) -> dict:
+@service.http.post("/estates/{estate}/archive/destruction-requests/{request_id}/approve", response_model=ApprovalOut,
+                   tags=["archive"])
+async def approve_destruction(estate: str, request_id: str, who: Principal = Depends(require_estate)) -> ApprovalOut:
     """The general manager approves (not their own request): every listed record is
     destroyed: content erased, hashes kept as the tombstone so the chain still verifies,
     a destruction log entry naming the request and the approver; emits `destroyed` per
@@ -351,8 +376,8 @@ async def approve_destruction(estate: str, request_id: str, who: Principal = Dep
     async with transaction() as uow:
         request, entries = await handlers.handle_approve_destruction(estate, request_id, who.staff_id, who.roles, uow,
                                                                      service.context)
-    return {"request": request_out(request).model_dump(mode="json"),
-            "destroyed": [entry.model_dump(mode="json") for entry in entries]}
+    return ApprovalOut(request=request_out(request),
+                       destroyed=[DestructionOut(**entry.model_dump()) for entry in entries])
 
 
 @service.http.post("/estates/{estate}/archive/destruction-requests/{request_id}/refuse",
@@ -367,13 +392,13 @@ async def refuse_destruction(estate: str, request_id: str, body: RefusalIn,
     return request_out(request)
 
 
-@service.http.get("/estates/{estate}/archive/destructions", tags=["archive"])
-async def destruction_log(estate: str, who: Principal = Depends(require_estate)) -> list[dict]:
+@service.http.get("/estates/{estate}/archive/destructions", response_model=list[DestructionOut], tags=["archive"])
+async def destruction_log(estate: str, who: Principal = Depends(require_estate)) -> list[DestructionOut]:
     """The destruction log 销毁登记: survives the records it names."""
     known_estate(service, estate)
     async with transaction() as uow:
         rows = await uow.marks.destructions(estate)
-    return [destruction_entry(row).model_dump(mode="json") for row in rows]
+    return [DestructionOut(**destruction_entry(row).model_dump()) for row in rows]
 
 
 @service.http.get("/estates/{estate}/archive/access-log", tags=["archive"])
