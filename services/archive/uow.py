@@ -5,7 +5,8 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.archive.queries import Organisation
-from services.archive.store import AccessLog, Chain, CollectedEvents, DestructionRequests, Loans, Marks, PendingSeals
+from services.archive.registers import DestructionRequests, Marks
+from services.archive.store import AccessLog, Chain, CollectedEvents, Loans, PendingSeals
 from shared.uow import SqlUnitOfWork
 
 
