@@ -144,6 +144,10 @@ class ServiceLike(Protocol):
 
 
 EventHandler = Callable[[AsyncSession, CloudEvent], Awaitable[None]]
+# Called with the batch's session once its handlers have run, before the commit (and, when
+# the batch goes event by event, after each handler inside its savepoint): a consumer that
+# holds a batch's writes in memory (analytics sums its counters) writes them here.
+BatchFlush = Callable[[AsyncSession], Awaitable[None]]
 
 
 def ticket_stream_config(replicas: int = 1) -> StreamConfig:
@@ -340,6 +344,7 @@ class EventConsumer:
     # whose every event updates the same rows (analytics' running totals), where two
     # replicas' batches would lock them in different orders and deadlock.
     exclusive: bool = False
+    flush: BatchFlush | None = None
 
     @property
     def durable(self) -> str:
@@ -486,6 +491,12 @@ class EventConsumer:
                     outcomes.append((raw, "processed", event))
                 else:
                     outcomes.append((raw, "duplicate", event))
+            if self.flush is not None:
+                try:
+                    await self.flush(session)
+                except Exception as error:
+                    log.exception("batch flush failed")
+                    raise _HandlerFailed(None, error) from error
         return outcomes
 
     async def _one_by_one(self, parsed, now, failed: "_HandlerFailed") -> list[tuple[object, str, CloudEvent | None]]:
@@ -516,6 +527,8 @@ class EventConsumer:
                     if not await db.claim_event(session, self.durable, event.id, now):
                         return raw, "duplicate", event
                     await self.handler(session, event)
+                    if self.flush is not None:
+                        await self.flush(session)
             except Exception as raised:  # this message's changes are rolled back; the batch goes on
                 log.exception("handler failed",
                               extra={"estate": event.estate, "ticket": event.subject, "event_id": event.id})

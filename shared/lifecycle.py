@@ -80,7 +80,9 @@ TICKET_TRANSITIONS: Mapping[TicketState, frozenset[TicketState]] = {
     T.in_handling: frozenset({T.awaiting_approval, T.completed, T.awaiting_callback, T.awaiting_verdict,
                               T.invalid, T.closed}),
     T.awaiting_approval: frozenset({T.completed, T.invalid, T.closed}),
-    T.completed: frozenset({T.awaiting_callback, T.awaiting_verdict, T.closed, T.in_handling}),
+    # A complaint judged invalid after its departments completed (confirmed by a manager):
+    # its handling ends there, the scheduled callback is cancelled (RULES §1 Invalid complaint).
+    T.completed: frozenset({T.awaiting_callback, T.awaiting_verdict, T.invalid, T.closed, T.in_handling}),
     T.awaiting_callback: frozenset({T.awaiting_verdict, T.closed, T.in_handling}),
     T.awaiting_verdict: frozenset({T.closed, T.in_handling}),
     T.invalid: frozenset({T.closed}),

@@ -75,33 +75,53 @@ UNIT_PART_PATTERN = r"^[^-\s/]+$"
 CONTROL_CHARACTERS = re.compile(r"[\x01-\x08\x0b\x0c\x0e-\x1f]")
 
 
+# One scan for what `text_problem` refuses (NUL included), so ordinary text costs one search.
+_REFUSED_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
 def text_problem(value: str) -> str | None:
     """Why `value` cannot be stored as text, or None: NUL, another C0 control character,
     or a lone surrogate."""
-    if "\x00" in value:
-        return "must not contain the NUL character (U+0000)"
-    control = CONTROL_CHARACTERS.search(value)
-    if control:
+    if _REFUSED_CHARACTERS.search(value) is not None:
+        if "\x00" in value:
+            return "must not contain the NUL character (U+0000)"
+        control = CONTROL_CHARACTERS.search(value)
         return f"must not contain the control character U+{ord(control.group()):04X}"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return "must not contain a lone surrogate (not valid Unicode text)"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "must not contain a lone surrogate (not valid Unicode text)"
     return None
 
 
-def _walk(value: Any, where: str) -> None:
+def _walk(value: Any, path: tuple | None) -> None:
+    """Raise ValueError naming the first string in `value` that is not storable text. The
+    path (`a.b[0]`) is kept as a chain of (parent, step) pairs and spelled out only for
+    the error: every event and request passes here."""
     if isinstance(value, str):
         problem = text_problem(value)
         if problem:
-            raise ValueError(f"{where or 'text'} {problem}")
+            raise ValueError(f"{_spelled(path) or 'text'} {problem}")
     elif isinstance(value, dict):
         for key, item in value.items():
-            _walk(key, where)
-            _walk(item, f"{where}.{key}" if where else str(key))
+            _walk(key, path)
+            if not isinstance(item, (int, float, bool, type(None))):
+                _walk(item, (path, str(key)))
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            _walk(item, f"{where}[{index}]")
+            _walk(item, (path, [index]))
+
+
+def _spelled(path: tuple | None) -> str:
+    steps = []
+    while path is not None:
+        path, step = path
+        steps.append(step)
+    where = ""
+    for step in reversed(steps):
+        where = f"{where}[{step[0]}]" if isinstance(step, list) else (f"{where}.{step}" if where else step)
+    return where
 
 
 class StorableText(BaseModel):
@@ -110,7 +130,7 @@ class StorableText(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _storable_text(cls, data: Any) -> Any:
-        _walk(data, "")
+        _walk(data, None)
         return data
 
 

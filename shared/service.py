@@ -35,7 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.auth import AuthError, Principal, principal_from_header
-from shared.bus import EventConsumer, EventHandler, OutboxRelay, ReconnectPolicy, ensure_stream, probe_nats
+from shared.bus import BatchFlush, EventConsumer, EventHandler, OutboxRelay, ReconnectPolicy, ensure_stream, probe_nats
 from shared.clock import Clock, SystemClock, clock_from_spec
 from shared.db import Database
 from shared.directory import Directory
@@ -119,17 +119,18 @@ class Service:
         self._tasks: list[asyncio.Task] = []
 
     # --- declaration -----------------------------------------------------------------
-    def consumer(self, *events: str, description: str = "",
-                 exclusive: bool = False) -> Callable[[EventHandler], EventHandler]:
+    def consumer(self, *events: str, description: str = "", exclusive: bool = False,
+                 flush: BatchFlush | None = None) -> Callable[[EventHandler], EventHandler]:
         """Declare a durable consumer of one event (or of every event when none given);
-        `exclusive`: its replicas commit one batch at a time (see EventConsumer)."""
+        `exclusive`: its replicas commit one batch at a time; `flush`: writes what the
+        handlers held in memory, before the batch commits (see EventConsumer)."""
 
         def register(handler: EventHandler) -> EventHandler:
             consumer = EventConsumer(
                 service=self, handler=handler, events=tuple(events) or None,
                 on_processed=lambda event: self.events_consumed.labels(self.name, event.estate, event.event_name).inc(),
                 on_dead_letter=lambda: self.dead_letter_gauge.labels(self.name).inc(),
-                exclusive=exclusive,
+                exclusive=exclusive, flush=flush,
             )
             consumer.register(self.router, description)
             self.consumers.append(consumer)
@@ -256,6 +257,17 @@ class Service:
         await self.db.emit(session, event)
         self.events_emitted.labels(self.name, estate, payload.event_name).inc()
         return event
+
+    async def emit_many(self, session: AsyncSession, drafts: list[tuple[Payload, str, str, dt.datetime | None]],
+                        ) -> list[CloudEvent]:
+        """Like `emit` for several (payload, estate, actor, time) at once: one outbox
+        statement for a batch (intake's registration desk)."""
+        events = [make_event(payload, estate=estate, actor=actor, source=self.name, time=time or self.clock.now())
+                  for payload, estate, actor, time in drafts]
+        await self.db.emit_many(session, events)
+        for event in events:
+            self.events_emitted.labels(self.name, event.estate, event.event_name).inc()
+        return events
 
     def audits(self, route_path: str) -> bool:
         """Whether `route_path` (a route template without /v1) is owners' data or archive."""

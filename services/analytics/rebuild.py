@@ -2,8 +2,9 @@
 the same `rules.apply_event` into a fresh read model in a scratch schema, then compare it
 with the live model counter by counter, or swap it in.
 
-Events are folded in batches (facts of the batch's tickets loaded once, counters summed
-before they are written), which gives the same facts and totals as folding them one by
+Events are folded in batches through the live consumer's own fold (facts of the batch's
+tickets loaded once; facts and counters summed in memory across batches and written with
+one statement per table every `WRITE_COUNTERS` counters), which gives the same facts and totals as folding them one by
 one (`rules.replay` is order-preserving and idempotent per ticket). Events the live
 consumer would refuse as dead letters (malformed, unknown type, wrong subject, or a
 payload `apply_event` rejects) are skipped and counted here too.
@@ -20,9 +21,13 @@ afterwards finds its id among the ticket's seen events and adds nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
 import re
+import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import nats
 import sqlalchemy as sa
@@ -30,9 +35,9 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from services.analytics import rules, store
+from services.analytics import handlers, store
 from shared.directory import Directory
-from shared.events import PAYLOADS, STREAM_NAME, STREAM_SUBJECTS, CloudEvent
+from shared.events import PAYLOADS, STREAM_NAME, STREAM_SUBJECTS, CloudEvent, Payload
 from shared.settings import asyncpg_url, nats_servers
 
 # The live consumer (shared.bus.EventConsumer of every event: "<service>-all").
@@ -43,7 +48,10 @@ CUT_SETTLE_SECONDS = 0.3
 CUT_WAIT_SECONDS = 60.0
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 DEFAULT_SCHEMA = "analytics_rebuild"
-BATCH = 2000
+BATCH = 2000  # events folded together: their tickets' facts read in one query
+# What is summed in memory before it is written: counters, and tickets whose facts changed.
+WRITE_COUNTERS = 200_000
+WRITE_TICKETS = 10_000
 STREAM_TABLES = ("ticket_facts", "rollups", "repeat_suggestions", "alerts")
 
 
@@ -58,92 +66,97 @@ class RebuildResult:
     differences: int | None = None  # None: no common stream sequence found to compare at
     sample: list[dict] = field(default_factory=list)
     swapped: bool = False
+    replay_events: int = 0  # events of the replay alone (before any catch-up)
+    replay_seconds: float | None = None  # the replay alone (stream read, folding, writes)
+
+    @property
+    def replay_rate(self) -> float | None:
+        """Events replayed per second, the replay alone (no catch-up, no comparison)."""
+        return self.replay_events / self.replay_seconds if self.replay_seconds else None
 
 
-def parse(subject: str, body: bytes) -> CloudEvent:
+class Parsed(NamedTuple):
+    event: CloudEvent
+    payload: Payload  # validated once here, folded without validating again
+
+
+def parse(subject: str, body: bytes) -> Parsed:
     """The live consumer's acceptance test (see shared.bus.EventConsumer.consume)."""
     event = CloudEvent.model_validate_json(body)
     if event.event_name not in PAYLOADS:
         raise ValueError(f"unknown event type {event.type!r}")
     if event.nats_subject != subject:
         raise ValueError(f"event arrived on {subject!r}")
-    event.payload()
-    return event
+    return Parsed(event, event.payload())
 
 
-async def fold_batch(conn: AsyncConnection, model: store.ReadModel, events: list[CloudEvent],
-                     directory: Directory, now, skipped: list[str]) -> None:
-    t = model.facts
-    keys = sorted({(e.estate, e.subject) for e in events})
-    facts: dict[tuple[str, str], rules.TicketFacts] = {}
-    for start in range(0, len(keys), 1000):
-        chunk = keys[start:start + 1000]
-        rows = await conn.execute(sa.select(t.c.estate, t.c.ticket_id, t.c.facts)
-                                  .where(sa.tuple_(t.c.estate, t.c.ticket_id).in_(chunk)))
-        facts.update({(r.estate, r.ticket_id): rules.TicketFacts.from_dict(r.facts) for r in rows})
-    changed: set[tuple[str, str]] = set()
-    forms: dict[tuple[str, str], str] = {}
-    deltas: list[rules.RollupDelta] = []
-    suggestions, alerts = [], []
-    for event in events:
-        key = (event.estate, event.subject)
-        before = facts.get(key)
-        if before is not None and event.id in before.seen_event_ids:
-            continue
-        policy = directory.policy_for(event.estate)
+async def fold_batch(uow: store.AnalyticsUnitOfWork, events: list[Parsed], directory: Directory,
+                     skipped: list[str]) -> None:
+    """Fold a batch of events into the unit of work's read model through the live
+    consumer's own fold (`handlers.fold`): the facts of the batch's tickets read in one
+    query; everything held in `uow.batch` (counters summed) until the caller flushes."""
+    await uow.facts.load_many([(e.estate, e.subject) for e, _ in events])
+    for event, payload in events:
         try:
-            after, produced = rules.apply_event(before, event, policy)
+            await handlers.fold(event, uow, directory.policy_for(event.estate), payload)
         except ValueError as error:  # the live consumer dead-letters it after its retries
             skipped.append(f"{event.id}: {error}")
-            continue
-        facts[key] = after
-        changed.add(key)
-        deltas.extend(produced)
-        if event.event_name == "accepted":
-            forms[key] = event.data.get("form_number")
-        suggestion, alert = store.extra_rows(event, policy)
-        if suggestion:
-            suggestions.append(suggestion)
-        if alert:
-            alerts.append(alert)
-    await store.save_facts(conn, model, [store.facts_row(facts[k], now, forms.get(k)) for k in sorted(changed)])
-    await store.add_rollups(conn, model, deltas)
-    await store.save_extras(conn, model, suggestions, alerts)
 
 
 async def replay_stream(js, conn_factory, model: store.ReadModel, directory: Directory, clock_now,
                         first_seq: int, last_seq: int, result: RebuildResult, batch: int = BATCH) -> None:
-    """Fold stream messages first_seq..last_seq into `model`; `conn_factory()` gives the
-    (async context managed) connection each batch is written with."""
+    """Fold stream messages first_seq..last_seq into `model`, in one transaction of the
+    connection `conn_factory()` gives (an async context manager). Events are folded
+    `batch` at a time; what they change is summed in memory and written (one statement
+    per table) only when `WRITE_COUNTERS` counters or `WRITE_TICKETS` tickets are
+    pending, and at the end: a counter is written once per write, not once per batch."""
     if last_seq < first_seq:
         return
+    # Messages are handed over in chunks by the subscription's callback (no task and no
+    # timer per message, as `next_msg` has); a full queue holds the callback, and with it
+    # the server's flow control.
+    chunks: asyncio.Queue[list] = asyncio.Queue(maxsize=4)
+    pending: list = []
+
+    async def on_message(msg) -> None:
+        seq = msg.metadata.sequence.stream
+        if seq > last_seq:
+            return
+        pending.append(msg)
+        if len(pending) >= batch or seq >= last_seq:
+            await chunks.put(pending[:])
+            pending.clear()
+
     sub = await js.subscribe(
-        STREAM_SUBJECTS[0], ordered_consumer=True,
+        STREAM_SUBJECTS[0], ordered_consumer=True, cb=on_message,
         config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=first_seq),
     )
-    buffer: list[CloudEvent] = []
     try:
-        seq = first_seq - 1
-        while seq < last_seq:
-            try:
-                msg = await sub.next_msg(timeout=10)
-            except nats.errors.TimeoutError:
-                raise RuntimeError(f"the stream stopped at {seq} before {last_seq}") from None
-            seq = msg.metadata.sequence.stream
-            if seq > last_seq:
-                break
-            result.events += 1
-            try:
-                buffer.append(parse(msg.subject, msg.data))
-            except (ValidationError, ValueError) as error:
-                result.skipped.append(f"seq {seq}: {str(error).splitlines()[0]}")
-            if len(buffer) >= batch or seq >= last_seq:
-                async with conn_factory() as conn:
-                    await fold_batch(conn, model, buffer, directory, clock_now(), result.skipped)
-                buffer.clear()
-        if buffer:
-            async with conn_factory() as conn:
-                await fold_batch(conn, model, buffer, directory, clock_now(), result.skipped)
+        async with conn_factory() as conn:
+            empty = first_seq == 1  # a fresh scratch model: nothing to read, its first write a COPY
+            uow = store.AnalyticsUnitOfWork(conn, model=model)
+            uow.facts.nothing_stored = empty
+            seq = first_seq - 1
+            while seq < last_seq:
+                try:
+                    chunk = await asyncio.wait_for(chunks.get(), 10)
+                except asyncio.TimeoutError:
+                    raise RuntimeError(f"the stream stopped after {seq + len(pending)} before {last_seq}") from None
+                events: list[Parsed] = []
+                for msg in chunk:
+                    seq = msg.metadata.sequence.stream
+                    result.events += 1
+                    try:
+                        events.append(parse(msg.subject, msg.data))
+                    except (ValidationError, ValueError) as error:
+                        result.skipped.append(f"seq {seq}: {str(error).splitlines()[0]}")
+                await fold_batch(uow, events, directory, result.skipped)
+                if len(uow.batch.counters) >= WRITE_COUNTERS or len(uow.batch.facts) >= WRITE_TICKETS:
+                    await uow.flush(clock_now(), into_empty=empty)
+                    # A fresh unit of work: the facts written are read back when needed
+                    # (memory stays bounded by the write thresholds, whatever the stream).
+                    uow, empty = store.AnalyticsUnitOfWork(conn, model=model), False
+            await uow.flush(clock_now(), into_empty=empty)
     finally:
         await sub.unsubscribe()
 
@@ -219,6 +232,39 @@ async def compare(conn: AsyncConnection, live: store.ReadModel, scratch: store.R
     return int(count), [dict(r._mapping) for r in rows]
 
 
+async def create_scratch(engine, scratch: store.ReadModel) -> None:
+    """An empty read model in the scratch schema (dropped first if it exists)."""
+    async with engine.begin() as conn:
+        await conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{scratch.schema}" CASCADE'))
+        await conn.execute(sa.text(f'CREATE SCHEMA "{scratch.schema}"'))
+        await conn.run_sync(scratch.metadata.create_all)
+
+
+@contextlib.contextmanager
+def fewer_collections(threshold: int = 100_000):
+    """Python's cyclic garbage collector, run every 700 allocations by default, rescans the
+    replay's growing in-memory batch (facts, counters) again and again: more than half of
+    the fold's CPU (bench/rebuild.py). The fold makes no reference cycles, so while it runs
+    a young-generation collection waits for `threshold` allocations; restored after."""
+    before = gc.get_threshold()
+    gc.set_threshold(threshold, 50, 1000)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
+async def replay_all(engine, js, scratch: store.ReadModel, directory: Directory, clock, result: RebuildResult,
+                     batch: int = BATCH) -> None:
+    """Replay the whole stream as it is now into `scratch`, timed (`result.replay_seconds`)."""
+    started = time.perf_counter()
+    result.last_seq = (await js.stream_info(STREAM_NAME)).state.last_seq
+    with fewer_collections():
+        await replay_stream(js, engine.begin, scratch, directory, clock.now, 1, result.last_seq, result, batch)
+    result.replay_seconds = time.perf_counter() - started
+    result.replay_events = result.events
+
+
 async def rebuild(nats_url: str, database_url: str, schema: str = DEFAULT_SCHEMA, *, swap: bool = False,
                   keep: bool = True, batch: int = BATCH, clock=None) -> RebuildResult:
     if not SCHEMA_NAME.match(schema) or schema in ("analytics", "public"):
@@ -233,28 +279,17 @@ async def rebuild(nats_url: str, database_url: str, schema: str = DEFAULT_SCHEMA
     await directory.start(nats_url)
     nc = await nats.connect(nats_servers(nats_url))
     try:
-        async with engine.begin() as conn:
-            await conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-            await conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-            await conn.run_sync(scratch.metadata.create_all)
+        await create_scratch(engine, scratch)
         js = nc.jetstream()
-        result.last_seq = (await js.stream_info(STREAM_NAME)).state.last_seq
-        await replay_stream(js, engine.begin, scratch, directory, clock.now, 1, result.last_seq, result, batch)
+        await replay_all(engine, js, scratch, directory, clock, result, batch)
 
         if swap:
             async with engine.begin() as conn:
                 live_tables = ", ".join(f'"{store.LIVE.schema}".{name}' for name in STREAM_TABLES)
                 await conn.execute(sa.text(f"LOCK TABLE {live_tables} IN ACCESS EXCLUSIVE MODE"))
                 latest = (await js.stream_info(STREAM_NAME)).state.last_seq
-
-                class Same:  # the catch-up writes inside the locking transaction
-                    async def __aenter__(self):
-                        return conn
-
-                    async def __aexit__(self, *exc):
-                        return False
-
-                await replay_stream(js, Same, scratch, directory, clock.now, result.last_seq + 1, latest, result, batch)
+                # The catch-up writes inside the locking transaction.
+                await replay_stream(js, _Within(conn), scratch, directory, clock.now, result.last_seq + 1, latest, result, batch)
                 result.last_seq = latest
                 for name in STREAM_TABLES:
                     await conn.execute(sa.text(f'DELETE FROM "{store.LIVE.schema}".{name}'))
@@ -284,6 +319,9 @@ def summary_lines(result: RebuildResult) -> list[str]:
         f"replayed {result.events} events (stream up to seq {result.last_seq}) into schema {result.schema!r}: "
         f"{result.tickets} tickets, {result.counters} counters",
     ]
+    if result.replay_rate is not None:
+        lines.append(f"replay alone: {result.replay_events} events in {result.replay_seconds:.1f} s = "
+                     f"{result.replay_rate:,.0f} events/s")
     if result.skipped:
         lines.append(f"skipped {len(result.skipped)} events the live consumer dead-letters too:")
         lines += [f"  {reason}" for reason in result.skipped[:10]]

@@ -5,7 +5,7 @@ live one) and the benchmark, so all three produce exactly the same report.
 
 The company consolidation and the quarterly summary rank estates on their own totals
 (the ``estate`` dimension, a few dozen counters per estate) and read the company's sums
-from the company counters the consumer keeps (`store.add_rollups`), instead of loading
+from the company counters the consumer keeps (`store.write_batch`), instead of loading
 every estate's full breakdown to merge in Python: the figures are those of
 `rules.company_consolidation` / `rules.quarterly_summary` (the integration tests check
 it), minus per-person and per-building tables, which mean nothing across estates.
@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from services.analytics import rules, store
+from services.analytics import queries, rules, store
 from services.analytics.rules import COMPANY_TOTAL, Figures, MonthlyReport
 from shared import events as ev
 from shared import periods
@@ -70,24 +70,24 @@ def corrective_section(suggestions: Iterable, signoffs: Iterable, tz: ZoneInfo
 
 async def estate_monthly(session, model: store.ReadModel, estate: str, month: str, policy: Policy) -> MonthlyReport:
     """The estate's 《月客户意见统计分析表》 from its counters: one prefix scan."""
-    rollups = await store.month_rollups(session, model, estate, month)
-    carried = await store.open_carried_in(session, model, estate, month)
+    rollups = await queries.month_rollups(session, model, estate, month)
+    carried = await queries.open_carried_in(session, model, estate, month)
     lines, sign_off = corrective_section(
-        await store.suggestions_for(session, model, month, estate),
-        await store.signoffs_for(session, month, estate), ZoneInfo(policy.timezone),
+        await queries.suggestions_for(session, model, month, estate),
+        await queries.signoffs_for(session, month, estate), ZoneInfo(policy.timezone),
     )
     return rules.monthly_report(estate, month, rollups, carried, lines, policy=policy, sign_off=sign_off)
 
 
 async def department_review(session, model: store.ReadModel, estate: str, now: dt.datetime, policy: Policy,
                             department: str | None = None) -> list[rules.DepartmentReview]:
-    facts = [f for f in await store.load_facts(session, model, estate) if f.kind is not None]
+    facts = [f for f in await queries.load_facts(session, model, estate) if f.kind is not None]
     reviews = rules.department_weekly_review(facts, now, policy)
     return [r for r in reviews if department is None or r.department == department]
 
 
 async def staff_assessment(session, model: store.ReadModel, estate: str, month: str) -> list[rules.StaffAssessment]:
-    return list(rules.staff_assessment(await store.month_rollups(session, model, estate, month)))
+    return list(rules.staff_assessment(await queries.month_rollups(session, model, estate, month)))
 
 
 # --- the company ----------------------------------------------------------------------------------
@@ -103,14 +103,14 @@ def _by_estate(rows: Iterable) -> dict[str, list]:
 async def _light_reports(session, model, months: Sequence[str], estates: Iterable[str], policy: Policy
                          ) -> list[MonthlyReport]:
     """Per (estate, month) reports carrying only the estate's own totals (for ranking)."""
-    totals = await store.estate_totals(session, model, list(months))
-    carried = {m: await store.open_carried_in_all(session, model, m) for m in months}
+    totals = await queries.estate_totals(session, model, list(months))
+    carried = {m: await queries.open_carried_in_all(session, model, m) for m in months}
     codes = sorted(set(estates) | {e for _, e in totals} | {e for c in carried.values() for e in c})
     tz = ZoneInfo(policy.timezone)
     reports = []
     for month in months:
-        suggestions = _by_estate(await store.suggestions_for(session, model, month))
-        signoffs = _by_estate(await store.signoffs_for(session, month))
+        suggestions = _by_estate(await queries.suggestions_for(session, model, month))
+        signoffs = _by_estate(await queries.signoffs_for(session, month))
         for estate in codes:
             lines, sign_off = corrective_section(suggestions.get(estate, ()), signoffs.get(estate, ()), tz)
             reports.append(rules.monthly_report(estate, month, totals.get((month, estate), {}),
@@ -132,7 +132,7 @@ async def company_monthly(session, model: store.ReadModel, month: str, policy: P
     if not reports:
         return None
     company = rules.monthly_report(
-        COMPANY_TOTAL, month, await store.company_sums(session, model, [month]),
+        COMPANY_TOTAL, month, await queries.company_sums(session, model, [month]),
         sum(r.open_carried_in for r in reports), _prefixed(reports), policy=policy,
     )
     return rules.company_consolidation(reports, policy, company=company)
@@ -152,7 +152,7 @@ async def company_quarterly(session, model: store.ReadModel, quarter: str, curre
     by_month, sums = {}, {}
     for month in supplied:
         of_month = [r for r in reports if r.period == month]
-        month_sums = await store.company_sums(session, model, [month])
+        month_sums = await queries.company_sums(session, model, [month])
         for key, value in month_sums.items():
             sums[key] = sums.get(key, 0) + value
         by_month[month] = rules.period_report(

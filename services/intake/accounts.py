@@ -7,7 +7,7 @@ departments) is read from the directory at every sign-in and renewal, so a chang
 takes effect at the next token; a staff member removed from the directory is refused by
 every service at once (`shared.service.require_known_staff`).
 
-Pure rules first (tested without I/O), then the routes.
+Pure rules first (tested without I/O), then the routes (their SQL: store.Accounts).
 """
 
 from __future__ import annotations
@@ -17,14 +17,12 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from fastapi import Depends, Request, Response
 from pwdlib import PasswordHash
 from pydantic import BaseModel, Field
 
-from services.intake import store
 from services.intake.app import ACCOUNT_ADMIN_ROLES, service
+from services.intake.store import Accounts
 from shared import limits
 from shared.auth import COMPANY_WIDE_ROLES, AuthError, Principal, issue_token
 from shared.directory import Company, Estate, revoke_session
@@ -34,7 +32,6 @@ from shared.policy import AccountPolicy
 from shared.service import LocalTime, principal
 
 PASSWORDS = PasswordHash.recommended()  # argon2id, OWASP parameters (pwdlib)
-A, S = store.accounts, store.auth_sessions
 
 
 # --- pure rules ------------------------------------------------------------------------------
@@ -162,8 +159,7 @@ async def _open_session(identity: Identity, now: dt.datetime) -> SessionOut:
     session = str(uuid.uuid4())
     expires = now + dt.timedelta(hours=hours)
     async with service.db.transaction() as db:
-        await db.execute(sa.insert(S).values(id=session, staff_id=identity.staff_id, issued_at=now, expires_at=expires))
-        await db.execute(sa.update(A).where(A.c.staff_id == identity.staff_id).values(last_login_at=now))
+        await Accounts(db).open_session(session, identity.staff_id, now, expires)
     token = issue_token(service.settings.signing_key, identity.staff_id, list(identity.roles), list(identity.estates),
                         name=identity.name, departments=list(identity.departments), now=now,
                         ttl=dt.timedelta(hours=hours), session=session)
@@ -187,8 +183,8 @@ async def login(body: LoginIn) -> SessionOut:
     now = _now()
     identity = _identity(body.login)
     async with service.db.transaction() as db:
-        account = (await db.execute(sa.select(A).where(A.c.staff_id == (identity.staff_id if identity else ""))
-                                    .with_for_update())).first() if identity else None
+        repository = Accounts(db)
+        account = await repository.get(identity.staff_id, lock=True) if identity else None
         if account is None:
             # Same answer and roughly the same time as a wrong password: ids are not probed.
             await asyncio.to_thread(PASSWORDS.hash, body.password)
@@ -199,13 +195,12 @@ async def login(body: LoginIn) -> SessionOut:
         valid, rehashed = await asyncio.to_thread(PASSWORDS.verify_and_update, body.password, account.password_hash)
         if not valid:
             failures, locked = after_wrong_password(account.failed_attempts, now, _policy())
-            await db.execute(sa.update(A).where(A.c.staff_id == account.staff_id).values(
-                failed_attempts=failures, locked_until=locked))
+            await repository.update(account.staff_id, failed_attempts=failures, locked_until=locked)
             wrong = AuthError(403, *refusal(locked, None, now, _zone())) if locked else AuthError(401, WRONG, WRONG_ZH)
         else:
             wrong = None
-            await db.execute(sa.update(A).where(A.c.staff_id == account.staff_id).values(
-                failed_attempts=0, locked_until=None, **({"password_hash": rehashed} if rehashed else {})))
+            await repository.update(account.staff_id, failed_attempts=0, locked_until=None,
+                                    **({"password_hash": rehashed} if rehashed else {}))
     if wrong:
         raise wrong
     return await _open_session(identity, now)
@@ -215,7 +210,7 @@ async def _live_session(who: Principal) -> None:
     if who.session is None:
         raise AuthError(403, "this token was not made by signing in; sign in with a staff account")
     async with service.db.transaction() as db:
-        row = (await db.execute(sa.select(S).where(S.c.id == who.session))).first()
+        row = await Accounts(db).sign_in(who.session)
     if row is None or row.revoked_at is not None:
         raise AuthError(401, "signed out: sign in again", "已退出登录，请重新登录")
 
@@ -228,7 +223,7 @@ async def renew(who: Principal = Depends(principal)) -> SessionOut:
     if identity is None:
         raise AuthError(403, f"{who.staff_id} is no longer in the directory")
     async with service.db.transaction() as db:
-        account = (await db.execute(sa.select(A).where(A.c.staff_id == who.staff_id))).first()
+        account = await Accounts(db).get(who.staff_id)
     if account is None or account.disabled_at is not None:
         raise AuthError(403, "this account is disabled; ask the company administrator", "账号已停用，请联系系统管理员")
     return await _open_session(identity, _now())
@@ -239,7 +234,7 @@ async def logout(who: Principal = Depends(principal)) -> Response:
     """Sign out: this sign-in's tokens are refused by every service from now on."""
     await _live_session(who)
     async with service.db.transaction() as db:
-        await db.execute(sa.update(S).where(S.c.id == who.session).values(revoked_at=_now()))
+        await Accounts(db).sign_out(who.session, _now())
     await revoke_session(service.settings.nats_url, who.session, who.expires_at.isoformat())
     return Response(status_code=204)
 
@@ -254,7 +249,7 @@ async def me(who: Principal = Depends(principal)) -> StaffOut:
 async def change_own_password(body: OwnPasswordIn, who: Principal = Depends(principal)) -> Response:
     await _live_session(who)
     async with service.db.transaction() as db:
-        account = (await db.execute(sa.select(A).where(A.c.staff_id == who.staff_id).with_for_update())).first()
+        account = await Accounts(db).get(who.staff_id, lock=True)
         if account is None or not await asyncio.to_thread(PASSWORDS.verify, body.current_password,
                                                           account.password_hash):
             raise AuthError(403, "the current password is wrong", "原密码错误")
@@ -276,8 +271,7 @@ async def _set_password(db, staff_id: str, password: str, by: str) -> None:
     hashed = await asyncio.to_thread(PASSWORDS.hash, password)
     now = _now()
     values = dict(password_hash=hashed, password_set_at=now, password_set_by=by, failed_attempts=0, locked_until=None)
-    await db.execute(pg_insert(A).values(staff_id=staff_id, disabled_at=None, **values)
-                     .on_conflict_do_update(index_elements=[A.c.staff_id], set_={**values, "disabled_at": None}))
+    await Accounts(db).set_password(staff_id, values)
 
 
 @service.http.put("/accounts/{staff_id}/password", status_code=204, tags=["accounts"])
@@ -303,13 +297,10 @@ async def disable_account(staff_id: str, who: Principal = Depends(principal)) ->
         raise AuthError(403, "only the company admin manages accounts of staff no longer in the directory")
     now = _now()
     async with service.db.transaction() as db:
-        done = (await db.execute(sa.update(A).where(A.c.staff_id == staff_id).values(disabled_at=now)
-                                 .returning(A.c.staff_id))).first()
-        if done is None:
+        repository = Accounts(db)
+        if not await repository.disable(staff_id, now):
             raise RuleViolation(f"no account for {staff_id!r}", status=404)
-        live = (await db.execute(sa.update(S).where(S.c.staff_id == staff_id, S.c.revoked_at.is_(None),
-                                                    S.c.expires_at > now)
-                                 .values(revoked_at=now).returning(S.c.id, S.c.expires_at))).all()
+        live = await repository.end_sign_ins(staff_id, now)
     for session in live:
         await revoke_session(service.settings.nats_url, session.id, session.expires_at.isoformat())
     return Response(status_code=204)
@@ -326,8 +317,7 @@ async def list_accounts(request: Request, who: Principal = Depends(principal)) -
     if not (who.has_role("company_admin") or "*" in who.estates):
         identities = [i for i in identities if set(i.estates) & set(who.estates)]
     async with service.db.transaction() as db:
-        rows = {r.staff_id: r for r in (await db.execute(
-            sa.select(A).where(A.c.staff_id.in_([i.staff_id for i in identities])))).all()}
+        rows = await Accounts(db).of([i.staff_id for i in identities])
     out = []
     for identity in identities:
         row = rows.get(identity.staff_id)

@@ -61,7 +61,8 @@ def form_number(estate: str, year: int, sequence: int, policy: Policy | None = N
     """The countersign form's number: ESTATE-YEAR-SEQUENCE, e.g. "HX01-2026-000123".
 
     Numbers run per estate per year without gaps; the caller allocates `sequence`
-    (see `next_form_sequence`). The estate code is upper-cased as printed on paper.
+    (store.FormNumbers.take, in the registering transaction). The estate code is
+    upper-cased as printed on paper.
     """
     digits = (policy or Policy()).intake.form_sequence_digits
     if not _ESTATE_IN_NUMBER.match(estate or ""):
@@ -76,31 +77,6 @@ def form_number(estate: str, year: int, sequence: int, policy: Policy | None = N
             "policy intake.form_sequence_digits", 422
         )
     return f"{estate.upper()}-{year:04d}-{sequence:0{digits}d}"
-
-
-def parse_form_number(number: str) -> tuple[str, int, int]:
-    """(ESTATE, year, sequence) of a form number; the estate code may contain hyphens."""
-    parts = number.rsplit("-", 2)
-    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit() or len(parts[1]) != 4:
-        raise RuleViolation(f"{number!r} is not a form number like HX01-2026-000123", 422)
-    if not _ESTATE_IN_NUMBER.match(parts[0]):
-        raise RuleViolation(f"{number!r} does not start with an estate code", 422)
-    return parts[0], int(parts[1]), int(parts[2])
-
-
-def next_form_sequence(last_sequence: int | None) -> int:
-    """The next number in an estate's yearly sequence: 1 for the first form of the year."""
-    if last_sequence is None:
-        return 1
-    if last_sequence < 1:
-        raise RuleViolation(f"last form sequence {last_sequence} is not a used number", 422)
-    return last_sequence + 1
-
-
-def missing_form_sequences(sequences: list[int] | set[int]) -> list[int]:
-    """The gaps in a year's numbers 1..max (an audit of the gapless rule)."""
-    used = set(sequences)
-    return [n for n in range(1, max(used, default=0) + 1) if n not in used]
 
 
 # --- office hours and shift handover (RULES §1 Opening hours) -----------------------------

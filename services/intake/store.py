@@ -1,7 +1,17 @@
 """Intake's tables: requests as registered, countersign-form numbering, shift handover,
-progress updates to owners, and the owners/units directory with its disclosure log."""
+progress updates to owners, and the owners/units directory with its disclosure log; and
+the repositories of the request desk (tickets, form numbers, night-shift handover items,
+progress updates, staff accounts). `uow.IntakeUnitOfWork` carries them for one transaction; the duty
+roster's repository is in `duty_store.py`, the owners' tables in `owner_store.py`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import limits
 from shared.lifecycle import TicketState, check_constraint
@@ -242,3 +252,213 @@ shift_handover_items = sa.Table(
              postgresql_where=sa.text("claimed_at IS NULL AND escalated_at IS NULL")),
 )
 from services.intake import owner_store  # noqa: E402,F401  (owners self-service tables, issue 15)
+from services.intake.domain import Ticket  # noqa: E402
+
+
+# --- repositories -----------------------------------------------------------------------------
+
+
+class Tickets:
+    """Requests as the `Ticket` aggregate: load (optionally locked), add, save the changes."""
+
+    def __init__(self, session: AsyncSession):
+        self.session = session
+
+    async def get(self, estate: str, ticket_id: str, *, lock: bool = False) -> Ticket | None:
+        query = sa.select(tickets).where(tickets.c.estate == estate, tickets.c.id == ticket_id)
+        row = (await self.session.execute(query.with_for_update() if lock else query)).first()
+        return Ticket.from_columns(dict(row._mapping)) if row else None
+
+    async def get_for_update(self, estate: str, ticket_id: str) -> Ticket | None:
+        return await self.get(estate, ticket_id, lock=True)
+
+    async def by_id_for_update(self, ticket_id: str) -> Ticket | None:
+        """A ticket of any estate by its id (events name the ticket only), locked."""
+        row = (await self.session.execute(sa.select(tickets).where(tickets.c.id == ticket_id)
+                                          .with_for_update())).first()
+        return Ticket.from_columns(dict(row._mapping)) if row else None
+
+    async def by_client_request_ids(self, estate: str, ids: list[str]) -> dict[str, Ticket]:
+        """The tickets these idempotency keys already registered, by key (one query)."""
+        if not ids:
+            return {}
+        rows = (await self.session.execute(sa.select(tickets).where(
+            tickets.c.estate == estate, tickets.c.client_request_id.in_(ids)))).all()
+        return {row.client_request_id: Ticket.from_columns(dict(row._mapping)) for row in rows}
+
+    async def add_all(self, new: list[Ticket]) -> None:
+        """Insert registered tickets in one statement."""
+        if new:
+            await self.session.execute(sa.insert(tickets), [t.columns() for t in new])
+
+    async def save(self, ticket: Ticket) -> None:
+        changes = ticket.changes()
+        if changes:
+            await self.session.execute(sa.update(tickets).where(tickets.c.id == ticket.id).values(**changes))
+        ticket.mark_saved()
+
+    async def list_for_estate(self, estate: str, *, first_contact: str | None = None, status: str | None = None,
+                              kind: str | None = None, signature_pending: bool = False,
+                              notice_overdue_at: dt.datetime | None = None, limit: int = 200) -> list[Ticket]:
+        """Newest first, filtered by first-contact owner, status, kind, a later signature
+        still owed, or an invalid complaint's notice overdue at `notice_overdue_at`."""
+        T = tickets
+        query = sa.select(T).where(T.c.estate == estate).order_by(T.c.received_at.desc()).limit(limit)
+        if first_contact:
+            query = query.where(T.c.first_contact == first_contact)
+        if status:
+            query = query.where(T.c.status == status)
+        if kind:
+            query = query.where(T.c.kind == kind)
+        if signature_pending:
+            query = query.where(T.c.owner_signature == "later", T.c.signed_at.is_(None))
+        if notice_overdue_at is not None:
+            query = query.where(sa.or_(T.c.valid.is_(False), T.c.validity_state == "awaiting_confirmation"),
+                                T.c.owner_notified_at.is_(None), T.c.notify_owner_by < notice_overdue_at)
+        return [Ticket.from_columns(dict(r._mapping)) for r in (await self.session.execute(query)).all()]
+
+    async def registered_by(self, estate: str, staff: list[str], since: dt.datetime,
+                            until: dt.datetime) -> list[Ticket]:
+        """What these staff registered as first contact in [since, until), oldest first."""
+        T = tickets
+        rows = (await self.session.execute(sa.select(T).where(
+            T.c.estate == estate, T.c.first_contact.in_(staff), T.c.received_at >= since, T.c.received_at < until,
+        ).order_by(T.c.received_at))).all()
+        return [Ticket.from_columns(dict(r._mapping)) for r in rows]
+
+    async def signatures_due(self, now: dt.datetime, limit: int = 500) -> list[Ticket]:
+        """Later signatures whose reminder is due, locked (skipping rows another replica holds)."""
+        T = tickets
+        rows = (await self.session.execute(
+            sa.select(T).where(T.c.next_reminder_at.is_not(None), T.c.next_reminder_at <= now, T.c.signed_at.is_(None))
+            .order_by(T.c.next_reminder_at).limit(limit).with_for_update(skip_locked=True))).all()
+        return [Ticket.from_columns(dict(r._mapping)) for r in rows]
+
+    async def notices_owed(self) -> list[Ticket]:
+        """Invalid-complaint notices still owed to the owner, locked (skip locked)."""
+        T = tickets
+        rows = (await self.session.execute(sa.select(T).where(
+            T.c.notify_owner_by.is_not(None), T.c.owner_notified_at.is_(None), T.c.judged_at.is_not(None),
+        ).with_for_update(skip_locked=True))).all()
+        return [Ticket.from_columns(dict(r._mapping)) for r in rows]
+
+
+class FormNumbers:
+    """The gapless countersign-form counter, one row per estate and year."""
+
+    def __init__(self, session: AsyncSession):
+        self.session = session
+
+    async def take(self, estate: str, year: int, count: int = 1) -> int:
+        """Take `count` numbers in one statement; returns the first. The row stays locked
+        until the registering transaction ends, so a rollback gives the numbers back and
+        the sequence has no gaps (RULES §1 Registration)."""
+        seq = form_sequences
+        result = await self.session.execute(
+            pg_insert(seq).values(estate=estate, year=year, last=count)
+            .on_conflict_do_update(index_elements=[seq.c.estate, seq.c.year], set_={"last": seq.c.last + count})
+            .returning(seq.c.last)
+        )
+        return result.scalar_one() - count + 1
+
+
+class HandoverItems:
+    """Off-hours registrations waiting for the next shift to take each over."""
+
+    def __init__(self, session: AsyncSession):
+        self.session = session
+
+    async def add(self, item: dict[str, Any]) -> int:
+        return (await self.session.execute(
+            sa.insert(handover_items).values(**item).returning(handover_items.c.id))).scalar_one()
+
+    async def for_ticket(self, ticket_id: str):
+        return (await self.session.execute(
+            sa.select(handover_items).where(handover_items.c.ticket_id == ticket_id))).first()
+
+    async def get_for_update(self, estate: str, item_id: int):
+        H = handover_items
+        return (await self.session.execute(
+            sa.select(H).where(H.c.estate == estate, H.c.id == item_id).with_for_update())).first()
+
+    async def take_over(self, item_id: int, staff_id: str, now: dt.datetime) -> None:
+        await self.session.execute(sa.update(handover_items).where(handover_items.c.id == item_id)
+                                   .values(taken_over_by=staff_id, taken_over_at=now))
+
+    async def list_for_estate(self, estate: str, include_taken: bool) -> list:
+        """Items with their ticket's form number, kind and description, oldest first."""
+        H, T = handover_items, tickets
+        query = (sa.select(H, T.c.form_number, T.c.kind, T.c.description).join(T, T.c.id == H.c.ticket_id)
+                 .where(H.c.estate == estate).order_by(H.c.registered_at))
+        if not include_taken:
+            query = query.where(H.c.taken_over_at.is_(None))
+        return (await self.session.execute(query)).all()
+
+    async def count_unclaimed(self, estate: str) -> int:
+        H = handover_items
+        return (await self.session.execute(sa.select(sa.func.count()).select_from(H).where(
+            H.c.estate == estate, H.c.taken_over_at.is_(None)))).scalar_one()
+
+
+class ProgressUpdates:
+    """Updates given to owners, per ticket."""
+
+    def __init__(self, session: AsyncSession):
+        self.session = session
+
+    async def add(self, ticket_id: str, estate: str, note: str, method: str, staff_id: str,
+                  at: dt.datetime) -> None:
+        await self.session.execute(sa.insert(progress_updates).values(
+            ticket_id=ticket_id, estate=estate, note=note, method=method, updated_by=staff_id, updated_at=at))
+
+    async def for_ticket(self, ticket_id: str) -> list:
+        P = progress_updates
+        return (await self.session.execute(
+            sa.select(P).where(P.c.ticket_id == ticket_id).order_by(P.c.updated_at, P.c.id))).all()
+
+
+class Accounts:
+    """Staff sign-in: accounts (password hashes, lock-outs) and sign-in sessions."""
+
+    def __init__(self, session: AsyncSession):
+        self.session = session
+
+    async def get(self, staff_id: str, *, lock: bool = False):
+        query = sa.select(accounts).where(accounts.c.staff_id == staff_id)
+        return (await self.session.execute(query.with_for_update() if lock else query)).first()
+
+    async def of(self, staff_ids: list[str]) -> dict:
+        rows = (await self.session.execute(sa.select(accounts).where(accounts.c.staff_id.in_(staff_ids)))).all()
+        return {row.staff_id: row for row in rows}
+
+    async def update(self, staff_id: str, **values) -> None:
+        await self.session.execute(sa.update(accounts).where(accounts.c.staff_id == staff_id).values(**values))
+
+    async def set_password(self, staff_id: str, values: dict) -> None:
+        """Create the account or replace its password (re-enabling it)."""
+        await self.session.execute(pg_insert(accounts).values(staff_id=staff_id, disabled_at=None, **values)
+                                   .on_conflict_do_update(index_elements=[accounts.c.staff_id],
+                                                          set_={**values, "disabled_at": None}))
+
+    async def disable(self, staff_id: str, at: dt.datetime) -> bool:
+        return (await self.session.execute(sa.update(accounts).where(accounts.c.staff_id == staff_id)
+                                           .values(disabled_at=at).returning(accounts.c.staff_id))).first() is not None
+
+    async def open_session(self, session_id: str, staff_id: str, at: dt.datetime, expires_at: dt.datetime) -> None:
+        await self.session.execute(sa.insert(auth_sessions).values(id=session_id, staff_id=staff_id, issued_at=at,
+                                                                   expires_at=expires_at))
+        await self.update(staff_id, last_login_at=at)
+
+    async def sign_in(self, session_id: str):
+        return (await self.session.execute(sa.select(auth_sessions).where(auth_sessions.c.id == session_id))).first()
+
+    async def sign_out(self, session_id: str, at: dt.datetime) -> None:
+        await self.session.execute(sa.update(auth_sessions).where(auth_sessions.c.id == session_id)
+                                   .values(revoked_at=at))
+
+    async def end_sign_ins(self, staff_id: str, at: dt.datetime) -> list:
+        """Revoke the staff member's live sign-ins; their (id, expires_at)."""
+        S = auth_sessions
+        return (await self.session.execute(sa.update(S).where(S.c.staff_id == staff_id, S.c.revoked_at.is_(None),
+                                                              S.c.expires_at > at)
+                                           .values(revoked_at=at).returning(S.c.id, S.c.expires_at))).all()

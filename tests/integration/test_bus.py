@@ -1,6 +1,7 @@
 """The bus's guarantees on a real nats-server and PostgreSQL, with an in-process service
 whose handler can be told to fail: retries, dead letters after the bounded attempts,
-redelivered events processed once, outbox relay de-duplication."""
+redelivered events processed once, outbox relay de-duplication. The probe's handler holds
+its rows in memory and the consumer's batch flush writes them (as analytics does)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,14 @@ async def probe_service(servers, tmp_root):
     service = Service(schema, metadata, title="bus probe")
     failures: dict[str, int] = {}
 
-    @service.consumer("accepted")
+    async def write_seen(session):
+        # The consumer's batch flush: rows held in memory by the handler, written before
+        # the commit (and, when the batch goes event by event, inside each savepoint).
+        rows = session.info.pop("seen", [])
+        if rows:
+            await session.execute(sa.insert(seen), rows)
+
+    @service.consumer("accepted", flush=write_seen)
     async def remember(session, event):
         description = event.data["description"]
         if description.startswith("fail-"):
@@ -50,7 +58,8 @@ async def probe_service(servers, tmp_root):
             limit = int(description.split("-")[1])
             if failures[description] <= limit:
                 raise RuntimeError(f"told to fail ({failures[description]})")
-        await session.execute(sa.insert(seen).values(event_id=event.id, estate=event.estate, description=description))
+        session.info.setdefault("seen", []).append(dict(event_id=event.id, estate=event.estate,
+                                                         description=description))
 
     service.consumers[0].backoff = (0.05,)
     settings = Settings(nats_url=servers["nats"], database_url=servers["database"], data_dir=tmp_root,

@@ -515,3 +515,39 @@ async def test_bad_callback_requests_get_readable_4xx(stack, callback_estate):
     assert unknown_estate.status_code == 404 and "nosuch" in unknown_estate.json()["error"]
     assert no_ticket.status_code == 404
     assert bad_month.status_code == 422 and "1..12" in bad_month.json()["error"]
+
+
+async def test_an_owner_unhappy_with_staff_attitude_gets_a_new_complaint_registered_by_intake(
+        stack, callback_estate, clock):
+    """RULES §3 Not satisfied / §1 validity grounds: the result is fine but the owner is not
+    satisfied with the staff's attitude. Callback decides (`attitude_complaint_raised`),
+    intake registers the new complaint once, with the callback's recorder as first contact."""
+    estate = callback_estate
+    cs = f"{estate}-cs01"
+    token = token_for(stack, cs, ["customer_service"], [estate])
+    ticket = await register(stack, estate, token, REPAIR)
+    departments = await assigned_departments(stack, estate, ticket["id"])
+    done = clock.now()
+    await publish(stack.nats_url, completed(ticket, departments, done), estate, time=done)
+    # A repair gets the desk's callback (and the engineering supervisor's, 004 篇2 六.3).
+    (scheduled,) = [e for e in await events_of(stack, estate, "callback_scheduled", ticket["id"], expected=1)
+                    if e["data"]["assigned_to"] == cs]
+    base = f"/v1/estates/{estate}"
+    answers = {**ANSWERS_SATISFIED, "attitude_satisfied": False, "suggestions": "维修师傅态度生硬"}
+    async with httpx.AsyncClient(timeout=30) as client:
+        r = await client.post(f"{stack.service('callback').url}{base}/callbacks/{scheduled['data']['callback_id']}/record",
+                              json=answers, headers=auth(token))
+        assert r.status_code == 200, r.text
+        (raised,) = await events_of(stack, estate, "attitude_complaint_raised", ticket["id"], expected=1)
+
+        async def the_complaint():
+            r = await client.get(f"{stack.service('intake').url}{base}/requests", params={"kind": "complaint"},
+                                 headers=auth(token))
+            found = [t for t in r.json() if ticket["form_number"] in t["description"]]
+            return found or None
+
+        found = await eventually(the_complaint, timeout=WAIT)
+    (complaint,) = found
+    assert complaint["category"] == "staff_attitude" and complaint["first_contact"] == cs
+    assert "维修师傅态度生硬" in complaint["description"]
+    assert raised["data"]["client_request_id"] == f"attitude-{scheduled['data']['callback_id']}"

@@ -133,7 +133,7 @@ def test_quarters():
 
 def test_rebuild_skips_what_the_live_consumer_would_dead_letter():
     good = ALL_EVENTS[0]
-    assert rebuild.parse(good.nats_subject, good.model_dump_json().encode()).id == good.id
+    assert rebuild.parse(good.nats_subject, good.model_dump_json().encode()).event.id == good.id
     with pytest.raises(ValueError, match="arrived on"):
         rebuild.parse("estatedesk.birch.ticket.accepted", good.model_dump_json().encode())
     unknown = good.model_copy(update={"type": "estatedesk.ticket.teleported"})
@@ -177,3 +177,14 @@ def test_worksheet_cells_never_hold_control_characters():
 
     assert _cell_value("漏水\x0b严重\x01") == "漏水\ufffd严重\ufffd"
     assert _cell_value("行1\n行2\t") == "行1\n行2\t"
+
+
+def test_the_replay_collects_garbage_less_often_and_restores_the_thresholds():
+    import gc
+
+    before = gc.get_threshold()
+    with pytest.raises(RuntimeError):
+        with rebuild.fewer_collections(123_456):
+            assert gc.get_threshold()[0] == 123_456
+            raise RuntimeError("a failed replay")
+    assert gc.get_threshold() == before

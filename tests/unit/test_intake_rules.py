@@ -27,11 +27,8 @@ from services.intake.rules import (
     mask_id_number,
     mask_phone,
     may_unmask,
-    missing_form_sequences,
-    next_form_sequence,
     next_signature_reminder,
     office_hours,
-    parse_form_number,
     phone_for_viewer,
     signature_requirement,
 )
@@ -75,7 +72,6 @@ def test_calendar_facts_these_tests_rely_on():
 )
 def test_form_number(estate, year, sequence, expected):
     assert form_number(estate, year, sequence) == expected
-    assert parse_form_number(expected) == (estate.upper(), year, sequence)
 
 
 @pytest.mark.parametrize(
@@ -102,33 +98,6 @@ def test_form_number_width_is_policy():
     assert form_number("hx01", 2026, 123, policy) == "HX01-2026-0123"
     with pytest.raises(RuleViolation):
         form_number("hx01", 2026, 10_000, policy)
-
-
-@pytest.mark.parametrize(
-    "number", ["HX01-2026", "HX01-26-000001", "HX01-2026-00A001", "2026-000001", "-2026-000001", "HX01_2026_000001"]
-)
-def test_parse_form_number_refused(number):
-    with pytest.raises(RuleViolation):
-        parse_form_number(number)
-
-
-@pytest.mark.parametrize("last, expected", [(None, 1), (1, 2), (122, 123), (999_998, 999_999)])
-def test_next_form_sequence_is_gapless(last, expected):
-    assert next_form_sequence(last) == expected
-
-
-@pytest.mark.parametrize("last", [0, -1])
-def test_next_form_sequence_refuses_unused_numbers(last):
-    with pytest.raises(RuleViolation):
-        next_form_sequence(last)
-
-
-@pytest.mark.parametrize(
-    "used, missing",
-    [([], []), ([1, 2, 3], []), ([3, 1], [2]), ([2, 5], [1, 3, 4]), ({1, 2, 2, 4}, [3])],
-)
-def test_missing_form_sequences(used, missing):
-    assert missing_form_sequences(used) == missing
 
 
 # --- office hours and shift handover ---------------------------------------------------------

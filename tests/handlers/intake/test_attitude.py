@@ -51,7 +51,7 @@ def test_the_channel_is_how_the_owner_answered(answered_by, channel):
 
 
 def test_the_request_passes_intakes_own_validation():
-    from services.intake.app import RequestIn
+    from services.intake.contracts import RequestIn
     from services.intake.rules import check_signature_at_intake
 
     body = RequestIn(**attitude_complaint_request(raised(reply_method=ReplyMethod.none, answered_by=ReplyMethod.visit,

@@ -1,0 +1,49 @@
+"""Analytics' bus consumer: every ticket event, in stream order, through `handlers.HANDLERS`.
+
+A batch's events share one unit of work (kept in the session's `info` for the batch):
+each ticket's facts are read once, and what the batch changes is summed in memory and
+written by `flush_batch` with one statement per table before the batch commits, in the
+transaction that claims the batch's event ids (exactly once). When the batch goes event
+by event (a handler failed), the bus flushes after each event inside its savepoint.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.analytics.app import service
+from services.analytics.dashboard import announce_after_commit
+from services.analytics.handlers import HANDLERS
+from services.analytics.store import AnalyticsUnitOfWork
+from shared.events import CloudEvent
+
+_UOW = "analytics.uow"
+
+
+def _unit_of_work(session: AsyncSession) -> AnalyticsUnitOfWork:
+    uow = session.info.get(_UOW)
+    if uow is None:
+        uow = session.info[_UOW] = AnalyticsUnitOfWork(session, service.emit)
+    return uow
+
+
+async def flush_batch(session: AsyncSession) -> None:
+    """Write what the batch's handlers folded (the next batch starts a fresh unit of work)."""
+    uow = session.info.pop(_UOW, None)
+    if uow is not None:
+        await uow.flush(service.clock.now())
+
+
+# Exclusive: every event adds to the same running totals; replicas folding batches at once
+# would lock those rows in different orders and deadlock (seen in the cluster fault test).
+@service.consumer(description="Fold every ticket event into the read model; suggest corrective action for repeats.",
+                  exclusive=True, flush=flush_batch)
+async def on_ticket_event(session: AsyncSession, event: CloudEvent) -> None:
+    try:
+        applied = await HANDLERS[event.event_name](event, _unit_of_work(session), service.context)
+    except BaseException:
+        # Its savepoint is rolled back: the next event reads the stored facts again.
+        session.info.pop(_UOW, None)
+        raise
+    if applied is not None:
+        announce_after_commit(session, event)

@@ -1,0 +1,144 @@
+"""Intake's SQL repositories on the real PostgreSQL (no service processes): a registration
+batch's statements stay few whatever its size, and the fake repositories of the handler
+tier (tests/handlers/intake/fakes.py) answer the key queries as the SQL ones do."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import pytest
+from sqlalchemy import event
+
+from services.intake import handlers, store
+from services.intake.domain import Registration
+from services.intake.uow import IntakeUnitOfWork
+from shared.clock import ManualClock
+from shared.db import Database
+from shared.events import Kind, make_event
+from shared.uow import HandlerContext, RecordedEvents
+from tests.conftest import demo_estate
+from tests.handlers.conftest import START, directory_of
+from tests.handlers.intake.fakes import FakeIntakeUnitOfWork
+
+
+@pytest.fixture
+async def database(servers):
+    database = Database(servers["database"], store.metadata, pool_size=2)
+    yield database
+    await database.dispose()
+
+
+def world():
+    code = f"r{uuid.uuid4().hex[:8]}"
+    clock = ManualClock(START)
+    return code, clock, HandlerContext(clock, directory_of(demo_estate(code)))
+
+
+def sql_uow(database, session, clock):
+    async def emit(session, payload, *, estate, actor, time=None):
+        event_ = make_event(payload, estate=estate, actor=actor, source="intake", time=time or clock.now())
+        await database.emit(session, event_)
+        return event_
+
+    async def emit_many(session, drafts):
+        await database.emit_many(session, [make_event(p, estate=e, actor=a, source="intake", time=t)
+                                           for p, e, a, t in drafts])
+
+    return IntakeUnitOfWork(session, emit, emit_many)
+
+
+def registration(code, at, n, key=None, **facts):
+    fields = dict(kind=Kind.repair, channel="phone", description=f"漏水 {n}", category="漏水", severity="not_serious",
+                  urgency="not_urgent", accepted_by="department", reply_method="phone", owner_signed=False,
+                  anonymous=False, people=[], attachments=[])
+    fields.update(facts)
+    return Registration(estate=code, facts=fields, staff_id=f"{code}-cs01", staff_name="客服一", duty_staff=False,
+                        received_at=at + dt.timedelta(minutes=n), client_request_id=key)
+
+
+async def test_a_registration_batch_costs_the_same_few_statements_whatever_its_size(database):
+    code, clock, ctx = world()
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement.split()[0].upper())
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        for size in (1, 20):
+            statements.clear()
+            async with database.transaction() as session:
+                batch = [registration(code, START, n, key=f"k{size}-{n}") for n in range(size)]
+                views = await handlers.handle_register(batch, sql_uow(database, session, clock), ctx)
+            # The keys' lookup, the counter, the tickets, the outbox: four, for 1 or 20.
+            assert statements == ["SELECT", "INSERT", "INSERT", "INSERT"], statements
+        numbers = sorted(v.ticket.form_number for v in views)
+        assert numbers == [f"{code.upper()}-2026-{n:06d}" for n in range(2, 22)]  # gapless after the first
+    finally:
+        event.remove(database.engine.sync_engine, "before_cursor_execute", count)
+
+
+async def fill(uow, ctx, code):
+    """The same history on either side: registrations, a judged complaint, a closed one."""
+    batch = [registration(code, START, n, key=f"k{n}") for n in range(4)]
+    batch.append(registration(code, START, 5, kind=Kind.complaint))
+    views = await handlers.handle_register(batch, uow, ctx)
+    complaint = views[-1].ticket
+    await handlers.handle_judge_validity(handlers.JudgeValidity(code, complaint.id, False, "无理", None,
+                                                                f"{code}-cs01"), uow, ctx)
+    await handlers.handle_decide_validity(handlers.DecideValidity(code, complaint.id, True, None, "mgr",
+                                                                  frozenset({"estate_director"})), uow, ctx)
+    return [v.ticket.id for v in views]
+
+
+async def mine(answer, code):
+    """Of a query across estates (a periodic job's), this test's estate's part."""
+    return [t for t in await answer if t.estate == code]
+
+
+QUERIES = {
+    "by_client_request_ids": lambda uow, code, now: uow.tickets.by_client_request_ids(code, ["k1", "k3", "nope"]),
+    "list_for_estate": lambda uow, code, now: uow.tickets.list_for_estate(code),
+    "list_by_kind": lambda uow, code, now: uow.tickets.list_for_estate(code, kind="complaint", status="invalid"),
+    "signature_pending": lambda uow, code, now: uow.tickets.list_for_estate(code, signature_pending=True, limit=2),
+    "notice_overdue": lambda uow, code, now: uow.tickets.list_for_estate(code, notice_overdue_at=now),
+    "signatures_due": lambda uow, code, now: mine(uow.tickets.signatures_due(now), code),
+    "registered_by": lambda uow, code, now: uow.tickets.registered_by(
+        code, [f"{code}-cs01"], START + dt.timedelta(minutes=1), START + dt.timedelta(minutes=4)),
+    "form_numbers": lambda uow, code, now: uow.form_numbers.take(code, 2026, 3),
+}
+
+
+def shape(answer):
+    """What must agree: which tickets, in which order, in which state."""
+    if isinstance(answer, dict):
+        return sorted((k, t.id) for k, t in answer.items())
+    if isinstance(answer, list):
+        return [(t.id, t.status, t.owner_signature, t.validity_state) for t in answer]
+    return answer
+
+
+@pytest.mark.parametrize("query", sorted(QUERIES))
+async def test_the_fake_repositories_answer_like_the_sql_ones(database, query):
+    code, clock, ctx = world()
+    fake = FakeIntakeUnitOfWork(RecordedEvents(clock))
+    ids = await fill(fake, ctx, code)
+    async with database.transaction() as session:
+        real = sql_uow(database, session, clock)
+        real_ids = await fill(real, ctx, code)
+        # Same history, other ids (uuid4): compare by position in the registration order.
+        rename = dict(zip(real_ids, ids))
+        later = START + dt.timedelta(days=3)
+        real_answer = shape(await QUERIES[query](real, code, later))
+    fake_answer = shape(await QUERIES[query](fake, code, later))
+
+    def renamed(value):
+        if isinstance(value, list):
+            return [renamed(v) for v in value]
+        if isinstance(value, tuple):
+            return tuple(renamed(v) for v in value)
+        return rename.get(value, value)
+
+    assert renamed(real_answer) == fake_answer
+    assert fake_answer not in ([], {}, None)  # the query found something to compare
