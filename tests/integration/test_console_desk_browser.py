@@ -160,6 +160,7 @@ async def test_archive_reports_and_settings_in_the_console(stack, clock_file):
             await page.click("#tab-destruction")
             await page.locator("#eligible .el-table__row", has_text=record_number).locator(".el-checkbox").click()
             await page.fill("#destruction-reason", "保管期满，无查考价值")
+            await shoot(page, "archive-destruction-ask-zh")
             await page.click("#request-destruction")
             await page.wait_for_selector("#destruction-requests .request-state:has-text('待审批')")
             assert not await page.locator("#destruction-requests .approve").count()  # not the director's to decide
