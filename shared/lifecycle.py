@@ -62,7 +62,17 @@ class NonconformityState(StrEnum):
     closed = "closed"
 
 
-T, L, C, N = TicketState, LineState, CallbackState, NonconformityState
+class DestructionRequestState(StrEnum):
+    """An archive destruction request 销毁申请 (RULES §5 Destruction: only with the general
+    manager's approval; 001 第5篇 1.7, 第6篇 1.5): asked, then approved (the records are
+    destroyed) or refused (with the reason)."""
+
+    requested = "requested"
+    approved = "approved"
+    refused = "refused"
+
+
+T, L, C, N, D = TicketState, LineState, CallbackState, NonconformityState, DestructionRequestState
 
 # state -> the states it may move to. A reopened round (the owner not satisfied) takes a
 # completed, awaiting or closed ticket back to in_handling.
@@ -99,17 +109,25 @@ NONCONFORMITY_TRANSITIONS: Mapping[NonconformityState, frozenset[NonconformitySt
     N.corrective_action: frozenset({N.closed}),
     N.closed: frozenset(),
 }
+DESTRUCTION_REQUEST_TRANSITIONS: Mapping[DestructionRequestState, frozenset[DestructionRequestState]] = {
+    D.requested: frozenset({D.approved, D.refused}),
+    D.approved: frozenset(),
+    D.refused: frozenset(),
+}
 MACHINES: Mapping[type[StrEnum], Mapping] = {
     TicketState: TICKET_TRANSITIONS, LineState: LINE_TRANSITIONS,
     CallbackState: CALLBACK_TRANSITIONS, NonconformityState: NONCONFORMITY_TRANSITIONS,
+    DestructionRequestState: DESTRUCTION_REQUEST_TRANSITIONS,
 }
 INITIAL: Mapping[type[StrEnum], StrEnum] = {
     TicketState: T.in_handling, LineState: L.assigned, CallbackState: C.pending, NonconformityState: N.opened,
+    DestructionRequestState: D.requested,
 }
 # Where a life may end (a closed ticket may still be reopened).
 FINAL: Mapping[type[StrEnum], frozenset[StrEnum]] = {
     TicketState: frozenset({T.closed}), LineState: frozenset({L.signed_back, L.transferred}),
     CallbackState: frozenset({C.done, C.cancelled}), NonconformityState: frozenset({N.closed}),
+    DestructionRequestState: frozenset({D.approved, D.refused}),
 }
 
 

@@ -16,11 +16,13 @@ from pydantic import BaseModel, Field
 
 from services.archive import handlers, organisation, render, rules
 from services.archive.app import data_dir, reads_refused, service, transaction
-from services.archive.domain import Loan, Record
+from services.archive.domain import DestructionRequest, Loan, Record
 from services.archive.verify import destruction_entry, verify_estate
 from shared.auth import Principal
 from shared.errors import RuleViolation
-from shared.limits import Contract
+from shared import limits
+from shared.lifecycle import DestructionRequestState
+from shared.limits import Contract, Identifier
 from shared.service import LocalTime, known_estate, require_estate
 
 MONTH_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
@@ -104,8 +106,56 @@ class ImportantIn(Contract):
     reason: str = Field(min_length=1, max_length=2000)
 
 
-class DestroyIn(Contract):
-    approval_reference: str = Field(max_length=200)
+class DestructionRequestIn(Contract):
+    """A destruction request 销毁申请: the records past retention and why."""
+
+    reason: str = Field(max_length=limits.TEXT_MAX, description="Why the records may go (retention expired, ...)")
+    record_numbers: list[Identifier] = Field(min_length=1, max_length=500, description="Record numbers to destroy")
+
+
+class RefusalIn(Contract):
+    reason: str = Field(max_length=limits.TEXT_MAX, description="Why the general manager refuses")
+
+
+class DestructionRequestOut(BaseModel):
+    request_id: str
+    estate: str
+    reason: str
+    record_numbers: list[str]
+    requested_by: str
+    requested_at: LocalTime
+    status: DestructionRequestState = Field(description="requested, approved or refused")
+    decided_by: str | None
+    decided_at: LocalTime | None
+    refusal_reason: str | None
+
+
+class DestructionOut(BaseModel):
+    """A destruction log entry 销毁登记 (001 第6篇 1.5): survives the record; the approval
+    reference names the destruction request the general manager approved."""
+
+    estate: str
+    record_number: str
+    sequence: int
+    ticket_id: str
+    form_number: str
+    retention_class: str
+    archived_at: LocalTime
+    retention_expired_at: LocalTime
+    destroyed_at: LocalTime
+    approved_by: str
+    approval_reference: str
+    content_hash: str
+    method: str
+
+
+class ApprovalOut(BaseModel):
+    request: DestructionRequestOut
+    destroyed: list[DestructionOut]
+
+
+def request_out(request: DestructionRequest) -> DestructionRequestOut:
+    return DestructionRequestOut(**request.values())
 
 
 class TimelineEntryOut(BaseModel):
@@ -289,27 +339,66 @@ async def important_events_file(estate: str, who: Principal = Depends(require_es
             for row in rows]
 
 
-@service.http.post("/estates/{estate}/archive/records/{record_number}/destroy", tags=["archive"])
-async def destroy_record(estate: str, record_number: str, body: DestroyIn,
-                         who: Principal = Depends(require_estate)) -> dict:
-    """Destroy a record after its retention period, on the general manager's approval
-    (the caller's token) and its reference. The content is erased; the hashes stay as a
-    tombstone so the chain still verifies, and the destruction log survives. Emits
-    `destroyed`."""
+@service.http.post("/estates/{estate}/archive/destruction-requests", status_code=201,
+                   response_model=DestructionRequestOut, tags=["archive"])
+async def request_destruction(estate: str, body: DestructionRequestIn,
+                              who: Principal = Depends(require_estate)) -> DestructionRequestOut:
+    """Ask the general manager to destroy records past retention (销毁申请; RULES §5
+    Destruction, 001 第5篇 1.7): the archive's keepers or the estate's director, with the
+    reason. 409 for a record not yet expired, destroyed, out on loan or already asked."""
+    known_estate(service, estate)
+    command = handlers.DestructionRequestCommand(estate, body.record_numbers, body.reason, who.staff_id,
+                                                 frozenset(who.roles))
+    async with transaction() as uow:
+        request = await handlers.handle_request_destruction(command, uow, service.context)
+    return request_out(request)
+
+
+@service.http.get("/estates/{estate}/archive/destruction-requests", response_model=list[DestructionRequestOut],
+                  tags=["archive"])
+async def destruction_requests(estate: str, status: DestructionRequestState | None = None,
+                               who: Principal = Depends(require_estate)) -> list[DestructionRequestOut]:
+    """The estate's destruction requests, newest first (optionally of one state)."""
     known_estate(service, estate)
     async with transaction() as uow:
-        entry = await handlers.handle_destroy(estate, record_number, body.approval_reference, who.staff_id,
-                                              who.roles, uow, service.context)
-    return entry.model_dump(mode="json")
+        found = await uow.destruction_requests.list_for_estate(estate, status.value if status else None)
+    return [request_out(request) for request in found]
 
 
-@service.http.get("/estates/{estate}/archive/destructions", tags=["archive"])
-async def destruction_log(estate: str, who: Principal = Depends(require_estate)) -> list[dict]:
+@service.http.post("/estates/{estate}/archive/destruction-requests/{request_id}/approve", response_model=ApprovalOut,
+                   tags=["archive"])
+async def approve_destruction(estate: str, request_id: str, who: Principal = Depends(require_estate)) -> ApprovalOut:
+    """The general manager approves (not their own request): every listed record is
+    destroyed: content erased, hashes kept as the tombstone so the chain still verifies,
+    a destruction log entry naming the request and the approver; emits `destroyed` per
+    record. 409 (the request stays open) when a record may no longer be destroyed."""
+    known_estate(service, estate)
+    async with transaction() as uow:
+        request, entries = await handlers.handle_approve_destruction(estate, request_id, who.staff_id, who.roles, uow,
+                                                                     service.context)
+    return ApprovalOut(request=request_out(request),
+                       destroyed=[DestructionOut(**entry.model_dump()) for entry in entries])
+
+
+@service.http.post("/estates/{estate}/archive/destruction-requests/{request_id}/refuse",
+                   response_model=DestructionRequestOut, tags=["archive"])
+async def refuse_destruction(estate: str, request_id: str, body: RefusalIn,
+                             who: Principal = Depends(require_estate)) -> DestructionRequestOut:
+    """The general manager refuses, with the reason; the records stay."""
+    known_estate(service, estate)
+    async with transaction() as uow:
+        request = await handlers.handle_refuse_destruction(estate, request_id, who.staff_id, who.roles, body.reason,
+                                                           uow, service.context)
+    return request_out(request)
+
+
+@service.http.get("/estates/{estate}/archive/destructions", response_model=list[DestructionOut], tags=["archive"])
+async def destruction_log(estate: str, who: Principal = Depends(require_estate)) -> list[DestructionOut]:
     """The destruction log 销毁登记: survives the records it names."""
     known_estate(service, estate)
     async with transaction() as uow:
         rows = await uow.marks.destructions(estate)
-    return [destruction_entry(row).model_dump(mode="json") for row in rows]
+    return [DestructionOut(**destruction_entry(row).model_dump()) for row in rows]
 
 
 @service.http.get("/estates/{estate}/archive/access-log", tags=["archive"])

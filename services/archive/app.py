@@ -74,13 +74,16 @@ def data_dir() -> str | None:
 
 
 # Who may call each write route (RULES §5; printed in the README by `estatedesk roles`).
-# Every staff role may ask: who may consult, approve, mark or destroy is the estate's
-# archive policy, checked inside against the record and the approvals given.
+# Every staff role may ask: who may consult, approve, mark, request or approve a
+# destruction is the estate's archive policy, checked inside against the record and the
+# approvals given.
 service.write_roles = {
     ("POST", "/estates/{estate}/archive/loans"): STAFF_ROLES,
     ("POST", "/estates/{estate}/archive/loans/{loan_id}/return"): STAFF_ROLES,
     ("POST", "/estates/{estate}/archive/records/{record_number}/important"): STAFF_ROLES,
-    ("POST", "/estates/{estate}/archive/records/{record_number}/destroy"): STAFF_ROLES,
+    ("POST", "/estates/{estate}/archive/destruction-requests"): STAFF_ROLES,
+    ("POST", "/estates/{estate}/archive/destruction-requests/{request_id}/approve"): STAFF_ROLES,
+    ("POST", "/estates/{estate}/archive/destruction-requests/{request_id}/refuse"): STAFF_ROLES,
     ("POST", "/estates/{estate}/archive/months/{month}/organise"): STAFF_ROLES,
     ("POST", "/estates/{estate}/archive/quarters/{quarter}/archive"): STAFF_ROLES,
 }

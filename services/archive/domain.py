@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from services.archive import rules
 from shared.errors import RuleViolation
+from shared.lifecycle import DestructionRequestState, require_transition
 from shared.rows import Row
 
 
@@ -223,6 +224,70 @@ class Loan(Row):
 
     def overdue(self, now: dt.datetime) -> bool:
         return bool(rules.overdue_loans([self.entry()], now))
+
+
+@dataclass
+class DestructionRequest(Row):
+    """A destruction request 销毁申请 (RULES §5 Destruction; 001 第5篇 1.7, 第6篇 1.5): an
+    archive keeper or the estate's director asks to destroy records past retention, with
+    the reason; the general manager approves (then the records are destroyed) or refuses
+    (with the reason). Nobody decides their own request. States: shared.lifecycle's
+    DestructionRequestState."""
+
+    request_id: str
+    estate: str
+    reason: str
+    record_numbers: list[str]
+    requested_by: str
+    requested_at: dt.datetime
+    status: str = DestructionRequestState.requested.value
+    decided_by: str | None = None
+    decided_at: dt.datetime | None = None
+    refusal_reason: str | None = None
+
+    @classmethod
+    def asked(cls, request_id: str, estate: str, reason: str, record_numbers: list[str], by: str, roles,
+              policy, now: dt.datetime) -> "DestructionRequest":
+        """A new request; 403 for someone who keeps no archive (policy `archive.
+        self_register_roles` and `approver_roles`), 422 without a reason or records."""
+        keepers = set(policy.archive.self_register_roles) | set(policy.archive.approver_roles)
+        if not set(roles) & keepers:
+            raise rules.refusal("requester_not_authorised",
+                                f"destruction is requested by the archive's keepers ({', '.join(sorted(keepers))})",
+                                "销毁申请须由档案管理人员或管理处主任提出")
+        if not reason.strip():
+            raise rules.refusal("reason_required", "give the reason for the destruction", "请填写销毁理由")
+        numbers = list(dict.fromkeys(n.strip() for n in record_numbers if n.strip()))
+        if not numbers:
+            raise rules.refusal("records_required", "name the records to destroy", "请选择要销毁的档案")
+        return cls(request_id=request_id, estate=estate, reason=reason.strip(), record_numbers=numbers,
+                   requested_by=by, requested_at=now)
+
+    @property
+    def state(self) -> DestructionRequestState:
+        return DestructionRequestState(self.status)
+
+    def _decide(self, to: DestructionRequestState, by: str, roles, policy, now: dt.datetime) -> None:
+        require_transition(self.state, to, f"destruction request {self.request_id}")
+        if by == self.requested_by:
+            raise rules.refusal("own_destruction_request", "nobody decides their own destruction request",
+                                "不得审批自己提出的销毁申请")
+        if not set(roles) & set(policy.archive.destruction_approver_roles):
+            raise rules.refusal("general_manager_approval_required", "destruction needs the general manager's approval",
+                                "销毁须经总经理批准")
+        self.status, self.decided_by, self.decided_at = to.value, by, now
+
+    def approve(self, by: str, roles, policy, now: dt.datetime) -> None:
+        """The general manager approves: 409 once decided, 403 for the requester or
+        someone without a destruction approver role. The caller destroys the records."""
+        self._decide(DestructionRequestState.approved, by, roles, policy, now)
+
+    def refuse(self, by: str, roles, reason: str, policy, now: dt.datetime) -> None:
+        """The general manager refuses, with the reason (422 without one)."""
+        if not reason.strip():
+            raise rules.refusal("reason_required", "give the reason for the refusal", "请填写不予销毁的理由")
+        self._decide(DestructionRequestState.refused, by, roles, policy, now)
+        self.refusal_reason = reason.strip()
 
 
 @dataclass

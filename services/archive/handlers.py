@@ -4,8 +4,8 @@ Event handlers (`HANDLERS`): every ticket event is collected until its ticket is
 (`"*"`: the catch-all consumer); a late one is appended to the record as an addendum
 (RULES §5 Integrity: the frozen form never changes); `access_refused` lands in the access
 log. Commands: sealing a closed ticket into the estate's chain, the lending register
-(lend, return, who may read), the important-events file and destruction (RULES §5; 001
-第5篇 1.7, 第6篇 1.2; 002 §4.8). Errors: RuleViolation (404, 403, 409, 410, 422; the
+(lend, return, who may read), the important-events file, and destruction requests with
+the general manager's approval (RULES §5; 001 第5篇 1.7, 第6篇 1.2, 1.5; 002 §4.8). Errors: RuleViolation (404, 403, 409, 410, 422; the
 archive's refusals carry a `code`), ValueError for a form that cannot be made yet.
 """
 
@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from services.archive import rules
-from services.archive.domain import Loan, PendingSeal, Record
+from services.archive.domain import DestructionRequest, Loan, PendingSeal, Record
 from services.archive.uow import ArchiveUnitOfWork
 from shared.errors import RuleViolation
 from shared.events import AccessRefused, Archived, CloudEvent, Destroyed, Lent, Returned
@@ -275,15 +275,80 @@ async def handle_mark_important(estate: str, record_number: str, reason: str, by
     return record, previous
 
 
-async def handle_destroy(estate: str, record_number: str, approval_reference: str, staff_id: str, roles,
-                         uow: ArchiveUnitOfWork, ctx: HandlerContext) -> rules.DestructionLogEntry:
-    """Destroy after retention on the general manager's approval; emits `destroyed`."""
+@dataclass(frozen=True)
+class DestructionRequestCommand:
+    estate: str
+    record_numbers: list[str]
+    reason: str
+    staff_id: str
+    roles: frozenset[str]
+
+
+async def destructible(uow: ArchiveUnitOfWork, estate: str, number: str, now: dt.datetime, policy,
+                       lock: bool = False) -> tuple[Record, list[rules.RegisterEntry]]:
+    """The record and its open loans when it may be destroyed now (RuleViolation 404/409
+    otherwise: unknown, already destroyed, retention not expired, out on loan)."""
+    record = await find_record(uow, estate, number, lock=lock)
+    open_loans = [loan.entry() for loan in await uow.loans.open_of_record(record.record_number)]
+    rules.check_destructible(record.catalogue(), now, policy, open_loans)
+    return record, open_loans
+
+
+async def handle_request_destruction(command: DestructionRequestCommand, uow: ArchiveUnitOfWork,
+                                     ctx: HandlerContext) -> DestructionRequest:
+    """Ask to destroy records past retention (销毁申请, 001 第5篇 1.7): every record must be
+    destructible now and in no other open request (409 with the reason); stored as
+    `requested` for the general manager."""
     now = ctx.now()
-    record = await find_record(uow, estate, record_number, lock=True)
-    open_loans = [loan.entry() for loan in await uow.loans.open_of_record(record_number)]
-    entry = record.destroy(now, staff_id, roles, approval_reference, ctx.policy(estate), open_loans)
-    await uow.marks.add_destruction(entry.model_dump())
-    await uow.chain.save(record)
-    await uow.emit(Destroyed(ticket_id=record.ticket_id, record_number=record_number, approved_by=entry.approved_by,
-                             approval_reference=entry.approval_reference), estate=estate, actor=staff_id, time=now)
-    return entry
+    policy = ctx.policy(command.estate)
+    request = DestructionRequest.asked(f"DR-{uuid.uuid4().hex[:12]}", command.estate, command.reason,
+                                       command.record_numbers, command.staff_id, command.roles, policy, now)
+    asked = await uow.destruction_requests.open_record_numbers(command.estate)
+    for number in request.record_numbers:
+        await destructible(uow, command.estate, number, now, policy)
+        if number in asked:
+            raise rules.refusal("already_requested", f"record {number} is already in a destruction request "
+                                "waiting for the general manager", f"档案 {number} 已在待审批的销毁申请中")
+    await uow.destruction_requests.add(request)
+    return request
+
+
+async def decided_request(uow: ArchiveUnitOfWork, estate: str, request_id: str) -> DestructionRequest:
+    request = await uow.destruction_requests.get(estate, request_id, lock=True)
+    if request is None:
+        raise RuleViolation(f"no destruction request {request_id!r} in estate {estate}", status=404,
+                            zh=f"本小区没有销毁申请 {request_id}")
+    return request
+
+
+async def handle_approve_destruction(estate: str, request_id: str, staff_id: str, roles, uow: ArchiveUnitOfWork,
+                                     ctx: HandlerContext) -> tuple[DestructionRequest, list[rules.DestructionLogEntry]]:
+    """The general manager approves (policy `archive.destruction_approver_roles`; not the
+    requester): every listed record is destroyed as one, the destruction log names the
+    request and the approver, one `destroyed` event per record. Any record that may no
+    longer be destroyed refuses the whole approval (409), and the request stays open."""
+    now = ctx.now()
+    policy = ctx.policy(estate)
+    request = await decided_request(uow, estate, request_id)
+    request.approve(staff_id, roles, policy, now)
+    entries = []
+    for number in request.record_numbers:
+        record, open_loans = await destructible(uow, estate, number, now, policy, lock=True)
+        # Content erased, hashes kept as the tombstone; the log entry survives the record.
+        entry = record.destroy(now, staff_id, roles, request.request_id, policy, open_loans)
+        await uow.marks.add_destruction(entry.model_dump())
+        await uow.chain.save(record)
+        await uow.emit(Destroyed(ticket_id=record.ticket_id, record_number=number, approved_by=entry.approved_by,
+                                 approval_reference=entry.approval_reference), estate=estate, actor=staff_id, time=now)
+        entries.append(entry)
+    await uow.destruction_requests.save(request)
+    return request, entries
+
+
+async def handle_refuse_destruction(estate: str, request_id: str, staff_id: str, roles, reason: str,
+                                    uow: ArchiveUnitOfWork, ctx: HandlerContext) -> DestructionRequest:
+    """The general manager refuses, with the reason; the records stay as they are."""
+    request = await decided_request(uow, estate, request_id)
+    request.refuse(staff_id, roles, reason, ctx.policy(estate), ctx.now())
+    await uow.destruction_requests.save(request)
+    return request

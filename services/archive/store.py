@@ -12,10 +12,12 @@
   changes the retention class, never the content).
 - monthly_sets / quarterly_runs / volumes: monthly organisation and quarterly archiving.
 - loans: the lending register 借阅登记; access_log: every read attempt, allowed or not.
-- destruction_log: survives the records it names.
+- destruction_log: survives the records it names; destruction_requests: the requests
+  销毁申请 and the general manager's decisions (approved, refused with the reason).
 
-Below the tables: the repositories of the write side (issue 11); the organisation's and
-the read models' queries are in queries.py.
+Below the tables: the repositories of the write side (issue 11); those of the important-
+events file and destruction (marks, destruction requests) are in registers.py, the
+organisation's and the read models' queries in queries.py.
 """
 
 import datetime as dt
@@ -28,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.archive.domain import Addendum, ChainHead, Loan, PendingSeal, Record
 from shared import limits
 from shared.db import service_metadata
+from shared.lifecycle import DestructionRequestState, check_constraint
 
 metadata = service_metadata("archive")
 
@@ -252,6 +255,22 @@ destruction_log = sa.Table(
     sa.Column("method", sa.Text, nullable=False),
 )
 
+destruction_requests = sa.Table(
+    "destruction_requests",
+    metadata,
+    sa.Column("request_id", sa.String(limits.ID_MAX), primary_key=True),
+    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), nullable=False, index=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("record_numbers", JSONB, nullable=False),  # ["HX01-DA-2026-000001", ...]
+    sa.Column("requested_by", sa.String(limits.ID_MAX), nullable=False),
+    sa.Column("requested_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("decided_by", sa.String(limits.ID_MAX)),
+    sa.Column("decided_at", sa.DateTime(timezone=True)),
+    sa.Column("refusal_reason", sa.Text),
+    check_constraint("status", DestructionRequestState, "ck_destruction_requests_status"),
+)
+
 
 # --- repositories ---------------------------------------------------------------------------
 
@@ -465,34 +484,6 @@ class Loans:
             sa.select(loans.c.estate, sa.func.count()).where(
                 loans.c.returned_at.is_(None), loans.c.mode == mode, loans.c.due_back < now)
             .group_by(loans.c.estate))).all())
-
-
-class Marks:
-    """The important-events file and the destruction log, kept beside the records."""
-
-    def __init__(self, session: AsyncSession):
-        self.session = session
-
-    async def important(self, record_number: str):
-        return (await self.session.execute(
-            sa.select(important_marks).where(important_marks.c.record_number == record_number))).first()
-
-    async def add_important(self, **values) -> None:
-        await self.session.execute(sa.insert(important_marks).values(**values))
-
-    async def important_file(self, estate: str) -> list:
-        m, r = important_marks, records
-        return (await self.session.execute(
-            sa.select(r, m.c.reason, m.c.marked_by, m.c.marked_at, m.c.previous_class)
-            .join(m, m.c.record_number == r.c.record_number).where(r.c.estate == estate)
-            .order_by(m.c.marked_at))).all()
-
-    async def add_destruction(self, entry: dict) -> None:
-        await self.session.execute(sa.insert(destruction_log).values(**entry))
-
-    async def destructions(self, estate: str) -> list:
-        d = destruction_log
-        return (await self.session.execute(sa.select(d).where(d.c.estate == estate).order_by(d.c.destroyed_at))).all()
 
 
 class AccessLog:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.archive.queries import Organisation
-from services.archive.store import AccessLog, Chain, CollectedEvents, Loans, Marks, PendingSeals
+from services.archive.registers import DestructionRequests, Marks
+from services.archive.store import AccessLog, Chain, CollectedEvents, Loans, PendingSeals
 from shared.uow import SqlUnitOfWork
 
 
@@ -17,5 +18,6 @@ class ArchiveUnitOfWork(SqlUnitOfWork):
         self.chain = Chain(session)
         self.loans = Loans(session)
         self.marks = Marks(session)
+        self.destruction_requests = DestructionRequests(session)
         self.access = AccessLog(session)
         self.organisation = Organisation(session)

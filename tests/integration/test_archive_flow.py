@@ -484,28 +484,47 @@ async def test_destruction_only_after_retention_with_the_general_managers_approv
         important = (await client.get(f"{base}/important", headers=auth(cs))).json()
         assert [(m["record"]["record_number"], m["reason"]) for m in important] == [(second, "业主起诉,涉及法律事务")]
 
-        async def destroy(token, number, reference="总经理批示 2026-12"):
-            return await client.post(f"{base}/records/{number}/destroy", headers=auth(token),
-                                     json={"approval_reference": reference})
+        # Destruction is two steps (RULES §5): a keeper asks, the general manager decides.
+        async def ask(token, *numbers, reason="保管期满,申请销毁"):
+            return await client.post(f"{base}/destruction-requests", headers=auth(token),
+                                     json={"reason": reason, "record_numbers": list(numbers)})
 
-        not_gm = await destroy(qm, first)
+        async def decide(token, request_id, verdict="approve", **body):
+            return await client.post(f"{base}/destruction-requests/{request_id}/{verdict}", headers=auth(token),
+                                     json=body or None)
+
+        too_early = await ask(director, second)
+        assert too_early.status_code == 409 and "kept until" in too_early.json()["error"], too_early.text
+        assert "期满前不得销毁" in too_early.json()["error_zh"]
+        assert (await ask(director, first, reason=" ")).status_code == 422
+        turned_down = (await ask(director, first)).json()["request_id"]
+        refusal = await decide(gm, turned_down, "refuse", reason="涉诉未结,继续保管")
+        assert refusal.status_code == 200, refusal.text
+        assert (refusal.json()["status"], refusal.json()["refusal_reason"]) == ("refused", "涉诉未结,继续保管")
+        requested = await ask(director, first)
+        assert requested.status_code == 201, requested.text
+        request_id = requested.json()["request_id"]
+        assert requested.json()["status"] == "requested" and requested.json()["record_numbers"] == [first]
+        assert "already in a destruction request" in (await ask(cs, first)).json()["error"]
+        not_gm = await decide(qm, request_id)
         assert not_gm.status_code == 403 and "general manager" in not_gm.json()["error"]
-        too_early = await destroy(gm, second)
-        assert too_early.status_code == 409 and "kept until" in too_early.json()["error"]
-        no_reference = await destroy(gm, first, reference=" ")
-        assert no_reference.status_code == 403
         loan = await client.post(f"{base}/loans", headers=auth(cs), json={
             "record_number": first, "purpose": "复核", "mode": "loan", "approver": f"{estate}-director",
             "approval_reference": "批-1"})
         assert loan.status_code == 201, loan.text
-        on_loan = await destroy(gm, first)
+        on_loan = await decide(gm, request_id)
         assert on_loan.status_code == 409 and "on loan" in on_loan.json()["error"]
         assert (await client.post(f"{base}/loans/{loan.json()['loan_id']}/return", headers=auth(cs))).status_code == 200
 
-        destroyed = await destroy(gm, first)
+        destroyed = await decide(gm, request_id)
         assert destroyed.status_code == 200, destroyed.text
-        assert destroyed.json()["approved_by"] == "gm01" and destroyed.json()["approval_reference"] == "总经理批示 2026-12"
-        assert (await destroy(gm, first)).status_code == 409
+        assert destroyed.json()["request"]["status"] == "approved" and destroyed.json()["request"]["decided_by"] == "gm01"
+        [entry] = destroyed.json()["destroyed"]
+        assert (entry["record_number"], entry["approved_by"], entry["approval_reference"]) == (first, "gm01", request_id)
+        assert (await decide(gm, request_id)).status_code == 409
+        assert "已经销毁" in (await ask(director, first)).json()["error_zh"]
+        listed = (await client.get(f"{base}/destruction-requests", headers=auth(cs))).json()
+        assert [(r["request_id"], r["status"]) for r in listed] == [(request_id, "approved"), (turned_down, "refused")]
         assert await scalar(db, "SELECT content IS NULL FROM archive.records WHERE record_number = :n", n=first)
         line = next(r for r in (await client.get(f"{base}/records", headers=auth(cs))).json()
                     if r["record_number"] == first)
@@ -525,7 +544,8 @@ async def test_destruction_only_after_retention_with_the_general_managers_approv
         verified = (await client.get(f"{base}/verify", headers=auth(cs))).json()
     assert not verified["ok"] and verified["first_broken"] == first
     events = await read_stream(stack.nats_url, subject_for(estate, "destroyed"), expected=1)
-    assert [(e["data"]["record_number"], e["data"]["approved_by"]) for e in events] == [(first, "gm01")]
+    assert [(e["data"]["record_number"], e["data"]["approved_by"], e["data"]["approval_reference"])
+            for e in events] == [(first, "gm01", request_id)]
 
 
 # --- monthly organisation and quarterly archiving -------------------------------------------

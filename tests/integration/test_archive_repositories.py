@@ -1,8 +1,9 @@
 """The archive handler tests' fakes answer like the SQL repositories (issue 11): one story
 (a complaint's events collected and sealed, a late event appended, a consultation and a
 loan registered, read and returned, the record marked important, and destroyed after its
-retention) run through the same handlers over the fakes and over PostgreSQL, in one
-rolled-back transaction, must leave the same state and raise the same events."""
+retention on the general manager's approval of a destruction request) run through the
+same handlers over the fakes and over PostgreSQL, in one rolled-back transaction, must
+leave the same state and raise the same events."""
 
 from __future__ import annotations
 
@@ -49,7 +50,9 @@ async def story(uow, ctx: HandlerContext, clock: ManualClock, estate: str) -> No
     await handlers.handle_return_loan(estate, loan.loan_id, cs.id, False, uow, ctx)
     await handlers.handle_mark_important(estate, number, "重大投诉", director.id, uow, ctx)
     clock.advance(days=366 * 11)
-    await handlers.handle_destroy(estate, number, "GM-1", "gm", {"general_manager"}, uow, ctx)
+    request = await handlers.handle_request_destruction(handlers.DestructionRequestCommand(
+        estate, [number], "保管期满", director.id, director.roles), uow, ctx)
+    await handlers.handle_approve_destruction(estate, request.request_id, "gm", {"general_manager"}, uow, ctx)
 
 
 async def snapshot(uow, estate: str) -> dict:
@@ -68,6 +71,9 @@ async def snapshot(uow, estate: str) -> dict:
         "access": [(a.actor, a.what, a.allowed, a.reason) for a in await uow.access.entries(estate, None, False)],
         "important": [(m.record_number, m.previous_class) for n in numbers if (m := await uow.marks.important(n))],
         "destroyed": [(d.record_number, d.approved_by) for d in await uow.marks.destructions(estate)],
+        "requests": [(r.status, r.record_numbers, r.requested_by, r.decided_by)
+                     for r in await uow.destruction_requests.list_for_estate(estate)],
+        "open_requests": sorted(await uow.destruction_requests.open_record_numbers(estate)),
         "pending": len(await uow.pending.of_estate(estate)),
         "collected": len(await uow.collected.timeline(estate, TICKET)),
     }

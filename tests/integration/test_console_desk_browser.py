@@ -1,6 +1,7 @@
 """The back-office screens of the staff console in headless Chromium: 档案 Archive,
 报表 Reports and 设置 Settings, used by an estate director who signs in with the account
-the company admin made; on a desk (1366×768) and a phone (390×844), in Chinese and
+the company admin made (and the general manager, who approves the director's destruction
+request: RULES §5 Destruction); on a desk (1366×768) and a phone (390×844), in Chinese and
 English (screenshots console-desk-*.png in tests/artifacts/). The lists are live: a new
 request shows on the reports screen without a reload. The browser runs in New York
 time; times shown are the estate's."""
@@ -21,7 +22,7 @@ from shared.directory import Company, StaffMember, ensure_bucket, publish_direct
 from tests.conftest import ARTIFACTS, auth, eventually, token_for
 from tests.integration.test_archive_flow import history, publish
 from tests.integration.test_console_browser import CHROMIUM, CHROMIUM_ARGS, DESK, PHONE, no_horizontal_scroll, \
-    sign_in, toggle_language
+    pick, sign_in, toggle_language
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -40,6 +41,8 @@ def estate_definition(code: str) -> dict:
             {"id": f"{code}-eng-head", "name": "赵主管", "roles": ["department_head"], "department": "engineering"},
         ],
         "buildings": ["1", "2"],
+        # Records expire at once here, so the director may ask to destroy one.
+        "policy": {"archive": {"retention_years_ordinary": 0, "retention_years_company_handled": 0}},
     }
 
 
@@ -70,13 +73,16 @@ async def test_archive_reports_and_settings_in_the_console(stack, clock_file):
     admin = auth(token_for(stack, "admin", ["company_admin"], ["*"]))
     director = {"id": f"{code}-director", "password": f"pw-{code}-director-7"}
     company_admin = {"id": f"{code}-hq-admin", "password": f"pw-{code}-hq-admin-7"}
+    general_manager = {"id": f"{code}-gm", "password": f"pw-{code}-gm-7"}
     fresh = f"n{uuid.uuid4().hex[:8]}"
     await add_company_staff(stack.nats_url, StaffMember(id=company_admin["id"], name="总部管理员",
                                                         roles=["company_admin"]))
+    await add_company_staff(stack.nats_url, StaffMember(id=general_manager["id"], name="总经理 孙伟",
+                                                        roles=["general_manager"]))
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         r = await client.put(f"/v1/estates/{code}", json=estate_definition(code), headers=admin)
         assert r.status_code == 200, r.text
-        for account in (director, company_admin):
+        for account in (director, company_admin, general_manager):
             r = await client.put(f"/v1/accounts/{account['id']}/password", json={"password": account["password"]},
                                  headers=admin)
             assert r.status_code == 204, r.text
@@ -95,6 +101,8 @@ async def test_archive_reports_and_settings_in_the_console(stack, clock_file):
             return r.status_code == 200 and len(r.json()) == 1
 
         assert await eventually(sealed, timeout=60)
+        [record] = (await client.get(f"/v1/estates/{code}/archive/records", headers=admin)).json()
+        record_number = record["record_number"]
     clerk = auth(token_for(stack, f"{code}-cs01", ["customer_service"], [code]))
     errors: list[str] = []
     async with async_playwright() as pw:
@@ -146,6 +154,40 @@ async def test_archive_reports_and_settings_in_the_console(stack, clock_file):
             await page.click("#tab-loans")
             await shoot(page, "archive-en")
             await toggle_language(page, "zh")
+
+            # 销毁申请: the director asks to destroy the expired record; the general manager,
+            # signed in on his own desk, approves; the director's screen follows live.
+            await page.click("#tab-destruction")
+            await page.locator("#eligible .el-table__row", has_text=record_number).locator(".el-checkbox").click()
+            await page.fill("#destruction-reason", "保管期满，无查考价值")
+            await shoot(page, "archive-destruction-ask-zh")
+            await page.click("#request-destruction")
+            await page.wait_for_selector("#destruction-requests .request-state:has-text('待审批')")
+            assert not await page.locator("#destruction-requests .approve").count()  # not the director's to decide
+            gctx = await browser.new_context(viewport=DESK, timezone_id="America/New_York", locale="zh-CN")
+            gpage = await gctx.new_page()
+            gpage.on("pageerror", lambda e: errors.append(str(e)))
+            await sign_in(gpage, url, general_manager)
+            if await gpage.locator("#estate").count():  # head office: every estate is offered
+                await pick(gpage, "#estate", code)
+            await gpage.click('[data-menu="archive"]')
+            await gpage.click("#tab-destruction")
+            asked = gpage.locator("#destruction-requests .el-table__row", has_text=record_number)
+            await asked.locator(".approve").wait_for()
+            await shoot(gpage, "archive-destruction-request-zh")
+            await asked.locator(".approve").click()
+            await gpage.click("#confirm-decision")
+            await gpage.wait_for_selector("#destruction-requests .request-state:has-text('已批准销毁')")
+            await gpage.wait_for_selector(f"#destructions .el-table__row:has-text('{record_number}')")
+            await no_horizontal_scroll(gpage, "archive destruction")
+            await shoot(gpage, "archive-destruction-zh")
+            await toggle_language(gpage, "en")
+            await gpage.wait_for_selector("#destruction-requests .request-state:has-text('Approved, destroyed')")
+            await shoot(gpage, "archive-destruction-en")
+            await gctx.close()
+            await page.wait_for_selector("#destruction-requests .request-state:has-text('已批准销毁')")
+            await page.click("#tab-records")
+            await page.wait_for_selector(f"#records .el-table__row:has-text('{record_number}') .el-tag:has-text('已销毁')")
 
             # --- 报表 Reports: the month's figures, sign-off, xlsx, live ---------------------
             await page.goto(f"{url}/reports")

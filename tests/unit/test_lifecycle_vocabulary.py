@@ -9,7 +9,7 @@ import pytest
 from services.dispatch import rules as dispatch_rules
 from shared.errors import RuleViolation
 from shared.lifecycle import (
-    FINAL, INITIAL, MACHINES, CallbackState, LineState, NonconformityState, TicketState, can_move,
+    FINAL, INITIAL, MACHINES, CallbackState, DestructionRequestState, LineState, NonconformityState, TicketState, can_move,
     check_constraint, mermaid, require_transition,
 )
 
@@ -37,6 +37,8 @@ def test_every_state_has_its_moves_and_every_state_is_reachable(machine):
     (LineState.assigned, LineState.awaiting_verification),
     (CallbackState.done, CallbackState.pending),
     (NonconformityState.opened, NonconformityState.closed),
+    (DestructionRequestState.refused, DestructionRequestState.approved),  # a refusal stands; ask again
+    (DestructionRequestState.approved, DestructionRequestState.refused),
 ])
 def test_a_move_the_table_does_not_allow_is_refused_with_409(current, to):
     assert not can_move(current, to)

@@ -145,6 +145,7 @@ from services.archive.rules.lending import (
 )
 from services.archive.rules.destruction import (
     DestructionLogEntry,
+    check_destructible,
     check_destruction,
 )
 from services.archive.rules.audit import (
@@ -214,6 +215,7 @@ __all__ = [
     "canonical_bytes",
     "chain_hash",
     "check_archivable",
+    "check_destructible",
     "check_destruction",
     "check_loan_request",
     "check_period_over",

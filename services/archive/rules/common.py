@@ -25,22 +25,28 @@ REFUSAL_STATUS = {
     "written_approval_required": 403,
     "general_manager_approval_required": 403,
     "approval_reference_required": 403,
+    "own_destruction_request": 403,
+    "requester_not_authorised": 403,
     "not_closed": 409,
     "record_destroyed": 409,
     "already_returned": 409,
     "already_destroyed": 409,
     "retention_not_expired": 409,
     "on_loan": 409,
+    "already_requested": 409,
     "period_not_over": 409,
     "unknown_mode": 422,
     "purpose_required": 422,
+    "reason_required": 422,
+    "records_required": 422,
 }
 
 
-def refusal(code: str, reason: str) -> RuleViolation:
-    """A request the archive rules refuse: `reason` for the person who asked, `code` a
-    stable slug for API clients; the status follows the code (REFUSAL_STATUS)."""
-    return RuleViolation(reason, status=REFUSAL_STATUS.get(code, 409), code=code)
+def refusal(code: str, reason: str, zh: str | None = None) -> RuleViolation:
+    """A request the archive rules refuse: `reason` for the person who asked (`zh` the
+    same in Chinese), `code` a stable slug for API clients; the status follows the code
+    (REFUSAL_STATUS)."""
+    return RuleViolation(reason, status=REFUSAL_STATUS.get(code, 409), zh=zh, code=code)
 
 
 def _utc(value: dt.datetime) -> dt.datetime:

@@ -34,6 +34,34 @@ class DestructionLogEntry(_Frozen):
     method: str = "paper shredded; electronic content erased"
 
 
+def check_destructible(
+    record: ArchivedRecord,
+    now: dt.datetime,
+    policy: Policy = DEFAULT_POLICY,
+    open_loans: Iterable[RegisterEntry] = (),
+) -> dt.datetime:
+    """When the record's retention expired, or RuleViolation 409 (with `zh`): already
+    destroyed, retention not expired, out on loan. Checked when a destruction request
+    names the record and again when the general manager approves it."""
+    _require_aware(now, "now")
+    number = record.record_number
+    if record.destroyed:
+        raise refusal("already_destroyed", f"record {number} was already destroyed", f"档案 {number} 已经销毁")
+    expires = retention_expires(record.archived_at, record.retention_class, policy)
+    if now < expires:
+        raise refusal(
+            "retention_not_expired",
+            f"record {number} ({record.retention_class.value}) is kept until "
+            f"{expires.isoformat()}; it cannot be destroyed before",
+            f"档案 {number} 保管期至 {expires.date().isoformat()},期满前不得销毁",
+        )
+    out = [e.loan_id for e in open_loans if e.record_number == number and e.returned_at is None and e.mode == LoanMode.loan]
+    if out:
+        raise refusal("on_loan", f"record {number} is out on loan ({', '.join(sorted(out))})",
+                      f"档案 {number} 正在外借,归还后方可销毁")
+    return expires
+
+
 def check_destruction(
     record: ArchivedRecord,
     now: dt.datetime,
@@ -44,25 +72,16 @@ def check_destruction(
     open_loans: Iterable[RegisterEntry] = (),
 ) -> DestructionLogEntry:
     """The destruction log entry, or RuleViolation: not before retention expires, only
-    with the general manager's approval and its reference, never while out on loan."""
-    _require_aware(now, "now")
-    if record.destroyed:
-        raise refusal("already_destroyed", f"record {record.record_number} was already destroyed")
-    expires = retention_expires(record.archived_at, record.retention_class, policy)
-    if now < expires:
-        raise refusal(
-            "retention_not_expired",
-            f"record {record.record_number} ({record.retention_class.value}) is kept until "
-            f"{expires.isoformat()}; it cannot be destroyed before",
-        )
+    with the general manager's approval (policy `archive.destruction_approver_roles`) and
+    its reference (the destruction request's id), never while out on loan."""
+    expires = check_destructible(record, now, policy, open_loans)
     if not set(approved_by_roles) & set(policy.archive.destruction_approver_roles):
-        raise refusal("general_manager_approval_required", "destruction needs the general manager's approval")
+        raise refusal("general_manager_approval_required", "destruction needs the general manager's approval",
+                      "销毁须经总经理批准")
     reference = (approval_reference or "").strip()
     if not reference:
-        raise refusal("approval_reference_required", "give the reference of the general manager's approval")
-    out = [e.loan_id for e in open_loans if e.record_number == record.record_number and e.returned_at is None and e.mode == LoanMode.loan]
-    if out:
-        raise refusal("on_loan", f"record {record.record_number} is out on loan ({', '.join(sorted(out))})")
+        raise refusal("approval_reference_required", "give the reference of the general manager's approval",
+                      "请填写总经理批准的编号")
     return DestructionLogEntry(
         estate=record.estate,
         record_number=record.record_number,
@@ -77,5 +96,3 @@ def check_destruction(
         approval_reference=reference,
         content_hash=record.content_hash,
     )
-
-

@@ -8,7 +8,7 @@ import copy
 import datetime as dt
 from types import SimpleNamespace
 
-from services.archive.domain import Addendum, ChainHead, Loan, PendingSeal, Record
+from services.archive.domain import Addendum, ChainHead, DestructionRequest, Loan, PendingSeal, Record
 from shared.uow import RecordedEvents
 
 
@@ -197,6 +197,32 @@ class FakeMarks:
         return sorted((d for d in self.destroyed.values() if d.estate == estate), key=lambda d: d.destroyed_at)
 
 
+class FakeDestructionRequests:
+    def __init__(self):
+        self.rows: dict[str, DestructionRequest] = {}
+
+    async def add(self, request: DestructionRequest):
+        assert request.request_id not in self.rows
+        self.rows[request.request_id] = _copy(request)
+
+    async def get(self, estate, request_id, *, lock=False):
+        found = self.rows.get(request_id)
+        return _copy(found) if found and found.estate == estate else None
+
+    async def save(self, request: DestructionRequest):
+        assert request.request_id in self.rows
+        self.rows[request.request_id] = _copy(request)
+
+    async def list_for_estate(self, estate, status=None):
+        found = [r for r in self.rows.values() if r.estate == estate and (status is None or r.status == status)]
+        found.sort(key=lambda r: r.request_id)
+        found.sort(key=lambda r: r.requested_at, reverse=True)
+        return [_copy(r) for r in found]
+
+    async def open_record_numbers(self, estate):
+        return {n for r in self.rows.values() if r.estate == estate and r.status == "requested" for n in r.record_numbers}
+
+
 class FakeAccess:
     def __init__(self):
         self.rows: list[SimpleNamespace] = []
@@ -218,6 +244,7 @@ class FakeArchiveUnitOfWork:
         self.chain = FakeChain()
         self.loans = FakeLoans()
         self.marks = FakeMarks()
+        self.destruction_requests = FakeDestructionRequests()
         self.access = FakeAccess()
 
     async def emit(self, payload, *, estate, actor, time: dt.datetime | None = None):

@@ -224,26 +224,109 @@ async def test_marking_important_raises_the_class_once(uow, ctx):
     assert twice.value.status == 409
 
 
-async def test_destruction_waits_for_retention_and_the_general_managers_approval(uow, ctx, sink, clock):
+GM = "gm01"  # the general manager (policy archive.destruction_approver_roles)
+GM_ROLES = frozenset({"general_manager"})
+
+
+def ask(numbers, by: str = DIRECTOR, roles=frozenset({"estate_director"}), reason: str = "保管期满,申请销毁"):
+    return handlers.DestructionRequestCommand(ESTATE, list(numbers), reason, by, frozenset(roles))
+
+
+async def refused(call, status: int, code: str | None = None) -> RuleViolation:
+    with pytest.raises(RuleViolation) as refusal:
+        await call
+    assert refusal.value.status == status and (code is None or refusal.value.code == code), refusal.value
+    return refusal.value
+
+
+async def test_a_destruction_request_names_expired_records_only_and_only_a_keeper_asks(uow, ctx, clock):
     record = await sealed(uow, ctx)
-    with pytest.raises(RuleViolation) as early:
-        await handlers.handle_destroy(ESTATE, record.record_number, "GM-2029-1", "gm", {"general_manager"}, uow, ctx)
-    assert (early.value.status, early.value.code) == (409, "retention_not_expired")
+    number = record.record_number
+    early = await refused(handlers.handle_request_destruction(ask([number]), uow, ctx), 409, "retention_not_expired")
+    assert "kept until" in early.reason and "期满前不得销毁" in early.zh
     clock.advance(days=366 * 4)
-    with pytest.raises(RuleViolation) as not_gm:
-        await handlers.handle_destroy(ESTATE, record.record_number, "GM-2030-1", DIRECTOR, {"estate_director"}, uow, ctx)
-    assert (not_gm.value.status, not_gm.value.code) == (403, "general_manager_approval_required")
-    entry = await handlers.handle_destroy(ESTATE, record.record_number, "GM-2030-1", "gm", {"general_manager"}, uow, ctx)
-    stored = uow.chain.rows[record.record_number]
-    assert stored.destroyed and stored.content is None and entry.approved_by == "gm"
-    assert sink.names()[-1] == "destroyed" and record.record_number in uow.marks.destroyed
-    decision = await handlers.handle_read(read(record.record_number, staff(CS, "customer_service")), uow, ctx)
-    with pytest.raises(RuleViolation) as gone:
+    await refused(handlers.handle_request_destruction(ask([number], ENGINEER, {"department_staff"}), uow, ctx),
+                  403, "requester_not_authorised")
+    await refused(handlers.handle_request_destruction(ask([number], reason=" "), uow, ctx), 422, "reason_required")
+    await refused(handlers.handle_request_destruction(ask([" "]), uow, ctx), 422, "records_required")
+    await refused(handlers.handle_request_destruction(ask(["HX01-DA-2026-999999"]), uow, ctx), 404)
+    request = await handlers.handle_request_destruction(ask([number, number], CS, {"customer_service"}), uow, ctx)
+    assert (request.status, request.record_numbers, request.requested_by) == ("requested", [number], CS)
+    assert [r.request_id for r in await uow.destruction_requests.list_for_estate(ESTATE)] == [request.request_id]
+    twice = await refused(handlers.handle_request_destruction(ask([number]), uow, ctx), 409, "already_requested")
+    assert twice.zh and not uow.chain.rows[number].destroyed
+
+
+async def test_the_general_manager_approves_and_the_records_are_destroyed_as_one(uow, ctx, sink, clock):
+    record = await sealed(uow, ctx)
+    number = record.record_number
+    clock.advance(days=366 * 4)
+    request = await handlers.handle_request_destruction(ask([number]), uow, ctx)
+    rid = request.request_id
+    events_before = len(sink.names())
+    own = await refused(handlers.handle_approve_destruction(ESTATE, rid, DIRECTOR, GM_ROLES | {"estate_director"},
+                                                            uow, ctx), 403, "own_destruction_request")
+    assert own.zh
+    await refused(handlers.handle_approve_destruction(ESTATE, rid, f"{ESTATE}-mgr", {"estate_director"}, uow, ctx),
+                  403, "general_manager_approval_required")
+    await refused(handlers.handle_approve_destruction(ESTATE, "DR-unknown", GM, GM_ROLES, uow, ctx), 404)
+    assert len(sink.names()) == events_before and not uow.chain.rows[number].destroyed
+    clock.advance(minutes=10)
+    approved, entries = await handlers.handle_approve_destruction(ESTATE, rid, GM, GM_ROLES, uow, ctx)
+    assert (approved.status, approved.decided_by, approved.decided_at) == ("approved", GM, clock.now())
+    assert [(e.record_number, e.approved_by, e.approval_reference) for e in entries] == [(number, GM, rid)]
+    stored = uow.chain.rows[number]
+    assert stored.destroyed and stored.content is None
+    assert uow.marks.destroyed[number].approval_reference == rid
+    assert sink.names()[events_before:] == ["destroyed"]
+    assert (await uow.destruction_requests.get(ESTATE, rid)).status == "approved"
+    await refused(handlers.handle_approve_destruction(ESTATE, rid, GM, GM_ROLES, uow, ctx), 409)
+    await refused(handlers.handle_refuse_destruction(ESTATE, rid, GM, GM_ROLES, "不同意", uow, ctx), 409)
+    gone = await refused(handlers.handle_request_destruction(ask([number]), uow, ctx), 409, "already_destroyed")
+    assert "已经销毁" in gone.zh
+    decision = await handlers.handle_read(read(number, staff(CS, "customer_service")), uow, ctx)
+    with pytest.raises(RuleViolation) as read_gone:
         decision.raise_if_refused()
-    assert gone.value.status == 410
-    with pytest.raises(RuleViolation) as marked:
-        await handlers.handle_mark_important(ESTATE, record.record_number, "重大", DIRECTOR, uow, ctx)
-    assert marked.value.status == 409
+    assert read_gone.value.status == 410
+    await refused(handlers.handle_mark_important(ESTATE, number, "重大", DIRECTOR, uow, ctx), 409)
+
+
+async def test_a_refused_request_keeps_the_records_and_gives_the_reason(uow, ctx, sink, clock):
+    record = await sealed(uow, ctx)
+    number = record.record_number
+    clock.advance(days=366 * 4)
+    request = await handlers.handle_request_destruction(ask([number]), uow, ctx)
+    await refused(handlers.handle_refuse_destruction(ESTATE, request.request_id, GM, GM_ROLES, "  ", uow, ctx),
+                  422, "reason_required")
+    await refused(handlers.handle_refuse_destruction(ESTATE, request.request_id, DIRECTOR, GM_ROLES, "不同意", uow, ctx),
+                  403, "own_destruction_request")
+    await refused(handlers.handle_refuse_destruction(ESTATE, request.request_id, f"{ESTATE}-mgr", {"estate_director"},
+                                                     "不同意", uow, ctx), 403, "general_manager_approval_required")
+    done = await handlers.handle_refuse_destruction(ESTATE, request.request_id, GM, GM_ROLES, " 涉诉未结,继续保管 ", uow,
+                                                    ctx)
+    assert (done.status, done.decided_by, done.refusal_reason) == ("refused", GM, "涉诉未结,继续保管")
+    assert not uow.chain.rows[number].destroyed and "destroyed" not in sink.names()
+    await refused(handlers.handle_approve_destruction(ESTATE, request.request_id, GM, GM_ROLES, uow, ctx), 409)
+    assert [r.status for r in await uow.destruction_requests.list_for_estate(ESTATE, "refused")] == ["refused"]
+    # A refusal closes that request only: the records may be asked for again.
+    again = await handlers.handle_request_destruction(ask([number]), uow, ctx)
+    assert again.status == "requested"
+
+
+async def test_a_record_lent_out_after_the_request_holds_the_approval_back(uow, ctx, sink, clock):
+    record = await sealed(uow, ctx)
+    number = record.record_number
+    clock.advance(days=366 * 4)
+    request = await handlers.handle_request_destruction(ask([number]), uow, ctx)
+    cs = staff(CS, "customer_service")
+    await handlers.handle_register_loan(consult(number, cs, "loan", staff(DIRECTOR, "estate_director"), "批-1"), uow,
+                                        ctx)
+    events = len(sink.names())
+    on_loan = await refused(handlers.handle_approve_destruction(ESTATE, request.request_id, GM, GM_ROLES, uow, ctx),
+                            409, "on_loan")
+    assert "外借" in on_loan.zh and len(sink.names()) == events
+    assert (await uow.destruction_requests.get(ESTATE, request.request_id)).status == "requested"
+    assert not uow.chain.rows[number].destroyed
 
 
 async def test_tampered_content_fails_its_integrity_check(uow, ctx):
