@@ -107,6 +107,22 @@ def dead_letter_replays_columns() -> list[sa.Column]:
     ]
 
 
+async def take_numbers(session: AsyncSession, counters: sa.Table, estate: str, year: int, count: int = 1) -> int:
+    """Take `count` (>= 1) consecutive numbers of `estate`'s `year` from a counter table
+    (columns estate, year, last; primary key (estate, year)) in one statement; returns
+    the first. The counter row stays locked until the caller's transaction ends, so a
+    rollback gives the numbers back and a year's numbers have no gaps: form numbers (RULES
+    §1 Record content), archive record numbers (§5 Catalogue), bill numbers (§2 Paid
+    services)."""
+    c = counters.c
+    result = await session.execute(
+        pg_insert(counters).values(estate=estate, year=year, last=count)
+        .on_conflict_do_update(index_elements=[c.estate, c.year], set_={"last": c.last + count})
+        .returning(c.last)
+    )
+    return result.scalar_one() - count + 1
+
+
 class Database:
     def __init__(self, url: str, metadata: sa.MetaData, pool_size: int = 8):
         # No pre-ping: it costs a round trip per transaction; a connection the server

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.archive.domain import Addendum, ChainHead, Loan, PendingSeal, Record
 from shared import limits
-from shared.db import service_metadata
+from shared.db import service_metadata, take_numbers
 from shared.lifecycle import DestructionRequestState, check_constraint
 
 metadata = service_metadata("archive")
@@ -373,11 +373,7 @@ class Chain:
                                    .values(**values))
 
     async def next_in_year(self, estate: str, year: int) -> int:
-        y = record_years
-        return (await self.session.execute(
-            pg_insert(y).values(estate=estate, year=year, last=1)
-            .on_conflict_do_update(index_elements=[y.c.estate, y.c.year], set_={"last": y.c.last + 1})
-            .returning(y.c.last))).scalar_one()
+        return await take_numbers(self.session, record_years, estate, year)
 
     async def number_of_ticket(self, estate: str, ticket_id: str) -> str | None:
         r = records

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.dispatch import domain, effects
 from services.dispatch.rules import NonconformityRecord
 from shared import limits
-from shared.db import service_metadata
+from shared.db import service_metadata, take_numbers
 from shared.errors import RuleViolation
 from shared.lifecycle import LineState, NonconformityState, TicketState, check_constraint
 
@@ -483,11 +483,7 @@ class BillRepository(Repository):
             await self._run(sa.insert(service_items).values([dict(estate=estate, **item) for item in items]))
 
     async def next_number(self, estate: str, year: int) -> int:
-        return (await self._run(
-            pg_insert(bill_sequences).values(estate=estate, year=year, last=1)
-            .on_conflict_do_update(index_elements=["estate", "year"], set_={"last": bill_sequences.c.last + 1})
-            .returning(bill_sequences.c.last)
-        )).scalar_one()
+        return await take_numbers(self.session, bill_sequences, estate, year)
 
     async def add(self, **values) -> None:
         await self._run(sa.insert(bills).values(**values))

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared import limits
 from shared.lifecycle import TicketState, check_constraint
 
-from shared.db import service_metadata
+from shared.db import service_metadata, take_numbers
 
 metadata = service_metadata("intake")
 
@@ -353,13 +353,7 @@ class FormNumbers:
         """Take `count` numbers in one statement; returns the first. The row stays locked
         until the registering transaction ends, so a rollback gives the numbers back and
         the sequence has no gaps (RULES §1 Registration)."""
-        seq = form_sequences
-        result = await self.session.execute(
-            pg_insert(seq).values(estate=estate, year=year, last=count)
-            .on_conflict_do_update(index_elements=[seq.c.estate, seq.c.year], set_={"last": seq.c.last + count})
-            .returning(seq.c.last)
-        )
-        return result.scalar_one() - count + 1
+        return await take_numbers(self.session, form_sequences, estate, year, count)
 
 
 class HandoverItems:
