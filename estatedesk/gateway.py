@@ -82,7 +82,8 @@ def route_table() -> list[ApiRoute]:
             if other != route.service:
                 raise ValueError(f"{method} {route.path} is claimed by {other} and {route.service}")
     # Literal segments first: /estates/{e}/tickets/{id}/callbacks before /estates/{e}/{x}.
-    routes.sort(key=lambda r: (r.path.count("{"), -len(r.path)))
+    # Ties by path, so the order never depends on which module registered its routes first.
+    routes.sort(key=lambda r: (r.path.count("{"), -len(r.path), r.path))
     return routes
 
 
