@@ -147,7 +147,7 @@ class CallbackPolicy(_Section):
     special_service_midway_min_days: int = Field(2, ge=0)
     # Mid-way call for a service whose expected end is not known yet.
     special_service_midway_default_days: int = Field(7, ge=0)
-    # Praise needs no satisfaction callback by default (see services/callback/rules.py);
+    # Praise needs no satisfaction callback by default (see services/callback/rules/planning.py);
     # an estate that wants to thank every praising owner again can switch it on.
     praise_callback: bool = False
     # RULES §3 Not satisfied: result-satisfied but attitude-dissatisfied owners either get
