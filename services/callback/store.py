@@ -208,9 +208,12 @@ class Tickets:
         """The ticket's row, locked for this transaction; created on the first news of it.
         Every handler of a ticket's events takes this lock first (one at a time per ticket)."""
         fresh = Ticket.first_news(ticket_id, estate, seen_at, now)
-        await self.session.execute(pg_insert(T).values(**fresh.values()).on_conflict_do_nothing())
+        # One round trip: a conflicting insert that "updates" the key to itself takes the
+        # row's lock and returns the stored row (a plain DO NOTHING returns nothing).
+        insert = pg_insert(T).values(**fresh.values())
         return Ticket.from_row((await self.session.execute(
-            sa.select(T).where(T.c.ticket_id == ticket_id).with_for_update())).one())
+            insert.on_conflict_do_update(index_elements=[T.c.ticket_id], set_={"ticket_id": insert.excluded.ticket_id})
+            .returning(*T.c))).one())
 
     async def get(self, estate: str, ticket_id: str, *, lock: bool = False) -> Ticket | None:
         query = sa.select(T).where(T.c.estate == estate, T.c.ticket_id == ticket_id)
