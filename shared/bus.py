@@ -269,6 +269,7 @@ async def _long_fetch(subscription, batch: int, timeout: float) -> list:
     # for its redelivery (`ACK_WAIT_SECONDS`).
     while len(messages) < batch and not inbox._pending_queue.empty():
         message = inbox._pending_queue.get_nowait()
+        inbox._pending_queue.task_done()  # as nats-py's next_msg does: draining joins the queue
         inbox._pending_size -= len(message.data)
         if JetStreamContext.is_status_msg(message) is None:
             messages.append(message)

@@ -206,6 +206,8 @@ class Database:
                 if all_at_once is not None:
                     try:
                         values = list(await all_at_once(session, items))
+                        if len(values) != len(items):
+                            raise ValueError(f"all_at_once gave {len(values)} values for {len(items)} items")
                     except Exception as error:  # which item is unknown: every item goes alone
                         raise _ItemFailed(-1, error) from error
                 for index, item in enumerate(items if all_at_once is None else ()):

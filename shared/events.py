@@ -302,7 +302,6 @@ class ClockOutcome(StrEnum):
     rescheduled = "rescheduled"  # a new appointment started a fresh clock
 
 
-COUNTED_CLOCK_OUTCOMES = (ClockOutcome.met, ClockOutcome.breached)
 # The clock dispatch keeps per week of a long-running complaint's owner-update duty
 # (RULES §2 Progress updates): met when the week had its updates, breached when it ended short.
 PROGRESS_UPDATE_CLOCK = "progress_update"

@@ -224,7 +224,13 @@ class Service:
                 raise
             except Exception:
                 log.exception("periodic job %s failed; next run as scheduled", job.name)
-            await (job.wait() if job.wait else asyncio.sleep(job.every_seconds))
+            try:
+                await (job.wait() if job.wait else asyncio.sleep(job.every_seconds))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a job's own wait must not end the job
+                log.exception("periodic job %s: its wait failed; next run in %g s", job.name, job.every_seconds)
+                await asyncio.sleep(job.every_seconds)
 
     async def run_once_across_replicas(self, job: PeriodicJob) -> bool:
         """Run `job` if no other replica is running it now; True when it ran here."""
@@ -254,10 +260,7 @@ class Service:
 
     async def emit(self, session: AsyncSession, payload: Payload, *, estate: str, actor: str,
                    time: dt.datetime | None = None) -> CloudEvent:
-        event = make_event(payload, estate=estate, actor=actor, source=self.name, time=time or self.clock.now())
-        await self.db.emit(session, event)
-        self.events_emitted.labels(self.name, estate, payload.event_name).inc()
-        return event
+        return (await self.emit_many(session, [(payload, estate, actor, time)]))[0]
 
     async def emit_many(self, session: AsyncSession, drafts: list[tuple[Payload, str, str, dt.datetime | None]],
                         ) -> list[CloudEvent]:

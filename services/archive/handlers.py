@@ -303,6 +303,7 @@ async def handle_request_destruction(command: DestructionRequestCommand, uow: Ar
     policy = ctx.policy(command.estate)
     request = DestructionRequest.asked(f"DR-{uuid.uuid4().hex[:12]}", command.estate, command.reason,
                                        command.record_numbers, command.staff_id, command.roles, policy, now)
+    await uow.destruction_requests.lock_estate(command.estate)
     asked = await uow.destruction_requests.open_record_numbers(command.estate)
     for number in request.record_numbers:
         await destructible(uow, command.estate, number, now, policy)

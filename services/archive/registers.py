@@ -47,6 +47,12 @@ class DestructionRequests:
     def __init__(self, session: AsyncSession):
         self.session = session
 
+    async def lock_estate(self, estate: str) -> None:
+        """Serialise the estate's new requests until commit, so two asked at once cannot
+        both find a record in no open request."""
+        await self.session.execute(sa.select(sa.func.pg_advisory_xact_lock(
+            sa.func.hashtext(f"archive-destruction-requests/{estate}"))))
+
     async def add(self, request: DestructionRequest) -> None:
         await self.session.execute(sa.insert(destruction_requests).values(**request.values()))
 

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.intake import rules
 from services.intake.store import duty_log, roster_shifts, shift_handover_items, shift_handovers
+from shared.periods import month_parts
 
 RS, DL, SH, SHI = roster_shifts, duty_log, shift_handovers, shift_handover_items
 
@@ -21,8 +22,9 @@ def roster_of(rows) -> list[rules.RosterShift]:
 
 
 def month_bounds(month: str) -> tuple[dt.date, dt.date]:
-    """[first day, first day of the next month) of "YYYY-MM" (validated by rules.roster_for_month)."""
-    first = dt.date.fromisoformat(f"{month}-01")
+    """[first day, first day of the next month) of "YYYY-MM"; RuleViolation(422) otherwise."""
+    year, number = month_parts(month)
+    first = dt.date(year, number, 1)
     return first, (first + dt.timedelta(days=32)).replace(day=1)
 
 

@@ -18,6 +18,7 @@ from shared.calendar import WorkingCalendar
 from shared.errors import RuleViolation  # one definition; these rules refuse with 422 unless a move is refused (409)
 from shared.events import Channel, Kind, ReplyMethod, ValidityJudged
 from shared.policy import Policy
+from shared.periods import month_parts
 
 
 # --- time helpers ------------------------------------------------------------------------
@@ -349,11 +350,8 @@ def roster_for_month(month: str, entries: list[dict], policy: Policy) -> list[Ro
     every day in the month (holidays included: they have their own duty shifts, 第2篇
     1.9, 001 第7篇 1.1.6), a known post and shift, at least one staff id, each (day,
     post, shift) once. Raises RuleViolation naming the first bad entry."""
-    try:
-        year, number = (int(part) for part in month.split("-"))
-        first = dt.date(year, number, 1)
-    except ValueError:
-        raise RuleViolation(f"month {month!r} is not YYYY-MM", 422) from None
+    year, number = month_parts(month)  # strict YYYY-MM, else RuleViolation(422)
+    first = dt.date(year, number, 1)
     shifts, seen = [], set()
     for entry in entries:
         try:

@@ -408,3 +408,15 @@ def test_an_off_hours_registration_on_a_holiday_night_goes_to_the_next_rostered_
     assert roster_handover_due(registered, "duty09", roster, POLICY, PROJECTED) == at(2027, 1, 4, 8, 30)
     # In office hours the day shift already has it.
     assert roster_handover_due(at(2027, 1, 5, 10, 0), "duty01", roster, POLICY, PROJECTED) == at(2027, 1, 5, 10, 0)
+
+
+@pytest.mark.parametrize("month", ["2026-1", "2026-011", " 2026-1", "2026-13", "2026-00"])
+def test_a_roster_month_not_written_yyyy_mm_is_refused_with_422_everywhere(month):
+    """The roster routes' month (RULES-free input): a 422 from the rule and from the
+    store's month bounds alike, never a bare ValueError (it answered 500 for "2026-1")."""
+    from services.intake.duty_store import month_bounds
+    from services.intake.rules import RuleViolation, roster_for_month
+    for refuse in (lambda: roster_for_month(month, [], POLICY), lambda: month_bounds(month)):
+        with pytest.raises(RuleViolation) as refused:
+            refuse()
+        assert refused.value.status == 422

@@ -219,6 +219,9 @@ class FakeDestructionRequests:
         found.sort(key=lambda r: r.requested_at, reverse=True)
         return [_copy(r) for r in found]
 
+    async def lock_estate(self, estate):
+        self.locked = estate  # one process, no concurrency: the lock is PostgreSQL's
+
     async def open_record_numbers(self, estate):
         return {n for r in self.rows.values() if r.estate == estate and r.status == "requested" for n in r.record_numbers}
 
