@@ -39,7 +39,7 @@ import httpx  # noqa: E402
 import nats  # noqa: E402
 import psutil  # noqa: E402
 
-from bench.idle import measure_idle, print_idle  # noqa: E402
+from bench.idle import _processes, measure_idle, print_idle  # noqa: E402
 from estatedesk.stack import Stack, wait_until_intake_knows  # noqa: E402
 from shared.auth import issue_token  # noqa: E402
 from shared.directory import Company, Department, Estate, StaffMember, publish_directory  # noqa: E402
@@ -227,6 +227,21 @@ async def raw_postgres(database_url: str, count: int) -> dict:
     return {"postgres_single_insert_rate": single, "postgres_executemany_rate": many}
 
 
+def cpu_by_process(stack: Stack) -> dict[str, dict[int, float]]:
+    """{process group: {pid: user + system CPU seconds}}: the stack's processes (PostgreSQL's
+    backends as they are now: a backend started later counts from zero) and this client."""
+    groups = _processes(stack) | {"bench client": [psutil.Process()]}
+    seconds: dict[str, dict[int, float]] = {}
+    for name, processes in groups.items():
+        for process in processes:
+            try:
+                times = process.cpu_times()
+            except psutil.Error:  # a backend that ended in between
+                continue
+            seconds.setdefault(name, {})[process.pid] = times.user + times.system
+    return seconds
+
+
 def resident_memory(stack: Stack) -> dict:
     """Resident set size per service process, MB."""
     return {f"rss_mb_{s.name}": psutil.Process(s.process.pid).memory_info().rss / 2**20
@@ -250,7 +265,14 @@ async def measure(stack: Stack, args) -> dict:
     async with Pipeline(stack, args.concurrency) as p:
         figures |= await round_trips(p, args.one_at_a_time)
         figures |= await open_loop(p, args.rate, args.rate_seconds)
+        before = cpu_by_process(stack)
         figures |= await closed_loop(p, args.requests, args.concurrency)
+        after = cpu_by_process(stack)
+        # CPU per registration by process group: the budget is cores / rate (2 cores at 300 req/s: 6.7 ms).
+        figures["cpu_ms_per_request"] = {
+            name: round(1000 * sum(seconds - before.get(name, {}).get(pid, 0.0) for pid, seconds in pids.items())
+                        / args.requests, 2)
+            for name, pids in after.items()}
     figures |= resident_memory(stack)
     figures |= await raw_jetstream(stack.nats_url, args.raw)
     figures |= await raw_postgres(stack.database_url, args.raw)
@@ -276,6 +298,10 @@ def report(figures: dict, services: tuple[str, ...]) -> None:
     print(f"  HTTP accept rate            {f['http_accept_rate']:8.0f} req/s")
     print(f"  sustained (to assigned)     {f['end_to_end_rate']:8.0f} req/s")
     print(f"  accepted → assigned         p50 {f['sustained_p50_ms']:7.1f} ms   p99 {f['sustained_p99_ms']:7.1f} ms")
+    if "cpu_ms_per_request" in f:
+        cpu = f["cpu_ms_per_request"]
+        print(f"  CPU per registration        {sum(cpu.values()):7.2f} ms: "
+              + ", ".join(f"{name} {ms:.2f}" for name, ms in sorted(cpu.items(), key=lambda kv: -kv[1])))
     print("raw limits measured in the same run")
     print(f"  JetStream publish, awaiting each ack   {f['jetstream_sequential_ack_rate']:8.0f} msg/s")
     print(f"  JetStream publish, 500 in flight       {f['jetstream_concurrent_ack_rate']:8.0f} msg/s")

@@ -127,8 +127,11 @@ class Database:
     def __init__(self, url: str, metadata: sa.MetaData, pool_size: int = 8):
         # No pre-ping: it costs a round trip per transaction; a connection the server
         # dropped fails its transaction once, which is retried (consumers redeliver).
+        # application_name: pg_stat_activity and the server's log name the service of a
+        # connection (bench/statements.py counts statements per service by it).
         self.engine: AsyncEngine = create_async_engine(
-            asyncpg_url(url), pool_size=pool_size, max_overflow=4, pool_recycle=1800
+            asyncpg_url(url), pool_size=pool_size, max_overflow=4, pool_recycle=1800,
+            connect_args={"server_settings": {"application_name": f"estatedesk-{metadata.schema}"}},
         )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.metadata = metadata

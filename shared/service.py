@@ -36,7 +36,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.auth import AuthError, Principal, principal_from_header
-from shared.bus import BatchFlush, EventConsumer, EventHandler, OutboxRelay, ReconnectPolicy, ensure_stream, probe_nats
+from shared.bus import BatchFlush, BatchPrepare, EventConsumer, EventHandler, OutboxRelay, ReconnectPolicy, ensure_stream, probe_nats
 from shared.clock import Clock, SystemClock, clock_from_spec
 from shared.db import Database
 from shared.directory import Directory
@@ -121,17 +121,19 @@ class Service:
 
     # --- declaration -----------------------------------------------------------------
     def consumer(self, *events: str, description: str = "", exclusive: bool = False,
-                 flush: BatchFlush | None = None) -> Callable[[EventHandler], EventHandler]:
+                 flush: BatchFlush | None = None,
+                 prepare: BatchPrepare | None = None) -> Callable[[EventHandler], EventHandler]:
         """Declare a durable consumer of one event (or of every event when none given);
         `exclusive`: its replicas commit one batch at a time; `flush`: writes what the
-        handlers held in memory, before the batch commits (see EventConsumer)."""
+        handlers held in memory, before the batch commits; `prepare`: loads what a batch's
+        events touch before its handlers run (see EventConsumer)."""
 
         def register(handler: EventHandler) -> EventHandler:
             consumer = EventConsumer(
                 service=self, handler=handler, events=tuple(events) or None,
                 on_processed=lambda event: self.events_consumed.labels(self.name, event.estate, event.event_name).inc(),
                 on_dead_letter=lambda: self.dead_letter_gauge.labels(self.name).inc(),
-                exclusive=exclusive, flush=flush,
+                exclusive=exclusive, flush=flush, prepare=prepare,
             )
             consumer.register(self.router, description)
             self.consumers.append(consumer)

@@ -50,7 +50,13 @@ async def probe_service(servers, tmp_root):
         if rows:
             await session.execute(sa.insert(seen), rows)
 
-    @service.consumer("accepted", flush=write_seen)
+    prepared: list[list[str]] = []
+    service.prepared = prepared  # the batches `prepare` was given, as event ids
+
+    async def note_batch(session, events):
+        prepared.append([event.id for event in events])
+
+    @service.consumer("accepted", flush=write_seen, prepare=note_batch)
     async def remember(session, event):
         description = event.data["description"]
         if description.startswith("fail-"):
@@ -116,6 +122,28 @@ async def test_failing_handler_is_retried_then_dead_lettered_and_the_rest_goes_o
     assert letter.event_id == events[2].id and letter.estate == estate
     assert f"handler failed {MAX_DELIVER} times" in letter.reason and "told to fail" in letter.reason
     assert letter.attempts == MAX_DELIVER and letter.stream_seq
+
+
+async def test_prepare_is_given_each_batch_s_fresh_events_once_and_never_a_duplicate(probe_service):
+    """`prepare` (a service loading what a batch touches in one statement) sees the events
+    its batch's handlers will run, in stream order, each once; a redelivered one is not
+    among them."""
+    service, seen, _ = probe_service
+    estate = f"b{uuid.uuid4().hex[:6]}"
+    events = [accepted_event(estate, f"prepared {i}") for i in range(5)]
+    nc = await nats.connect(service.settings.nats_url)
+    js = nc.jetstream()
+    for event in events:
+        await js.publish(event.nats_subject, event.model_dump_json().encode(), headers={"Nats-Msg-Id": event.id})
+    await js.publish(events[0].nats_subject, events[0].model_dump_json().encode(),
+                     headers={"Nats-Msg-Id": events[0].id + "again"})
+    await nc.close()
+    consumer = service.consumers[0]
+    assert await eventually(lambda: _value(consumer.stats.duplicates >= 1), timeout=30)
+    ids = [event.id for event in events]
+    given = [i for batch in service.prepared for i in batch if i in ids]
+    assert given == ids  # each once, in order; the redelivered copy not again
+    assert await count(service, seen, seen.c.estate == estate) == 5
 
 
 async def _all(service, seen, estate):
