@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import logging
@@ -67,5 +68,10 @@ def run_service(name: str, settings: Settings | None = None) -> None:
     configure_logging(name)
     module.service.bind(settings)
     app = module.create_app()
+    # What the imports and the app built stays for the process's life: moved out of the
+    # collector's sight, a full collection no longer rescans it (one took ~60 ms in
+    # intake, a pause for every request in flight).
+    gc.collect()
+    gc.freeze()
     uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False,
                 timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE_SECONDS)
