@@ -12,6 +12,10 @@ Replicas (issue 13): a service may have several upstreams; requests go round-rob
 one whose replica refuses the connection (killed, restarting) goes to the next replica,
 since nothing of it reached the dead one.
 
+The proxy is aiohttp's client (not httpx): it costs a fraction of httpx's CPU per request
+(bench/gateway.py, docs/performance.md), and every console call goes through here on the
+same two cores as the services.
+
 Run alone: `python -m estatedesk.gateway` with ESTATEDESK_GATEWAY_UPSTREAMS (JSON
 {"intake": "http://127.0.0.1:8001", …}, or a list of URLs per service for its
 replicas) and ESTATEDESK_HTTP_PORT.
@@ -19,6 +23,7 @@ replicas) and ESTATEDESK_HTTP_PORT.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import itertools
 import json
@@ -28,8 +33,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import fastapi_offline
-import httpx
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -37,6 +42,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from yarl import URL
 
 from estatedesk.live import LiveHub
 from shared.service import API_PREFIX, DOCS_ASSETS, error_response
@@ -52,6 +58,16 @@ EXTRA_PREFIXES: dict[str, str] = {}
 # Connection-level headers are the hop's own (RFC 9110 §7.6.1), never forwarded.
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
               "transfer-encoding", "upgrade", "host", "content-length"}
+# Headers the client library would add on its own: a proxy passes the caller's, or none.
+NOT_ADDED = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+# Connections to the services held open at once (as many requests in flight).
+POOL_SIZE = 200
+# Waiting for a pooled connection or a new one, seconds; reading has no limit (event streams
+# stay open, downloads take what they take).
+CONNECT_TIMEOUT = 60.0
+HEALTH_TIMEOUT = 3.0
+# Failures of a request to a service that mean "not answering" (503).
+UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -171,6 +187,12 @@ def nginx_config(routes: list[ApiRoute] | None = None) -> str:
     return "\n".join(lines)
 
 
+async def release(answer: aiohttp.ClientResponse) -> None:
+    """After the response went out (or its caller left): the connection goes back to the
+    pool, or is closed when the service's answer was not read to its end (an event stream)."""
+    answer.release()
+
+
 class Replicas:
     """The upstream URLs of one service, taken in turn (round-robin)."""
 
@@ -190,29 +212,41 @@ def create_gateway(upstreams: dict[str, str | list[str]], console_dist: Path = C
     one that path answers 503. `upstreams`: a URL per service, or a list (its replicas)."""
     routes = route_table()
     replicas = {name: Replicas(urls) for name, urls in upstreams.items()}
-    client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, read=None), limits=httpx.Limits(max_connections=200))
+    http: aiohttp.ClientSession  # made in the lifespan: an aiohttp session belongs to its event loop
 
     async def forward(request: Request, service: str) -> Response:
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        headers = [(k, v) for k, v in request.headers.raw if k.decode("latin-1").lower() not in HOP_BY_HOP]
-        headers.append((b"x-forwarded-for", (request.client.host if request.client else "").encode()))
+        # The path as the client sent it (still percent-encoded), so the service decodes it once.
+        target = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
+        if request.scope["query_string"]:
+            target += "?" + request.scope["query_string"].decode("latin-1")
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw
+                   if k.decode("latin-1").lower() not in HOP_BY_HOP]
+        headers.append(("x-forwarded-for", request.client.host if request.client else ""))
         bases = replicas[service].in_turn()
-        # Read once (at most 1 MiB: the services' limit) so it can go to another replica.
-        body = await request.body() if len(bases) > 1 else request.stream()
+        if "content-length" not in request.headers and "transfer-encoding" not in request.headers:
+            body = None  # none sent (a GET): none to pass on
+        elif len(bases) > 1:
+            # Read once (at most 1 MiB: the services' limit) so it can go to another replica.
+            body = await request.body()
+        else:
+            body = request.stream()
         for base in bases:
-            upstream = client.build_request(request.method, base + target, headers=headers, content=body)
             try:
-                answer = await client.send(upstream, stream=True)
+                answer = await http.request(request.method, URL(base + target, encoded=True), headers=headers,
+                                            data=body, allow_redirects=False)
                 break
-            except httpx.ConnectError as error:  # this replica is down: the request never reached it
+            except aiohttp.ClientConnectorError as error:  # this replica is down: the request never reached it
                 failure = error
-            except httpx.HTTPError as error:
+            except UPSTREAM_ERRORS as error:
                 return error_response(503, f"{service} is not answering: {error.__class__.__name__}")
         else:
             return error_response(503, f"{service} is not answering: {failure.__class__.__name__}")
-        kept = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP}
-        return StreamingResponse(answer.aiter_raw(), status_code=answer.status_code, headers=kept,
-                                 background=BackgroundTask(answer.aclose))
+        response = StreamingResponse(answer.content.iter_any(), status_code=answer.status,
+                                     background=BackgroundTask(release, answer))
+        # Raw pairs: a header the service sent twice (Set-Cookie) stays two headers.
+        response.raw_headers = [(k.lower(), v) for k, v in answer.raw_headers
+                                if k.decode("latin-1").lower() not in HOP_BY_HOP]
+        return response
 
     async def api(request: Request) -> Response:
         service = owner_of(routes, request.method, request.url.path)
@@ -245,10 +279,10 @@ def create_gateway(upstreams: dict[str, str | list[str]], console_dist: Path = C
         if service not in upstreams:
             return error_response(404, f"no service {service!r}")
         try:
-            answer = await client.get(replicas[service].in_turn()[0] + "/openapi.json")
-        except httpx.HTTPError as error:
+            async with http.get(replicas[service].in_turn()[0] + "/openapi.json", allow_redirects=False) as answer:
+                return Response(await answer.read(), status_code=answer.status, media_type="application/json")
+        except UPSTREAM_ERRORS as error:
             return error_response(503, f"{service} is not answering: {error.__class__.__name__}")
-        return Response(answer.content, status_code=answer.status_code, media_type="application/json")
 
     async def docs(request: Request) -> Response:
         """Swagger UI (`/docs/{service}`) or ReDoc (`/redoc/{service}`) of one service's
@@ -277,9 +311,11 @@ def create_gateway(upstreams: dict[str, str | list[str]], console_dist: Path = C
             for i, base in enumerate(each.urls):
                 label = name if not i else f"{name}#{i}"
                 try:
-                    ok = (await client.get(base + "/healthz", timeout=3)).status_code == 200
-                    checks[label] = "ok" if ok else "degraded"
-                except httpx.HTTPError as error:
+                    async with http.get(base + "/healthz", allow_redirects=False,
+                                        timeout=aiohttp.ClientTimeout(total=HEALTH_TIMEOUT)) as answer:
+                        await answer.read()  # to the end, so the connection goes back to the pool
+                    checks[label] = "ok" if answer.status == 200 else "degraded"
+                except UPSTREAM_ERRORS as error:
                     checks[label] = f"error: {error.__class__.__name__}"
         healthy = all(v == "ok" for v in checks.values())
         return JSONResponse({"service": "gateway", "status": "ok" if healthy else "degraded", "checks": checks},
@@ -300,12 +336,21 @@ def create_gateway(upstreams: dict[str, str | list[str]], console_dist: Path = C
     app_routes.append(Route("/{path:path}", page, methods=["GET", "HEAD", "POST"]))
     @asynccontextmanager
     async def lifespan(app):
-        if live is not None:
-            await live.start()
-        yield
-        if live is not None:
-            await live.stop()
-        await client.aclose()
+        nonlocal http
+        # No cookie jar: one caller's cookies must never ride on another's request. Bodies stay
+        # as the service encoded them (its Content-Encoding is passed on with them).
+        http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=POOL_SIZE), cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=None),
+            auto_decompress=False, skip_auto_headers=NOT_ADDED)
+        try:
+            if live is not None:
+                await live.start()
+            yield
+            if live is not None:
+                await live.stop()
+        finally:
+            await http.close()
 
     return Starlette(routes=app_routes, lifespan=lifespan)
 
