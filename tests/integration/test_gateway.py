@@ -1,7 +1,8 @@
 """The gateway's proxy against stand-in services (no NATS, no database): replica failover
 only when a replica refuses the connection, 503 with the reason otherwise, and bodies
-streamed both ways — an event stream arrives event by event, a large download and upload
-arrive whole — with paths, query strings and headers passed on as sent."""
+streamed both ways — an event stream arrives event by event and ends at the service when
+the caller leaves, a large download and upload arrive whole — with paths, query strings
+and headers passed on as sent."""
 
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ class StandIn:
         self.name = name
         self.seen: list[str] = []
         self.next_event = asyncio.Event()
+        self.streams_open = 0
         self.app = Starlette(routes=[
             Route(STREAM, self.stream),
             Route("/v1/estates/e1/archive/records/{record}/form.pdf", self.download),
@@ -71,9 +73,13 @@ class StandIn:
         self.seen.append(request.url.path)
 
         async def events():
-            yield b"data: one\n\n"
-            await self.next_event.wait()  # the second comes only when the test has seen the first
-            yield b"data: two\n\n"
+            self.streams_open += 1
+            try:
+                yield b"data: one\n\n"
+                await self.next_event.wait()  # the second comes only when the test has seen the first
+                yield b"data: two\n\n"
+            finally:
+                self.streams_open -= 1
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
@@ -159,6 +165,14 @@ async def test_events_arrive_one_by_one_and_large_bodies_whole(tmp_path):
                 assert await asyncio.wait_for(anext(received), 5) == b"data: one\n\n"  # before the stream ends
                 analytics.next_event.set()
                 assert b"".join([chunk async for chunk in received]) == b"data: two\n\n"
+            analytics.next_event.clear()
+            async with client.stream("GET", STREAM) as answer:  # left after the first event
+                assert await asyncio.wait_for(anext(answer.aiter_bytes()), 5) == b"data: one\n\n"
+            for _ in range(100):  # the gateway hung up on the service too
+                if not analytics.streams_open:
+                    break
+                await asyncio.sleep(0.05)
+            assert analytics.streams_open == 0
 
             download = await client.get("/v1/estates/e1/archive/records/R-1/form.pdf")
             assert download.status_code == 200 and download.content == DOWNLOAD
@@ -169,6 +183,9 @@ async def test_events_arrive_one_by_one_and_large_bodies_whole(tmp_path):
 
             seen = (await client.post(REGISTER, content=upload())).json()
             assert seen["length"] == len(DOWNLOAD) and seen["sha256"] == hashlib.sha256(DOWNLOAD).hexdigest()
+            # curl's way with a large body: the service's "100 Continue" lets it through.
+            seen = (await client.post(REGISTER, content=DOWNLOAD, headers={"expect": "100-continue"})).json()
+            assert seen["length"] == len(DOWNLOAD)
 
             # The path reaches the service as the client encoded it.
             seen = (await client.get("/v1/estates/e1/requests/a%20b", params={"q": "x y"})).json()
