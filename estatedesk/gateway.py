@@ -45,6 +45,7 @@ from starlette.staticfiles import StaticFiles
 from yarl import URL
 
 from estatedesk.live import LiveHub
+from estatedesk.runner import KEEP_ALIVE_SECONDS
 from shared.service import API_PREFIX, DOCS_ASSETS, error_response
 from shared.settings import SERVICES, load_signing_key
 
@@ -65,6 +66,9 @@ POOL_SIZE = 200
 # Waiting for a pooled connection or a new one, seconds; reading has no limit (event streams
 # stay open, downloads take what they take).
 CONNECT_TIMEOUT = 60.0
+# An idle pooled connection is dropped well before the service drops it, so a request never
+# goes out on a connection the service is closing at that moment.
+IDLE_SECONDS = KEEP_ALIVE_SECONDS / 2
 HEALTH_TIMEOUT = 3.0
 # Failures of a request to a service that mean "not answering" (503).
 UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
@@ -340,7 +344,7 @@ def create_gateway(upstreams: dict[str, str | list[str]], console_dist: Path = C
         # No cookie jar: one caller's cookies must never ride on another's request. Bodies stay
         # as the service encoded them (its Content-Encoding is passed on with them).
         http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=POOL_SIZE), cookie_jar=aiohttp.DummyCookieJar(),
+            connector=aiohttp.TCPConnector(limit=POOL_SIZE, keepalive_timeout=IDLE_SECONDS), cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=None),
             auto_decompress=False, skip_auto_headers=NOT_ADDED)
         try:
@@ -358,7 +362,7 @@ def create_gateway(upstreams: dict[str, str | list[str]], console_dist: Path = C
 def main() -> None:
     import uvicorn
 
-    from estatedesk.runner import KEEP_ALIVE_SECONDS, configure_logging
+    from estatedesk.runner import configure_logging
 
     configure_logging("gateway")
     upstreams = json.loads(os.environ["ESTATEDESK_GATEWAY_UPSTREAMS"])
