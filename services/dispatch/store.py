@@ -238,19 +238,37 @@ def any_of(column: sa.Column, values: Iterable) -> sa.ColumnElement[bool]:
     return column == sa.any_(sa.bindparam(f"{column.name}_any", list(values), type_=ARRAY(column.type), unique=True))
 
 
-def _insert_json(table: sa.Table, returning: str = "") -> sa.TextClause:
-    """An INSERT of the rows of one JSON array (`:rows`, objects by column name; a column
-    left out is NULL), the same text for any number of rows; identity ids come from the
-    table."""
-    names = ", ".join(f'"{c.name}"' for c in table.columns if c.name != "id")
-    name = f'"{table.schema}"."{table.name}"'
-    return sa.text(f"INSERT INTO {name} ({names}) SELECT {names} "
-                   f"FROM json_populate_recordset(NULL::{name}, CAST(:rows AS json)){returning}")
+def _write_new_rows() -> sa.TextClause:
+    """One statement for new forms, lines and clocks, each given as one JSON array
+    (`:forms`, `:lines`, `:clocks`: objects by column name, a column left out is NULL),
+    the same text for any number of rows (SQLAlchemy's compiled cache and asyncpg's
+    prepared statement hit every time). A department's clock given without its
+    `assignment_id` takes the id of the new line of its ticket, round and department
+    written with it. Answers the new lines' (id, ticket_id, round, department)."""
+
+    def name(table: sa.Table) -> str:
+        return f'"{table.schema}"."{table.name}"'
+
+    def insert(table: sa.Table, alias: str, select: str | None = None, join: str = "") -> str:
+        # Identity ids come from the table, given in the arrays' order (as one by one).
+        names = [f'"{c.name}"' for c in table.columns if c.name != "id"]
+        return (f"INSERT INTO {name(table)} ({', '.join(names)}) SELECT {select or ', '.join(names)} "
+                f"FROM json_populate_recordset(NULL::{name(table)}, CAST(:{alias} AS json)) WITH ORDINALITY "
+                f"AS {alias}{join} ORDER BY {alias}.ordinality")
+
+    clock_columns = ", ".join('coalesce(clocks."assignment_id", lines.id)' if c.name == "assignment_id"
+                              else f'clocks."{c.name}"' for c in D.columns if c.name != "id")
+    line_of_clock = (" LEFT JOIN lines ON clocks.assignment_id IS NULL AND clocks.department <> ''"
+                     " AND (lines.ticket_id, lines.round, lines.department)"
+                     " = (clocks.ticket_id, clocks.round, clocks.department)")
+    return sa.text(
+        f"WITH new_forms AS ({insert(F, 'forms')}), "
+        f"lines AS ({insert(A, 'lines')} RETURNING id, ticket_id, round, department), "
+        f"new_clocks AS ({insert(D, 'clocks', clock_columns, line_of_clock)}) "
+        "SELECT id, ticket_id, round, department FROM lines")
 
 
-_INSERT_FORMS = _insert_json(F)
-_INSERT_LINES = _insert_json(A, " RETURNING id, ticket_id, round, department")
-_INSERT_CLOCKS = _insert_json(D)
+_WRITE_NEW_ROWS = _write_new_rows()
 
 
 def _json_rows(rows: list[dict]) -> str:
@@ -315,28 +333,28 @@ class NewRows:
             await self.write()
 
     async def write(self) -> None:
-        """Forms, then lines (ids set on the Line objects), then clocks: at most three statements."""
+        """Forms, lines (ids set on the Line objects) and clocks in one statement."""
         forms, lines, clocks = self._forms, self._lines, self._clocks
+        if not (forms or lines or clocks):
+            return
         self._forms, self._lines, self._clocks, self._held_lines = [], [], [], set()
-        execute = self.session.execute
-        if forms:
+        line_rows = [line.columns() for line in lines]
+        for row in line_rows:
+            del row["id"]
+        # Active lines are unique by (ticket, round, department) (uq_assignments_active_line):
+        # the key a new line's id comes back by, and its clocks find it by.
+        keys = [(line.ticket_id, line.round, line.department) for line in lines]
+        if len(set(keys)) != len(keys):
+            raise ValueError("new ledger lines written together must differ in ticket, round or department")
+        clock_rows = [row if line is None else {**row, "assignment_id": line.id} for row, line in clocks]
+        written = await self.session.execute(_WRITE_NEW_ROWS, {
             # In ticket order: two writers of the same tickets wait for each other instead of deadlocking.
-            await execute(_INSERT_FORMS, {"rows": _json_rows(sorted(forms, key=lambda f: f["ticket_id"]))})
-        if lines:
-            rows = [line.columns() for line in lines]
-            for row in rows:
-                del row["id"]
-            written = (await execute(_INSERT_LINES, {"rows": _json_rows(rows)})).all()
-            # An active line is unique by (ticket, round, department) (uq_assignments_active_line).
-            ids = {(r.ticket_id, r.round, r.department): r.id for r in written}
-            if len(ids) != len(lines):
-                raise ValueError("new ledger lines written at once must differ in ticket, round or department")
-            for line in lines:
-                line.id = ids[line.ticket_id, line.round, line.department]
-        if clocks:
-            rows = [row if line is None else {**row, "assignment_id": line.id} for row, line in clocks]
-            await execute(_INSERT_CLOCKS, {"rows": _json_rows(rows)})
-            _tell_written(self.session, self.on_written, [row["due_at"] for row in rows])
+            "forms": _json_rows(sorted(forms, key=lambda f: f["ticket_id"])),
+            "lines": _json_rows(line_rows), "clocks": _json_rows(clock_rows)})
+        ids = {(r.ticket_id, r.round, r.department): r.id for r in written}
+        for line, key in zip(lines, keys):
+            line.id = ids[key]
+        _tell_written(self.session, self.on_written, [row["due_at"] for row in clock_rows])
 
 
 class Repository:

@@ -18,6 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 
 from services.dispatch import handlers, store
+from services.dispatch.app import metrics, service
+from services.dispatch.uow import DispatchUnitOfWork
 from shared.clock import ManualClock
 from shared.db import Database
 from shared.events import CloudEvent, Kind, RepairClass
@@ -34,8 +36,6 @@ UNCOMPARED = {"id", "assignment_id", "deadline_id", "ticket_id", "form_number", 
 async def dispatch(servers):
     """(service, its `accepted` consumer, estate code) with the service's database, clock
     and directory swapped for the test's; the rows the test made are deleted afterwards."""
-    from services.dispatch.app import service
-
     estate = f"b{uuid.uuid4().hex[:8]}"
     saved = service.db, service.clock, service.directory
     service.db = Database(servers["database"], store.metadata, pool_size=2)
@@ -130,9 +130,9 @@ async def test_a_batch_of_accepted_costs_the_same_statements_whatever_its_size(d
         seen.append(statements)
         rows = await stored(service, estate, prefix)
         assert len(rows["forms"]) == size and len(rows["assignments"]) == size + size // 2
-    # The claim, "already routed?", the forms, the lines, the clocks, the outbox.
+    # The claim, "already routed?", the forms with their lines and clocks, the outbox.
     assert seen[0] == seen[1] == seen[2], seen
-    assert [s.split()[0] for s in seen[0]] == ["INSERT", "SELECT", "INSERT", "INSERT", "INSERT", "INSERT"], seen[0]
+    assert [s.split()[0] for s in seen[0]] == ["INSERT", "SELECT", "WITH", "INSERT"], seen[0]
 
 
 async def test_the_batch_and_the_event_by_event_paths_store_the_same(dispatch, monkeypatch):
@@ -182,3 +182,21 @@ async def lines_of_clocks(service, prefix: str) -> set[str]:
                       (D.c.assignment_id == line, "ok"), else_="department clock on another line")
     async with service.db.transaction() as session:
         return set((await session.execute(sa.select(verdict).where(D.c.ticket_id.like(f"{prefix}-%")))).scalars())
+
+
+async def test_a_step_writes_only_the_line_that_changed(dispatch):
+    """Acknowledging one department of a form on two departments writes that line alone;
+    the form's columns did not change, so the form is not written."""
+    service, consumer, estate = dispatch
+    ticket = f"L{uuid.uuid4().hex[:8]}-0"
+    [payload] = [accepted(service.clock, ticket, category="both taps")]
+    assert await run(consumer, [event(payload, service.clock, "intake").model_copy(update={"estate": estate})]) \
+        == ["processed"]
+    async with service.db.transaction() as session:
+        uow = DispatchUnitOfWork(session, service.emit, metrics)
+        with counting(service) as statements:
+            form = await handlers.handle_form_command(handlers.FormCommand(
+                estate, ticket, handlers.acknowledge("engineering", f"{estate}-eng01")), uow, service.context)
+    assert [line.status.value for line in form.lines] == ["acknowledged", "assigned"]
+    writes = [s for s in statements if s.split()[0] in ("INSERT", "UPDATE")]
+    assert [s for s in writes if "forms" in s or "assignments" in s] == ["UPDATE dispatch.assignments SET"], writes
