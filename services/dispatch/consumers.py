@@ -58,6 +58,7 @@ async def flush_accepted(session: AsyncSession) -> None:
 
 
 async def on_accepted(session: AsyncSession, event: CloudEvent) -> None:
+    """Route one accepted form; its new rows wait in the batch's `NewRows` for the flush."""
     try:
         await HANDLERS["accepted"](event, _unit_of_work(session, _held(session)), service.context)
     except BaseException:
