@@ -140,7 +140,14 @@ class Database:
         self.dead_letters = metadata.tables[f"{metadata.schema}.dead_letters"]
         # Set after a commit that wrote outbox rows, so the relay wakes at once.
         self.outbox_written = asyncio.Event()
-        self._outbox_insert = sa.insert(self.outbox)
+        # Rows as arrays, zipped by unnest in order (so `seq` keeps the order emitted): one
+        # statement for any number of rows (an executemany is one statement per row).
+        o = self.outbox.c
+        self._outbox_insert = sa.insert(self.outbox).from_select(
+            ["event_id", "subject", "body", "created_at"],
+            sa.select(*(sa.func.unnest(sa.bindparam(name, type_=ARRAY(column.type)))
+                        for name, column in (("event_ids", o.event_id), ("subjects", o.subject), ("bodies", o.body),
+                                             ("times", o.created_at)))))
         # One statement for any batch size (an array parameter, not N value rows): one
         # compiled and one prepared statement instead of one per batch length.
         processed = self.processed
@@ -281,8 +288,9 @@ class Database:
             await self._insert_outbox(session, held)
 
     async def _insert_outbox(self, session: AsyncSession, rows: list[dict]) -> None:
-        # Several rows: asyncpg's executemany (one prepared statement, one round trip).
-        await session.execute(self._outbox_insert, rows if len(rows) > 1 else rows[0])
+        await session.execute(self._outbox_insert, {
+            "event_ids": [r["event_id"] for r in rows], "subjects": [r["subject"] for r in rows],
+            "bodies": [r["body"] for r in rows], "times": [r["created_at"] for r in rows]})
 
     async def claim_event(self, session: AsyncSession, consumer: str, event_id: str, now: dt.datetime) -> bool:
         """Record that `consumer` processed `event_id`; False when it already had."""

@@ -63,8 +63,8 @@ async def apply_effects(form: Form, uow) -> None:
         if isinstance(effect, CloseClocks):
             await close_clocks(uow, effect.scope, effect.at, effect.outcome)
         elif isinstance(effect, StartClocks):
-            line_ids = {line.department: line.id for line in form.active_lines}
-            await uow.clocks.add(form.ticket_id, form.estate, effect.clocks, line_ids)
+            lines = {line.department: line for line in form.active_lines}
+            await uow.clocks.add(form.ticket_id, form.estate, effect.clocks, lines)
         elif isinstance(effect, ResolveEscalations):
             await uow.escalations.resolve(effect.scope, effect.at)
         elif isinstance(effect, Raise):

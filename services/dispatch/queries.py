@@ -85,7 +85,7 @@ async def work_list(session: AsyncSession, estate: str, department: str | None, 
     elif status == "overdue":
         late = sa.select(D.c.ticket_id).where(D.c.estate == estate, D.c.met_at.is_(None), D.c.due_at < now)
         # A week of owner updates that ended short is a breached clock like any other.
-        query = query.where(F.c.status.in_((S.in_handling, S.completed)), F.c.ticket_id.in_(late))
+        query = query.where(store.any_of(F.c.status, (S.in_handling.value, S.completed.value)), F.c.ticket_id.in_(late))
     if department is not None:
         active = sa.select(A.c.ticket_id).where(
             A.c.estate == estate, A.c.department == department, A.c.transferred_at.is_(None), A.c.round == F.c.round,
@@ -97,10 +97,11 @@ async def work_list(session: AsyncSession, estate: str, department: str | None, 
     if not ids:
         return WorkList([], [], [])
     lines = (await session.execute(
-        sa.select(A.c.ticket_id, A.c.round, A.c.department).where(A.c.ticket_id.in_(ids), A.c.transferred_at.is_(None))
+        sa.select(A.c.ticket_id, A.c.round, A.c.department).where(store.any_of(A.c.ticket_id, ids),
+                                                                  A.c.transferred_at.is_(None))
     )).all()
     open_clocks = (await session.execute(
         sa.select(D.c.ticket_id, D.c.due_at, D.c.breached_at, D.c.department)
-        .where(D.c.ticket_id.in_(ids), D.c.met_at.is_(None))
+        .where(store.any_of(D.c.ticket_id, ids), D.c.met_at.is_(None))
     )).all()
     return WorkList(forms, list(lines), list(open_clocks))

@@ -43,14 +43,18 @@ class Metrics:
 
 
 class DispatchUnitOfWork(SqlUnitOfWork):
-    """uow.forms, .clocks, .escalations, .nonconformities, .progress, .bills over one session."""
+    """uow.forms, .clocks, .escalations, .nonconformities, .progress, .bills over one session.
+
+    `held`: the new forms, lines and clocks of a batch, kept until the batch's flush (the
+    `accepted` consumer's, `store.NewRows` with `hold`); without it they are written at once."""
 
     def __init__(self, session: "AsyncSession", emit: Callable[..., Awaitable[CloudEvent]], metrics: Metrics,
-                 on_clock_written: Callable[[dt.datetime], None] | None = None):
+                 on_clock_written: Callable[[dt.datetime], None] | None = None, held: store.NewRows | None = None):
         super().__init__(session, emit)
         self.metrics = metrics
-        self.forms = store.FormRepository(session)
-        self.clocks = store.ClockRepository(session, on_clock_written)
+        rows = held if held is not None else store.NewRows(session, on_clock_written)
+        self.forms = store.FormRepository(session, rows)
+        self.clocks = store.ClockRepository(session, rows, on_clock_written)
         self.escalations = store.EscalationRepository(session)
         self.nonconformities = store.NonconformityRepository(session)
         self.progress = store.ProgressLogRepository(session)

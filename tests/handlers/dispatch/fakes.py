@@ -108,11 +108,12 @@ class FakeClocks:
                 closed.append(copy.copy(row))
         return closed
 
-    async def add(self, ticket_id, estate, clocks, line_ids) -> None:
+    async def add(self, ticket_id, estate, clocks, lines) -> None:
         for c in clocks:
+            line = lines.get(c.department) if c.department else None
             self.rows.append(ClockRow(ticket_id=ticket_id, estate=estate, round=c.round, clock=c.clock,
                                       department=c.department or "",
-                                      assignment_id=line_ids.get(c.department) if c.department else None,
+                                      assignment_id=line.id if line is not None else None,
                                       due_at=c.due_at, provisional=c.provisional, started_at=c.started_at,
                                       working_days=c.working_days))
 
