@@ -24,6 +24,14 @@ class FakeTickets:
         self.rows.setdefault(ticket_id, Ticket.first_news(ticket_id, estate, seen_at, now))
         return _copy(self.rows[ticket_id])
 
+    async def hold(self, first_news, now) -> dict[str, Ticket]:
+        for ticket_id, estate, seen_at in first_news:
+            await self.lock(ticket_id, estate, seen_at, now)
+        return {ticket_id: _copy(self.rows[ticket_id]) for ticket_id, _, _ in first_news}
+
+    async def flush(self) -> None:
+        pass  # saved at once
+
     async def get(self, estate, ticket_id, *, lock=False):
         found = self.rows.get(ticket_id)
         return _copy(found) if found and found.estate == estate else None
@@ -141,6 +149,12 @@ class FakeWatches:
         self.locked.append(estate)
         return True
 
+    async def lock_estates(self, estates) -> None:
+        self.locked.extend(sorted(set(estates)))
+
+    def expect(self, pairs) -> None:
+        pass  # nothing to load
+
 
 class FakeProgress:
     def __init__(self):
@@ -201,3 +215,6 @@ class FakeCallbackUnitOfWork:
 
     def count(self, metric, estate, kind, departments) -> None:
         self.counted.append((metric, estate, kind, tuple(departments)))
+
+    async def flush(self) -> None:
+        await self.tickets.flush()
