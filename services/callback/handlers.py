@@ -164,6 +164,18 @@ async def decide_recurrence(uow: CallbackUnitOfWork, ctx: HandlerContext, estate
         await close_ticket(uow, ctx, ticket, watch.round, reason, verdict == "satisfied", SYSTEM)
 
 
+async def decide_if_new_opinion(uow: CallbackUnitOfWork, ctx: HandlerContext, estate: str, ticket: Ticket,
+                                before: tuple | None) -> None:
+    """A ticket that has just become a later opinion, or whose facts as one changed (its
+    `opinion_facts` were `before`), may decide an earlier opinion's recurrence at once.
+    Otherwise the opinions the rule reads are as they were: only elapsed windows could be
+    decided, and the recurrence scan does that (a ticket accepted before it is assigned
+    reads no watch). The caller holds `uow.watches.lock_estate(estate)`."""
+    after = ticket.opinion_facts()
+    if after is not None and after != before:
+        await decide_recurrence(uow, ctx, estate, ticket.category_key)
+
+
 # --- event handlers ----------------------------------------------------------------------------------
 
 
@@ -200,16 +212,16 @@ RECURRENCE_NEWS: dict[str, Callable[[CloudEvent, object], TicketNews]] = {
 
 
 async def prepare_batch(events: list[CloudEvent], uow: CallbackUnitOfWork, ctx: HandlerContext) -> None:
-    """Ready a consumer's batch of `RECURRENCE_NEWS` events (fresh, in stream order) with one
-    statement per table before its handlers run (issue 12): the estates' recurrence locks
-    (all of them, in one order, before any row lock: batches never deadlock on them), every
-    ticket created-or-locked and held by the unit of work until its flush, and the
-    (estate, category) pairs whose undecided watches the handlers will ask for, loaded
-    together at the first ask. The handlers then find all of it in the unit of work; an
-    event handled alone (after a failure) loads what it needs itself, to the same effect."""
+    """Ready a consumer's batch of `RECURRENCE_NEWS` events (fresh, in stream order) before its
+    handlers run (issue 12): in one statement, the estates' recurrence locks (all of them,
+    in one order, before any row lock: batches never deadlock on them) and every ticket
+    created-or-locked, held by the unit of work until its flush; and the (estate, category)
+    pairs whose undecided watches the handlers may ask for, loaded in one statement at the
+    first ask. The handlers then find all of it in the unit of work; an event handled alone
+    (after a failure) loads what it needs itself, to the same effect."""
     news = [(event.estate, RECURRENCE_NEWS[event.event_name](event, event.payload())) for event in events]
-    await uow.watches.lock_estates({estate for estate, _ in news})
-    tickets = await uow.tickets.hold([(n.ticket_id, estate, n.seen_at) for estate, n in news], ctx.now())
+    tickets = await uow.hold({estate for estate, _ in news}, [(n.ticket_id, estate, n.seen_at) for estate, n in news],
+                             ctx.now())
     # The key each handler will decide with: the stored one, else the event's (learn_*).
     keys = {(estate, tickets[n.ticket_id].category_key or n.category_key) for estate, n in news}
     uow.watches.expect((estate, key) for estate, key in keys if key)
@@ -222,11 +234,12 @@ async def handle_accepted(event: CloudEvent, uow: CallbackUnitOfWork, ctx: Handl
     news = accepted_news(event, accepted)
     await uow.watches.lock_estate(event.estate)
     ticket = await uow.tickets.lock(news.ticket_id, event.estate, news.seen_at, ctx.now())
+    opinion = ticket.opinion_facts()
     ticket.learn_accepted(accepted, news.category_key, ctx.now())
     await uow.tickets.save(ticket)
     if ticket.first_assigned_at:  # `assigned` came first: the service has started
         await plan_midway(uow, ctx, ticket, ticket.current_round, accepted.appointment_at or ticket.first_assigned_at)
-    await decide_recurrence(uow, ctx, event.estate, ticket.category_key)
+    await decide_if_new_opinion(uow, ctx, event.estate, ticket, opinion)
 
 
 async def handle_validity_judged(event: CloudEvent, uow: CallbackUnitOfWork, ctx: HandlerContext) -> None:
@@ -264,12 +277,13 @@ async def handle_assigned(event: CloudEvent, uow: CallbackUnitOfWork, ctx: Handl
     news = assigned_news(event, assigned)
     await uow.watches.lock_estate(event.estate)
     ticket = await uow.tickets.lock(news.ticket_id, event.estate, news.seen_at, ctx.now())
+    opinion = ticket.opinion_facts()
     ticket.learn_assigned(assigned.departments, event.time, ctx.now())
     await uow.tickets.save(ticket)
     if assigned.round >= ticket.current_round:
         starts_at = ticket.appointment_at if assigned.round == 1 and ticket.appointment_at else event.time
         await plan_midway(uow, ctx, ticket, assigned.round, starts_at)
-    await decide_recurrence(uow, ctx, event.estate, ticket.category_key)
+    await decide_if_new_opinion(uow, ctx, event.estate, ticket, opinion)
 
 
 async def handle_completed(event: CloudEvent, uow: CallbackUnitOfWork, ctx: HandlerContext) -> None:

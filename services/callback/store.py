@@ -211,11 +211,18 @@ def _from_json(table: sa.Table) -> str:
     return f"jsonb_populate_recordset(NULL::{table.schema}.{table.name}, CAST(CAST(:rows AS text) AS jsonb))"
 
 
-# A batch's tickets created-or-locked in one statement: rows inserted (and, when they exist,
-# locked) in ticket-id order, so two batches touching the same tickets never deadlock; a
-# conflicting insert that "updates" the key to itself takes the row's lock and returns it.
+# A batch's tickets created-or-locked in one statement: first the advisory locks named in
+# :locks, in name order (the SELECT reference: output expressions not referenced by ORDER BY
+# are evaluated after the sort), all of them before any row (the filter is a constant one,
+# checked before the first row is read, and the sort reads every row before the first is
+# inserted); then the rows, inserted (and, where they exist, locked) in ticket-id order, so
+# two batches touching the same tickets never deadlock. A conflicting insert that "updates"
+# the key to itself takes the row's lock and returns the row as last committed, even one
+# committed while the statement waited for a lock (READ COMMITTED's rule for ON CONFLICT).
 _LOCK_TICKETS = sa.text(
-    f"INSERT INTO {T.schema}.{T.name} AS t SELECT * FROM {_from_json(T)} AS r ORDER BY r.ticket_id "
+    "WITH locks AS MATERIALIZED (SELECT pg_advisory_xact_lock(hashtext(k)) FROM unnest(CAST(:locks AS text[])) AS k "
+    f"ORDER BY k) INSERT INTO {T.schema}.{T.name} AS t SELECT r.* FROM {_from_json(T)} AS r "
+    "WHERE (SELECT count(*) FROM locks) >= 0 ORDER BY r.ticket_id "
     "ON CONFLICT (ticket_id) DO UPDATE SET ticket_id = excluded.ticket_id RETURNING t.*")
 # A batch's changed tickets written in one statement (every column but the key).
 _TICKET_FIELDS = [c.name for c in T.c if c.name != "ticket_id"]
@@ -256,10 +263,13 @@ class Tickets:
         self._held[ticket.ticket_id], self._stored[ticket.ticket_id] = row, dict(row)
         return ticket
 
-    async def hold(self, first_news: Iterable[tuple[str, str, dt.datetime]], now: dt.datetime) -> dict[str, Ticket]:
+    async def hold(self, first_news: Iterable[tuple[str, str, dt.datetime]], now: dt.datetime,
+                   locks: list[str]) -> dict[str, Ticket]:
         """Create-or-lock a batch's tickets in one statement and keep them until `flush`.
         `first_news`: (ticket id, estate, when first seen) per event, in the batch's order
-        (a ticket new to callback is created as its first event there would create it).
+        (a ticket new to callback is created as its first event there would create it);
+        `locks`: advisory locks (names, keys of `hashtext`) the same statement takes first,
+        in name order, before any row lock (a batch's recurrence locks, `Watches.taking`).
         Returns ticket id -> the ticket (a copy)."""
         if self._held is None:
             self._held = {}
@@ -267,8 +277,9 @@ class Tickets:
         for ticket_id, estate, seen_at in first_news:
             if ticket_id not in self._held and ticket_id not in fresh:
                 fresh[ticket_id] = Ticket.first_news(ticket_id, estate, seen_at, now).values()
-        if fresh:
-            for row in (await self.session.execute(_LOCK_TICKETS, {"rows": _rows_json(list(fresh.values()))})).all():
+        if fresh or locks:
+            rows = await self.session.execute(_LOCK_TICKETS, {"rows": _rows_json(list(fresh.values())), "locks": locks})
+            for row in rows.all():
                 self._keep(Ticket.from_row(row))
         return {ticket_id: Ticket.from_row(row) for ticket_id, row in self._held.items()}
 
@@ -434,10 +445,6 @@ def _recurrence_lock_key(estate: str) -> str:
     return f"callback-recurrence/{estate}"
 
 
-# Several estates' recurrence locks in one statement, taken in the order of their keys (the
-# SELECT reference: output expressions not referenced by ORDER BY are evaluated after the
-# sort), so batches locking several estates never deadlock.
-_LOCK_ESTATES = sa.text("SELECT pg_advisory_xact_lock(hashtext(k)) FROM unnest(CAST(:keys AS text[])) AS k ORDER BY k")
 # The undecided watches of several (estate, category key) pairs, locked, in one statement.
 _UNDECIDED_OF = sa.text(
     f"SELECT w.* FROM {W.schema}.{W.name} AS w WHERE w.verdict IS NULL AND (w.estate, w.category_key) IN "
@@ -448,7 +455,7 @@ _UNDECIDED_OF = sa.text(
 class Watches:
     """RULES §3 No callback path: the watches waiting for the recurrence rule's verdict.
 
-    A consumer's batch takes its estates' recurrence locks at once (`lock_estates`) and
+    A consumer's batch takes its estates' recurrence locks at once (`taking`) and
     names the (estate, category key) pairs its handlers will ask about (`expect`): the first
     `undecided` of such a pair loads every named pair's watches in one statement, and later
     ones answer from them (under the estates' locks nobody else adds or decides one; this
@@ -456,7 +463,7 @@ class Watches:
 
     def __init__(self, session: AsyncSession):
         self.session = session
-        self._locked: set[str] = set()  # estates whose recurrence lock `lock_estates` took
+        self._locked: set[str] = set()  # estates whose recurrence lock the batch took (`taking`)
         self._expected: set[tuple[str, str]] = set()
         # (estate, category key) -> (ticket id, round) -> the undecided watch's row.
         self._loaded: dict[tuple[str, str], dict[tuple[str, int], dict]] = {}
@@ -529,7 +536,7 @@ class Watches:
         assigned, completed) and its scan: a first opinion's watch and a later opinion's
         facts committed concurrently would otherwise each miss the other. Taken before any
         row lock, so it never deadlocks; it costs one estate's events a few ms each.
-        Nothing to do when `lock_estates` took it already."""
+        Nothing to do when the batch took it already (`taking`)."""
         if estate in self._locked:
             return True
         key = sa.func.hashtext(_recurrence_lock_key(estate))
@@ -538,14 +545,14 @@ class Watches:
             return True
         return bool((await self.session.execute(sa.select(sa.func.pg_try_advisory_xact_lock(key)))).scalar())
 
-    async def lock_estates(self, estates: Iterable[str]) -> None:
-        """`lock_estate` of several estates in one statement, in one order (a batch's, before
-        any of its row locks); held until the transaction ends, so not to be taken inside
-        a savepoint that may roll back (the locks would go, this would still count them)."""
+    def taking(self, estates: Iterable[str]) -> list[str]:
+        """The recurrence locks of `estates` this transaction does not hold yet, as lock
+        names for the statement that takes them (`Tickets.hold`: all of a batch's, in one
+        order, before any row lock), counted as held from now: `lock_estate` then costs
+        nothing. Not for a savepoint that may roll back (the locks would go with it)."""
         wanted = sorted(set(estates) - self._locked)
-        if wanted:
-            await self.session.execute(_LOCK_ESTATES, {"keys": [_recurrence_lock_key(e) for e in wanted]})
-            self._locked.update(wanted)
+        self._locked.update(wanted)
+        return [_recurrence_lock_key(estate) for estate in wanted]
 
 
 class ProgressUpdates:
@@ -603,6 +610,12 @@ class CallbackUnitOfWork(SqlUnitOfWork):
         self.progress = ProgressUpdates(session)
         self.visits = Visits(session)
         self._count = count
+
+    async def hold(self, estates: Iterable[str], first_news: Iterable[tuple[str, str, dt.datetime]],
+                   now: dt.datetime) -> dict[str, Ticket]:
+        """A consumer's batch: the recurrence locks of `estates`, then its tickets created-or-
+        locked and held until `flush`, in one statement (`Tickets.hold`)."""
+        return await self.tickets.hold(first_news, now, self.watches.taking(estates))
 
     async def flush(self) -> None:
         """Write what the batch's repositories held (its changed tickets), before it commits."""

@@ -183,8 +183,9 @@ async def test_a_prepared_batch_stores_what_event_by_event_stores(db):
 
 
 async def test_a_prepared_batch_costs_the_same_few_statements_whatever_its_size(db):
-    """A batch of `accepted`, then of `assigned`: the estate's recurrence lock, the tickets
-    created-or-locked, their watches, the changed tickets written; four, for 1 or 20."""
+    """A batch of `accepted`, then of `assigned`, for 1 or 20 tickets: the estate's
+    recurrence lock and the tickets created-or-locked in one statement, the category's
+    watches once the tickets are opinions (assigned), the changed tickets written once."""
     ctx = HandlerContext(ManualClock(BATCH_START), directory_of())
     clock = ctx.clock
     statements: list[str] = []
@@ -195,11 +196,16 @@ async def test_a_prepared_batch_costs_the_same_few_statements_whatever_its_size(
     async def emit(_session, payload, *, estate, actor, time=None):
         return make_event(payload, estate=estate, actor=actor, source="test", time=time or clock.now())
 
+    async def recurrence_lock_free() -> bool:  # (tried in a transaction of its own, then let go)
+        async with db.connect() as other:
+            return (await other.execute(sa.text("SELECT pg_try_advisory_xact_lock(hashtext(:k))"),
+                                        {"k": f"callback-recurrence/{ESTATE}"})).scalar()
+
     async with AsyncSession(db) as session:
         async with session.begin():
             for size in (1, 20):
-                for payloads in ([opinion(f"n{size}-{n}", clock) for n in range(size)],
-                                 [sent(f"n{size}-{n}") for n in range(size)]):
+                for payloads, expected in (([opinion(f"n{size}-{n}", clock) for n in range(size)], ["WITH", "UPDATE"]),
+                                           ([sent(f"n{size}-{n}") for n in range(size)], ["WITH", "SELECT", "UPDATE"])):
                     events = [ticket_event(payload, clock) for payload in payloads]
                     uow = CallbackUnitOfWork(session, emit)
                     sa.event.listen(db.sync_engine, "before_cursor_execute", count)
@@ -211,6 +217,9 @@ async def test_a_prepared_batch_costs_the_same_few_statements_whatever_its_size(
                         await uow.flush()
                     finally:
                         sa.event.remove(db.sync_engine, "before_cursor_execute", count)
-                    assert statements == ["SELECT", "INSERT", "SELECT", "UPDATE"], (size, statements)
-            assert len((await CallbackUnitOfWork(session, emit).tickets.opinions(ESTATE, rules.recurrence_key("漏水")))) >= 21
+                    assert statements == expected, (size, statements)
+                    assert not await recurrence_lock_free()  # held by this batch's transaction
+            opinions = await CallbackUnitOfWork(session, emit).tickets.opinions(ESTATE, rules.recurrence_key("漏水"))
+            assert {f"n20-{n}" for n in range(20)} <= {t.ticket_id for t in opinions}
             await session.rollback()
+    assert await recurrence_lock_free()

@@ -24,7 +24,7 @@ class FakeTickets:
         self.rows.setdefault(ticket_id, Ticket.first_news(ticket_id, estate, seen_at, now))
         return _copy(self.rows[ticket_id])
 
-    async def hold(self, first_news, now) -> dict[str, Ticket]:
+    async def hold(self, first_news, now, locks) -> dict[str, Ticket]:
         for ticket_id, estate, seen_at in first_news:
             await self.lock(ticket_id, estate, seen_at, now)
         return {ticket_id: _copy(self.rows[ticket_id]) for ticket_id, _, _ in first_news}
@@ -149,9 +149,6 @@ class FakeWatches:
         self.locked.append(estate)
         return True
 
-    async def lock_estates(self, estates) -> None:
-        self.locked.extend(sorted(set(estates)))
-
     def expect(self, pairs) -> None:
         pass  # nothing to load
 
@@ -215,6 +212,10 @@ class FakeCallbackUnitOfWork:
 
     def count(self, metric, estate, kind, departments) -> None:
         self.counted.append((metric, estate, kind, tuple(departments)))
+
+    async def hold(self, estates, first_news, now):
+        self.watches.locked.extend(sorted(set(estates)))
+        return await self.tickets.hold(first_news, now, [])
 
     async def flush(self) -> None:
         await self.tickets.flush()
