@@ -3,11 +3,12 @@ each running its handler in the batch's transaction with the service's unit of w
 
 A batch's events share one unit of work (kept in the session's `info` for the batch). For
 the events that feed the recurrence rule (`handlers.RECURRENCE_NEWS`), `prepare` readies it
-with one statement per table (the estates' recurrence locks, the tickets created-or-locked,
-their watches named) and `flush` writes the tickets the batch changed in one statement
-before the batch commits (issue 12). When a batch goes event by event (a handler failed),
-nothing is prepared and the bus flushes after each event inside its savepoint; a failed
-event's unit of work is dropped with its savepoint.
+(the estates' recurrence locks and the tickets created-or-locked in one statement, the
+categories whose watches the handlers may ask for named, to be read in one statement) and
+`flush` writes the tickets the batch changed in one statement before the batch commits
+(issue 12). When a batch goes event by event (a handler failed), nothing is prepared and
+the bus flushes after each event inside its savepoint; a failed event's unit of work is
+dropped with its savepoint.
 """
 
 from __future__ import annotations

@@ -6,8 +6,11 @@ lifecycle's events (accepted, validity_judged, assigned, completed, progress_upd
 clock_settled). Events of one ticket reach independent consumers in any order and, within
 a fetched batch, concurrently: every handler first locks the ticket's row (creating it on
 the first news of the ticket), so a ticket's events apply one at a time, and each copes
-with facts that have not arrived yet. Command handlers (what routes call) record the
-owner's answers (RULES §3 Questions, Not satisfied) and walk-around visits (RULES §3).
+with facts that have not arrived yet. A consumer's batch of the events that feed the
+recurrence rule is readied first by `prepare_batch` (its locks and tickets in one
+statement, issue 12); every handler works the same without it. Command handlers (what
+routes call) record the owner's answers (RULES §3 Questions, Not satisfied) and
+walk-around visits (RULES §3).
 
 Events raised: callback_scheduled, callback_done, callback_overdue, closed, reopened,
 attitude_complaint_raised. Errors: RuleViolation (404 unknown, 409 refused move, 422).
