@@ -6,12 +6,14 @@ and raise the same events."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.callback import handlers, rules, store
+from services.callback.domain import Ticket
 from services.callback.store import CallbackUnitOfWork
 from shared.clock import ManualClock
 from shared.events import Accepted, Assigned, Completed, ReplyMethod, make_event
@@ -223,3 +225,9 @@ async def test_a_prepared_batch_costs_the_same_few_statements_whatever_its_size(
             assert {f"n20-{n}" for n in range(20)} <= {t.ticket_id for t in opinions}
             await session.rollback()
     assert await recurrence_lock_free()
+
+
+def test_a_held_ticket_travels_whole():
+    """A batch's tickets travel as JSON rows of the table's type (`jsonb_populate_recordset`):
+    a column the aggregate lacked would arrive NULL, not as its server default."""
+    assert {f.name for f in dataclasses.fields(Ticket)} == {c.name for c in store.tickets.c}
