@@ -457,9 +457,10 @@ class Watches:
 
     A consumer's batch takes its estates' recurrence locks at once (`taking`) and
     names the (estate, category key) pairs its handlers will ask about (`expect`): the first
-    `undecided` of such a pair loads every named pair's watches in one statement, and later
-    ones answer from them (under the estates' locks nobody else adds or decides one; this
-    unit of work's own `add` and `save` keep them up to date)."""
+    `undecided` of such a pair loads (and locks) every named pair's watches in one statement,
+    and later ones answer from them: the estates' locks keep other batches and the scan from
+    adding or deciding one meanwhile, the rows' locks an owner's answer, and this unit of
+    work's own `add` and `save` keep them up to date."""
 
     def __init__(self, session: AsyncSession):
         self.session = session
@@ -492,7 +493,7 @@ class Watches:
             return [Watch.from_row(_copied(row)) for row in rows]
         rows = (await self.session.execute(
             sa.select(W).where(W.c.estate == estate, W.c.category_key == category_key, W.c.verdict.is_(None))
-            .order_by(W.c.completed_at).with_for_update())).all()
+            .order_by(W.c.completed_at, W.c.ticket_id, W.c.round).with_for_update())).all()
         return [Watch.from_row(row) for row in rows]
 
     async def _load(self, pairs: list[tuple[str, str]]) -> None:

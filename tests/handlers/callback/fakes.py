@@ -130,7 +130,7 @@ class FakeWatches:
     async def undecided(self, estate, category_key):
         found = [w for w in self.rows.values() if w.estate == estate and w.category_key == category_key
                  and w.verdict is None]
-        return [_copy(w) for w in sorted(found, key=lambda w: w.completed_at)]
+        return [_copy(w) for w in sorted(found, key=lambda w: (w.completed_at, w.ticket_id, w.round))]
 
     async def due_keys(self, now, limit=100):
         return sorted({(w.estate, w.category_key) for w in self.rows.values()
