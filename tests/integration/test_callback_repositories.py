@@ -155,7 +155,8 @@ async def stored(session: AsyncSession) -> dict:
     state = {}
     for table in (store.tickets, store.rounds, store.callbacks, store.recurrence_watches):
         rows = (await session.execute(sa.select(table).where(table.c.ticket_id.in_(ids)))).mappings().all()
-        state[table.name] = sorted((dict(row) for row in rows), key=lambda r: sorted(r.items(), key=str).__str__())
+        state[table.name] = sorted((dict(row) for row in rows),
+                                   key=lambda r: (r["ticket_id"], r.get("round", 0), r.get("callback_id", "")))
     return state
 
 
