@@ -1,12 +1,24 @@
 """The callback service's bus consumers: one durable consumer per event of `HANDLERS`,
-each running its handler in the batch's transaction with the service's unit of work."""
+each running its handler in the batch's transaction with the service's unit of work.
+
+A batch's events share one unit of work (kept in the session's `info` for the batch). For
+the events that feed the recurrence rule (`handlers.RECURRENCE_NEWS`), `prepare` readies it
+(the estates' recurrence locks and the tickets created-or-locked in one statement, the
+categories whose watches the handlers may ask for named, to be read in one statement) and
+`flush` writes the tickets the batch changed in one statement before the batch commits
+(issue 12). When a batch goes event by event (a handler failed), nothing is prepared and
+the bus flushes after each event inside its savepoint; a failed event's unit of work is
+dropped with its savepoint.
+"""
 
 from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.callback import handlers
 from services.callback.app import service, unit_of_work
 from services.callback.handlers import HANDLERS
+from services.callback.store import CallbackUnitOfWork
 from shared.events import CloudEvent
 
 DESCRIPTIONS = {
@@ -22,15 +34,41 @@ DESCRIPTIONS = {
                      "progress-update duty).",
 }
 
+_UOW = "callback.uow"
+
+
+def _unit_of_work(session: AsyncSession) -> CallbackUnitOfWork:
+    uow = session.info.get(_UOW)
+    if uow is None:
+        uow = session.info[_UOW] = unit_of_work(session)
+    return uow
+
+
+async def prepare_batch(session: AsyncSession, events: list[CloudEvent]) -> None:
+    await handlers.prepare_batch(events, _unit_of_work(session), service.context)
+
+
+async def flush_batch(session: AsyncSession) -> None:
+    """Write what the batch's unit of work held (the next batch, or event, starts afresh)."""
+    uow = session.info.pop(_UOW, None)
+    if uow is not None:
+        await uow.flush()
+
 
 def register(name: str) -> None:
     handler = HANDLERS[name]
 
     async def consume(session: AsyncSession, event: CloudEvent) -> None:
-        await handler(event, unit_of_work(session), service.context)
+        try:
+            await handler(event, _unit_of_work(session), service.context)
+        except BaseException:
+            # Its savepoint (or the batch's transaction) is rolled back: nothing it held stands.
+            session.info.pop(_UOW, None)
+            raise
 
     consume.__name__ = f"on_{name}"
-    service.consumer(name, description=DESCRIPTIONS[name])(consume)
+    service.consumer(name, description=DESCRIPTIONS[name], flush=flush_batch,
+                     prepare=prepare_batch if name in handlers.RECURRENCE_NEWS else None)(consume)
 
 
 for _name in HANDLERS:

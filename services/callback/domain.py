@@ -118,6 +118,14 @@ class Ticket(Row):
         self.current_round = max(self.current_round, completed.round)
         self.updated_at = now
 
+    def opinion_facts(self) -> tuple | None:
+        """What the recurrence rule reads of this ticket as a later opinion (RULES §3 No
+        callback path; `Tickets.opinions`): estate, category, departments, when raised and
+        kind; None while it is no opinion yet (no category or no department known)."""
+        if not self.category_key or not self.departments:
+            return None
+        return (self.estate, self.category_key, self.category, tuple(self.departments), self.raised_at, self.kind)
+
     def round_already_judged(self, round_: int) -> bool:
         """A late copy of a `completed` for a round the ticket was closed in (or before)."""
         return self.closed and (self.closed_round or 0) >= round_

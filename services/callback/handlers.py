@@ -6,8 +6,11 @@ lifecycle's events (accepted, validity_judged, assigned, completed, progress_upd
 clock_settled). Events of one ticket reach independent consumers in any order and, within
 a fetched batch, concurrently: every handler first locks the ticket's row (creating it on
 the first news of the ticket), so a ticket's events apply one at a time, and each copes
-with facts that have not arrived yet. Command handlers (what routes call) record the
-owner's answers (RULES §3 Questions, Not satisfied) and walk-around visits (RULES §3).
+with facts that have not arrived yet. A consumer's batch of the events that feed the
+recurrence rule is readied first by `prepare_batch` (its locks and tickets in one
+statement, issue 12); every handler works the same without it. Command handlers (what
+routes call) record the owner's answers (RULES §3 Questions, Not satisfied) and
+walk-around visits (RULES §3).
 
 Events raised: callback_scheduled, callback_done, callback_overdue, closed, reopened,
 attitude_complaint_raised. Errors: RuleViolation (404 unknown, 409 refused move, 422).
@@ -164,20 +167,82 @@ async def decide_recurrence(uow: CallbackUnitOfWork, ctx: HandlerContext, estate
         await close_ticket(uow, ctx, ticket, watch.round, reason, verdict == "satisfied", SYSTEM)
 
 
+async def decide_if_new_opinion(uow: CallbackUnitOfWork, ctx: HandlerContext, estate: str, ticket: Ticket,
+                                before: tuple | None) -> None:
+    """A ticket that has just become a later opinion, or whose facts as one changed (its
+    `opinion_facts` were `before`), may decide an earlier opinion's recurrence at once.
+    Otherwise the opinions the rule reads are as they were: only elapsed windows could be
+    decided, and the recurrence scan does that (a ticket accepted before it is assigned
+    reads no watch). The caller holds `uow.watches.lock_estate(estate)`."""
+    after = ticket.opinion_facts()
+    if after is not None and after != before:
+        await decide_recurrence(uow, ctx, estate, ticket.category_key)
+
+
 # --- event handlers ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TicketNews:
+    """What an event that feeds the recurrence rule says before its handler runs: its
+    ticket, when callback first heard of that ticket should this be the first news, and
+    the category as the rule compares it (None when the event does not say)."""
+
+    ticket_id: str
+    seen_at: dt.datetime
+    category_key: str | None = None
+
+
+def accepted_news(event: CloudEvent, accepted: Accepted) -> TicketNews:
+    return TicketNews(accepted.ticket_id, accepted.received_at, rules.recurrence_key(accepted.category))
+
+
+def assigned_news(event: CloudEvent, assigned: Assigned) -> TicketNews:
+    return TicketNews(assigned.ticket_id, event.time)
+
+
+def completed_news(event: CloudEvent, completed: Completed) -> TicketNews:
+    return TicketNews(completed.ticket_id, completed.completed_at, rules.recurrence_key(completed.category))
+
+
+# The events whose handlers take their estate's recurrence lock and their ticket's row lock
+# first, and may ask for a category's undecided watches: what `prepare_batch` readies.
+RECURRENCE_NEWS: dict[str, Callable[[CloudEvent, object], TicketNews]] = {
+    "accepted": accepted_news,
+    "assigned": assigned_news,
+    "completed": completed_news,
+}
+
+
+async def prepare_batch(events: list[CloudEvent], uow: CallbackUnitOfWork, ctx: HandlerContext) -> None:
+    """Ready a consumer's batch of `RECURRENCE_NEWS` events (fresh, in stream order) before its
+    handlers run (issue 12): in one statement, the estates' recurrence locks (all of them,
+    in one order, before any row lock: batches never deadlock on them) and every ticket
+    created-or-locked, held by the unit of work until its flush; and the (estate, category)
+    pairs whose undecided watches the handlers may ask for, loaded in one statement at the
+    first ask. The handlers then find all of it in the unit of work; an event handled alone
+    (after a failure) loads what it needs itself, to the same effect."""
+    news = [(event.estate, RECURRENCE_NEWS[event.event_name](event, event.payload())) for event in events]
+    tickets = await uow.hold({estate for estate, _ in news}, [(n.ticket_id, estate, n.seen_at) for estate, n in news],
+                             ctx.now())
+    # The key each handler will decide with: the stored one, else the event's (learn_*).
+    keys = {(estate, tickets[n.ticket_id].category_key or n.category_key) for estate, n in news}
+    uow.watches.expect((estate, key) for estate, key in keys if key)
 
 
 async def handle_accepted(event: CloudEvent, uow: CallbackUnitOfWork, ctx: HandlerContext) -> None:
     """Learn the ticket's kind, category, reply method and first-contact owner; a later
     opinion may decide an earlier one's recurrence."""
     accepted: Accepted = event.payload()
+    news = accepted_news(event, accepted)
     await uow.watches.lock_estate(event.estate)
-    ticket = await uow.tickets.lock(accepted.ticket_id, event.estate, accepted.received_at, ctx.now())
-    ticket.learn_accepted(accepted, rules.recurrence_key(accepted.category), ctx.now())
+    ticket = await uow.tickets.lock(news.ticket_id, event.estate, news.seen_at, ctx.now())
+    opinion = ticket.opinion_facts()
+    ticket.learn_accepted(accepted, news.category_key, ctx.now())
     await uow.tickets.save(ticket)
     if ticket.first_assigned_at:  # `assigned` came first: the service has started
         await plan_midway(uow, ctx, ticket, ticket.current_round, accepted.appointment_at or ticket.first_assigned_at)
-    await decide_recurrence(uow, ctx, event.estate, ticket.category_key)
+    await decide_if_new_opinion(uow, ctx, event.estate, ticket, opinion)
 
 
 async def handle_validity_judged(event: CloudEvent, uow: CallbackUnitOfWork, ctx: HandlerContext) -> None:
@@ -212,14 +277,16 @@ async def handle_assigned(event: CloudEvent, uow: CallbackUnitOfWork, ctx: Handl
     """Learn which departments handle the ticket (recurrence rule) and plan a special
     service's mid-way callback."""
     assigned: Assigned = event.payload()
+    news = assigned_news(event, assigned)
     await uow.watches.lock_estate(event.estate)
-    ticket = await uow.tickets.lock(assigned.ticket_id, event.estate, event.time, ctx.now())
+    ticket = await uow.tickets.lock(news.ticket_id, event.estate, news.seen_at, ctx.now())
+    opinion = ticket.opinion_facts()
     ticket.learn_assigned(assigned.departments, event.time, ctx.now())
     await uow.tickets.save(ticket)
     if assigned.round >= ticket.current_round:
         starts_at = ticket.appointment_at if assigned.round == 1 and ticket.appointment_at else event.time
         await plan_midway(uow, ctx, ticket, assigned.round, starts_at)
-    await decide_recurrence(uow, ctx, event.estate, ticket.category_key)
+    await decide_if_new_opinion(uow, ctx, event.estate, ticket, opinion)
 
 
 async def handle_completed(event: CloudEvent, uow: CallbackUnitOfWork, ctx: HandlerContext) -> None:
@@ -227,9 +294,10 @@ async def handle_completed(event: CloudEvent, uow: CallbackUnitOfWork, ctx: Hand
     callback path, or close what needs no callback (RULES §3 When, No callback path)."""
     completed: Completed = event.payload()
     estate = event.estate
-    key = rules.recurrence_key(completed.category)
+    news = completed_news(event, completed)
+    key = news.category_key
     await uow.watches.lock_estate(estate)
-    ticket = await uow.tickets.lock(completed.ticket_id, estate, completed.completed_at, ctx.now())
+    ticket = await uow.tickets.lock(news.ticket_id, estate, news.seen_at, ctx.now())
     if ticket.round_already_judged(completed.round):
         return  # a late copy of a round already judged
     round_ = Round(

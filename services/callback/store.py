@@ -4,7 +4,8 @@ progress updates and walk-around visits. Filled only from events and its own API
 never reads another service's tables."""
 
 import datetime as dt
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterable
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -16,7 +17,7 @@ from shared.events import Kind
 from shared.uow import SqlUnitOfWork
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
-from shared.db import service_metadata
+from shared.db import json_default, service_metadata
 from shared.lifecycle import CallbackState, TicketState, check_constraint
 
 metadata = service_metadata("callback")
@@ -200,35 +201,138 @@ visits = sa.Table(
 T, R, C, W, P, V = tickets, rounds, callbacks, recurrence_watches, progress_updates, visits
 
 
+def _rows_json(rows: list[dict]) -> str:
+    """Rows as one JSON array for `jsonb_populate_recordset` (one parameter whatever the
+    number of rows, so the statement's text never changes)."""
+    return json.dumps(rows, default=json_default, ensure_ascii=False, separators=(",", ":"))
+
+
+def _from_json(table: sa.Table) -> str:
+    return f"jsonb_populate_recordset(NULL::{table.schema}.{table.name}, CAST(CAST(:rows AS text) AS jsonb))"
+
+
+# A batch's tickets created-or-locked in one statement: first the advisory locks named in
+# :locks, in name order (the SELECT reference: output expressions not referenced by ORDER BY
+# are evaluated after the sort), all of them before any row (the filter is a constant one,
+# checked before the first row is read, and the sort reads every row before the first is
+# inserted); then the rows, inserted (and, where they exist, locked) in ticket-id order, so
+# two batches touching the same tickets never deadlock. A conflicting insert that "updates"
+# the key to itself takes the row's lock and returns the row as last committed, even one
+# committed while the statement waited for a lock (READ COMMITTED's rule for ON CONFLICT).
+_LOCK_TICKETS = sa.text(
+    "WITH locks AS MATERIALIZED (SELECT pg_advisory_xact_lock(hashtext(k)) FROM unnest(CAST(:locks AS text[])) AS k "
+    f"ORDER BY k) INSERT INTO {T.schema}.{T.name} AS t SELECT r.* FROM {_from_json(T)} AS r "
+    "WHERE (SELECT count(*) FROM locks) >= 0 ORDER BY r.ticket_id "
+    "ON CONFLICT (ticket_id) DO UPDATE SET ticket_id = excluded.ticket_id RETURNING t.*")
+# A batch's changed tickets written in one statement (every column but the key).
+_TICKET_FIELDS = [c.name for c in T.c if c.name != "ticket_id"]
+_SAVE_TICKETS = sa.text(
+    f"UPDATE {T.schema}.{T.name} AS t SET ({', '.join(_TICKET_FIELDS)}) = "
+    f"({', '.join(f'r.{name}' for name in _TICKET_FIELDS)}) FROM {_from_json(T)} AS r WHERE t.ticket_id = r.ticket_id")
+
+
+def _copied(row: dict) -> dict:
+    """A row with its lists copied (a held row never shares them with an aggregate)."""
+    return {name: list(value) if isinstance(value, list) else value for name, value in row.items()}
+
+
+def _row_of(item) -> dict:
+    """An aggregate's column values, as a row of its own."""
+    return _copied(item.values())
+
+
 class Tickets:
+    """Callback's view of each ticket, always changed under the ticket's row lock.
+
+    Statements run at once (routes, jobs, an event handled alone), except for the tickets
+    a consumer's batch `hold`s: those are created-or-locked together in one statement and
+    kept here as rows; `lock`, `get` and `opinions` answer from them, `save` changes them,
+    and `flush` writes the ones that changed in one statement before the batch commits.
+    Held or not, a caller gets its own copy: an aggregate changed and not saved changes
+    nothing, as in the database."""
+
     def __init__(self, session: AsyncSession):
         self.session = session
+        # ticket id -> its row as last saved in this batch (None: nothing held).
+        self._held: dict[str, dict] | None = None
+        # ticket id -> its held row as the database has it (what `flush` compares with).
+        self._stored: dict[str, dict] = {}
+
+    def _keep(self, ticket: Ticket) -> Ticket:
+        row = _row_of(ticket)
+        self._held[ticket.ticket_id], self._stored[ticket.ticket_id] = row, dict(row)
+        return ticket
+
+    async def hold(self, first_news: Iterable[tuple[str, str, dt.datetime]], now: dt.datetime,
+                   locks: list[str]) -> dict[str, Ticket]:
+        """Create-or-lock a batch's tickets in one statement and keep them until `flush`.
+        `first_news`: (ticket id, estate, when first seen) per event, in the batch's order
+        (a ticket new to callback is created as its first event there would create it);
+        `locks`: advisory locks (names, keys of `hashtext`) the same statement takes first,
+        in name order, before any row lock (a batch's recurrence locks, `Watches.taking`).
+        Returns ticket id -> the ticket (a copy)."""
+        if self._held is None:
+            self._held = {}
+        fresh: dict[str, dict] = {}
+        for ticket_id, estate, seen_at in first_news:
+            if ticket_id not in self._held and ticket_id not in fresh:
+                fresh[ticket_id] = Ticket.first_news(ticket_id, estate, seen_at, now).values()
+        if fresh or locks:
+            rows = await self.session.execute(_LOCK_TICKETS, {"rows": _rows_json(list(fresh.values())), "locks": locks})
+            for row in rows.all():
+                self._keep(Ticket.from_row(row))
+        return {ticket_id: Ticket.from_row(row) for ticket_id, row in self._held.items()}
 
     async def lock(self, ticket_id: str, estate: str, seen_at: dt.datetime, now: dt.datetime) -> Ticket:
         """The ticket's row, locked for this transaction; created on the first news of it.
         Every handler of a ticket's events takes this lock first (one at a time per ticket)."""
+        if self._held is not None and ticket_id in self._held:
+            return Ticket.from_row(self._held[ticket_id])
         fresh = Ticket.first_news(ticket_id, estate, seen_at, now)
         # One round trip: a conflicting insert that "updates" the key to itself takes the
         # row's lock and returns the stored row (a plain DO NOTHING returns nothing).
         insert = pg_insert(T).values(**fresh.values())
-        return Ticket.from_row((await self.session.execute(
+        ticket = Ticket.from_row((await self.session.execute(
             insert.on_conflict_do_update(index_elements=[T.c.ticket_id], set_={"ticket_id": insert.excluded.ticket_id})
             .returning(*T.c))).one())
+        return self._keep(ticket) if self._held is not None else ticket
 
     async def get(self, estate: str, ticket_id: str, *, lock: bool = False) -> Ticket | None:
+        if self._held is not None and ticket_id in self._held:
+            row = self._held[ticket_id]
+            return Ticket.from_row(row) if row["estate"] == estate else None
         query = sa.select(T).where(T.c.estate == estate, T.c.ticket_id == ticket_id)
         row = (await self.session.execute(query.with_for_update() if lock else query)).first()
-        return Ticket.from_row(row) if row else None
+        if row is None:
+            return None
+        ticket = Ticket.from_row(row)
+        return self._keep(ticket) if lock and self._held is not None else ticket
 
     async def save(self, ticket: Ticket) -> None:
+        if self._held is not None and ticket.ticket_id in self._held:
+            self._held[ticket.ticket_id] = _row_of(ticket)
+            return
         values = ticket.values()
         await self.session.execute(sa.update(T).where(T.c.ticket_id == values.pop("ticket_id")).values(**values))
+
+    async def flush(self) -> None:
+        """Write the held tickets that changed since they were read, in one statement (none
+        when nothing changed)."""
+        changed = [row for ticket_id, row in sorted((self._held or {}).items()) if row != self._stored[ticket_id]]
+        if changed:
+            await self.session.execute(_SAVE_TICKETS, {"rows": _rows_json(changed)})
+            self._stored.update({row["ticket_id"]: dict(row) for row in changed})
 
     async def opinions(self, estate: str, category_key: str) -> list[Ticket]:
         """The estate's tickets of this category already sent to a department (recurrence)."""
         rows = (await self.session.execute(sa.select(T).where(
             T.c.estate == estate, T.c.category_key == category_key, sa.func.cardinality(T.c.departments) > 0))).all()
-        return [Ticket.from_row(row) for row in rows]
+        found = {row.ticket_id: Ticket.from_row(row) for row in rows}
+        for ticket_id, row in (self._held or {}).items():  # the batch's own, as it left them
+            found.pop(ticket_id, None)
+            if row["estate"] == estate and row["category_key"] == category_key and row["departments"]:
+                found[ticket_id] = Ticket.from_row(row)
+        return list(found.values())
 
     async def long_running_complaints(self, estate: str, first_contact: str | None, started_before: dt.datetime,
                                       limit: int = 200) -> list[Ticket]:
@@ -336,22 +440,69 @@ class Callbacks:
         return [Callback.from_row(row) for row in (await self.session.execute(sa.select(C).where(*where))).all()]
 
 
+# The recurrence lock of each estate (`Watches.lock_estate`): one key per estate.
+def _recurrence_lock_key(estate: str) -> str:
+    return f"callback-recurrence/{estate}"
+
+
+# The undecided watches of several (estate, category key) pairs, locked, in one statement.
+_UNDECIDED_OF = sa.text(
+    f"SELECT w.* FROM {W.schema}.{W.name} AS w WHERE w.verdict IS NULL AND (w.estate, w.category_key) IN "
+    "(SELECT * FROM unnest(CAST(:estates AS text[]), CAST(:keys AS text[]))) "
+    "ORDER BY w.completed_at, w.ticket_id, w.round FOR UPDATE OF w")
+
+
 class Watches:
+    """RULES §3 No callback path: the watches waiting for the recurrence rule's verdict.
+
+    A consumer's batch takes its estates' recurrence locks at once (`taking`) and
+    names the (estate, category key) pairs its handlers will ask about (`expect`): the first
+    `undecided` of such a pair loads (and locks) every named pair's watches in one statement,
+    and later ones answer from them: the estates' locks keep other batches and the scan from
+    adding or deciding one meanwhile, the rows' locks an owner's answer, and this unit of
+    work's own `add` and `save` keep them up to date."""
+
     def __init__(self, session: AsyncSession):
         self.session = session
+        self._locked: set[str] = set()  # estates whose recurrence lock the batch took (`taking`)
+        self._expected: set[tuple[str, str]] = set()
+        # (estate, category key) -> (ticket id, round) -> the undecided watch's row.
+        self._loaded: dict[tuple[str, str], dict[tuple[str, int], dict]] = {}
+
+    def expect(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """(estate, category key) pairs `undecided` will be asked about in this batch."""
+        self._expected.update(pairs)
 
     async def add(self, watch: Watch) -> None:
-        await self.session.execute(pg_insert(W).values(**watch.values()).on_conflict_do_nothing())
+        inserted = (await self.session.execute(pg_insert(W).values(**watch.values()).on_conflict_do_nothing()
+                                               .returning(W.c.round))).first() is not None
+        loaded = self._loaded.get((watch.estate, watch.category_key))
+        if inserted and loaded is not None and watch.verdict is None:
+            loaded[(watch.ticket_id, watch.round)] = _row_of(watch)
 
     async def get(self, ticket_id: str, round_: int) -> Watch | None:
         row = (await self.session.execute(sa.select(W).where(W.c.ticket_id == ticket_id, W.c.round == round_))).first()
         return Watch.from_row(row) if row else None
 
     async def undecided(self, estate: str, category_key: str) -> list[Watch]:
+        pair = (estate, category_key)
+        if pair in self._expected and pair not in self._loaded:
+            await self._load(sorted(self._expected - self._loaded.keys()))
+        if pair in self._loaded:
+            rows = sorted(self._loaded[pair].values(), key=lambda r: (r["completed_at"], r["ticket_id"], r["round"]))
+            return [Watch.from_row(_copied(row)) for row in rows]
         rows = (await self.session.execute(
             sa.select(W).where(W.c.estate == estate, W.c.category_key == category_key, W.c.verdict.is_(None))
-            .order_by(W.c.completed_at).with_for_update())).all()
+            .order_by(W.c.completed_at, W.c.ticket_id, W.c.round).with_for_update())).all()
         return [Watch.from_row(row) for row in rows]
+
+    async def _load(self, pairs: list[tuple[str, str]]) -> None:
+        rows = (await self.session.execute(_UNDECIDED_OF, {"estates": [estate for estate, _ in pairs],
+                                                           "keys": [key for _, key in pairs]})).all()
+        for pair in pairs:
+            self._loaded[pair] = {}
+        for row in rows:
+            self._loaded[(row.estate, row.category_key)][(row.ticket_id, row.round)] = _row_of(Watch.from_row(row))
 
     async def due_keys(self, now: dt.datetime, limit: int = 100) -> list[tuple[str, str]]:
         """(estate, category key) pairs with a watch whose window has elapsed."""
@@ -374,17 +525,35 @@ class Watches:
         values = watch.values()
         await self.session.execute(sa.update(W).where(W.c.ticket_id == values.pop("ticket_id"),
                                                       W.c.round == values.pop("round")).values(**values))
+        loaded = self._loaded.get((watch.estate, watch.category_key))
+        if loaded is not None and (watch.ticket_id, watch.round) in loaded:
+            if watch.verdict is None:
+                loaded[(watch.ticket_id, watch.round)] = _row_of(watch)
+            else:
+                del loaded[(watch.ticket_id, watch.round)]
 
     async def lock_estate(self, estate: str, wait: bool = True) -> bool:
         """Serialise, per estate, the handlers that feed the recurrence rule (accepted,
         assigned, completed) and its scan: a first opinion's watch and a later opinion's
         facts committed concurrently would otherwise each miss the other. Taken before any
-        row lock, so it never deadlocks; it costs one estate's events a few ms each."""
-        key = sa.func.hashtext(f"callback-recurrence/{estate}")
+        row lock, so it never deadlocks; it costs one estate's events a few ms each.
+        Nothing to do when the batch took it already (`taking`)."""
+        if estate in self._locked:
+            return True
+        key = sa.func.hashtext(_recurrence_lock_key(estate))
         if wait:
             await self.session.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
             return True
         return bool((await self.session.execute(sa.select(sa.func.pg_try_advisory_xact_lock(key)))).scalar())
+
+    def taking(self, estates: Iterable[str]) -> list[str]:
+        """The recurrence locks of `estates` this transaction does not hold yet, as lock
+        names for the statement that takes them (`Tickets.hold`: all of a batch's, in one
+        order, before any row lock), counted as held from now: `lock_estate` then costs
+        nothing. Not for a savepoint that may roll back (the locks would go with it)."""
+        wanted = sorted(set(estates) - self._locked)
+        self._locked.update(wanted)
+        return [_recurrence_lock_key(estate) for estate in wanted]
 
 
 class ProgressUpdates:
@@ -442,6 +611,16 @@ class CallbackUnitOfWork(SqlUnitOfWork):
         self.progress = ProgressUpdates(session)
         self.visits = Visits(session)
         self._count = count
+
+    async def hold(self, estates: Iterable[str], first_news: Iterable[tuple[str, str, dt.datetime]],
+                   now: dt.datetime) -> dict[str, Ticket]:
+        """A consumer's batch: the recurrence locks of `estates`, then its tickets created-or-
+        locked and held until `flush`, in one statement (`Tickets.hold`)."""
+        return await self.tickets.hold(first_news, now, self.watches.taking(estates))
+
+    async def flush(self) -> None:
+        """Write what the batch's repositories held (its changed tickets), before it commits."""
+        await self.tickets.flush()
 
     def count(self, metric: str, estate: str, kind: str, departments: list[str]) -> None:
         if self._count is None:

@@ -6,11 +6,14 @@ and raise the same events."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.callback import handlers, rules
+from services.callback import handlers, rules, store
+from services.callback.domain import Ticket
 from services.callback.store import CallbackUnitOfWork
 from shared.clock import ManualClock
 from shared.events import Accepted, Assigned, Completed, ReplyMethod, make_event
@@ -91,3 +94,141 @@ async def test_fake_and_sql_repositories_tell_one_story_alike(db):
     assert "attitude_complaint_raised" in fake_events.names() and "callback_overdue" in fake_events.names()
     assert sql_state["watches"]["rp-1"] == [(1, "not_satisfied", "rp-2")]
     assert dt.timedelta(0) < sql_clock.now() - START
+
+
+# --- a consumer's batch (issue 12): prepared and flushed, or event by event -------------------
+
+BATCH_START = dt.datetime(2020, 9, 2, 2, 0, tzinfo=dt.timezone.utc)
+
+
+def ticket_event(payload, clock: ManualClock, event_id: str | None = None):
+    return make_event(payload, estate=ESTATE, actor=CS, source="test", time=clock.now(), event_id=event_id)
+
+
+def opinion(ticket_id: str, clock: ManualClock, *, kind="complaint", reply="phone", category="漏水") -> Accepted:
+    return Accepted(ticket_id=ticket_id, form_number=f"F-{ticket_id}", kind=kind, channel="phone",
+                    category=category, description=category, first_contact=CS, received_at=clock.now(),
+                    reply_method=reply, unit="1-1-101")
+
+
+def sent(ticket_id: str, department="engineering", round_=1) -> Assigned:
+    return Assigned(ticket_id=ticket_id, departments=[department], assigned_by=CS, round=round_)
+
+
+async def batch_story(session: AsyncSession, emit, clock: ManualClock, batched: bool) -> None:
+    """The consumers' batches of one story, each as a prepared batch (one unit of work,
+    flushed once) or event by event (a unit of work each, nothing prepared): an opinion with
+    no callback path watched first; then a batch of `accepted` (a later same-category
+    opinion, another category, a ticket `assigned` first to another department) and a batch
+    of `assigned` (the watched ticket's late copy, the recurring opinion that closes it, one
+    never accepted, the same ticket twice)."""
+    ctx = HandlerContext(clock, directory_of())
+    numbered = iter(range(100))
+
+    async def consume(payloads) -> None:
+        events = [ticket_event(payload, clock, f"ev-{next(numbered)}") for payload in payloads]
+        if batched:
+            uow = CallbackUnitOfWork(session, emit)
+            await handlers.prepare_batch(events, uow, ctx)
+            for event in events:
+                await handlers.HANDLERS[event.event_name](event, uow, ctx)
+            await uow.flush()
+        else:
+            for event in events:
+                uow = CallbackUnitOfWork(session, emit)
+                await handlers.HANDLERS[event.event_name](event, uow, ctx)
+                await uow.flush()
+
+    await consume([opinion("b-1", clock, kind="suggestion", reply="online")])
+    await consume([sent("b-1")])
+    await consume([Completed(ticket_id="b-1", round=1, kind="suggestion", category="漏水", departments=["engineering"],
+                             reply_method="online", first_contact=CS, completed_at=clock.now())])
+    await consume([sent("b-4", "security")])
+    clock.advance(days=3)
+    await consume([opinion("b-2", clock), opinion("b-3", clock, category="噪音"), opinion("b-4", clock)])
+    clock.advance(minutes=5)
+    await consume([sent("b-1"), sent("b-2"), sent("b-5"), sent("b-3", "security"), sent("b-2", "security")])
+
+
+async def stored(session: AsyncSession) -> dict:
+    ids = [f"b-{n}" for n in range(1, 6)]
+    state = {}
+    for table in (store.tickets, store.rounds, store.callbacks, store.recurrence_watches):
+        rows = (await session.execute(sa.select(table).where(table.c.ticket_id.in_(ids)))).mappings().all()
+        state[table.name] = sorted((dict(row) for row in rows),
+                                   key=lambda r: (r["ticket_id"], r.get("round", 0), r.get("callback_id", "")))
+    return state
+
+
+async def test_a_prepared_batch_stores_what_event_by_event_stores(db):
+    """Prepared and flushed once, or one event at a time: the same rows, the same events."""
+    results = {}
+    for batched in (False, True):
+        clock, events = ManualClock(BATCH_START), RecordedEvents(ManualClock(BATCH_START))
+
+        async def emit(_session, payload, *, estate, actor, time=None):
+            return await events.emit(payload, estate=estate, actor=actor, time=time)
+
+        async with AsyncSession(db) as session:
+            async with session.begin():
+                await batch_story(session, emit, clock, batched)
+                results[batched] = (await stored(session), [(e.event_name, e.data) for e in events.events])
+                await session.rollback()
+    assert results[True] == results[False]
+    state, raised = results[True]
+    watch = next(w for w in state["recurrence_watches"] if w["ticket_id"] == "b-1")
+    assert (watch["verdict"], watch["recurring_ticket_id"]) == ("not_satisfied", "b-2")
+    assert [name for name, _ in raised].count("closed") == 1
+    tickets = {t["ticket_id"]: t for t in state["tickets"]}
+    assert tickets["b-2"]["departments"] == ["engineering", "security"] and tickets["b-5"]["category_key"] is None
+    assert tickets["b-1"]["status"] == "closed" and tickets["b-4"]["accepted_seen"]
+    assert tickets["b-4"]["departments"] == ["security"]
+
+
+async def test_a_prepared_batch_costs_the_same_few_statements_whatever_its_size(db):
+    """A batch of `accepted`, then of `assigned`, for 1 or 20 tickets: the estate's
+    recurrence lock and the tickets created-or-locked in one statement, the category's
+    watches once the tickets are opinions (assigned), the changed tickets written once."""
+    ctx = HandlerContext(ManualClock(BATCH_START), directory_of())
+    clock = ctx.clock
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement.split()[0].upper())
+
+    async def emit(_session, payload, *, estate, actor, time=None):
+        return make_event(payload, estate=estate, actor=actor, source="test", time=time or clock.now())
+
+    async def recurrence_lock_free() -> bool:  # (tried in a transaction of its own, then let go)
+        async with db.connect() as other:
+            return (await other.execute(sa.text("SELECT pg_try_advisory_xact_lock(hashtext(:k))"),
+                                        {"k": f"callback-recurrence/{ESTATE}"})).scalar()
+
+    async with AsyncSession(db) as session:
+        async with session.begin():
+            for size in (1, 20):
+                for payloads, expected in (([opinion(f"n{size}-{n}", clock) for n in range(size)], ["WITH", "UPDATE"]),
+                                           ([sent(f"n{size}-{n}") for n in range(size)], ["WITH", "SELECT", "UPDATE"])):
+                    events = [ticket_event(payload, clock) for payload in payloads]
+                    uow = CallbackUnitOfWork(session, emit)
+                    sa.event.listen(db.sync_engine, "before_cursor_execute", count)
+                    try:
+                        statements.clear()
+                        await handlers.prepare_batch(events, uow, ctx)
+                        for event in events:
+                            await handlers.HANDLERS[event.event_name](event, uow, ctx)
+                        await uow.flush()
+                    finally:
+                        sa.event.remove(db.sync_engine, "before_cursor_execute", count)
+                    assert statements == expected, (size, statements)
+                    assert not await recurrence_lock_free()  # held by this batch's transaction
+            opinions = await CallbackUnitOfWork(session, emit).tickets.opinions(ESTATE, rules.recurrence_key("漏水"))
+            assert {f"n20-{n}" for n in range(20)} <= {t.ticket_id for t in opinions}
+            await session.rollback()
+    assert await recurrence_lock_free()
+
+
+def test_a_held_ticket_travels_whole():
+    """A batch's tickets travel as JSON rows of the table's type (`jsonb_populate_recordset`):
+    a column the aggregate lacked would arrive NULL, not as its server default."""
+    assert {f.name for f in dataclasses.fields(Ticket)} == {c.name for c in store.tickets.c}

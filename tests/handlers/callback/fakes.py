@@ -24,6 +24,14 @@ class FakeTickets:
         self.rows.setdefault(ticket_id, Ticket.first_news(ticket_id, estate, seen_at, now))
         return _copy(self.rows[ticket_id])
 
+    async def hold(self, first_news, now, locks) -> dict[str, Ticket]:
+        for ticket_id, estate, seen_at in first_news:
+            await self.lock(ticket_id, estate, seen_at, now)
+        return {ticket_id: _copy(self.rows[ticket_id]) for ticket_id, _, _ in first_news}
+
+    async def flush(self) -> None:
+        pass  # saved at once
+
     async def get(self, estate, ticket_id, *, lock=False):
         found = self.rows.get(ticket_id)
         return _copy(found) if found and found.estate == estate else None
@@ -122,7 +130,7 @@ class FakeWatches:
     async def undecided(self, estate, category_key):
         found = [w for w in self.rows.values() if w.estate == estate and w.category_key == category_key
                  and w.verdict is None]
-        return [_copy(w) for w in sorted(found, key=lambda w: w.completed_at)]
+        return [_copy(w) for w in sorted(found, key=lambda w: (w.completed_at, w.ticket_id, w.round))]
 
     async def due_keys(self, now, limit=100):
         return sorted({(w.estate, w.category_key) for w in self.rows.values()
@@ -140,6 +148,9 @@ class FakeWatches:
     async def lock_estate(self, estate, wait=True) -> bool:
         self.locked.append(estate)
         return True
+
+    def expect(self, pairs) -> None:
+        pass  # nothing to load
 
 
 class FakeProgress:
@@ -201,3 +212,10 @@ class FakeCallbackUnitOfWork:
 
     def count(self, metric, estate, kind, departments) -> None:
         self.counted.append((metric, estate, kind, tuple(departments)))
+
+    async def hold(self, estates, first_news, now):
+        self.watches.locked.extend(sorted(set(estates)))
+        return await self.tickets.hold(first_news, now, [])
+
+    async def flush(self) -> None:
+        await self.tickets.flush()

@@ -17,7 +17,7 @@ from shared.events import (
     Accepted, Assigned, ClockOutcome, ClockSettled, Completed, ProgressUpdated, ReplyMethod, ValidityJudged, make_event,
 )
 from shared.lifecycle import CallbackState, TicketState
-from shared.uow import HandlerContext
+from shared.uow import HandlerContext, RecordedEvents
 from tests.handlers.callback.fakes import FakeCallbackUnitOfWork
 from tests.handlers.conftest import ESTATE, START, directory_of
 
@@ -152,6 +152,65 @@ async def test_a_recurring_opinion_counts_as_not_satisfied(uow, ctx, sink, clock
     assert uow.watches.rows[("t1", 1)].verdict == "not_satisfied"
     assert uow.watches.rows[("t1", 1)].recurring_ticket_id == "t2"
     assert uow.tickets.rows["t1"].closed_satisfied is False
+
+
+async def test_a_later_opinion_assigned_before_it_is_accepted_decides_when_accepted(uow, ctx, sink, clock):
+    await run(uow, ctx, accepted(reply_method="online"))
+    await run(uow, ctx, Assigned(ticket_id="t1", departments=["engineering"], assigned_by=CS))
+    await run(uow, ctx, completed(reply_method="online"))
+    clock.advance(days=3)
+    await run(uow, ctx, Assigned(ticket_id="t2", departments=["engineering"], assigned_by=CS), at=clock.now())
+    assert uow.watches.rows[("t1", 1)].verdict is None  # no category known yet: no opinion
+    later = accepted("t2").model_copy(update={"received_at": clock.now()})
+    await run(uow, ctx, later, at=clock.now())
+    assert uow.watches.rows[("t1", 1)].verdict == "not_satisfied" and sink.names()[-1] == "closed"
+
+
+async def test_a_ticket_that_is_no_new_opinion_leaves_elapsed_windows_to_the_scan(uow, ctx, sink, clock):
+    """Only a later opinion, new or changed, can decide an earlier one's recurrence at once;
+    a ticket accepted before it is assigned, or assigned again to the same department, asks
+    nothing (an elapsed window is the recurrence scan's)."""
+    await run(uow, ctx, accepted(reply_method="online"))
+    await run(uow, ctx, Assigned(ticket_id="t1", departments=["engineering"], assigned_by=CS))
+    await run(uow, ctx, completed(reply_method="online"))
+    watch = uow.watches.rows[("t1", 1)]
+    clock.advance(seconds=(watch.window_ends_at - clock.now()).total_seconds() + 60)
+    await run(uow, ctx, Assigned(ticket_id="t2", departments=["security"], assigned_by=CS), at=clock.now())
+    await run(uow, ctx, accepted("t2").model_copy(update={"received_at": clock.now()}), at=clock.now())
+    assert uow.watches.rows[("t1", 1)].verdict == "satisfied"  # t2 became an opinion: it asked
+    await run(uow, ctx, accepted("t3", reply_method="online"))
+    await run(uow, ctx, Assigned(ticket_id="t3", departments=["engineering"], assigned_by=CS))
+    await run(uow, ctx, completed("t3", reply_method="online", at=clock.now()), at=clock.now())
+    watch = uow.watches.rows[("t3", 1)]
+    clock.advance(seconds=(watch.window_ends_at - clock.now()).total_seconds() + 60)
+    await run(uow, ctx, accepted("t4").model_copy(update={"received_at": clock.now()}), at=clock.now())
+    await run(uow, ctx, Assigned(ticket_id="t2", departments=["security"], assigned_by=CS), at=clock.now())
+    assert uow.watches.rows[("t3", 1)].verdict is None
+    await handlers.decide_recurrence(uow, ctx, ESTATE, watch.category_key)
+    assert uow.watches.rows[("t3", 1)].verdict == "satisfied"
+
+
+async def test_a_prepared_batch_leaves_what_its_events_one_by_one_leave(sink, clock, directory):
+    """`prepare_batch` only readies what the handlers would load themselves."""
+    def story():
+        return [event(accepted("t1", reply_method="online")),
+                event(Assigned(ticket_id="t1", departments=["engineering"], assigned_by=CS)),
+                event(completed(reply_method="online")),
+                event(accepted("t2").model_copy(update={"received_at": START + dt.timedelta(days=2)}),
+                      START + dt.timedelta(days=2)),
+                event(Assigned(ticket_id="t2", departments=["engineering"], assigned_by=CS), START + dt.timedelta(days=2))]
+
+    results = []
+    for batched in (False, True):
+        recorded = RecordedEvents(clock)
+        uow, ctx = FakeCallbackUnitOfWork(recorded), HandlerContext(clock, directory)
+        for one in story():
+            if batched:
+                await handlers.prepare_batch([one], uow, ctx)
+            await handlers.HANDLERS[one.event_name](one, uow, ctx)
+            await uow.flush()
+        results.append((uow.tickets.rows, uow.watches.rows, [e.event_name for e in recorded.events]))
+    assert results[0] == results[1] and results[1][1][("t1", 1)].verdict == "not_satisfied"
 
 
 async def test_progress_updates_are_kept_once(uow, ctx):
