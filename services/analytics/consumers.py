@@ -1,9 +1,11 @@
 """Analytics' bus consumer: every ticket event, in stream order, through `handlers.HANDLERS`.
 
 A batch's events share one unit of work (kept in the session's `info` for the batch):
-each ticket's facts are read once, and what the batch changes is summed in memory and
-written by `flush_batch` with one statement per table before the batch commits, in the
-transaction that claims the batch's event ids (exactly once). When the batch goes event
+its tickets' facts (locked) and its repeat searches are read up front in one statement
+(`prepare_batch`; when the batch goes event by event, each ticket once as it comes), and
+what the batch changes is summed in memory and written by `flush_batch` with one
+statement per table before the batch commits, in the transaction that claims the batch's
+event ids (exactly once). When the batch goes event
 by event (a handler failed), the bus flushes after each event inside its savepoint.
 """
 
@@ -13,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.analytics.app import service
 from services.analytics.dashboard import announce_after_commit
-from services.analytics.handlers import HANDLERS
+from services.analytics.handlers import HANDLERS, prepare
 from services.analytics.store import AnalyticsUnitOfWork
 from shared.events import CloudEvent
 
@@ -27,6 +29,11 @@ def _unit_of_work(session: AsyncSession) -> AnalyticsUnitOfWork:
     return uow
 
 
+async def prepare_batch(session: AsyncSession, events: list[CloudEvent]) -> None:
+    """Read what the batch's events touch, in one statement (`handlers.prepare`)."""
+    await prepare(events, _unit_of_work(session), service.context)
+
+
 async def flush_batch(session: AsyncSession) -> None:
     """Write what the batch's handlers folded (the next batch starts a fresh unit of work)."""
     uow = session.info.pop(_UOW, None)
@@ -36,8 +43,9 @@ async def flush_batch(session: AsyncSession) -> None:
 
 # Exclusive: every event adds to the same running totals; replicas folding batches at once
 # would lock those rows in different orders and deadlock (seen in the cluster fault test).
+# It also serialises repeat detection (handlers.suggest_corrective_action takes no lock).
 @service.consumer(description="Fold every ticket event into the read model; suggest corrective action for repeats.",
-                  exclusive=True, flush=flush_batch)
+                  exclusive=True, prepare=prepare_batch, flush=flush_batch)
 async def on_ticket_event(session: AsyncSession, event: CloudEvent) -> None:
     try:
         applied = await HANDLERS[event.event_name](event, _unit_of_work(session), service.context)

@@ -371,18 +371,76 @@ def _recent_same_category_query(schema: str) -> sa.CompoundSelect:
     return sa.union_all(sa.select(latest()), sa.select(latest(t.c.building == sa.bindparam("building"))))
 
 
-_CATEGORY_LOCK = sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(sa.bindparam("key", type_=sa.Text), 0)))
+@functools.cache
+def _batch_read_statement(schema: str) -> sa.TextualSelect:
+    """A batch's reads in one statement whose text never changes: the facts of the tickets
+    `:estates`/`:tickets` (arrays, pairwise), locked in key order (the order `write_batch`
+    writes them in, so no two writers wait on each other in a circle), and, for each repeat
+    search of `:searches` (a JSON array, `ask` numbering them), what
+    `_recent_same_category_query` answers for it: a facts row has `ask` NULL, a repeat row
+    its search's number. One index range scan per search (estate, category, accepted_at)."""
+    t = f'"{schema}".ticket_facts'
+
+    def latest(building: str) -> str:
+        return (f"SELECT t.ticket_id, t.category, t.building, t.accepted_at FROM {t} t "
+                "WHERE t.estate = s.estate AND t.category = s.category AND t.accepted_at > s.since "
+                f"AND (t.accepted_at, t.ticket_id) < (s.at, s.ticket) AND t.kind = ANY(s.kinds){building} "
+                "ORDER BY t.accepted_at DESC, t.ticket_id DESC LIMIT s.lim")
+
+    return sa.text(
+        f"WITH locked AS (SELECT t.estate, t.ticket_id, t.facts FROM {t} t "
+        "JOIN unnest(CAST(:estates AS text[]), CAST(:tickets AS text[])) AS k(estate, ticket_id) "
+        "ON t.estate = k.estate AND t.ticket_id = k.ticket_id "
+        "ORDER BY t.estate, t.ticket_id FOR UPDATE OF t), "
+        "searches AS (SELECT * FROM jsonb_to_recordset(CAST(CAST(:searches AS text) AS jsonb)) AS s("
+        'ask int, estate text COLLATE "C", category text COLLATE "C", building text, at timestamptz, '
+        'ticket text COLLATE "C", kinds text[], since timestamptz, lim int)) '
+        "SELECT NULL::int AS ask, l.estate, l.ticket_id, l.facts, NULL AS category, NULL AS building, "
+        "NULL::timestamptz AS accepted_at FROM locked l "
+        "UNION ALL SELECT s.ask, s.estate, r.ticket_id, NULL, r.category, r.building, r.accepted_at "
+        f"FROM searches s CROSS JOIN LATERAL (({latest('')}) UNION ALL ({latest(' AND t.building = s.building')})) r"
+    ).columns(sa.column("ask", sa.Integer), sa.column("estate", sa.Text), sa.column("ticket_id", sa.Text),
+              sa.column("facts", JSONB), sa.column("category", sa.Text), sa.column("building", sa.Text),
+              sa.column("accepted_at", sa.DateTime(timezone=True)))
 
 
 class TicketFactsRepository:
     """The tickets' facts of one read model, read through the batch: a ticket loaded once
-    per batch (its row locked), its later events see the facts the batch made."""
+    per batch (its row locked), its later events see the facts the batch made. A batch's
+    reads can be made up front in one statement (`prepare`); whatever was not prepared is
+    read when first asked for."""
 
     def __init__(self, session, model: ReadModel, batch: Batch):
         self.session, self.model, self.batch = session, model, batch
         self._loaded: dict[tuple[str, str], TicketFacts | None] = {}
+        # Prepared repeat searches: the stored tickets each one found (what is stored does
+        # not change until the batch is written, and `flush` forgets them then).
+        self._searched: dict[rules.RepeatSearch, list[rules.RecentTicket]] = {}
         # Set by a rebuild into an empty model until its first write: no ticket is stored.
         self.nothing_stored = False
+
+    async def prepare(self, keys: list[tuple[str, str]], searches: list[rules.RepeatSearch]) -> None:
+        """Read, in one statement, the facts of tickets `keys` ((estate, ticket id), their
+        rows locked; a ticket without a row is remembered as never seen) and the stored
+        answers of repeat `searches` (see `recent_same_category`). Costs nothing when both
+        are already known."""
+        wanted = sorted(set(keys) - self._loaded.keys() - self.batch.facts.keys())
+        searches = [s for s in dict.fromkeys(searches) if s not in self._searched]
+        if not wanted and not searches:
+            return
+        rows = await self.session.execute(_batch_read_statement(self.model.schema), {
+            "estates": [estate for estate, _ in wanted], "tickets": [ticket for _, ticket in wanted],
+            "searches": _rows_json([dict(ask=n, estate=s.estate, category=s.new.category, building=s.new.building,
+                                         at=s.new.accepted_at, ticket=s.new.ticket_id, kinds=list(s.kinds),
+                                         since=s.since, lim=s.limit) for n, s in enumerate(searches)])})
+        self._loaded.update(dict.fromkeys(wanted))
+        found: list[dict[str, rules.RecentTicket]] = [{} for _ in searches]
+        for r in rows:
+            if r.ask is None:
+                self._loaded[(r.estate, r.ticket_id)] = TicketFacts.from_dict(r.facts)
+            else:
+                found[r.ask][r.ticket_id] = rules.RecentTicket(r.ticket_id, r.category, r.building, r.accepted_at)
+        self._searched.update((s, list(f.values())) for s, f in zip(searches, found))
 
     async def get_for_update(self, estate: str, ticket_id: str) -> TicketFacts | None:
         """The ticket's facts as this batch has them (None: never seen)."""
@@ -409,24 +467,20 @@ class TicketFactsRepository:
             found = {(r.estate, r.ticket_id): TicketFacts.from_dict(r.facts) for r in rows}
             self._loaded.update({key: found.get(key) for key in chunk})
 
-    async def lock_category(self, estate: str, category: str) -> None:
-        """Serialise repeat detection of one (estate, category) until the transaction ends."""
-        await self.session.execute(_CATEGORY_LOCK, {"key": f"analytics-repeat|{estate}|{category}"})
-
-    async def recent_same_category(self, estate: str, new: rules.RecentTicket, kinds: tuple[str, ...],
-                                   since: dt.datetime, limit: int) -> list[rules.RecentTicket]:
-        """What repeat detection needs of the estate's earlier tickets of `new`'s category
-        (kinds `kinds`, accepted after `since`, before `new` in (accepted_at, ticket_id)
-        order): the latest `limit` stored ones, the latest `limit` stored ones in `new`'s
-        building, and every such ticket of this batch. Enough for `rules.repeat_problem`
-        with `limit` = the threshold (it fires on exactly threshold − 1 earlier ones, and
-        any superset of these answers alike), and flat however many tickets the category
-        has (the index on estate, category, accepted_at)."""
-        query = _recent_same_category_query(self.model.schema)
-        rows = await self.session.execute(query, {
-            "estate": estate, "category": new.category, "since": since, "at": new.accepted_at,
-            "ticket": new.ticket_id, "kinds": list(kinds), "limit": limit, "building": new.building})
-        found = {r.ticket_id: rules.RecentTicket(r.ticket_id, r.category, r.building, r.accepted_at) for r in rows}
+    async def recent_same_category(self, search: rules.RepeatSearch) -> list[rules.RecentTicket]:
+        """What repeat detection needs of the estate's earlier tickets of `search.new`'s
+        category (see `rules.RepeatSearch`): the latest `limit` stored ones, the latest
+        `limit` stored ones in its building, and every such ticket of this batch; flat
+        however many tickets the category has (the index on estate, category,
+        accepted_at). Read now unless `prepare` read it."""
+        estate, new, kinds, since, limit = search
+        stored = self._searched.get(search)
+        if stored is None:
+            rows = await self.session.execute(_recent_same_category_query(self.model.schema), {
+                "estate": estate, "category": new.category, "since": since, "at": new.accepted_at,
+                "ticket": new.ticket_id, "kinds": list(kinds), "limit": limit, "building": new.building})
+            stored = [rules.RecentTicket(r.ticket_id, r.category, r.building, r.accepted_at) for r in rows]
+        found = {t.ticket_id: t for t in stored}
         for (e, ticket_id), facts in self.batch.facts.items():
             if e != estate:
                 continue
@@ -474,4 +528,5 @@ class AnalyticsUnitOfWork(SqlUnitOfWork):
         if self.batch:
             await write_batch(self.session, self.model, self.batch, now, into_empty=into_empty)
         self.facts._loaded.update(self.batch.facts)  # what is stored now
+        self.facts._searched.clear()
         self.batch = self.facts.batch = Batch()
