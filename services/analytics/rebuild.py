@@ -221,7 +221,7 @@ async def compare_at_common_sequence(engine, js, scratch: store.ReadModel, direc
 async def compare(conn: AsyncConnection, live: store.ReadModel, scratch: store.ReadModel,
                   limit: int = 20) -> tuple[int, list[dict]]:
     """Counters whose values differ between the two models (a zero equals a missing row)."""
-    keys = ("period", "estate", "dimension", "key", "metric")
+    keys = store.COUNTER_KEYS
     join = " AND ".join(f"l.{k} = s.{k}" for k in keys)
     select = ", ".join(f"coalesce(l.{k}, s.{k}) AS {k}" for k in keys)
     base = (f'FROM "{live.schema}".rollups l FULL OUTER JOIN "{scratch.schema}".rollups s ON {join} '

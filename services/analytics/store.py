@@ -47,6 +47,7 @@ ALERT_EVENTS = (ev.SlaBreached.event_name, ev.Escalated.event_name, ev.Correctiv
 # Per-person and per-building breakdowns mean nothing summed across estates.
 COMPANY_SKIPPED_DIMENSIONS = (rules.Dimension.staff.value, rules.Dimension.building.value)
 OPEN_BALANCE_METRICS = (rules.Metric.opened.value, rules.Metric.reactivated.value, rules.Metric.closed.value)
+COUNTER_KEYS = ("period", "estate", "dimension", "key", "metric")  # a counter's key columns, in key order
 
 
 @dataclass(frozen=True)
@@ -256,68 +257,52 @@ def _rows_json(rows: list[dict]) -> str:
     return json.dumps(rows, default=_json_default, ensure_ascii=False, separators=(",", ":"))
 
 
-@dataclass(frozen=True)
-class _BatchStatements:
-    """The read model's writes, one statement per table whatever the batch's size: rows
-    travel as arrays (`unnest`) or as one JSON array (`jsonb_populate_recordset`), so the
-    SQL text never changes and SQLAlchemy's compiled cache and asyncpg's prepared
-    statements are hit every time (a multi-VALUES INSERT is a new statement per row count,
-    compiled anew: 28 % of analytics' samples in the issue-12 profile)."""
-
-    facts: sa.TextClause
-    rollups: sa.TextClause
-    suggestions: sa.TextClause
-    alerts: sa.TextClause
-
-
 @functools.cache
-def _batch_statements(schema: str) -> _BatchStatements:
+def _batch_write_statement(schema: str) -> sa.TextClause:
+    """A batch's writes in one statement (one round trip) whose text never changes: each
+    table's rows in a sub-statement of its own (data-modifying WITH queries), travelling
+    as arrays (`unnest`: the counters) or as one JSON array (`jsonb_populate_recordset`:
+    facts, suggestions, alerts); a table with nothing to write gets an empty array. A
+    multi-VALUES INSERT would be a new statement per row count, compiled anew (28 % of
+    analytics' samples in the issue-12 profile)."""
     model = _model(schema)
     quoted = f'"{schema}"'
 
-    def from_json(table: sa.Table, on_conflict: str) -> sa.TextClause:
-        return sa.text(
-            f"INSERT INTO {quoted}.{table.name} AS t SELECT * FROM jsonb_populate_recordset("
-            f"NULL::{quoted}.{table.name}, CAST(CAST(:rows AS text) AS jsonb)) {on_conflict}")
+    def from_json(table: sa.Table, rows: str, on_conflict: str) -> str:
+        return (f"INSERT INTO {quoted}.{table.name} AS t SELECT * FROM jsonb_populate_recordset("
+                f"NULL::{quoted}.{table.name}, CAST(CAST(:{rows} AS text) AS jsonb)) {on_conflict}")
 
     kept = [c.name for c in model.facts.columns if c.name not in ("estate", "ticket_id", "form_number")]
-    facts = from_json(model.facts, "ON CONFLICT (estate, ticket_id) DO UPDATE SET "
+    facts = from_json(model.facts, "facts", "ON CONFLICT (estate, ticket_id) DO UPDATE SET "
                       + ", ".join(f"{name} = excluded.{name}" for name in kept)
                       # The form number only travels on `accepted`; later rows must not erase it.
                       + ", form_number = coalesce(excluded.form_number, t.form_number)")
-    keys = ("period", "estate", "dimension", "key", "metric")
-    rollups = sa.text(
-        f"INSERT INTO {quoted}.rollups AS t ({', '.join(keys)}, value) SELECT * FROM unnest("
-        + ", ".join(f"CAST(:{k} AS text[])" for k in keys) + ", CAST(:value AS bigint[])) "
-        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET value = t.value + excluded.value")
-    return _BatchStatements(
-        facts, rollups, from_json(model.suggestions, "ON CONFLICT DO NOTHING"),
-        from_json(model.alerts, "ON CONFLICT DO NOTHING"),
-    )
+    rollups = (f"INSERT INTO {quoted}.rollups AS t ({', '.join(COUNTER_KEYS)}, value) SELECT * FROM unnest("
+               + ", ".join(f"CAST(:{k} AS text[])" for k in COUNTER_KEYS) + ", CAST(:value AS bigint[])) "
+               f"ON CONFLICT ({', '.join(COUNTER_KEYS)}) DO UPDATE SET value = t.value + excluded.value")
+    return sa.text(f"WITH written_facts AS ({facts}), written_rollups AS ({rollups}), written_suggestions AS "
+                   f"({from_json(model.suggestions, 'suggestions', 'ON CONFLICT DO NOTHING')}) "
+                   + from_json(model.alerts, "alerts", "ON CONFLICT DO NOTHING"))
 
 
 async def write_batch(session, model: ReadModel, batch: Batch, now: dt.datetime, *, into_empty: bool = False) -> None:
     """Store a batch: facts, counters (summed increments added to the stored values, rows in
     key order so concurrent writers lock the company rows alike), suggestions and alerts;
-    one statement per table. `session` may be an AsyncSession or an AsyncConnection.
-    `into_empty`: the facts and counter tables are known to be empty (a rebuild's first
-    write), so their rows are copied in (COPY) instead of upserted."""
+    one statement for all four tables. `session` may be an AsyncSession or an
+    AsyncConnection. `into_empty`: the facts and counter tables are known to be empty (a
+    rebuild's first write), so their rows are copied in (COPY) instead of upserted."""
     facts = [facts_row(batch.facts[key], now, batch.form_numbers.get(key)) for key in sorted(batch.facts)]
     counters = sorted((counter, value) for counter, value in batch.counters.items() if value)
     if into_empty:
         await _copy_in(session, model, facts, counters)
-    else:
-        statements = _batch_statements(model.schema)
-        if facts:
-            await session.execute(statements.facts, {"rows": _rows_json(facts)})
-        if counters:
-            columns = list(zip(*(counter for counter, _ in counters)))
-            params = dict(zip(("period", "estate", "dimension", "key", "metric"), map(list, columns)))
-            await session.execute(statements.rollups, params | {"value": [value for _, value in counters]})
-    statements = _batch_statements(model.schema)
-    for statement, rows in ((statements.suggestions, batch.suggestions), (statements.alerts, batch.alerts)):
-        if rows:
-            await session.execute(statement, {"rows": _rows_json([rows[k] for k in sorted(rows)])})
+        facts, counters = [], []
+    if not (facts or counters or batch.suggestions or batch.alerts):
+        return
+    columns = list(zip(*(counter for counter, _ in counters))) or [()] * len(COUNTER_KEYS)
+    await session.execute(_batch_write_statement(model.schema), dict(
+        zip(COUNTER_KEYS, map(list, columns)), value=[value for _, value in counters], facts=_rows_json(facts),
+        **{name: _rows_json([rows[k] for k in sorted(rows)])
+           for name, rows in (("suggestions", batch.suggestions), ("alerts", batch.alerts))}))
 
 
 async def _copy_in(session, model: ReadModel, facts: list[dict], counters: list[tuple[tuple, int]]) -> None:
@@ -332,7 +317,7 @@ async def _copy_in(session, model: ReadModel, facts: list[dict], counters: list[
     if counters:
         await raw.copy_records_to_table(
             model.rollups.name, schema_name=model.schema,
-            columns=["period", "estate", "dimension", "key", "metric", "value"],
+            columns=[*COUNTER_KEYS, "value"],
             records=[(*counter, value) for counter, value in counters])
 
 

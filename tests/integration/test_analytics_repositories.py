@@ -1,6 +1,7 @@
 """Analytics' SQL repositories and the handler tier's fakes answer alike (issue 11: keep
 the fakes honest), and the batch writes do what the consumer relies on: counters added to
-what is stored, the form number kept once seen, one statement per table. Runs on the
+what is stored, the form number kept once seen, one statement for a batch's reads and one
+for its writes. Runs on the
 session's PostgreSQL in a scratch schema; no services."""
 
 from __future__ import annotations
@@ -94,9 +95,9 @@ async def test_reads_prepared_in_one_statement_answer_as_reads_one_by_one(db, sc
         finally:
             sa.event.remove(db.sync_engine, "before_cursor_execute", count)
     assert prepared == one_by_one
-    # Each batch's one read (`prepare`) and the first one's writes (one per table): nothing
-    # per ticket or per search.
-    assert [s.split(None, 1)[0] for s in statements] == ["WITH", "INSERT", "INSERT", "WITH"]
+    # Each batch's one read (`prepare`) and the first one's one write: nothing
+    # per ticket, per search or per table.
+    assert [s.split(" AS", 1)[0] for s in statements] == ["WITH locked", "WITH written_facts", "WITH locked"]
 
 
 async def test_batch_writes_add_to_the_stored_counters_and_keep_the_form_number(db, scratch):
