@@ -5,7 +5,8 @@ opinions call for corrective action; seed 002 §4.3.1 b).
     async def handle_x(event: CloudEvent, uow: AnalyticsUnitOfWork, ctx: HandlerContext) -> Applied | None
 
 `HANDLERS` maps every event type the consumer may receive to its handler. A handler
-loads the ticket's facts through `uow.facts` (once per batch), folds the event with the
+loads the ticket's facts through `uow.facts` (once per batch; `prepare` reads a whole
+batch's facts and repeat searches in one statement first), folds the event with the
 pure `rules.apply_event` (facts in, facts and counter increments out; the clocks counted
 are dispatch's `clock_settled` verdicts, never re-derived), and hands the result to the
 batch (`uow.facts.save`); the consumer writes the batch with one statement per table
