@@ -4,9 +4,9 @@ A batch's events share one unit of work (kept in the session's `info` for the ba
 its tickets' facts (locked) and its repeat searches are read up front in one statement
 (`prepare_batch`; when the batch goes event by event, each ticket once as it comes), and
 what the batch changes is summed in memory and written by `flush_batch` with one
-statement per table before the batch commits, in the transaction that claims the batch's
-event ids (exactly once). When the batch goes event
-by event (a handler failed), the bus flushes after each event inside its savepoint.
+statement for all its tables before the batch commits, in the transaction that claims
+the batch's event ids (exactly once). When the batch goes event by event (a handler
+failed), the bus flushes after each event inside its savepoint.
 """
 
 from __future__ import annotations

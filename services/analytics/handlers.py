@@ -9,7 +9,7 @@ loads the ticket's facts through `uow.facts` (once per batch; `prepare` reads a 
 batch's facts and repeat searches in one statement first), folds the event with the
 pure `rules.apply_event` (facts in, facts and counter increments out; the clocks counted
 are dispatch's `clock_settled` verdicts, never re-derived), and hands the result to the
-batch (`uow.facts.save`); the consumer writes the batch with one statement per table
+batch (`uow.facts.save`); the consumer writes the batch with one statement for all tables
 (`uow.flush`). Returns None when the ticket has already counted the event (a redelivery).
 Errors: `ValueError` (pydantic's ValidationError included) for an event `apply_event`
 refuses: the consumer retries it and keeps it as a dead letter.

@@ -158,7 +158,7 @@ def read_model(schema: str) -> ReadModel:
     return define_read_model(sa.MetaData(schema=schema))
 
 
-# --- writing: what a batch of events changes, held in memory, then one statement per table ----
+# --- writing: what a batch of events changes, held in memory, then one statement ----
 
 
 def facts_row(facts: TicketFacts, now: dt.datetime, form_number: str | None = None) -> dict:
@@ -213,7 +213,7 @@ class Batch:
     """What a batch of events changes in the read model, summed in memory: each changed
     ticket's latest facts (its form number once seen), the counter increments summed per
     counter (estate and company), the repeat suggestions and alerts. `write_batch`
-    stores it with one statement per table."""
+    stores it with one statement."""
 
     facts: dict[tuple[str, str], TicketFacts] = field(default_factory=dict)
     form_numbers: dict[tuple[str, str], str] = field(default_factory=dict)
