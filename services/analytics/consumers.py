@@ -23,7 +23,7 @@ _UOW = "analytics.uow"
 # The read model is on no request's path: its batch waits this long after its first event
 # for more, so its six statements (bus and read model) are shared by more events
 # (bench/statements.py at 32 in flight: 1.65–2.09 statements per registration without,
-# 0.79 with 0.1 s). The dashboard's news comes that much later (it promises a second).
+# 0.69–0.79 with 0.1 s). The dashboard's news comes that much later (it promises a second).
 BATCH_LINGER_SECONDS = 0.1
 
 
