@@ -193,6 +193,11 @@ TICKET_STREAM = JStream(STREAM_NAME, declare=False)
 # batch (one long pull request) instead of polling; their consumer names are kept here so
 # the fetch shim below treats only them that way.
 LONG_WAIT_CONSUMERS: set[str] = set()
+# Consumers that, once their batch's first messages have come, wait this long (seconds)
+# for more before handing it over (`EventConsumer.linger_seconds`), by consumer name.
+LINGERING_CONSUMERS: dict[str, float] = {}
+# The look for more after a linger: a pull request answered at once when messages wait.
+LINGER_FETCH_SECONDS = 0.05
 
 
 def _fetch_shim() -> None:
@@ -213,7 +218,8 @@ def _fetch_shim() -> None:
        a message arrives, and the fetch after a non-empty one reports "nothing more" at
        once, so the loop hands the batch over without waiting. A long wait is abandoned
        when the connection drops or reconnects in the meantime (the server forgot the pull
-       request).
+       request). A consumer of `LINGERING_CONSUMERS` first waits its linger and takes what
+       came meanwhile (one more pull request), up to the batch size.
     """
     from nats.js.client import JetStreamContext
 
@@ -243,6 +249,13 @@ def _fetch_shim() -> None:
             raise
         except asyncio.TimeoutError as error:
             raise nats.errors.TimeoutError() from error
+        linger = LINGERING_CONSUMERS.get(self._consumer, 0.0) if long_wait else 0.0
+        if messages and linger and connection is not None and len(messages) < batch:
+            await asyncio.sleep(linger)
+            # Nothing more came, or the connection went meanwhile: the batch is what it has.
+            with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
+                if connection.is_connected:
+                    messages += await _long_fetch(self, batch - len(messages), LINGER_FETCH_SECONDS)
         if long_wait and messages:
             self._estatedesk_hand_over = True
         return messages
@@ -371,6 +384,10 @@ class EventConsumer:
     # Not called when the batch goes event by event (after a failure): each handler then
     # loads what it needs itself, so `prepare` is an optimisation, never a requirement.
     prepare: BatchPrepare | None = None
+    # Seconds to wait, once a batch's first messages have come, for more before handling
+    # it: for a consumer on no request's path (a read model), whose per-batch statements
+    # (BEGIN, claim, its reads and writes, COMMIT) are then shared by more events. 0: none.
+    linger_seconds: float = 0.0
 
     @property
     def durable(self) -> str:
@@ -387,6 +404,8 @@ class EventConsumer:
 
     def register(self, router: NatsRouter, description: str = "") -> None:
         LONG_WAIT_CONSUMERS.add(self.durable)
+        if self.linger_seconds:
+            LINGERING_CONSUMERS[self.durable] = self.linger_seconds
         router.subscriber(
             self.subject,
             stream=TICKET_STREAM,

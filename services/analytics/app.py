@@ -3,7 +3,7 @@ live dashboard of the head-office quality manager. Wiring only:
 
 * `consumers`: one consumer folds every ticket event, in stream order, through
   `handlers.HANDLERS` into the read model (`store`); a batch's writes are summed in memory
-  and stored with one statement per table in the transaction that records its events as
+  and stored with one statement in the transaction that records its events as
   processed; a ticket accepted into a category that keeps coming back raises
   `corrective_action_suggested` in that same transaction;
 * `api`: the reports, the sign-off and the dashboard (its change notices: `dashboard`);

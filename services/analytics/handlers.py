@@ -5,10 +5,11 @@ opinions call for corrective action; seed 002 §4.3.1 b).
     async def handle_x(event: CloudEvent, uow: AnalyticsUnitOfWork, ctx: HandlerContext) -> Applied | None
 
 `HANDLERS` maps every event type the consumer may receive to its handler. A handler
-loads the ticket's facts through `uow.facts` (once per batch), folds the event with the
+loads the ticket's facts through `uow.facts` (once per batch; `prepare` reads a whole
+batch's facts and repeat searches in one statement first), folds the event with the
 pure `rules.apply_event` (facts in, facts and counter increments out; the clocks counted
 are dispatch's `clock_settled` verdicts, never re-derived), and hands the result to the
-batch (`uow.facts.save`); the consumer writes the batch with one statement per table
+batch (`uow.facts.save`); the consumer writes the batch with one statement for all tables
 (`uow.flush`). Returns None when the ticket has already counted the event (a redelivery).
 Errors: `ValueError` (pydantic's ValidationError included) for an event `apply_event`
 refuses: the consumer retries it and keeps it as a dead letter.
@@ -26,6 +27,7 @@ from services.analytics.store import AnalyticsUnitOfWork, Applied
 from shared import events as ev
 from shared.auth import AuthError, Principal
 from shared.errors import RuleViolation
+from shared.periods import canonical_category
 from shared.policy import Policy
 from shared.uow import HandlerContext
 
@@ -66,22 +68,39 @@ async def handle_accepted(event: ev.CloudEvent, uow: AnalyticsUnitOfWork, ctx: H
 async def suggest_corrective_action(event: ev.CloudEvent, facts: rules.TicketFacts, uow: AnalyticsUnitOfWork,
                                     ctx: HandlerContext, policy: Policy) -> ev.CorrectiveActionSuggested | None:
     """`rules.repeat_problem` over the estate's recent tickets of the same category (this
-    batch's included); the suggestion is emitted to the outbox. Returns it, if any."""
-    a = policy.analytics
-    if facts.kind not in a.repeat_problem_kinds or not facts.category \
-            or facts.category in a.repeat_problem_ignored_categories or facts.accepted_at is None:
+    batch's included); the suggestion is emitted to the outbox. Returns it, if any.
+
+    No lock of its own: the only caller is the analytics consumer, which is exclusive (one
+    batch at a time across replicas, `consumers.py`), so no two transactions detect repeats
+    at once and each sees every ticket committed before it; `analytics rebuild` folds
+    without detecting repeats."""
+    search = rules.repeat_search(event.estate, facts.ticket_id, facts.kind, facts.category, facts.building,
+                                 facts.accepted_at, policy)
+    if search is None:
         return None
-    # Two replicas accepting the same category at once must see each other's ticket.
-    await uow.facts.lock_category(event.estate, facts.category)
-    new = rules.RecentTicket(facts.ticket_id, facts.category, facts.building, facts.accepted_at)
-    recent = await uow.facts.recent_same_category(
-        event.estate, new, tuple(a.repeat_problem_kinds),
-        facts.accepted_at - dt.timedelta(days=a.repeat_problem_window_days), a.repeat_problem_threshold,
-    )
-    suggestion = rules.repeat_problem(recent, new, policy)
+    recent = await uow.facts.recent_same_category(search)
+    suggestion = rules.repeat_problem(recent, search.new, policy)
     if suggestion is not None:
         await uow.emit(suggestion, estate=event.estate, actor=ACTOR, time=ctx.now())
     return suggestion
+
+
+def accepted_search(event: ev.CloudEvent, policy: Policy) -> rules.RepeatSearch | None:
+    """The repeat search `handle_accepted` will make for an `accepted` event of a ticket
+    not yet accepted, from the payload as `rules.apply_event` reads it into the facts (a
+    search that turns out different is read by itself then: never a wrong answer)."""
+    p = event.payload()
+    return rules.repeat_search(event.estate, event.subject, p.kind.value, canonical_category(p.category),
+                               p.building, p.received_at, policy)
+
+
+async def prepare(events: list[ev.CloudEvent], uow: AnalyticsUnitOfWork, ctx: HandlerContext) -> None:
+    """Before a batch's handlers run (events fresh, in order): its tickets' facts (locked)
+    and the repeat searches of its `accepted` events are read together, so the handlers
+    read nothing per event. Handlers do not need it (without it they read as they go)."""
+    searches = [search for e in events if e.event_name == ev.Accepted.event_name
+                and (search := accepted_search(e, ctx.policy(e.estate))) is not None]
+    await uow.facts.prepare([(e.estate, e.subject) for e in events], searches)
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@ the same `rules.apply_event` into a fresh read model in a scratch schema, then c
 with the live model counter by counter, or swap it in.
 
 Events are folded in batches through the live consumer's own fold (facts of the batch's
-tickets loaded once; facts and counters summed in memory across batches and written with
-one statement per table every `WRITE_COUNTERS` counters), which gives the same facts and totals as folding them one by
+tickets loaded once; facts and counters summed in memory across batches and written
+together every `WRITE_COUNTERS` counters), which gives the same facts and totals as folding them one by
 one (`rules.replay` is order-preserving and idempotent per ticket). Events the live
 consumer would refuse as dead letters (malformed, unknown type, wrong subject, or a
 payload `apply_event` rejects) are skipped and counted here too.
@@ -107,8 +107,8 @@ async def replay_stream(js, conn_factory, model: store.ReadModel, directory: Dir
                         first_seq: int, last_seq: int, result: RebuildResult, batch: int = BATCH) -> None:
     """Fold stream messages first_seq..last_seq into `model`, in one transaction of the
     connection `conn_factory()` gives (an async context manager). Events are folded
-    `batch` at a time; what they change is summed in memory and written (one statement
-    per table) only when `WRITE_COUNTERS` counters or `WRITE_TICKETS` tickets are
+    `batch` at a time; what they change is summed in memory and written (a COPY per table
+    into the empty model, one statement after) only when `WRITE_COUNTERS` counters or `WRITE_TICKETS` tickets are
     pending, and at the end: a counter is written once per write, not once per batch."""
     if last_seq < first_seq:
         return
@@ -221,7 +221,7 @@ async def compare_at_common_sequence(engine, js, scratch: store.ReadModel, direc
 async def compare(conn: AsyncConnection, live: store.ReadModel, scratch: store.ReadModel,
                   limit: int = 20) -> tuple[int, list[dict]]:
     """Counters whose values differ between the two models (a zero equals a missing row)."""
-    keys = ("period", "estate", "dimension", "key", "metric")
+    keys = store.COUNTER_KEYS
     join = " AND ".join(f"l.{k} = s.{k}" for k in keys)
     select = ", ".join(f"coalesce(l.{k}, s.{k}) AS {k}" for k in keys)
     base = (f'FROM "{live.schema}".rollups l FULL OUTER JOIN "{scratch.schema}".rollups s ON {join} '

@@ -47,6 +47,7 @@ ALERT_EVENTS = (ev.SlaBreached.event_name, ev.Escalated.event_name, ev.Correctiv
 # Per-person and per-building breakdowns mean nothing summed across estates.
 COMPANY_SKIPPED_DIMENSIONS = (rules.Dimension.staff.value, rules.Dimension.building.value)
 OPEN_BALANCE_METRICS = (rules.Metric.opened.value, rules.Metric.reactivated.value, rules.Metric.closed.value)
+COUNTER_KEYS = ("period", "estate", "dimension", "key", "metric")  # a counter's key columns, in key order
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,7 @@ def read_model(schema: str) -> ReadModel:
     return define_read_model(sa.MetaData(schema=schema))
 
 
-# --- writing: what a batch of events changes, held in memory, then one statement per table ----
+# --- writing: what a batch of events changes, held in memory, then one statement ----
 
 
 def facts_row(facts: TicketFacts, now: dt.datetime, form_number: str | None = None) -> dict:
@@ -212,7 +213,7 @@ class Batch:
     """What a batch of events changes in the read model, summed in memory: each changed
     ticket's latest facts (its form number once seen), the counter increments summed per
     counter (estate and company), the repeat suggestions and alerts. `write_batch`
-    stores it with one statement per table."""
+    stores it with one statement."""
 
     facts: dict[tuple[str, str], TicketFacts] = field(default_factory=dict)
     form_numbers: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -256,68 +257,52 @@ def _rows_json(rows: list[dict]) -> str:
     return json.dumps(rows, default=_json_default, ensure_ascii=False, separators=(",", ":"))
 
 
-@dataclass(frozen=True)
-class _BatchStatements:
-    """The read model's writes, one statement per table whatever the batch's size: rows
-    travel as arrays (`unnest`) or as one JSON array (`jsonb_populate_recordset`), so the
-    SQL text never changes and SQLAlchemy's compiled cache and asyncpg's prepared
-    statements are hit every time (a multi-VALUES INSERT is a new statement per row count,
-    compiled anew: 28 % of analytics' samples in the issue-12 profile)."""
-
-    facts: sa.TextClause
-    rollups: sa.TextClause
-    suggestions: sa.TextClause
-    alerts: sa.TextClause
-
-
 @functools.cache
-def _batch_statements(schema: str) -> _BatchStatements:
+def _batch_write_statement(schema: str) -> sa.TextClause:
+    """A batch's writes in one statement (one round trip) whose text never changes: each
+    table's rows in a sub-statement of its own (data-modifying WITH queries), travelling
+    as arrays (`unnest`: the counters) or as one JSON array (`jsonb_populate_recordset`:
+    facts, suggestions, alerts); a table with nothing to write gets an empty array. A
+    multi-VALUES INSERT would be a new statement per row count, compiled anew (28 % of
+    analytics' samples in the issue-12 profile)."""
     model = _model(schema)
     quoted = f'"{schema}"'
 
-    def from_json(table: sa.Table, on_conflict: str) -> sa.TextClause:
-        return sa.text(
-            f"INSERT INTO {quoted}.{table.name} AS t SELECT * FROM jsonb_populate_recordset("
-            f"NULL::{quoted}.{table.name}, CAST(CAST(:rows AS text) AS jsonb)) {on_conflict}")
+    def from_json(table: sa.Table, rows: str, on_conflict: str) -> str:
+        return (f"INSERT INTO {quoted}.{table.name} AS t SELECT * FROM jsonb_populate_recordset("
+                f"NULL::{quoted}.{table.name}, CAST(CAST(:{rows} AS text) AS jsonb)) {on_conflict}")
 
     kept = [c.name for c in model.facts.columns if c.name not in ("estate", "ticket_id", "form_number")]
-    facts = from_json(model.facts, "ON CONFLICT (estate, ticket_id) DO UPDATE SET "
+    facts = from_json(model.facts, "facts", "ON CONFLICT (estate, ticket_id) DO UPDATE SET "
                       + ", ".join(f"{name} = excluded.{name}" for name in kept)
                       # The form number only travels on `accepted`; later rows must not erase it.
                       + ", form_number = coalesce(excluded.form_number, t.form_number)")
-    keys = ("period", "estate", "dimension", "key", "metric")
-    rollups = sa.text(
-        f"INSERT INTO {quoted}.rollups AS t ({', '.join(keys)}, value) SELECT * FROM unnest("
-        + ", ".join(f"CAST(:{k} AS text[])" for k in keys) + ", CAST(:value AS bigint[])) "
-        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET value = t.value + excluded.value")
-    return _BatchStatements(
-        facts, rollups, from_json(model.suggestions, "ON CONFLICT DO NOTHING"),
-        from_json(model.alerts, "ON CONFLICT DO NOTHING"),
-    )
+    rollups = (f"INSERT INTO {quoted}.rollups AS t ({', '.join(COUNTER_KEYS)}, value) SELECT * FROM unnest("
+               + ", ".join(f"CAST(:{k} AS text[])" for k in COUNTER_KEYS) + ", CAST(:value AS bigint[])) "
+               f"ON CONFLICT ({', '.join(COUNTER_KEYS)}) DO UPDATE SET value = t.value + excluded.value")
+    return sa.text(f"WITH written_facts AS ({facts}), written_rollups AS ({rollups}), written_suggestions AS "
+                   f"({from_json(model.suggestions, 'suggestions', 'ON CONFLICT DO NOTHING')}) "
+                   + from_json(model.alerts, "alerts", "ON CONFLICT DO NOTHING"))
 
 
 async def write_batch(session, model: ReadModel, batch: Batch, now: dt.datetime, *, into_empty: bool = False) -> None:
     """Store a batch: facts, counters (summed increments added to the stored values, rows in
     key order so concurrent writers lock the company rows alike), suggestions and alerts;
-    one statement per table. `session` may be an AsyncSession or an AsyncConnection.
-    `into_empty`: the facts and counter tables are known to be empty (a rebuild's first
-    write), so their rows are copied in (COPY) instead of upserted."""
+    one statement for all four tables. `session` may be an AsyncSession or an
+    AsyncConnection. `into_empty`: the facts and counter tables are known to be empty (a
+    rebuild's first write), so their rows are copied in (COPY) instead of upserted."""
     facts = [facts_row(batch.facts[key], now, batch.form_numbers.get(key)) for key in sorted(batch.facts)]
     counters = sorted((counter, value) for counter, value in batch.counters.items() if value)
     if into_empty:
         await _copy_in(session, model, facts, counters)
-    else:
-        statements = _batch_statements(model.schema)
-        if facts:
-            await session.execute(statements.facts, {"rows": _rows_json(facts)})
-        if counters:
-            columns = list(zip(*(counter for counter, _ in counters)))
-            params = dict(zip(("period", "estate", "dimension", "key", "metric"), map(list, columns)))
-            await session.execute(statements.rollups, params | {"value": [value for _, value in counters]})
-    statements = _batch_statements(model.schema)
-    for statement, rows in ((statements.suggestions, batch.suggestions), (statements.alerts, batch.alerts)):
-        if rows:
-            await session.execute(statement, {"rows": _rows_json([rows[k] for k in sorted(rows)])})
+        facts, counters = [], []
+    if not (facts or counters or batch.suggestions or batch.alerts):
+        return
+    columns = list(zip(*(counter for counter, _ in counters))) or [()] * len(COUNTER_KEYS)
+    await session.execute(_batch_write_statement(model.schema), dict(
+        zip(COUNTER_KEYS, map(list, columns)), value=[value for _, value in counters], facts=_rows_json(facts),
+        **{name: _rows_json([rows[k] for k in sorted(rows)])
+           for name, rows in (("suggestions", batch.suggestions), ("alerts", batch.alerts))}))
 
 
 async def _copy_in(session, model: ReadModel, facts: list[dict], counters: list[tuple[tuple, int]]) -> None:
@@ -332,7 +317,7 @@ async def _copy_in(session, model: ReadModel, facts: list[dict], counters: list[
     if counters:
         await raw.copy_records_to_table(
             model.rollups.name, schema_name=model.schema,
-            columns=["period", "estate", "dimension", "key", "metric", "value"],
+            columns=[*COUNTER_KEYS, "value"],
             records=[(*counter, value) for counter, value in counters])
 
 
@@ -371,18 +356,76 @@ def _recent_same_category_query(schema: str) -> sa.CompoundSelect:
     return sa.union_all(sa.select(latest()), sa.select(latest(t.c.building == sa.bindparam("building"))))
 
 
-_CATEGORY_LOCK = sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(sa.bindparam("key", type_=sa.Text), 0)))
+@functools.cache
+def _batch_read_statement(schema: str) -> sa.TextualSelect:
+    """A batch's reads in one statement whose text never changes: the facts of the tickets
+    `:estates`/`:tickets` (arrays, pairwise), locked in key order (the order `write_batch`
+    writes them in, so no two writers wait on each other in a circle), and, for each repeat
+    search of `:searches` (a JSON array, `ask` numbering them), what
+    `_recent_same_category_query` answers for it: a facts row has `ask` NULL, a repeat row
+    its search's number. One index range scan per search (estate, category, accepted_at)."""
+    t = f'"{schema}".ticket_facts'
+
+    def latest(building: str) -> str:
+        return (f"SELECT t.ticket_id, t.category, t.building, t.accepted_at FROM {t} t "
+                "WHERE t.estate = s.estate AND t.category = s.category AND t.accepted_at > s.since "
+                f"AND (t.accepted_at, t.ticket_id) < (s.at, s.ticket) AND t.kind = ANY(s.kinds){building} "
+                "ORDER BY t.accepted_at DESC, t.ticket_id DESC LIMIT s.lim")
+
+    return sa.text(
+        f"WITH locked AS (SELECT t.estate, t.ticket_id, t.facts FROM {t} t "
+        "JOIN unnest(CAST(:estates AS text[]), CAST(:tickets AS text[])) AS k(estate, ticket_id) "
+        "ON t.estate = k.estate AND t.ticket_id = k.ticket_id "
+        "ORDER BY t.estate, t.ticket_id FOR UPDATE OF t), "
+        "searches AS (SELECT * FROM jsonb_to_recordset(CAST(CAST(:searches AS text) AS jsonb)) AS s("
+        'ask int, estate text COLLATE "C", category text COLLATE "C", building text, at timestamptz, '
+        'ticket text COLLATE "C", kinds text[], since timestamptz, lim int)) '
+        "SELECT NULL::int AS ask, l.estate, l.ticket_id, l.facts, NULL AS category, NULL AS building, "
+        "NULL::timestamptz AS accepted_at FROM locked l "
+        "UNION ALL SELECT s.ask, s.estate, r.ticket_id, NULL, r.category, r.building, r.accepted_at "
+        f"FROM searches s CROSS JOIN LATERAL (({latest('')}) UNION ALL ({latest(' AND t.building = s.building')})) r"
+    ).columns(sa.column("ask", sa.Integer), sa.column("estate", sa.Text), sa.column("ticket_id", sa.Text),
+              sa.column("facts", JSONB), sa.column("category", sa.Text), sa.column("building", sa.Text),
+              sa.column("accepted_at", sa.DateTime(timezone=True)))
 
 
 class TicketFactsRepository:
     """The tickets' facts of one read model, read through the batch: a ticket loaded once
-    per batch (its row locked), its later events see the facts the batch made."""
+    per batch (its row locked), its later events see the facts the batch made. A batch's
+    reads can be made up front in one statement (`prepare`); whatever was not prepared is
+    read when first asked for."""
 
     def __init__(self, session, model: ReadModel, batch: Batch):
         self.session, self.model, self.batch = session, model, batch
         self._loaded: dict[tuple[str, str], TicketFacts | None] = {}
+        # Prepared repeat searches: the stored tickets each one found (what is stored does
+        # not change until the batch is written, and `flush` forgets them then).
+        self._searched: dict[rules.RepeatSearch, list[rules.RecentTicket]] = {}
         # Set by a rebuild into an empty model until its first write: no ticket is stored.
         self.nothing_stored = False
+
+    async def prepare(self, keys: list[tuple[str, str]], searches: list[rules.RepeatSearch]) -> None:
+        """Read, in one statement, the facts of tickets `keys` ((estate, ticket id), their
+        rows locked; a ticket without a row is remembered as never seen) and the stored
+        answers of repeat `searches` (see `recent_same_category`). Costs nothing when both
+        are already known."""
+        wanted = sorted(set(keys) - self._loaded.keys() - self.batch.facts.keys())
+        searches = [s for s in dict.fromkeys(searches) if s not in self._searched]
+        if not wanted and not searches:
+            return
+        rows = await self.session.execute(_batch_read_statement(self.model.schema), {
+            "estates": [estate for estate, _ in wanted], "tickets": [ticket for _, ticket in wanted],
+            "searches": _rows_json([dict(ask=n, estate=s.estate, category=s.new.category, building=s.new.building,
+                                         at=s.new.accepted_at, ticket=s.new.ticket_id, kinds=list(s.kinds),
+                                         since=s.since, lim=s.limit) for n, s in enumerate(searches)])})
+        self._loaded.update(dict.fromkeys(wanted))
+        found: list[dict[str, rules.RecentTicket]] = [{} for _ in searches]
+        for r in rows:
+            if r.ask is None:
+                self._loaded[(r.estate, r.ticket_id)] = TicketFacts.from_dict(r.facts)
+            else:
+                found[r.ask][r.ticket_id] = rules.RecentTicket(r.ticket_id, r.category, r.building, r.accepted_at)
+        self._searched.update((s, list(f.values())) for s, f in zip(searches, found))
 
     async def get_for_update(self, estate: str, ticket_id: str) -> TicketFacts | None:
         """The ticket's facts as this batch has them (None: never seen)."""
@@ -409,24 +452,20 @@ class TicketFactsRepository:
             found = {(r.estate, r.ticket_id): TicketFacts.from_dict(r.facts) for r in rows}
             self._loaded.update({key: found.get(key) for key in chunk})
 
-    async def lock_category(self, estate: str, category: str) -> None:
-        """Serialise repeat detection of one (estate, category) until the transaction ends."""
-        await self.session.execute(_CATEGORY_LOCK, {"key": f"analytics-repeat|{estate}|{category}"})
-
-    async def recent_same_category(self, estate: str, new: rules.RecentTicket, kinds: tuple[str, ...],
-                                   since: dt.datetime, limit: int) -> list[rules.RecentTicket]:
-        """What repeat detection needs of the estate's earlier tickets of `new`'s category
-        (kinds `kinds`, accepted after `since`, before `new` in (accepted_at, ticket_id)
-        order): the latest `limit` stored ones, the latest `limit` stored ones in `new`'s
-        building, and every such ticket of this batch. Enough for `rules.repeat_problem`
-        with `limit` = the threshold (it fires on exactly threshold − 1 earlier ones, and
-        any superset of these answers alike), and flat however many tickets the category
-        has (the index on estate, category, accepted_at)."""
-        query = _recent_same_category_query(self.model.schema)
-        rows = await self.session.execute(query, {
-            "estate": estate, "category": new.category, "since": since, "at": new.accepted_at,
-            "ticket": new.ticket_id, "kinds": list(kinds), "limit": limit, "building": new.building})
-        found = {r.ticket_id: rules.RecentTicket(r.ticket_id, r.category, r.building, r.accepted_at) for r in rows}
+    async def recent_same_category(self, search: rules.RepeatSearch) -> list[rules.RecentTicket]:
+        """What repeat detection needs of the estate's earlier tickets of `search.new`'s
+        category (see `rules.RepeatSearch`): the latest `limit` stored ones, the latest
+        `limit` stored ones in its building, and every such ticket of this batch; flat
+        however many tickets the category has (the index on estate, category,
+        accepted_at). Read now unless `prepare` read it."""
+        estate, new, kinds, since, limit = search
+        stored = self._searched.get(search)
+        if stored is None:
+            rows = await self.session.execute(_recent_same_category_query(self.model.schema), {
+                "estate": estate, "category": new.category, "since": since, "at": new.accepted_at,
+                "ticket": new.ticket_id, "kinds": list(kinds), "limit": limit, "building": new.building})
+            stored = [rules.RecentTicket(r.ticket_id, r.category, r.building, r.accepted_at) for r in rows]
+        found = {t.ticket_id: t for t in stored}
         for (e, ticket_id), facts in self.batch.facts.items():
             if e != estate:
                 continue
@@ -474,4 +513,5 @@ class AnalyticsUnitOfWork(SqlUnitOfWork):
         if self.batch:
             await write_batch(self.session, self.model, self.batch, now, into_empty=into_empty)
         self.facts._loaded.update(self.batch.facts)  # what is stored now
+        self.facts._searched.clear()
         self.batch = self.facts.batch = Batch()

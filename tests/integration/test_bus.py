@@ -14,6 +14,7 @@ import nats
 import pytest
 import sqlalchemy as sa
 
+from shared import bus
 from shared.bus import MAX_DELIVER, OutboxRelay
 from shared.db import service_metadata
 from shared.events import Accepted, make_event, subject_for
@@ -144,6 +145,33 @@ async def test_prepare_is_given_each_batch_s_fresh_events_once_and_never_a_dupli
     given = [i for batch in service.prepared for i in batch if i in ids]
     assert given == ids  # each once, in order; the redelivered copy not again
     assert await count(service, seen, seen.c.estate == estate) == 5
+
+
+async def test_a_lingering_consumer_takes_what_comes_within_its_linger_in_one_batch(probe_service, monkeypatch):
+    """`linger_seconds` (a read model's consumer): after a batch's first event it waits that
+    long for more, so two events published 0.3 s apart are handled in one batch; without
+    it, in two."""
+    service, seen, _ = probe_service
+    consumer = service.consumers[0]
+    nc = await nats.connect(service.settings.nats_url)
+    js = nc.jetstream()
+
+    async def batches_of_two(estate: str) -> list[list[str]]:
+        events = [accepted_event(estate, f"linger {i}") for i in range(2)]
+        for event in events:
+            await js.publish(event.nats_subject, event.model_dump_json().encode(), headers={"Nats-Msg-Id": event.id})
+            await asyncio.sleep(0.3)
+        ids = {event.id for event in events}
+        assert await eventually(lambda: _value(ids <= {i for batch in service.prepared for i in batch}))
+        return [[i for i in batch if i in ids] for batch in service.prepared if ids & set(batch)]
+
+    try:
+        await batches_of_two(f"b{uuid.uuid4().hex[:6]}")  # the probe has caught up with the stream
+        assert len(await batches_of_two(f"b{uuid.uuid4().hex[:6]}")) == 2
+        monkeypatch.setitem(bus.LINGERING_CONSUMERS, consumer.durable, 1.5)  # as `register` sets it
+        assert len(await batches_of_two(f"b{uuid.uuid4().hex[:6]}")) == 1
+    finally:
+        await nc.close()
 
 
 async def _all(service, seen, estate):

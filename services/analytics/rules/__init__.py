@@ -89,7 +89,9 @@ from services.analytics.rules.review import (
 )
 from services.analytics.rules.repeats import (
     RecentTicket,
+    RepeatSearch,
     repeat_problem,
+    repeat_search,
 )
 
 __all__ = [
@@ -114,6 +116,7 @@ __all__ = [
     "RANKING_RULE",
     "RUNNING",
     "RecentTicket",
+    "RepeatSearch",
     "RollupDelta",
     "RollupKey",
     "SignOff",
@@ -131,6 +134,7 @@ __all__ = [
     "quarter_of",
     "quarterly_summary",
     "repeat_problem",
+    "repeat_search",
     "replay",
     "staff_assessment",
 ]

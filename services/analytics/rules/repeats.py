@@ -21,6 +21,34 @@ class RecentTicket(NamedTuple):
     accepted_at: dt.datetime
 
 
+class RepeatSearch(NamedTuple):
+    """What repeat detection needs of the store for a newly accepted ticket `new` of
+    `estate`: its earlier tickets of the same category, of kinds `kinds`, accepted after
+    `since` (the start of the trailing window), the latest `limit` of them and the latest
+    `limit` of `new`'s building (`limit` = the threshold: `repeat_problem` fires on exactly
+    threshold − 1 earlier ones, so any superset of these answers alike)."""
+
+    estate: str
+    new: RecentTicket
+    kinds: tuple[str, ...]
+    since: dt.datetime
+    limit: int
+
+
+def repeat_search(estate: str, ticket_id: str, kind: str | None, category: str | None, building: str | None,
+                  accepted_at: dt.datetime | None, policy: Policy = DEFAULT_POLICY) -> RepeatSearch | None:
+    """The search for a ticket just accepted (its facts as `apply_event` sets them on
+    `accepted`), or None when the rule does not watch it: a kind outside
+    `repeat_problem_kinds`, no category or an ignored one, no acceptance time."""
+    a = policy.analytics
+    if kind not in a.repeat_problem_kinds or not category or category in a.repeat_problem_ignored_categories \
+            or accepted_at is None:
+        return None
+    return RepeatSearch(estate, RecentTicket(ticket_id, category, building, accepted_at),
+                        tuple(a.repeat_problem_kinds),
+                        accepted_at - dt.timedelta(days=a.repeat_problem_window_days), a.repeat_problem_threshold)
+
+
 def repeat_problem(
     recent: Iterable[RecentTicket | tuple[str, str, str | None, dt.datetime]],
     new: RecentTicket | tuple[str, str, str | None, dt.datetime],

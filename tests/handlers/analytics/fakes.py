@@ -15,7 +15,11 @@ class FakeTicketFacts:
     def __init__(self, batch: store.Batch):
         self.batch = batch
         self.stored: dict[tuple[str, str], rules.TicketFacts] = {}
-        self.locked: list[tuple[str, str]] = []
+        self.prepared: list[rules.RepeatSearch] = []  # what `prepare` was asked to search
+        self.searched: list[rules.RepeatSearch] = []  # what the handlers searched
+
+    async def prepare(self, keys, searches) -> None:
+        self.prepared += searches
 
     async def get_for_update(self, estate: str, ticket_id: str) -> rules.TicketFacts | None:
         key = (estate, ticket_id)
@@ -24,13 +28,12 @@ class FakeTicketFacts:
     async def load_many(self, keys) -> None:
         pass
 
-    async def lock_category(self, estate: str, category: str) -> None:
-        self.locked.append((estate, category))
-
-    async def recent_same_category(self, estate: str, new: rules.RecentTicket, kinds: tuple[str, ...],
-                                   since: dt.datetime, limit: int) -> list[rules.RecentTicket]:
+    async def recent_same_category(self, search: rules.RepeatSearch) -> list[rules.RecentTicket]:
         """As the SQL one: the latest `limit` stored (and of the building), plus every
         matching ticket of the batch."""
+        self.searched.append(search)
+        estate, new, kinds, since, limit = search
+
         def earlier(tickets) -> list[rules.RecentTicket]:
             return sorted(
                 (rules.RecentTicket(f.ticket_id, f.category, f.building, f.accepted_at)

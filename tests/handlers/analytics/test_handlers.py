@@ -107,7 +107,7 @@ async def test_the_third_complaint_of_a_category_in_the_window_suggests_correcti
     suggestion = sink.payloads("corrective_action_suggested")[0]
     assert (suggestion.ticket_id, suggestion.scope, suggestion.tickets) == ("T2", "building", ["T0", "T1", "T2"])
     assert sink.events[0].actor == "analytics" and sink.events[0].time == ctx.now()
-    assert uow.facts.locked == [(ESTATE, "noise")] * 3
+    assert [s.new.ticket_id for s in uow.facts.searched] == ["T0", "T1", "T2"]
     await uow.flush(ctx.now())
     await handle(accepted("T3", minutes=3), uow, ctx)  # the fourth of the burst stays silent
     assert len(sink.events) == 1
@@ -117,7 +117,20 @@ async def test_the_third_complaint_of_a_category_in_the_window_suggests_correcti
 async def test_ignored_categories_and_other_kinds_suggest_nothing(uow, ctx, sink, kind, category):
     for n in range(4):
         await handle(accepted(f"T{n}", category=category, kind=kind, minutes=n), uow, ctx)
-    assert sink.events == [] and uow.facts.locked == []
+    assert sink.events == [] and uow.facts.searched == []
+
+
+async def test_a_batch_prepared_up_front_asks_the_searches_its_handlers_make(uow, ctx):
+    """`prepare` reads the batch's repeat searches from the payloads; the handlers make them
+    from the folded facts (a search prepared differently would be read again, one by one)."""
+    batch = [accepted("T1", category="  Water  Leak "), accepted("T2", category="general"),
+             accepted("T3", kind="inquiry"), accepted("T4", building=None, minutes=1),
+             event(ev.Closed(ticket_id="T1", closed_by="cs", reason="ok"), 2)]
+    await handlers.prepare(batch, uow, ctx)
+    for e in batch:
+        await handle(e, uow, ctx)
+    assert uow.facts.prepared == uow.facts.searched
+    assert [(s.new.ticket_id, s.new.category) for s in uow.facts.searched] == [("T1", "water leak"), ("T4", "noise")]
 
 
 async def test_breaches_escalations_and_suggestions_feed_the_dashboard(uow, ctx):
