@@ -332,3 +332,46 @@ async def test_a_status_left_by_an_earlier_pull_request_never_holds_a_later_mess
         LONG_WAIT_CONSUMERS.discard("waiter")
         await js.delete_stream(name)
         await nc.close()
+
+
+async def test_a_gathering_consumer_hands_its_batch_over_when_the_window_has_passed(servers):
+    """A consumer with `gather_seconds` keeps fetching into the batch for that long after
+    its first message (what the fetch shim does for `GATHERING_CONSUMERS`), then hands it
+    over; a message after the window starts the next batch."""
+    from shared.bus import GATHERING_CONSUMERS, LONG_WAIT_CONSUMERS
+
+    name = f"GATHER_{uuid.uuid4().hex[:6]}"
+    window = 1.0
+    nc = await nats.connect(servers["nats"])
+    js = nc.jetstream()
+    await js.add_stream(name=name, subjects=[f"{name}.>"])
+    try:
+        subscription = await js.pull_subscribe(f"{name}.>", durable="gatherer", stream=name)
+        LONG_WAIT_CONSUMERS.add("gatherer")
+        GATHERING_CONSUMERS["gatherer"] = window
+        loop = asyncio.get_running_loop()
+
+        async def publish_at(delay: float, key: str) -> None:
+            await asyncio.sleep(delay)
+            await js.publish(f"{name}.x", key.encode())
+
+        await js.publish(f"{name}.x", b"m0")
+        first = await subscription.fetch(batch=100, timeout=30)
+        started = loop.time()
+        later = [asyncio.create_task(publish_at(0.3, "m1")), asyncio.create_task(publish_at(2.5 * window, "m2"))]
+        second = await subscription.fetch(batch=99, timeout=30)  # within the window: waits for more
+        with pytest.raises(nats.errors.TimeoutError):  # the window has passed: hand over
+            await subscription.fetch(batch=98, timeout=30)
+        handed_over = loop.time() - started
+        assert [m.data for m in first + second] == [b"m0", b"m1"]
+        assert 0.8 * window <= handed_over < 2.5 * window, handed_over
+        next_batch = await subscription.fetch(batch=100, timeout=30)  # a new batch: the long wait
+        assert [m.data for m in next_batch] == [b"m2"]
+        for message in first + second + next_batch:
+            await message.ack()
+        await asyncio.gather(*later)
+    finally:
+        LONG_WAIT_CONSUMERS.discard("gatherer")
+        GATHERING_CONSUMERS.pop("gatherer", None)
+        await js.delete_stream(name)
+        await nc.close()
