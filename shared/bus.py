@@ -51,6 +51,8 @@ FETCH_WAIT_SECONDS = 30.0
 FETCH_CONNECTION_CHECK_SECONDS = 0.5
 FETCH_EXPIRY_MARGIN_SECONDS = 0.5
 FETCH_WAIT_WHILE_DISCONNECTED_SECONDS = 0.25
+# What is left of a gathering window below this is not worth another pull request.
+GATHER_MIN_WAIT_SECONDS = 0.005
 # A batch held while the database is down: probed with this timeout, retried with waits
 # doubling up to this.
 DATABASE_PROBE_SECONDS = 2.0
@@ -240,7 +242,7 @@ def _fetch_shim() -> None:
         first_at = getattr(self, "_estatedesk_batch_started", None)
         if long_wait and first_at is not None:
             timeout = first_at + GATHERING_CONSUMERS.get(self._consumer, 0.0) - asyncio.get_running_loop().time()
-            if timeout <= 0:
+            if timeout < GATHER_MIN_WAIT_SECONDS:
                 self._estatedesk_batch_started = None
                 raise nats.errors.TimeoutError()  # the batch so far goes to the handler now
         try:
