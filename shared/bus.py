@@ -51,6 +51,8 @@ FETCH_WAIT_SECONDS = 30.0
 FETCH_CONNECTION_CHECK_SECONDS = 0.5
 FETCH_EXPIRY_MARGIN_SECONDS = 0.5
 FETCH_WAIT_WHILE_DISCONNECTED_SECONDS = 0.25
+# What is left of a gathering window below this is not worth another pull request.
+GATHER_MIN_WAIT_SECONDS = 0.005
 # A batch held while the database is down: probed with this timeout, retried with waits
 # doubling up to this.
 DATABASE_PROBE_SECONDS = 2.0
@@ -193,11 +195,9 @@ TICKET_STREAM = JStream(STREAM_NAME, declare=False)
 # batch (one long pull request) instead of polling; their consumer names are kept here so
 # the fetch shim below treats only them that way.
 LONG_WAIT_CONSUMERS: set[str] = set()
-# Consumers that, once their batch's first messages have come, wait this long (seconds)
-# for more before handing it over (`EventConsumer.linger_seconds`), by consumer name.
-LINGERING_CONSUMERS: dict[str, float] = {}
-# The look for more after a linger: a pull request answered at once when messages wait.
-LINGER_FETCH_SECONDS = 0.05
+# Of those, the ones that gather a batch (`EventConsumer.gather_seconds`): durable name →
+# seconds after a batch's first message during which later messages still join it.
+GATHERING_CONSUMERS: dict[str, float] = {}
 
 
 def _fetch_shim() -> None:
@@ -218,8 +218,10 @@ def _fetch_shim() -> None:
        a message arrives, and the fetch after a non-empty one reports "nothing more" at
        once, so the loop hands the batch over without waiting. A long wait is abandoned
        when the connection drops or reconnects in the meantime (the server forgot the pull
-       request). A consumer of `LINGERING_CONSUMERS` first waits its linger and takes what
-       came meanwhile (one more pull request), up to the batch size.
+       request).
+    4. A consumer in `GATHERING_CONSUMERS` hands over only when its gathering window
+       (counted from the batch's first message) has passed or the batch is full: until
+       then each fetch waits for more (a batch costs a few statements whatever its size).
     """
     from nats.js.client import JetStreamContext
 
@@ -237,27 +239,30 @@ def _fetch_shim() -> None:
             await asyncio.sleep(FETCH_WAIT_WHILE_DISCONNECTED_SECONDS)
             raise nats.errors.TimeoutError()
         long_wait = getattr(self, "_consumer", None) in LONG_WAIT_CONSUMERS
-        if long_wait and getattr(self, "_estatedesk_hand_over", False):
-            self._estatedesk_hand_over = False
-            raise nats.errors.TimeoutError()  # the batch so far goes to the handler now
+        first_at = getattr(self, "_estatedesk_batch_started", None)
+        if long_wait and first_at is not None:
+            timeout = first_at + GATHERING_CONSUMERS.get(self._consumer, 0.0) - asyncio.get_running_loop().time()
+            if timeout < GATHER_MIN_WAIT_SECONDS:
+                self._estatedesk_batch_started = None
+                raise nats.errors.TimeoutError()  # the batch so far goes to the handler now
         try:
             if long_wait and connection is not None and timeout:
-                messages = await _while_connected(connection, _long_fetch(self, batch, timeout))
+                try:
+                    messages = await _while_connected(connection, _long_fetch(self, batch, timeout))
+                except BaseException:  # nothing more (or the fetch failed): the batch goes now
+                    self._estatedesk_batch_started = None
+                    raise
             else:
                 messages = await original(self, batch=batch, timeout=timeout, heartbeat=heartbeat)
         except nats.errors.TimeoutError:
             raise
         except asyncio.TimeoutError as error:
             raise nats.errors.TimeoutError() from error
-        linger = LINGERING_CONSUMERS.get(self._consumer, 0.0) if long_wait else 0.0
-        if messages and linger and connection is not None and len(messages) < batch:
-            await asyncio.sleep(linger)
-            # Nothing more came, or the connection went meanwhile: the batch is what it has.
-            with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
-                if connection.is_connected:
-                    messages += await _long_fetch(self, batch - len(messages), LINGER_FETCH_SECONDS)
         if long_wait and messages:
-            self._estatedesk_hand_over = True
+            if len(messages) >= batch:  # the batch is full: it goes now, the next one starts afresh
+                self._estatedesk_batch_started = None
+            elif first_at is None:
+                self._estatedesk_batch_started = asyncio.get_running_loop().time()
         return messages
 
     fetch.estatedesk_shim = True
@@ -384,10 +389,10 @@ class EventConsumer:
     # Not called when the batch goes event by event (after a failure): each handler then
     # loads what it needs itself, so `prepare` is an optimisation, never a requirement.
     prepare: BatchPrepare | None = None
-    # Seconds to wait, once a batch's first messages have come, for more before handling
-    # it: for a consumer on no request's path (a read model), whose per-batch statements
-    # (BEGIN, claim, its reads and writes, COMMIT) are then shared by more events. 0: none.
-    linger_seconds: float = 0.0
+    # Seconds a batch keeps gathering after its first message (0: it goes at once): for a
+    # consumer whose batches cost a few statements whatever their size and whose events are
+    # not waited for by anyone (the archive), bigger batches under load for a little latency.
+    gather_seconds: float = 0.0
 
     @property
     def durable(self) -> str:
@@ -404,8 +409,8 @@ class EventConsumer:
 
     def register(self, router: NatsRouter, description: str = "") -> None:
         LONG_WAIT_CONSUMERS.add(self.durable)
-        if self.linger_seconds:
-            LINGERING_CONSUMERS[self.durable] = self.linger_seconds
+        if self.gather_seconds > 0:
+            GATHERING_CONSUMERS[self.durable] = self.gather_seconds
         router.subscriber(
             self.subject,
             stream=TICKET_STREAM,

@@ -123,19 +123,19 @@ class Service:
     def consumer(self, *events: str, description: str = "", exclusive: bool = False,
                  flush: BatchFlush | None = None,
                  prepare: BatchPrepare | None = None,
-                 linger_seconds: float = 0.0) -> Callable[[EventHandler], EventHandler]:
+                 gather_seconds: float = 0.0) -> Callable[[EventHandler], EventHandler]:
         """Declare a durable consumer of one event (or of every event when none given);
         `exclusive`: its replicas commit one batch at a time; `flush`: writes what the
         handlers held in memory, before the batch commits; `prepare`: loads what a batch's
-        events touch before its handlers run; `linger_seconds`: waits that long for a
-        batch to fill (see EventConsumer)."""
+        events touch before its handlers run; `gather_seconds`: how long a batch keeps
+        gathering after its first message (see EventConsumer)."""
 
         def register(handler: EventHandler) -> EventHandler:
             consumer = EventConsumer(
                 service=self, handler=handler, events=tuple(events) or None,
                 on_processed=lambda event: self.events_consumed.labels(self.name, event.estate, event.event_name).inc(),
                 on_dead_letter=lambda: self.dead_letter_gauge.labels(self.name).inc(),
-                exclusive=exclusive, flush=flush, prepare=prepare, linger_seconds=linger_seconds,
+                exclusive=exclusive, flush=flush, prepare=prepare, gather_seconds=gather_seconds,
             )
             consumer.register(self.router, description)
             self.consumers.append(consumer)

@@ -63,9 +63,12 @@ def unit_of_work(session: AsyncSession) -> ArchiveUnitOfWork:
 
 @asynccontextmanager
 async def transaction() -> AsyncIterator[ArchiveUnitOfWork]:
-    """One transaction and its unit of work (routes, jobs and the CLI)."""
+    """One transaction and its unit of work (routes, jobs and the CLI); what the unit of
+    work holds in memory is written before the commit."""
     async with service.db.transaction() as session:
-        yield unit_of_work(session)
+        uow = unit_of_work(session)
+        yield uow
+        await uow.flush()
 
 
 def data_dir() -> str | None:

@@ -1,6 +1,14 @@
 """The archive's bus consumers: the catch-all consumer of every ticket event and the
 access-log consumer of `access_refused`, each running its handler of `HANDLERS` in the
-batch's transaction with the archive's unit of work."""
+batch's transaction with the archive's unit of work.
+
+The catch-all consumer's batch shares one unit of work (kept in the session's `info` for
+the batch): `prepare_batch` reads whether the batch's tickets are archived with one
+statement, and the collected events are written by `flush_batch` with one statement
+before the batch commits, in the transaction that claims the batch's event ids (exactly
+once). When the batch goes event by event (a handler failed), nothing is prepared: each
+event reads its own ticket, and the bus flushes after it inside its savepoint.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +17,48 @@ import logging
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.archive.app import late_events, seal_watch, service, unit_of_work
-from services.archive.handlers import HANDLERS
+from services.archive.handlers import HANDLERS, prepare_ticket_events
+from services.archive.uow import ArchiveUnitOfWork
 from shared.events import CloudEvent
 
 log = logging.getLogger("estatedesk.archive")
 
+_UOW = "archive.uow"
+# A batch of ticket events keeps gathering this long after its first event: it costs the
+# same five statements at any size (BEGIN, claims, record numbers, collected events,
+# COMMIT), and nobody waits on the archive's collecting (the timeline lags by at most this;
+# sealing waits for the ack floor anyway). 50 ms left archive at 1.0–1.3 statements per
+# registration at 32 in flight, 100 ms at 0.7–0.9 (docs/performance.md).
+GATHER_SECONDS = 0.1
 
-@service.consumer(description="Collect every ticket event; a `closed` ticket is queued for sealing into the chain.")
+
+def _batch_unit_of_work(session: AsyncSession) -> ArchiveUnitOfWork:
+    uow = session.info.get(_UOW)
+    if uow is None:
+        uow = session.info[_UOW] = unit_of_work(session)
+    return uow
+
+
+async def prepare_batch(session: AsyncSession, events: list[CloudEvent]) -> None:
+    await prepare_ticket_events(events, _batch_unit_of_work(session))
+
+
+async def flush_batch(session: AsyncSession) -> None:
+    """Write what the batch's handlers collected (the next batch starts a fresh unit of work)."""
+    uow = session.info.pop(_UOW, None)
+    if uow is not None:
+        await uow.flush()
+
+
+@service.consumer(description="Collect every ticket event; a `closed` ticket is queued for sealing into the chain.",
+                  prepare=prepare_batch, flush=flush_batch, gather_seconds=GATHER_SECONDS)
 async def on_ticket_event(session: AsyncSession, event: CloudEvent) -> None:
-    collected = await HANDLERS["*"](event, unit_of_work(session), service.context)
+    try:
+        collected = await HANDLERS["*"](event, _batch_unit_of_work(session), service.context)
+    except BaseException:
+        # Its savepoint is rolled back: what it held must not be written with the next event.
+        session.info.pop(_UOW, None)
+        raise
     if collected.outcome == "closed":
         seal_watch.work_seen = True  # the seal job looks at once
     elif collected.outcome == "addendum":

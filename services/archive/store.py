@@ -21,15 +21,16 @@ organisation's and the read models' queries in queries.py.
 """
 
 import datetime as dt
+import json
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.archive.domain import Addendum, ChainHead, Loan, PendingSeal, Record
 from shared import limits
-from shared.db import service_metadata, take_numbers
+from shared.db import json_default, service_metadata, take_numbers
 from shared.lifecycle import DestructionRequestState, check_constraint
 
 metadata = service_metadata("archive")
@@ -275,24 +276,52 @@ destruction_requests = sa.Table(
 # --- repositories ---------------------------------------------------------------------------
 
 
+_COLLECTED_COLUMNS = ", ".join(c.name for c in collected_events.columns)
+# Held rows in one statement whatever their number: one JSON array (`jsonb_populate_recordset`),
+# so the SQL text never changes and the compiled and prepared statements are reused (a
+# multi-VALUES insert is a new statement per row count; an executemany is one execution per row).
+_INSERT_COLLECTED = sa.text(
+    f'INSERT INTO "{metadata.schema}".{collected_events.name} ({_COLLECTED_COLUMNS}) SELECT {_COLLECTED_COLUMNS} '
+    f'FROM jsonb_populate_recordset(NULL::"{metadata.schema}".{collected_events.name}, '
+    "CAST(CAST(:rows AS text) AS jsonb)) ON CONFLICT DO NOTHING")
+
+
 class CollectedEvents:
+    """The ticket events collected until their ticket is sealed. `add` holds a row in
+    memory and `flush` writes every held row with one statement (a consumer's batch: one
+    insert, not one per event); the reads and `forget` write what is held first, so a
+    unit of work always sees its own adds. Whoever owns the transaction flushes before
+    committing (`ArchiveUnitOfWork.flush`)."""
+
     def __init__(self, session: AsyncSession):
         self.session = session
+        self._held: dict[str, dict] = {}  # event id → row, in the order added; the first add of an id wins
 
     async def add(self, event_id: str, *, ticket_id: str, estate: str, time: dt.datetime, event: str,
                   envelope: dict, collected_at: dt.datetime) -> None:
-        await self.session.execute(pg_insert(collected_events).values(
+        self._held.setdefault(event_id, dict(
             event_id=event_id, ticket_id=ticket_id, estate=estate, time=time, event=event, envelope=envelope,
-            collected_at=collected_at).on_conflict_do_nothing())
+            collected_at=collected_at))
+
+    async def flush(self) -> None:
+        """Write the held rows (an event id already stored is left as it is). Nothing
+        stays held, even when the statement fails (its savepoint or transaction is
+        rolled back by the caller)."""
+        rows, self._held = list(self._held.values()), {}
+        if rows:
+            await self.session.execute(_INSERT_COLLECTED, {"rows": json.dumps(
+                rows, default=json_default, ensure_ascii=False, separators=(",", ":"))})
 
     async def envelopes(self, estate: str, ticket_id: str, up_to: dt.datetime) -> list[dict]:
         """The ticket's events stamped at or before `up_to`, in time order (ties by id)."""
+        await self.flush()
         c = collected_events
         return list((await self.session.execute(
             sa.select(c.c.envelope).where(c.c.estate == estate, c.c.ticket_id == ticket_id, c.c.time <= up_to)
             .order_by(c.c.time, c.c.event_id))).scalars().all())
 
     async def timeline(self, estate: str, ticket_id: str) -> list:
+        await self.flush()
         c = collected_events
         return (await self.session.execute(
             sa.select(c.c.event_id, c.c.event, c.c.time, c.c.envelope)
@@ -301,6 +330,7 @@ class CollectedEvents:
     async def forget(self, estate: str, ticket_id: str) -> None:
         """Once sealed: the frozen form is the record, and the raw events hold owner
         details the form has redacted."""
+        await self.flush()
         c = collected_events
         await self.session.execute(sa.delete(c).where(c.c.estate == estate, c.c.ticket_id == ticket_id))
 
@@ -350,11 +380,19 @@ class PendingSeals:
         return dict((await self.session.execute(sa.select(p.c.estate, sa.func.count()).group_by(p.c.estate))).all())
 
 
+_NUMBERS_OF_TICKETS = sa.select(records.c.estate, records.c.ticket_id, records.c.record_number).where(
+    records.c.estate == sa.any_(sa.bindparam("estates", type_=ARRAY(records.c.estate.type))),
+    records.c.ticket_id == sa.any_(sa.bindparam("ticket_ids", type_=ARRAY(records.c.ticket_id.type))))
+
+
 class Chain:
     """The estate's chain: its head, the per-year record numbers, the records and addenda."""
 
     def __init__(self, session: AsyncSession):
         self.session = session
+        # (estate, ticket id) → its record number, None when not archived: what
+        # `load_numbers` read for a consumer's batch.
+        self._numbers: dict[tuple[str, str], str | None] = {}
 
     async def lock_head(self, estate: str, now: dt.datetime) -> ChainHead:
         """The estate's chain head, locked until commit: appends are serialised per estate."""
@@ -375,7 +413,25 @@ class Chain:
     async def next_in_year(self, estate: str, year: int) -> int:
         return await take_numbers(self.session, record_years, estate, year)
 
+    async def load_numbers(self, tickets: list[tuple[str, str]]) -> None:
+        """Read the record numbers of many (estate, ticket id) at once, in one statement
+        whatever their number (a consumer's batch); `number_of_ticket` then answers for
+        them without a query. Unlocked, as the read per event it replaces: a seal another
+        transaction commits after it is not seen by this batch (a read per event had the
+        same window, up to the batch's commit)."""
+        wanted = sorted(set(tickets) - self._numbers.keys())
+        if not wanted:
+            return
+        rows = await self.session.execute(_NUMBERS_OF_TICKETS, {
+            "estates": sorted({estate for estate, _ in wanted}), "ticket_ids": [ticket for _, ticket in wanted]})
+        found = {(row.estate, row.ticket_id): row.record_number for row in rows}
+        self._numbers.update({key: found.get(key) for key in wanted})
+
     async def number_of_ticket(self, estate: str, ticket_id: str) -> str | None:
+        """The ticket's record number, None when it is not archived; from `load_numbers`
+        when it read the ticket, else read now."""
+        if (estate, ticket_id) in self._numbers:
+            return self._numbers[(estate, ticket_id)]
         r = records
         return (await self.session.execute(
             sa.select(r.c.record_number).where(r.c.estate == estate, r.c.ticket_id == ticket_id))).scalar()

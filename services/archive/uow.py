@@ -21,3 +21,8 @@ class ArchiveUnitOfWork(SqlUnitOfWork):
         self.destruction_requests = DestructionRequests(session)
         self.access = AccessLog(session)
         self.organisation = Organisation(session)
+
+    async def flush(self) -> None:
+        """Write what the repositories hold in memory (the collected events): before the
+        transaction commits, once per consumer batch."""
+        await self.collected.flush()

@@ -147,17 +147,18 @@ async def test_prepare_is_given_each_batch_s_fresh_events_once_and_never_a_dupli
     assert await count(service, seen, seen.c.estate == estate) == 5
 
 
-async def test_a_lingering_consumer_takes_what_comes_within_its_linger_in_one_batch(probe_service, monkeypatch):
-    """`linger_seconds` (a read model's consumer): after a batch's first event it waits that
-    long for more, so two events published 0.3 s apart are handled in one batch; without
-    it, in two."""
+async def test_a_gathering_service_consumer_handles_what_comes_within_its_window_in_one_batch(probe_service,
+                                                                                            monkeypatch):
+    """`gather_seconds` (a read model's consumer), through a service: after a batch's first
+    event it keeps gathering that long, so two events published 0.3 s apart are handled in
+    one batch; without it, in two."""
     service, seen, _ = probe_service
     consumer = service.consumers[0]
     nc = await nats.connect(service.settings.nats_url)
     js = nc.jetstream()
 
     async def batches_of_two(estate: str) -> list[list[str]]:
-        events = [accepted_event(estate, f"linger {i}") for i in range(2)]
+        events = [accepted_event(estate, f"gather {i}") for i in range(2)]
         for event in events:
             await js.publish(event.nats_subject, event.model_dump_json().encode(), headers={"Nats-Msg-Id": event.id})
             await asyncio.sleep(0.3)
@@ -168,7 +169,7 @@ async def test_a_lingering_consumer_takes_what_comes_within_its_linger_in_one_ba
     try:
         await batches_of_two(f"b{uuid.uuid4().hex[:6]}")  # the probe has caught up with the stream
         assert len(await batches_of_two(f"b{uuid.uuid4().hex[:6]}")) == 2
-        monkeypatch.setitem(bus.LINGERING_CONSUMERS, consumer.durable, 1.5)  # as `register` sets it
+        monkeypatch.setitem(bus.GATHERING_CONSUMERS, consumer.durable, 1.5)  # as `register` sets it
         assert len(await batches_of_two(f"b{uuid.uuid4().hex[:6]}")) == 1
     finally:
         await nc.close()
@@ -358,5 +359,48 @@ async def test_a_status_left_by_an_earlier_pull_request_never_holds_a_later_mess
                 await subscription.fetch(batch=100, timeout=30)
     finally:
         LONG_WAIT_CONSUMERS.discard("waiter")
+        await js.delete_stream(name)
+        await nc.close()
+
+
+async def test_a_gathering_consumer_hands_its_batch_over_when_the_window_has_passed(servers):
+    """A consumer with `gather_seconds` keeps fetching into the batch for that long after
+    its first message (what the fetch shim does for `GATHERING_CONSUMERS`), then hands it
+    over; a message after the window starts the next batch."""
+    from shared.bus import GATHERING_CONSUMERS, LONG_WAIT_CONSUMERS
+
+    name = f"GATHER_{uuid.uuid4().hex[:6]}"
+    window = 1.0
+    nc = await nats.connect(servers["nats"])
+    js = nc.jetstream()
+    await js.add_stream(name=name, subjects=[f"{name}.>"])
+    try:
+        subscription = await js.pull_subscribe(f"{name}.>", durable="gatherer", stream=name)
+        LONG_WAIT_CONSUMERS.add("gatherer")
+        GATHERING_CONSUMERS["gatherer"] = window
+        loop = asyncio.get_running_loop()
+
+        async def publish_at(delay: float, key: str) -> None:
+            await asyncio.sleep(delay)
+            await js.publish(f"{name}.x", key.encode())
+
+        await js.publish(f"{name}.x", b"m0")
+        first = await subscription.fetch(batch=100, timeout=30)
+        started = loop.time()
+        later = [asyncio.create_task(publish_at(0.3, "m1")), asyncio.create_task(publish_at(2.5 * window, "m2"))]
+        second = await subscription.fetch(batch=99, timeout=30)  # within the window: waits for more
+        with pytest.raises(nats.errors.TimeoutError):  # the window has passed: hand over
+            await subscription.fetch(batch=98, timeout=30)
+        handed_over = loop.time() - started
+        assert [m.data for m in first + second] == [b"m0", b"m1"]
+        assert 0.8 * window <= handed_over < 2.5 * window, handed_over
+        next_batch = await subscription.fetch(batch=100, timeout=30)  # a new batch: the long wait
+        assert [m.data for m in next_batch] == [b"m2"]
+        for message in first + second + next_batch:
+            await message.ack()
+        await asyncio.gather(*later)
+    finally:
+        LONG_WAIT_CONSUMERS.discard("gatherer")
+        GATHERING_CONSUMERS.pop("gatherer", None)
         await js.delete_stream(name)
         await nc.close()

@@ -24,6 +24,9 @@ class FakeCollected:
         self.rows.setdefault(event_id, SimpleNamespace(event_id=event_id, ticket_id=ticket_id, estate=estate, time=time,
                                                        event=event, envelope=envelope, collected_at=collected_at))
 
+    async def flush(self):
+        pass  # rows are stored as they are added
+
     async def envelopes(self, estate, ticket_id, up_to):
         found = [r for r in self.rows.values() if r.estate == estate and r.ticket_id == ticket_id and r.time <= up_to]
         return [r.envelope for r in sorted(found, key=lambda r: (r.time, r.event_id))]
@@ -83,6 +86,7 @@ class FakeChain:
         self.rows: dict[str, Record] = {}
         self.addenda_rows: dict[tuple[str, int], Addendum] = {}
         self.dead_letters: list[SimpleNamespace] = []
+        self.loaded: dict[tuple[str, str], str | None] = {}  # as the SQL one: what load_numbers read
 
     async def lock_head(self, estate, now):
         self.heads.setdefault(estate, ChainHead.genesis(estate, now))
@@ -98,7 +102,16 @@ class FakeChain:
         self.years[(estate, year)] = self.years.get((estate, year), 0) + 1
         return self.years[(estate, year)]
 
+    async def load_numbers(self, tickets):
+        for key in set(tickets) - self.loaded.keys():
+            self.loaded[key] = self._number(*key)
+
     async def number_of_ticket(self, estate, ticket_id):
+        if (estate, ticket_id) in self.loaded:
+            return self.loaded[(estate, ticket_id)]
+        return self._number(estate, ticket_id)
+
+    def _number(self, estate, ticket_id):
         return next((r.record_number for r in self.rows.values() if (r.estate, r.ticket_id) == (estate, ticket_id)),
                     None)
 
@@ -252,3 +265,6 @@ class FakeArchiveUnitOfWork:
 
     async def emit(self, payload, *, estate, actor, time: dt.datetime | None = None):
         return await self.sink.emit(payload, estate=estate, actor=actor, time=time)
+
+    async def flush(self):
+        await self.collected.flush()

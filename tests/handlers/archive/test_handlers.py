@@ -102,6 +102,23 @@ async def test_a_late_event_is_appended_as_a_linked_addendum(uow, ctx):
     assert uow.collected.rows == {}  # nothing re-collected for a sealed ticket
 
 
+async def test_a_prepared_batch_is_handled_as_its_events_one_by_one(uow, ctx):
+    """`prepare_ticket_events` (the consumer's batch) reads whether the tickets are archived
+    once; the outcomes are those of the events handled without it."""
+    record = await sealed(uow, ctx)
+    late = make_event(ProgressUpdated(ticket_id=TICKET, note="补充", updated_by=CS), estate=ESTATE, actor=CS,
+                      source="test", time=START)
+    other = [event.model_copy(update={"subject": "t-other", "id": f"{event.id}-other"})
+             for event in complaint_events()[:2]]
+    batch = [other[0], late, other[1]]
+    await handlers.prepare_ticket_events(batch, uow)
+    assert uow.chain.loaded == {(ESTATE, TICKET): record.record_number, (ESTATE, "t-other"): None}
+    outcomes = await collect(uow, ctx, batch)
+    assert [(o.outcome, o.record_number) for o in outcomes] == [
+        ("collected", None), ("addendum", record.record_number), ("collected", None)]
+    assert sorted(r.event_id for r in uow.collected.rows.values()) == sorted(e.id for e in other)
+
+
 async def test_a_refusal_at_the_door_lands_in_the_access_log(uow, ctx):
     refused = AccessRefused(service="intake", method="GET", path=f"/v1/estates/{ESTATE}/owners/o-1",
                             route="/v1/estates/{estate}/owners/{owner_id}", status=403, reason="missing role",
