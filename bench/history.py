@@ -353,7 +353,6 @@ class Probe:
     service: str
     name: str
     run: Run
-    why: str = ""
 
 
 async def _intake_ticket(s: AsyncSession, t: Target):
