@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 
 from services.intake import owner_rules as orules
-from shared.events import CloudEvent
+from shared.events import Channel, CloudEvent
 from shared.uow import HandlerContext
 
 ONLINE_PREFIX = "online-"  # client_request_id of the request an online submission became
@@ -32,12 +32,31 @@ async def record_stage(uow, ctx: HandlerContext, row, stage: orules.Stage, round
     return True
 
 
+def _ticket_to_read(event: CloudEvent) -> str | None:
+    """The ticket whose key must be read to tell whether `event` concerns an owner's online
+    request, or None when the event says so itself: no ticket, or an `accepted` of a
+    request not registered from the online channel (an online request always is, and
+    `accepted` is the event of every registration: at most every other event)."""
+    data = event.data
+    if event.event_name == "accepted" and data.get("channel") != Channel.online:
+        return None
+    return data.get("ticket_id") or None
+
+
+async def prepare_ticket_events_for_owner(events: list[CloudEvent], uow) -> None:
+    """A consumer batch's read-ahead: the tickets its events name, read in one query, so
+    each event's handling finds its ticket without one."""
+    ids = sorted({ticket_id for event in events if (ticket_id := _ticket_to_read(event))})
+    if ids:
+        await uow.owners.load_tickets(ids)
+
+
 async def handle_ticket_event_for_owner(event: CloudEvent, uow, ctx: HandlerContext) -> None:
     """Any ticket event: when the ticket was an owner's online request, the owner's stage
     follows (each event once: its id is the stage's key) and the owner is told."""
     data = event.data
-    ticket_id = data.get("ticket_id")
-    if not ticket_id:
+    ticket_id = _ticket_to_read(event)
+    if ticket_id is None:
         return
     # Found by the registration's idempotency key, committed with the ticket before any
     # event of it exists: an event never outruns the link (the opening clerk's transaction

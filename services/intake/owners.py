@@ -33,7 +33,8 @@ from services.intake import rules
 from services.intake.api import TicketOut, register
 from services.intake.contracts import RequestIn
 from services.intake.app import OWNER_DESK_ROLES, service
-from services.intake.owner_handlers import ONLINE_PREFIX, handle_ticket_event_for_owner, record_stage
+from services.intake.owner_handlers import (ONLINE_PREFIX, handle_ticket_event_for_owner,
+                                             prepare_ticket_events_for_owner, record_stage)
 from services.intake.owner_store import OwnerDirectory, SelfService
 from services.intake.store import ProgressUpdates
 from services.intake.uow import IntakeUnitOfWork
@@ -456,10 +457,28 @@ def owner_uow(session: AsyncSession) -> IntakeUnitOfWork:
                             notify=lambda **message: notifier.send(session, **message))
 
 
+_BATCH_UOW = "intake.owner_uow"
+
+
+def _batch_uow(session: AsyncSession) -> IntakeUnitOfWork:
+    """One unit of work for a consumer batch's session (it carries the batch's read-ahead
+    tickets); each batch has a session of its own, so nothing outlives the batch."""
+    uow = session.info.get(_BATCH_UOW)
+    if uow is None:
+        uow = session.info[_BATCH_UOW] = owner_uow(session)
+    return uow
+
+
+async def prepare_owner_batch(session: AsyncSession, events: list[CloudEvent]) -> None:
+    """Read the batch's tickets in one query before its events are handled."""
+    await prepare_ticket_events_for_owner(events, _batch_uow(session))
+
+
 @service.consumer(description="Owners' view of their online requests: each stage of the countersign form in "
-                              "plain words, and a message to the owner at each change (issue 15).")
+                              "plain words, and a message to the owner at each change (issue 15).",
+                  prepare=prepare_owner_batch)
 async def on_ticket_event(session: AsyncSession, event: CloudEvent) -> None:
-    await handle_ticket_event_for_owner(event, owner_uow(session), service.context)
+    await handle_ticket_event_for_owner(event, _batch_uow(session), service.context)
 
 
 # Desk routes by role (RULES §1: owner data only through customer service); owners' writes

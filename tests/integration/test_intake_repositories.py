@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import event
 
 from services.intake import handlers, store
 from services.intake.domain import Registration
+from services.intake.owner_handlers import handle_ticket_event_for_owner, prepare_ticket_events_for_owner
+from services.intake.owner_store import SelfService
 from services.intake.uow import IntakeUnitOfWork
 from shared.clock import ManualClock
 from shared.db import Database
-from shared.events import Kind, make_event
+from shared.events import Assigned, Completed, Kind, make_event
 from shared.uow import HandlerContext, RecordedEvents
 from tests.conftest import demo_estate
 from tests.handlers.conftest import START, directory_of
@@ -142,3 +145,57 @@ async def test_the_fake_repositories_answer_like_the_sql_ones(database, query):
 
     assert renamed(real_answer) == fake_answer
     assert fake_answer not in ([], {}, None)  # the query found something to compare
+
+
+async def test_registered_tickets_read_back_as_they_were_registered(database):
+    """The tickets' insert (one JSON array) stores every column as the aggregate holds it."""
+    code, clock, ctx = world()
+    batch = [registration(code, START, 1, key="full", owner_loss_cny=Decimal("1234.50"), people=["张三", "李四"],
+                          attachments=["/v1/photo/1"], location="楼道", cause="管道老化", building="1",
+                          unit="1-1-101", appointment_at=START + dt.timedelta(days=1), kind=Kind.complaint),
+             registration(code, START, 2)]
+    async with database.transaction() as session:
+        views = await handlers.handle_register(batch, sql_uow(database, session, clock), ctx)
+    async with database.transaction() as session:
+        for view in views:
+            stored = await sql_uow(database, session, clock).tickets.get(code, view.ticket.id)
+            assert stored.columns() == view.ticket.columns()
+
+
+async def test_a_batch_of_ticket_events_costs_the_owners_projection_one_statement_whatever_its_size(database):
+    """intake-all's read-ahead: a batch's tickets in one query, whatever the number of its
+    events (an `accepted` of a desk request needs none); nothing prepared, one per event."""
+    code, clock, ctx = world()
+    async with database.transaction() as session:
+        views = await handlers.handle_register([registration(code, START, n) for n in range(12)],
+                                               sql_uow(database, session, clock), ctx)
+
+    def events_of(tickets):
+        return [make_event(payload, estate=code, actor="dispatch", source="test", time=START)
+                for ticket in tickets for payload in (
+                    ticket.accepted(), Assigned(ticket_id=ticket.id, departments=["engineering"], assigned_by="x"),
+                    Completed(ticket_id=ticket.id, kind=Kind.repair, departments=["engineering"],
+                              completed_at=START))]
+
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement.split()[0].upper())
+
+    messages = []
+    event.listen(database.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        for size, prepared in ((1, True), (12, True), (3, False)):
+            batch = events_of([v.ticket for v in views[:size]])
+            async with database.transaction() as session:
+                uow = IntakeUnitOfWork(session, None, owners=SelfService(session),
+                                       notify=lambda **message: messages.append(message))
+                statements.clear()
+                if prepared:
+                    await prepare_ticket_events_for_owner(batch, uow)
+                for each in batch:
+                    await handle_ticket_event_for_owner(each, uow, ctx)
+            assert statements == (["SELECT"] if prepared else ["SELECT"] * 2 * size), (size, statements)
+    finally:
+        event.remove(database.engine.sync_engine, "before_cursor_execute", count)
+    assert messages == []  # desk requests: nothing for owners

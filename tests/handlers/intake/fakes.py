@@ -231,11 +231,23 @@ class FakeSelfService:
         self.tickets = tickets
         self.submissions: dict[str, Row] = {}
         self.stages: list[Row] = []
+        self.ticket_reads = 0  # queries of tickets the SQL repository would make
+        self._loaded: dict[str, Row | None] = {}
 
-    async def ticket_of(self, ticket_id):
+    def _ticket(self, ticket_id):
         columns = self.tickets.rows.get(ticket_id)
         return Row({k: columns.get(k) for k in ("id", "form_number", "client_request_id", "first_contact",
                                                  "first_contact_name")}) if columns else None
+
+    async def ticket_of(self, ticket_id):
+        if ticket_id in self._loaded:
+            return self._loaded[ticket_id]
+        self.ticket_reads += 1
+        return self._ticket(ticket_id)
+
+    async def load_tickets(self, ticket_ids):
+        self.ticket_reads += 1
+        self._loaded.update({ticket_id: self._ticket(ticket_id) for ticket_id in ticket_ids})
 
     async def submission(self, submission_id, estate=None, unit=None, *, lock=False):
         row = self.submissions.get(submission_id)

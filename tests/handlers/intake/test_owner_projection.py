@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 
 from services.intake import handlers, owner_rules
-from services.intake.owner_handlers import ONLINE_PREFIX, handle_ticket_event_for_owner, record_stage
-from shared.events import Closed, Completed, Kind, ProgressUpdated, Reopened, make_event
+from services.intake.owner_handlers import (ONLINE_PREFIX, handle_ticket_event_for_owner,
+                                             prepare_ticket_events_for_owner, record_stage)
+from shared.events import Assigned, Closed, Completed, Kind, ProgressUpdated, Reopened, make_event
 from tests.handlers.conftest import ESTATE, START
 from tests.handlers.intake.fakes import FakeIntakeUnitOfWork, Row
 from tests.handlers.intake.test_handlers import CS, request
@@ -64,3 +65,36 @@ async def test_events_of_other_tickets_change_nothing_for_owners(uow, ctx, clock
                     Completed(ticket_id="unknown", kind=Kind.repair, departments=[], completed_at=START)):
         await handle_ticket_event_for_owner(event(payload, clock), uow, ctx)
     assert uow.messages == [] and uow.owners.stages == []
+
+
+async def test_a_batch_reads_its_tickets_once_and_ends_as_event_by_event(sink, ctx, clock):
+    """The read-ahead (one query for the batch) gives the stored result of handling each
+    event alone; an `accepted` of a desk request needs no read at all."""
+    outcomes = []
+    for prepared in (True, False):
+        uow = FakeIntakeUnitOfWork(sink)
+        online = await online_request(uow, ctx)
+        desk = [v.ticket for v in await handlers.handle_register([request(), request()], uow, ctx)]
+        batch = [event(payload, clock) for ticket in (online, *desk) for payload in (
+            ticket.accepted(),
+            Assigned(ticket_id=ticket.id, departments=["engineering"], assigned_by="dispatch"),
+            Completed(ticket_id=ticket.id, kind=Kind.repair, departments=["engineering"], completed_at=START))]
+        if prepared:
+            await prepare_ticket_events_for_owner(batch, uow)
+        for each in batch:
+            await handle_ticket_event_for_owner(each, uow, ctx)
+        # Prepared: one query for the batch; alone: one per event but desk `accepted`s.
+        assert uow.owners.ticket_reads == (1 if prepared else 7)
+        outcomes.append(([(s.stage, s.round) for s in uow.owners.stages], [m.text for m in uow.messages],
+                         uow.owners.submissions["s1"].stage))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][2] == "completed"
+
+
+async def test_a_batch_of_desk_acceptances_reads_nothing(uow, ctx, clock):
+    desk = [v.ticket for v in await handlers.handle_register([request(), request()], uow, ctx)]
+    batch = [event(ticket.accepted(), clock) for ticket in desk]
+    await prepare_ticket_events_for_owner(batch, uow)
+    for each in batch:
+        await handle_ticket_event_for_owner(each, uow, ctx)
+    assert uow.owners.ticket_reads == 0 and uow.messages == []
