@@ -28,7 +28,6 @@ from faststream import AckPolicy
 from faststream.nats import ConsumerConfig, JStream, NatsMessage, NatsRouter, PullSub
 from nats.js import api
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from sqlalchemy.dialects.postgresql import ARRAY
 from pydantic import SkipValidation, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -618,11 +617,12 @@ class OutboxRelay:
         self.failed = 0
         self._stopping = asyncio.Event()
         outbox = db.outbox
-        self._take = (sa.select(outbox.c.seq, outbox.c.event_id, outbox.c.subject, outbox.c.body)
-                      .order_by(outbox.c.seq).limit(sa.bindparam("limit")).with_for_update(skip_locked=True))
-        # `= ANY(array)`: one prepared statement whatever the number of rows.
-        self._delete = sa.delete(outbox).where(
-            outbox.c.seq == sa.any_(sa.bindparam("seqs", type_=ARRAY(outbox.c.seq.type))))
+        # Taken and deleted in one statement; the delete stands only for rows JetStream
+        # acknowledged: the others are put back, with their own seq, before the commit.
+        oldest = (sa.select(outbox.c.seq).order_by(outbox.c.seq).limit(sa.bindparam("limit"))
+                  .with_for_update(skip_locked=True).scalar_subquery())
+        self._take = sa.delete(outbox).where(outbox.c.seq.in_(oldest)).returning(*outbox.c)
+        self._put_back = sa.insert(outbox)
 
     async def relay_once(self) -> int:
         """One batch: returns the number of rows published and deleted. Raises nothing
@@ -630,7 +630,9 @@ class OutboxRelay:
         if not self.ready():
             return 0
         async with self.db.transaction() as session:
-            rows = (await session.execute(self._take, {"limit": self.batch_size})).all()
+            # Deleted rows stay locked (and are back if the transaction fails) until the commit.
+            rows = sorted((await session.execute(self._take, {"limit": self.batch_size})).all(),
+                          key=lambda row: row.seq)
             if not rows:
                 return 0
             # Sent in order on one connection; acks awaited together for throughput.
@@ -640,8 +642,9 @@ class OutboxRelay:
             )
             acked = [row.seq for row, result in zip(rows, results) if not isinstance(result, BaseException)]
             failures = [result for result in results if isinstance(result, BaseException)]
-            if acked:
-                await session.execute(self._delete, {"seqs": acked})
+            if failures:
+                await session.execute(self._put_back, [dict(row._mapping) for row, result in zip(rows, results)
+                                                       if isinstance(result, BaseException)])
         if failures:
             self.failed += len(failures)
             log.warning("outbox relay: %d of %d not acknowledged (%r); kept for the next pass",

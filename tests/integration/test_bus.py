@@ -253,10 +253,18 @@ async def test_outbox_relay_resends_only_what_was_not_acknowledged(probe_service
                 raise nats.errors.TimeoutError()  # never reached the server
             return await service._publish(subject, body, headers)
 
+        async def places() -> dict[str, int]:
+            outbox = service.db.outbox
+            async with service.db.transaction() as session:
+                return dict((await session.execute(sa.select(outbox.c.event_id, outbox.c.seq))).all())
+
+        emitted = await places()
+        assert sorted(emitted, key=emitted.get) == [e.id for e in events]  # seq follows emission
         first = OutboxRelay(service.db, publish_losing_some)
         assert await first.relay_once() == 3
         assert first.failed == 2
-        assert await count(service, service.db.outbox) == 2
+        # The unacknowledged rows are kept in their places, in the order they were emitted.
+        assert await places() == {event_id: emitted[event_id] for event_id in lost}
         assert await OutboxRelay(service.db, service._publish).relay_once() == 2
         assert await count(service, service.db.outbox) == 0
         await eventually(lambda: _value(len(seen) >= 5), timeout=5)
