@@ -392,6 +392,10 @@ class EventConsumer:
     # consumer whose batches cost a few statements whatever their size and whose events are
     # not waited for by anyone (the archive), bigger batches under load for a little latency.
     gather_seconds: float = 0.0
+    # Events the handler leaves alone whatever is stored, told from the event itself (an
+    # owners' projection and an event of a ticket no owner follows): acked with no
+    # transaction, no claim (there is nothing to do once), no handler call.
+    ignore: Callable[[CloudEvent], bool] | None = None
 
     @property
     def durable(self) -> str:
@@ -439,6 +443,10 @@ class EventConsumer:
         its own savepoint: a failing message is rolled back alone and retried (nack with
         back-off) or, at its last attempt, kept as a dead letter and acked."""
         parsed = [(raw, *self._parse(raw)) for raw in raws]
+        if self.ignore is not None:
+            parsed = await self._ack_ignored(parsed)
+            if not parsed:
+                return
         while True:
             try:
                 outcomes = await self._run(parsed, self.service.clock.now())
@@ -467,6 +475,20 @@ class EventConsumer:
                 self.stats.dead_letters += 1
                 if self.on_dead_letter:
                     self.on_dead_letter()
+
+    async def _ack_ignored(self, parsed: list) -> list:
+        """Ack the events `ignore` names (counted as processed); the others, in order."""
+        kept = []
+        for item in parsed:
+            raw, event = item[0], item[1]
+            if event is None or not self.ignore(event):
+                kept.append(item)
+                continue
+            await raw.ack()
+            self.stats.processed += 1
+            if self.on_processed:
+                self.on_processed(event)
+        return kept
 
     async def _hold_while_database_down(self, raws) -> bool:
         """While the database does not answer, keep the batch in hand (telling JetStream

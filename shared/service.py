@@ -123,12 +123,14 @@ class Service:
     def consumer(self, *events: str, description: str = "", exclusive: bool = False,
                  flush: BatchFlush | None = None,
                  prepare: BatchPrepare | None = None,
-                 gather_seconds: float = 0.0) -> Callable[[EventHandler], EventHandler]:
+                 gather_seconds: float = 0.0,
+                 ignore: Callable[[CloudEvent], bool] | None = None) -> Callable[[EventHandler], EventHandler]:
         """Declare a durable consumer of one event (or of every event when none given);
         `exclusive`: its replicas commit one batch at a time; `flush`: writes what the
         handlers held in memory, before the batch commits; `prepare`: loads what a batch's
         events touch before its handlers run; `gather_seconds`: how long a batch keeps
-        gathering after its first message (see EventConsumer)."""
+        gathering after its first message; `ignore`: events acked untouched (see
+        EventConsumer)."""
 
         def register(handler: EventHandler) -> EventHandler:
             consumer = EventConsumer(
@@ -136,6 +138,7 @@ class Service:
                 on_processed=lambda event: self.events_consumed.labels(self.name, event.estate, event.event_name).inc(),
                 on_dead_letter=lambda: self.dead_letter_gauge.labels(self.name).inc(),
                 exclusive=exclusive, flush=flush, prepare=prepare, gather_seconds=gather_seconds,
+                ignore=ignore,
             )
             consumer.register(self.router, description)
             self.consumers.append(consumer)

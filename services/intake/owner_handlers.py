@@ -43,6 +43,12 @@ def _ticket_to_read(event: CloudEvent) -> str | None:
     return data.get("ticket_id") or None
 
 
+def concerns_no_owner(event: CloudEvent) -> bool:
+    """True when the event alone shows the projection has nothing to do with it (the
+    consumer acks it without a transaction)."""
+    return _ticket_to_read(event) is None
+
+
 async def prepare_ticket_events_for_owner(events: list[CloudEvent], uow) -> None:
     """A consumer batch's read-ahead: the tickets its events name, read in one query, so
     each event's handling finds its ticket without one."""

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from shared import bus
 from shared.bus import MAX_DELIVER, OutboxRelay
 from shared.db import service_metadata
-from shared.events import Accepted, make_event, subject_for
+from shared.events import STREAM_NAME, Accepted, make_event, subject_for
 from shared.service import Service
 from shared.settings import Settings
 from tests.conftest import eventually, read_stream
@@ -57,7 +57,8 @@ async def probe_service(servers, tmp_root):
     async def note_batch(session, events):
         prepared.append([event.id for event in events])
 
-    @service.consumer("accepted", flush=write_seen, prepare=note_batch)
+    @service.consumer("accepted", flush=write_seen, prepare=note_batch,
+                      ignore=lambda event: event.data["description"].startswith("ignore-"))
     async def remember(session, event):
         description = event.data["description"]
         if description.startswith("fail-"):
@@ -171,6 +172,43 @@ async def test_a_gathering_service_consumer_handles_what_comes_within_its_window
         assert len(await batches_of_two(f"b{uuid.uuid4().hex[:6]}")) == 2
         monkeypatch.setitem(bus.GATHERING_CONSUMERS, consumer.durable, 1.5)  # as `register` sets it
         assert len(await batches_of_two(f"b{uuid.uuid4().hex[:6]}")) == 1
+    finally:
+        await nc.close()
+
+
+async def test_ignored_events_are_acked_untouched_and_the_others_handled(probe_service):
+    """`ignore` (events the handler would leave alone, told from the event): acked with no
+    claim, no prepare, no handler; the batch's other events go on as ever."""
+    service, seen, _ = probe_service
+    estate = f"b{uuid.uuid4().hex[:6]}"
+    events = [accepted_event(estate, d) for d in ("ignore-1", "kept 1", "ignore-2", "kept 2")]
+    nc = await nats.connect(service.settings.nats_url)
+    js = nc.jetstream()
+    for event in events:
+        await js.publish(event.nats_subject, event.model_dump_json().encode(), headers={"Nats-Msg-Id": event.id})
+    await nc.close()
+    async def kept_both():
+        return await count(service, seen, seen.c.estate == estate) == 2
+
+    assert await eventually(kept_both, timeout=30)
+    assert sorted(await _all(service, seen, estate)) == ["kept 1", "kept 2"]
+    ignored = {events[0].id, events[2].id}
+    assert not ignored & {i for batch in service.prepared for i in batch}
+    processed = service.db.processed
+    assert await count(service, processed, processed.c.event_id.in_(ignored)) == 0
+
+    async def all_acked():
+        info = await js_consumer_info(service)
+        return info.num_ack_pending == 0 and info.num_pending == 0
+
+    assert await eventually(all_acked, timeout=10)
+    assert (await js_consumer_info(service)).num_redelivered == 0
+
+
+async def js_consumer_info(service):
+    nc = await nats.connect(service.settings.nats_url)
+    try:
+        return await nc.jetstream().consumer_info(STREAM_NAME, service.consumers[0].durable)
     finally:
         await nc.close()
 
