@@ -12,9 +12,15 @@ too) redoes the batch, each in its own savepoint, and a refused one gives its nu
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
+
 from services.intake.domain import Registration
 from services.intake.handlers import TicketView, handle_register
 from services.intake.uow import IntakeUnitOfWork
+
+
+# How many of its latest registrations the desk remembers (`recent_keys`): about 1 MB.
+RECENT_TICKETS = 10_000
 
 
 class RegistrationDesk:
@@ -24,6 +30,17 @@ class RegistrationDesk:
         self.service = service
         self._queues: dict[tuple[str, int], list] = {}
         self._workers: dict[tuple[str, int], asyncio.Task] = {}
+        # Ticket id -> its idempotency key (or None) for the tickets this desk registered
+        # lately, oldest first. A registration's key never changes, so the owners'
+        # projection tells from it, with no query, that a ticket's events concern no
+        # owner's online request (owners.py); a ticket not here is simply read.
+        self.recent_keys: OrderedDict[str, str | None] = OrderedDict()
+
+    def _remember(self, view: TicketView) -> None:
+        ticket = view.ticket
+        self.recent_keys[ticket.id] = ticket.record.get("client_request_id")
+        if len(self.recent_keys) > RECENT_TICKETS:
+            self.recent_keys.popitem(last=False)
 
     async def register(self, command: Registration, year: int) -> TicketView:
         future = asyncio.get_running_loop().create_future()
@@ -58,4 +75,5 @@ class RegistrationDesk:
                 if outcome.error is not None:
                     future.set_exception(outcome.error)
                 else:
+                    self._remember(outcome.value)
                     future.set_result(outcome.value)

@@ -10,6 +10,7 @@ transaction). No SQL, no clock reads: times are the event's or `ctx.now()`.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Mapping
 
 from services.intake import owner_rules as orules
 from shared.events import Channel, CloudEvent
@@ -43,10 +44,15 @@ def _ticket_to_read(event: CloudEvent) -> str | None:
     return data.get("ticket_id") or None
 
 
-def concerns_no_owner(event: CloudEvent) -> bool:
-    """True when the event alone shows the projection has nothing to do with it (the
-    consumer acks it without a transaction)."""
-    return _ticket_to_read(event) is None
+def concerns_no_owner(event: CloudEvent, known_keys: Mapping[str, str | None]) -> bool:
+    """True when the projection has nothing to do with the event, told without a query:
+    from the event alone, or from its ticket's idempotency key in `known_keys` (ticket id
+    -> key, or None: the desk's latest registrations). The consumer then acks it without
+    a transaction."""
+    ticket_id = _ticket_to_read(event)
+    if ticket_id is None:
+        return True
+    return ticket_id in known_keys and not (known_keys[ticket_id] or "").startswith(ONLINE_PREFIX)
 
 
 async def prepare_ticket_events_for_owner(events: list[CloudEvent], uow) -> None:

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.intake import owner_rules as orules
 from services.intake import rules
-from services.intake.api import TicketOut, register
+from services.intake.api import TicketOut, register, registration_desk
 from services.intake.contracts import RequestIn
 from services.intake.app import OWNER_DESK_ROLES, service
 from services.intake.owner_handlers import (ONLINE_PREFIX, concerns_no_owner, handle_ticket_event_for_owner,
@@ -476,7 +476,8 @@ async def prepare_owner_batch(session: AsyncSession, events: list[CloudEvent]) -
 
 @service.consumer(description="Owners' view of their online requests: each stage of the countersign form in "
                               "plain words, and a message to the owner at each change (issue 15).",
-                  prepare=prepare_owner_batch, ignore=concerns_no_owner)
+                  prepare=prepare_owner_batch,
+                  ignore=lambda event: concerns_no_owner(event, registration_desk.recent_keys))
 async def on_ticket_event(session: AsyncSession, event: CloudEvent) -> None:
     await handle_ticket_event_for_owner(event, _batch_uow(session), service.context)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from services.intake import handlers, owner_rules
-from services.intake.owner_handlers import (ONLINE_PREFIX, handle_ticket_event_for_owner,
+from services.intake.owner_handlers import (ONLINE_PREFIX, concerns_no_owner, handle_ticket_event_for_owner,
                                              prepare_ticket_events_for_owner, record_stage)
 from shared.events import Assigned, Closed, Completed, Kind, ProgressUpdated, Reopened, make_event
 from tests.handlers.conftest import ESTATE, START
@@ -98,3 +98,20 @@ async def test_a_batch_of_desk_acceptances_reads_nothing(uow, ctx, clock):
     for each in batch:
         await handle_ticket_event_for_owner(each, uow, ctx)
     assert uow.owners.ticket_reads == 0 and uow.messages == []
+
+
+async def test_what_concerns_no_owner_is_told_without_a_query(uow, ctx, clock):
+    """The consumer acks these untouched: an `accepted` of a desk request, an event without
+    a ticket, an event of a ticket whose key is known not to be an online request's."""
+    online = await online_request(uow, ctx)
+    [desk] = [v.ticket for v in await handlers.handle_register([request()], uow, ctx)]
+    known = {desk.id: None, online.id: f"{ONLINE_PREFIX}s1"}
+
+    def assigned(ticket_id):
+        return event(Assigned(ticket_id=ticket_id, departments=["engineering"], assigned_by="dispatch"), clock)
+
+    assert concerns_no_owner(event(desk.accepted(), clock), {})
+    assert concerns_no_owner(assigned(desk.id), known)
+    assert not concerns_no_owner(assigned(desk.id), {})  # not known: read
+    assert not concerns_no_owner(assigned(online.id), known)
+    assert not concerns_no_owner(event(online.accepted(), clock), known)
