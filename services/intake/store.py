@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.postgresql import ARRAY, insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import limits
@@ -299,8 +299,10 @@ class Tickets:
         """The tickets these idempotency keys already registered, by key (one query)."""
         if not ids:
             return {}
+        # `= ANY(array)`: one prepared statement whatever the number of keys.
         rows = (await self.session.execute(sa.select(tickets).where(
-            tickets.c.estate == estate, tickets.c.client_request_id.in_(ids)))).all()
+            tickets.c.estate == estate, tickets.c.client_request_id == sa.any_(
+                sa.bindparam("keys", list(ids), type_=ARRAY(tickets.c.client_request_id.type)))))).all()
         return {row.client_request_id: Ticket.from_columns(dict(row._mapping)) for row in rows}
 
     async def add_all(self, new: list[Ticket]) -> None:

@@ -63,9 +63,10 @@ def registration(code, at, n, key=None, **facts):
 async def test_a_registration_batch_costs_the_same_few_statements_whatever_its_size(database):
     code, clock, ctx = world()
     statements: list[str] = []
+    texts: dict[int, list[str]] = {}
 
     def count(conn, cursor, statement, *args):
-        statements.append(statement.split()[0].upper())
+        statements.append(statement)
 
     event.listen(database.engine.sync_engine, "before_cursor_execute", count)
     try:
@@ -75,7 +76,9 @@ async def test_a_registration_batch_costs_the_same_few_statements_whatever_its_s
                 batch = [registration(code, START, n, key=f"k{size}-{n}") for n in range(size)]
                 views = await handlers.handle_register(batch, sql_uow(database, session, clock), ctx)
             # The keys' lookup, the counter, the tickets, the outbox: four, for 1 or 20.
-            assert statements == ["SELECT", "INSERT", "INSERT", "INSERT"], statements
+            assert [s.split()[0].upper() for s in statements] == ["SELECT", "INSERT", "INSERT", "INSERT"], statements
+            texts[size] = list(statements)
+        assert texts[1] == texts[20]  # the same prepared statements whatever the batch's size
         numbers = sorted(v.ticket.form_number for v in views)
         assert numbers == [f"{code.upper()}-2026-{n:06d}" for n in range(2, 22)]  # gapless after the first
     finally:
