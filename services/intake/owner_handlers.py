@@ -4,7 +4,10 @@ message in plain words; a progress update is passed on as it was given.
 
 `handle_ticket_event_for_owner(event, uow, ctx)` over a unit of work carrying `owners`
 (owner_store.SelfService, or a fake) and `notify(**message)` (the notifier, in the same
-transaction). No SQL, no clock reads: times are the event's or `ctx.now()`.
+transaction). Most events are of desk requests, which no owner follows (issue 12): the
+consumer acks those `concerns_no_owner` names without a transaction, and reads the rest
+of a batch's tickets in one query (`prepare_ticket_events_for_owner`). No SQL, no clock
+reads: times are the event's or `ctx.now()`.
 """
 
 from __future__ import annotations
