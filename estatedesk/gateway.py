@@ -38,6 +38,7 @@ import fastapi_offline
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -46,7 +47,7 @@ from yarl import URL
 
 from estatedesk.live import LiveHub
 from estatedesk.runner import KEEP_ALIVE_SECONDS
-from shared.service import API_PREFIX, DOCS_ASSETS, error_response
+from shared.service import API_PREFIX, DOCS_ASSETS, MAX_BODY_BYTES, BodySizeLimit, error_response
 from shared.settings import SERVICES, load_signing_key
 
 LIVE_PATH = API_PREFIX + "/live"  # the live lists' event stream, served here (estatedesk.live)
@@ -230,7 +231,7 @@ def create_gateway(upstreams: dict[str, str | list[str]], console_dist: Path = C
         if "content-length" not in request.headers and "transfer-encoding" not in request.headers:
             body = None  # none sent (a GET): none to pass on
         elif len(bases) > 1:
-            # Read once (at most 1 MiB: the services' limit) so it can go to another replica.
+            # Read once (at most MAX_BODY_BYTES: BodySizeLimit) so it can go to another replica.
             body = await request.body()
         else:
             body = request.stream()
@@ -356,7 +357,9 @@ def create_gateway(upstreams: dict[str, str | list[str]], console_dist: Path = C
         finally:
             await http.close()
 
-    return Starlette(routes=app_routes, lifespan=lifespan)
+    # The services' own limit, here too: a body held for a second replica is never more
+    # than that, and a larger one is a 413 with the reason before any replica is asked.
+    return Starlette(routes=app_routes, lifespan=lifespan, middleware=[Middleware(BodySizeLimit, limit=MAX_BODY_BYTES)])
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """The gateway's proxy against stand-in services (no NATS, no database): replica failover
 only when a replica refuses the connection, 503 with the reason otherwise, and bodies
 streamed both ways — an event stream arrives event by event and ends at the service when
-the caller leaves, a large download and upload arrive whole — with paths, query strings
-and headers passed on as sent."""
+the caller leaves, a large download and an upload of the services' largest body arrive
+whole, a larger body is a 413 — with paths, query strings and headers passed on as sent."""
 
 from __future__ import annotations
 
@@ -146,6 +146,28 @@ async def test_a_request_that_reached_a_replica_is_not_sent_to_another(tmp_path)
     assert broken.requests == 1 and good.seen == []
 
 
+async def test_a_body_over_the_services_limit_is_a_413_before_any_replica_is_asked(tmp_path):
+    """With replicas the gateway holds a body to send it again: never more than the
+    services' own 1 MiB, by Content-Length or while a chunked body streams in."""
+    one, two = StandIn("one"), StandIn("two")
+    async with serving(one.app) as one_url, serving(two.app) as two_url:
+        async with gateway_for({"intake": [one_url, two_url]}, tmp_path) as client:
+            too_big = b"x" * (1024 * 1024 + 1)
+            answer = await client.post(REGISTER, content=too_big)
+            assert answer.status_code == 413
+            assert answer.json()["error"] == f"request body of {len(too_big)} bytes exceeds the 1 MiB limit"
+
+            async def chunks():
+                for _ in range(3):
+                    yield b"y" * (512 * 1024)
+
+            answer = await client.post(REGISTER, content=chunks())
+            assert answer.status_code == 413 and "exceeds the 1 MiB limit" in answer.json()["error"]
+            answer = await client.post(REGISTER, content=b"z" * (1024 * 1024))  # the limit itself passes
+            assert answer.status_code == 201 and answer.json()["length"] == 1024 * 1024
+    assert one.seen + two.seen == [REGISTER]
+
+
 async def test_a_service_with_no_replica_answering_is_a_503_with_the_reason(tmp_path):
     async with gateway_for({"intake": [nothing_listens(), nothing_listens()]}, tmp_path) as client:
         answer = await client.get(REGISTER)
@@ -177,15 +199,17 @@ async def test_events_arrive_one_by_one_and_large_bodies_whole(tmp_path):
             download = await client.get("/v1/estates/e1/archive/records/R-1/form.pdf")
             assert download.status_code == 200 and download.content == DOWNLOAD
 
+            largest = DOWNLOAD[:1024 * 1024]  # the services' (and the gateway's) limit
+
             async def upload():  # a body of unknown length, streamed (one replica: not read first)
-                for start in range(0, len(DOWNLOAD), 65536):
-                    yield DOWNLOAD[start:start + 65536]
+                for start in range(0, len(largest), 65536):
+                    yield largest[start:start + 65536]
 
             seen = (await client.post(REGISTER, content=upload())).json()
-            assert seen["length"] == len(DOWNLOAD) and seen["sha256"] == hashlib.sha256(DOWNLOAD).hexdigest()
+            assert seen["length"] == len(largest) and seen["sha256"] == hashlib.sha256(largest).hexdigest()
             # curl's way with a large body: the service's "100 Continue" lets it through.
-            seen = (await client.post(REGISTER, content=DOWNLOAD, headers={"expect": "100-continue"})).json()
-            assert seen["length"] == len(DOWNLOAD)
+            seen = (await client.post(REGISTER, content=largest, headers={"expect": "100-continue"})).json()
+            assert seen["length"] == len(largest)
 
             # The path reaches the service as the client encoded it.
             seen = (await client.get("/v1/estates/e1/requests/a%20b", params={"q": "x y"})).json()
