@@ -54,6 +54,7 @@ unit: install
 
 bench: install
 	$(BIN)/python bench/pipeline.py $(ARGS)
+	$(BIN)/python bench/statements.py
 	$(BIN)/python bench/consumer.py
 	$(BIN)/python bench/rebuild.py
 	$(BIN)/python bench/analytics_report.py
