@@ -79,7 +79,9 @@ async def work_list(session: AsyncSession, estate: str, department: str | None, 
     invalid or all, newest first."""
     query = sa.select(F).where(F.c.estate == estate).order_by(F.c.accepted_at.desc()).limit(limit)
     if status == "open":
-        query = query.where(F.c.status == S.in_handling)
+        # Written into the statement, not bound: a generic plan of `status = $1` could not
+        # use the partial index of the open forms (ix_forms_estate_open).
+        query = query.where(F.c.status == sa.literal(S.in_handling.value, literal_execute=True))
     elif status in (S.completed, S.closed, S.invalid):
         query = query.where(F.c.status == status)
     elif status == "overdue":
@@ -87,11 +89,13 @@ async def work_list(session: AsyncSession, estate: str, department: str | None, 
         # A week of owner updates that ended short is a breached clock like any other.
         query = query.where(store.any_of(F.c.status, (S.in_handling.value, S.completed.value)), F.c.ticket_id.in_(late))
     if department is not None:
-        active = sa.select(A.c.ticket_id).where(
-            A.c.estate == estate, A.c.department == department, A.c.transferred_at.is_(None), A.c.round == F.c.round,
-            *([A.c.signed_back_at.is_(None)] if status in ("open", "overdue") else []),
+        # EXISTS of the form's own line (uq_assignments_active_line), checked as the forms
+        # are read newest first: an IN over the estate's lines would read all of them.
+        active = sa.exists().where(
+            A.c.ticket_id == F.c.ticket_id, A.c.round == F.c.round, A.c.estate == estate, A.c.department == department,
+            A.c.transferred_at.is_(None), *([A.c.signed_back_at.is_(None)] if status in ("open", "overdue") else []),
         )
-        query = query.where(F.c.ticket_id.in_(active))
+        query = query.where(active)
     forms = list((await session.execute(query)).all())
     ids = [f.ticket_id for f in forms]
     if not ids:
