@@ -89,13 +89,11 @@ async def work_list(session: AsyncSession, estate: str, department: str | None, 
         # A week of owner updates that ended short is a breached clock like any other.
         query = query.where(store.any_of(F.c.status, (S.in_handling.value, S.completed.value)), F.c.ticket_id.in_(late))
     if department is not None:
-        # EXISTS of the form's own line (uq_assignments_active_line), checked as the forms
-        # are read newest first: an IN over the estate's lines would read all of them.
-        active = sa.exists().where(
-            A.c.ticket_id == F.c.ticket_id, A.c.round == F.c.round, A.c.estate == estate, A.c.department == department,
-            A.c.transferred_at.is_(None), *([A.c.signed_back_at.is_(None)] if status in ("open", "overdue") else []),
+        active = sa.select(A.c.ticket_id).where(
+            A.c.estate == estate, A.c.department == department, A.c.transferred_at.is_(None), A.c.round == F.c.round,
+            *([A.c.signed_back_at.is_(None)] if status in ("open", "overdue") else []),
         )
-        query = query.where(active)
+        query = query.where(F.c.ticket_id.in_(active))
     forms = list((await session.execute(query)).all())
     ids = [f.ticket_id for f in forms]
     if not ids:
