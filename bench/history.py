@@ -366,6 +366,10 @@ def _intake_list(**filters) -> Run:
     return run
 
 
+def _clocks(s: AsyncSession) -> dispatch_store.ClockRepository:
+    return dispatch_store.ClockRepository(s, dispatch_store.NewRows(s))
+
+
 def _work_list(department: str | None, status: str, limit: int) -> Run:
     async def run(s: AsyncSession, t: Target):
         return await dispatch_queries.work_list(s, t.estate, department, status, limit, t.now)
@@ -417,7 +421,7 @@ PROBES = [
     Probe("intake", "online requests waiting for a clerk",
           lambda s, t: SelfService(s).online_requests(t.estate, "waiting")),
     Probe("dispatch", "one form with its lines (FormRepository.get)",
-          lambda s, t: dispatch_store.FormRepository(s).get(t.ticket_id, t.estate)),
+          lambda s, t: dispatch_store.FormRepository(s, dispatch_store.NewRows(s)).get(t.ticket_id, t.estate)),
     Probe("dispatch", "the form as shown (GET /forms/{id})",
           lambda s, t: dispatch_queries.form_detail(s, t.estate, t.ticket_id)),
     Probe("dispatch", "work list, estate open (GET /forms)", _work_list(None, "open", 200)),
@@ -425,8 +429,8 @@ PROBES = [
     Probe("dispatch", "work list, overdue", _work_list(None, "overdue", 200)),
     Probe("dispatch", "all forms, 1000 (Mine view)", _work_list(None, "all", 1000)),
     Probe("dispatch", "SLA scan: claim due clocks (claim_due)",
-          lambda s, t: dispatch_store.ClockRepository(s).claim_due(t.now, 100)),
-    Probe("dispatch", "SLA scan: next wake (next_wake)", lambda s, t: dispatch_store.ClockRepository(s).next_wake()),
+          lambda s, t: _clocks(s).claim_due(t.now, 100)),
+    Probe("dispatch", "SLA scan: next wake (next_wake)", lambda s, t: _clocks(s).next_wake()),
     Probe("callback", "callback worklist, pending (GET /callbacks)", _callback_worklist),
     Probe("callback", "callback worklist, done", lambda s, t: callback_store.CallbackUnitOfWork(s, emit=None)
           .callbacks.worklist(t.estate, "done", None, t.now)),

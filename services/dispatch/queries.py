@@ -79,7 +79,9 @@ async def work_list(session: AsyncSession, estate: str, department: str | None, 
     invalid or all, newest first."""
     query = sa.select(F).where(F.c.estate == estate).order_by(F.c.accepted_at.desc()).limit(limit)
     if status == "open":
-        query = query.where(F.c.status == S.in_handling)
+        # Written into the statement, not bound: a generic plan of `status = $1` could not
+        # use the partial index of the open forms (ix_forms_estate_open).
+        query = query.where(F.c.status == sa.literal(S.in_handling.value, literal_execute=True))
     elif status in (S.completed, S.closed, S.invalid):
         query = query.where(F.c.status == status)
     elif status == "overdue":

@@ -28,7 +28,7 @@ forms = sa.Table(
     "forms",
     metadata,
     sa.Column("ticket_id", sa.String(limits.ID_MAX), primary_key=True),
-    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), nullable=False, index=True),
+    sa.Column("estate", sa.String(limits.ESTATE_CODE_MAX), nullable=False),
     sa.Column("form_number", sa.String(limits.FORM_NUMBER_COLUMN), nullable=False),
     sa.Column("kind", sa.String(32), nullable=False),
     sa.Column("category", sa.String(limits.CATEGORY_MAX), nullable=False),
@@ -46,6 +46,14 @@ forms = sa.Table(
     sa.Column("completed_at", sa.DateTime(timezone=True)),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     check_constraint("status", FORM_STATES, "ck_forms_status"),
+    # The work lists (queries.work_list) are "the estate's forms, newest first, LIMIT n":
+    # an index ending in accepted_at reads the n newest backwards instead of every form
+    # the estate ever had (it also serves every lookup by estate alone); the open list
+    # and the department queue read a partial one of the forms in handling, which does
+    # not grow with history.
+    sa.Index("ix_forms_estate_accepted", "estate", "accepted_at"),
+    sa.Index("ix_forms_estate_open", "estate", "accepted_at",
+             postgresql_where=sa.text(f"status = '{TicketState.in_handling.value}'")),
 )
 
 # The handover ledger: one line per transfer of a form to a department in a round. A
@@ -128,6 +136,8 @@ deadlines = sa.Table(
     ),
     # The breach scan looks only at open deadlines by due time.
     sa.Index("ix_deadlines_open_due", "due_at", postgresql_where=sa.text("met_at IS NULL AND breached_at IS NULL")),
+    # The overdue work list: an estate's clocks still running (fired or not) past due.
+    sa.Index("ix_deadlines_estate_open", "estate", "due_at", postgresql_where=sa.text("met_at IS NULL")),
 )
 
 # Each rung a breach (or the subject of a complaint, or an owner's loss) reached.
@@ -534,8 +544,12 @@ class ClockRepository(Repository):
     async def next_wake(self) -> dt.datetime | None:
         """When the SLA scan next has work: the earliest due time of a clock not fired yet
         (of a form still owed), or of an unresolved escalation's next rung; None if none."""
-        due = sa.select(sa.func.min(D.c.due_at)).join(F, F.c.ticket_id == D.c.ticket_id).where(
-            D.c.met_at.is_(None), D.c.breached_at.is_(None), any_of(F.c.status, _OWED_VALUES)).scalar_subquery()
+        # The first clock by due time whose form is owed, not min() over a join: the planner
+        # then walks ix_deadlines_open_due in order and stops at the first owed one, where
+        # min() over the join read every open clock (or every form) of the company.
+        owed = sa.exists().where(F.c.ticket_id == D.c.ticket_id, any_of(F.c.status, _OWED_VALUES))
+        due = (sa.select(D.c.due_at).where(D.c.met_at.is_(None), D.c.breached_at.is_(None), owed)
+               .order_by(D.c.due_at).limit(1).scalar_subquery())
         climb = sa.select(sa.func.min(E.c.next_at)).where(E.c.next_at.is_not(None), E.c.resolved_at.is_(None)
                                                           ).scalar_subquery()
         first, second = (await self._run(sa.select(due, climb))).one()
