@@ -404,10 +404,15 @@ async def _callback_metrics(s: AsyncSession, t: Target):
 
 
 async def _recurrence_reads(s: AsyncSession, t: Target):
-    """What decide_recurrence reads on an `accepted`/`assigned`/`completed` event."""
+    """What decide_recurrence reads on an `accepted`/`assigned`/`completed` event: the
+    category's undecided watches, then the opinions raised since the earliest of them was
+    completed, read here as the widest it can be (a window about to elapse: an older one
+    is the recurrence scan's to decide) even when no watch of the category is undecided."""
     uow = callback_store.CallbackUnitOfWork(s, emit=None)
     watches = await uow.watches.undecided(t.estate, t.category)
-    return await uow.tickets.opinions(t.estate, t.category), watches
+    widest = t.now - dt.timedelta(days=POLICY.callback.recurrence_window_days)
+    since = min([widest] + [w.completed_at for w in watches])
+    return await uow.tickets.opinions(t.estate, t.category, since), watches
 
 
 PROBES = [

@@ -93,7 +93,8 @@ class WorklistOut(BaseModel):
     status: str
     assigned_to: str | None
     overdue_count: int
-    callbacks: list[CallbackOut]
+    callbacks: list[CallbackOut] = Field(
+        description="pending / overdue: earliest due first; done: most recently done first (at most 1,000)")
     long_running_complaints: list[ProgressStatusOut]
 
 
@@ -166,11 +167,14 @@ async def record_answers(estate: str, callback_id: str, body: RecordIn, actor: s
 async def worklist(
     estate: str,
     assigned_to: str | None = Query(None, max_length=64, description="staff id; all staff when omitted"),
-    status: Literal["pending", "overdue", "done"] = Query("pending", description="pending includes overdue ones"),
+    status: Literal["pending", "overdue", "done"] = Query(
+        "pending", description="pending includes overdue ones (both most urgent first); done: most recently done first"),
     who: Principal = Depends(require_estate),
 ) -> dict:
-    """The callback worklist, most urgent first, overdue items marked, with the method the
-    owner chose; plus long-running complaints and where their progress updates stand."""
+    """The callback worklist, at most 1,000: pending (or only overdue) callbacks most urgent
+    first, overdue items marked, with the method the owner chose, plus long-running
+    complaints and where their progress updates stand; done callbacks most recently done
+    first (`record.done_at` descending), with their records."""
     known_estate(service, estate)
     ctx = service.context
     now, tz, policy = ctx.now(), ctx.timezone(estate), ctx.policy(estate)
@@ -185,10 +189,11 @@ async def worklist(
             long_running = [view for view in (
                 views.progress_view(t, [u.updated_at for u in updates.get(t.ticket_id, [])], now, tz, policy)
                 for t in complaints) if view]
-    by_id = {callback.callback_id: (callback, form_number) for callback, form_number in rows}
-    ordered = rules.order_worklist([views.pending_item(callback) for callback, _ in rows], now)
-    items = [views.callback_view(by_id[entry.item.callback_id][0], tz, now, by_id[entry.item.callback_id][1])
-             for entry in ordered]
+    if status != "done":
+        by_id = {callback.callback_id: (callback, form_number) for callback, form_number in rows}
+        ordered = rules.order_worklist([views.pending_item(callback) for callback, _ in rows], now)
+        rows = [by_id[entry.item.callback_id] for entry in ordered]
+    items = [views.callback_view(callback, tz, now, form_number) for callback, form_number in rows]
     return {
         "estate": estate, "as_of": views.iso(now, tz), "status": status, "assigned_to": assigned_to,
         "overdue_count": sum(1 for item in items if item["overdue"]),

@@ -141,10 +141,13 @@ async def decide_recurrence(uow: CallbackUnitOfWork, ctx: HandlerContext, estate
     watches = await uow.watches.undecided(estate, category_key)
     if not watches:
         return
+    # A later opinion counts only if raised within a window, and every window starts when
+    # its watch's round was completed: one raised before the earliest of them counts for none.
+    since = min(watch.completed_at for watch in watches)
     later = [
         OpinionFact(ticket_id=t.ticket_id, category=t.category or "", department=department, estate=estate,
                     raised_at=t.raised_at, kind=Kind(t.kind) if t.kind else None)
-        for t in await uow.tickets.opinions(estate, category_key) for department in t.departments
+        for t in await uow.tickets.opinions(estate, category_key, since) for department in t.departments
     ]
     policy = ctx.policy(estate)
     now = ctx.now()

@@ -69,7 +69,8 @@ tickets = sa.Table(
     # verdicts on the progress_update clock; RULES §2 Progress updates, issue 11).
     sa.Column("progress_weeks_missed", sa.Integer, nullable=False, server_default="0"),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Index("ix_callback_tickets_estate_category", "estate", "category_key"),
+    # The recurrence rule's reads (`Tickets.opinions`): an estate's category, raised since a moment.
+    sa.Index("ix_callback_tickets_opinions", "estate", "category_key", "raised_at"),
     sa.Index("ix_callback_tickets_long_running", "estate", "raised_at",
              postgresql_where=sa.text("kind = 'complaint' AND status = 'in_handling'")),
     check_constraint("status", TICKET_STATES, "ck_tickets_status"),
@@ -135,6 +136,10 @@ callbacks = sa.Table(
     sa.Column("outcome_reason", sa.Text),
     sa.Column("attitude_complaint", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_callbacks_worklist", "estate", "due_at", postgresql_where=sa.text("status = 'pending'")),
+    # The done worklist, most recently done first (its LIMIT reads only what it shows).
+    sa.Index("ix_callbacks_done", "estate", "done_at", postgresql_where=sa.text("status = 'done'")),
+    # A month's callback metrics (`Callbacks.counted`): the estate's rounds completed in the month.
+    sa.Index("ix_callbacks_completed", "estate", "completed_at"),
     # The overdue scan looks only at pending callbacks not yet reported overdue.
     sa.Index("ix_callbacks_overdue_scan", "due_at",
              postgresql_where=sa.text("status = 'pending' AND overdue_at IS NULL")),
@@ -159,6 +164,8 @@ recurrence_watches = sa.Table(
     sa.Column("recurring_ticket_id", sa.String(64)),
     sa.Index("ix_recurrence_open", "estate", "category_key", postgresql_where=sa.text("verdict IS NULL")),
     sa.Index("ix_recurrence_due", "window_ends_at", postgresql_where=sa.text("verdict IS NULL")),
+    # A month's callback metrics (`Watches.decided`): the estate's verdicts on rounds completed in the month.
+    sa.Index("ix_recurrence_decided", "estate", "completed_at", postgresql_where=sa.text("verdict IS NOT NULL")),
 )
 
 # RULES §2 Progress updates, as `progress_updated` reports them.
@@ -323,14 +330,19 @@ class Tickets:
             await self.session.execute(_SAVE_TICKETS, {"rows": _rows_json(changed)})
             self._stored.update({row["ticket_id"]: dict(row) for row in changed})
 
-    async def opinions(self, estate: str, category_key: str) -> list[Ticket]:
-        """The estate's tickets of this category already sent to a department (recurrence)."""
+    async def opinions(self, estate: str, category_key: str, since: dt.datetime) -> list[Ticket]:
+        """The estate's tickets of this category already sent to a department and raised at
+        or after `since` (the recurrence rule's later opinions: none raised before the
+        earliest undecided watch's round was completed can recur in any window, and
+        `since` keeps the read to the open windows however long the estate's history)."""
         rows = (await self.session.execute(sa.select(T).where(
-            T.c.estate == estate, T.c.category_key == category_key, sa.func.cardinality(T.c.departments) > 0))).all()
+            T.c.estate == estate, T.c.category_key == category_key, T.c.raised_at >= since,
+            sa.func.cardinality(T.c.departments) > 0))).all()
         found = {row.ticket_id: Ticket.from_row(row) for row in rows}
         for ticket_id, row in (self._held or {}).items():  # the batch's own, as it left them
             found.pop(ticket_id, None)
-            if row["estate"] == estate and row["category_key"] == category_key and row["departments"]:
+            if (row["estate"] == estate and row["category_key"] == category_key and row["departments"]
+                    and row["raised_at"] >= since):
                 found[ticket_id] = Ticket.from_row(row)
         return list(found.values())
 
@@ -418,18 +430,20 @@ class Callbacks:
 
     async def worklist(self, estate: str, status: str, assigned_to: str | None, now: dt.datetime,
                        limit: int = 1000) -> list[tuple[Callback, str | None]]:
-        """The estate's callbacks in `status` (pending / overdue / done), each with its form number."""
+        """The estate's callbacks in `status` (pending / overdue / done), each with its form
+        number, at most `limit`: pending and overdue ones earliest due first, done ones most
+        recently done first (ties by callback id, descending: one order on every replica)."""
         query = (sa.select(C, T.c.form_number).join(T, T.c.ticket_id == C.c.ticket_id, isouter=True)
                  .where(C.c.estate == estate))
         if status == "done":
-            query = query.where(C.c.status == "done")
+            query = query.where(C.c.status == "done").order_by(C.c.done_at.desc(), C.c.callback_id.desc())
         else:
-            query = query.where(C.c.status == "pending")
+            query = query.where(C.c.status == "pending").order_by(C.c.due_at)
             if status == "overdue":
                 query = query.where(C.c.due_at < now)
         if assigned_to:
             query = query.where(C.c.assigned_to == assigned_to)
-        rows = (await self.session.execute(query.order_by(C.c.due_at).limit(limit))).all()
+        rows = (await self.session.execute(query.limit(limit))).all()
         return [(Callback.from_row(row), row.form_number) for row in rows]
 
     async def counted(self, estate: str, start: dt.datetime | None, end: dt.datetime | None) -> list[Callback]:

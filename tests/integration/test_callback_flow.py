@@ -177,6 +177,10 @@ async def test_complaint_called_back_until_the_owner_is_satisfied(stack, callbac
         assert done.json()["outcome"]["event"] == "closed" and done.json()["outcome"]["round"] == 2
         (closed,) = await events_of(stack, estate, "closed", ticket["id"], expected=1)
         assert closed["data"]["round"] == 2 and closed["data"]["satisfied"] is True
+        done_list = (await client.get(f"{base}/callbacks", params={"status": "done"}, headers=auth(token))).json()
+        assert [c["callback_id"] for c in done_list["callbacks"]] == [  # the most recently done first
+            round_two["data"]["callback_id"], item["callback_id"]]
+        assert done_list["callbacks"][0]["record"]["result_satisfied"] is True and done_list["overdue_count"] == 0
 
         history = (await client.get(f"{base}/tickets/{ticket['id']}/callbacks", headers=auth(token))).json()
         assert history["status"] == "closed" and history["current_round"] == 2

@@ -67,7 +67,9 @@ async def snapshot(uow) -> dict:
                           for c in await uow.callbacks.of_ticket(t)] for t in tickets},
         "watches": {t: [(w.round, w.verdict, w.recurring_ticket_id) for w in await uow.watches.of_ticket(t)]
                     for t in tickets},
-        "opinions": sorted(t.ticket_id for t in await uow.tickets.opinions(ESTATE, rules.recurrence_key("漏水"))),
+        "opinions": sorted(t.ticket_id for t in await uow.tickets.opinions(ESTATE, rules.recurrence_key("漏水"), START)),
+        "opinions_later": sorted(t.ticket_id for t in await uow.tickets.opinions(
+            ESTATE, rules.recurrence_key("漏水"), START + dt.timedelta(microseconds=1))),
         "counted": sorted((c.kind, c.status.value) for c in await uow.callbacks.counted(ESTATE, None, None)),
         "decided": sorted((w.ticket_id, w.verdict) for w in await uow.watches.decided(ESTATE, None, None)),
     }
@@ -93,6 +95,7 @@ async def test_fake_and_sql_repositories_tell_one_story_alike(db):
     assert sql_events.names() == fake_events.names()
     assert "attitude_complaint_raised" in fake_events.names() and "callback_overdue" in fake_events.names()
     assert sql_state["watches"]["rp-1"] == [(1, "not_satisfied", "rp-2")]
+    assert sql_state["opinions"] == ["rp-1", "rp-2"] and sql_state["opinions_later"] == []
     assert dt.timedelta(0) < sql_clock.now() - START
 
 
@@ -222,7 +225,8 @@ async def test_a_prepared_batch_costs_the_same_few_statements_whatever_its_size(
                         sa.event.remove(db.sync_engine, "before_cursor_execute", count)
                     assert statements == expected, (size, statements)
                     assert not await recurrence_lock_free()  # held by this batch's transaction
-            opinions = await CallbackUnitOfWork(session, emit).tickets.opinions(ESTATE, rules.recurrence_key("漏水"))
+            opinions = await CallbackUnitOfWork(session, emit).tickets.opinions(ESTATE, rules.recurrence_key("漏水"),
+                                                                                BATCH_START)
             assert {f"n20-{n}" for n in range(20)} <= {t.ticket_id for t in opinions}
             await session.rollback()
     assert await recurrence_lock_free()
@@ -232,3 +236,81 @@ def test_a_held_ticket_travels_whole():
     """A batch's tickets travel as JSON rows of the table's type (`jsonb_populate_recordset`):
     a column the aggregate lacked would arrive NULL, not as its server default."""
     assert {f.name for f in dataclasses.fields(Ticket)} == {c.name for c in store.tickets.c}
+
+
+# --- the staff's reads stay flat as history grows (issue 12) ---------------------------------
+
+FLAT_START = dt.datetime(2020, 11, 4, 2, 0, tzinfo=dt.timezone.utc)
+
+
+def ticket_emit(clock: ManualClock):
+    async def emit(_session, payload, *, estate, actor, time=None):
+        return make_event(payload, estate=estate, actor=actor, source="test", time=time or clock.now())
+    return emit
+
+
+async def test_opinions_are_those_raised_since_the_bound_stored_or_held(db):
+    """`Tickets.opinions(since)`: the category's tickets sent to a department and raised at
+    or after `since`, as stored, or as a batch holding them left them (not yet flushed)."""
+    clock = ManualClock(FLAT_START)
+    ctx, emit, key = HandlerContext(clock, directory_of()), ticket_emit(clock), rules.recurrence_key("门禁")
+    since = FLAT_START + dt.timedelta(days=5)
+
+    async def one_by_one(uow, payloads):
+        for payload in payloads:
+            await handlers.HANDLERS[payload.event_name](ticket_event(payload, clock), uow, ctx)
+
+    async with AsyncSession(db) as session:
+        async with session.begin():
+            await one_by_one(CallbackUnitOfWork(session, emit), [opinion("fl-old", clock, category="门禁"), sent("fl-old")])
+            clock.advance(days=10)
+            await one_by_one(CallbackUnitOfWork(session, emit), [opinion("fl-new", clock, category="门禁"), sent("fl-new")])
+            stored_ = await CallbackUnitOfWork(session, emit).tickets.opinions(ESTATE, key, since)
+            everything = await CallbackUnitOfWork(session, emit).tickets.opinions(ESTATE, key, FLAT_START)
+            clock.advance(days=1)
+            batch = [ticket_event(payload, clock) for payload in
+                     (opinion("fl-mid", clock, category="门禁").model_copy(update={"received_at": since}),
+                      sent("fl-mid"), sent("fl-old", "security"))]
+            uow = CallbackUnitOfWork(session, emit)
+            await handlers.prepare_batch(batch, uow, ctx)
+            for event in batch:
+                await handlers.HANDLERS[event.event_name](event, uow, ctx)
+            held = await uow.tickets.opinions(ESTATE, key, since)  # before the batch's flush
+            await session.rollback()
+    assert [t.ticket_id for t in stored_] == ["fl-new"]
+    assert sorted(t.ticket_id for t in everything) == ["fl-new", "fl-old"]
+    assert sorted(t.ticket_id for t in held) == ["fl-mid", "fl-new"]
+
+
+async def test_the_done_worklist_shows_the_most_recently_done_first(db):
+    """Done callbacks newest done first (what staff look for), each with its form number;
+    pending ones stay earliest due first."""
+    clock = ManualClock(FLAT_START)
+    ctx, emit = HandlerContext(clock, directory_of()), ticket_emit(clock)
+    answers = rules.CallbackAnswers(handled_in_time=True, result_satisfied=True, attitude_satisfied=True,
+                                    suggestions="", owner_confirmed=True, method=ReplyMethod.phone)
+    ids = [f"fl-done-{n}" for n in range(4)]
+    async with AsyncSession(db) as session:
+        async with session.begin():
+            uow = CallbackUnitOfWork(session, emit)
+            for ticket_id in ids:
+                for payload in (opinion(ticket_id, clock), sent(ticket_id),
+                                Completed(ticket_id=ticket_id, round=1, kind="complaint", category="漏水",
+                                          departments=["engineering"], reply_method="phone", first_contact=CS,
+                                          completed_at=clock.now())):
+                    await handlers.HANDLERS[payload.event_name](ticket_event(payload, clock), uow, ctx)
+                clock.advance(minutes=1)
+            callbacks = {t: (await uow.callbacks.pending_of(t))[0] for t in ids}
+            for ticket_id in (ids[1], ids[0], ids[2]):  # made in this order; ids[3] still pending
+                clock.advance(minutes=5)
+                await handlers.handle_record(
+                    handlers.RecordCommand(ESTATE, callbacks[ticket_id].callback_id, answers, CS), uow, ctx)
+            done = await uow.callbacks.worklist(ESTATE, "done", None, clock.now())
+            pending = await uow.callbacks.worklist(ESTATE, "pending", CS, clock.now())
+            await session.rollback()
+    mine = [(c.ticket_id, form_number) for c, form_number in done if c.ticket_id in ids]
+    assert mine == [(t, f"F-{t}") for t in (ids[2], ids[0], ids[1])]
+    order = [(c.done_at, c.callback_id) for c, _ in done]
+    assert order == sorted(order, reverse=True)
+    due = [c.due_at for c, _ in pending]
+    assert due == sorted(due) and ids[3] in {c.ticket_id for c, _ in pending}

@@ -30,6 +30,7 @@ from services.callback.rules import (
     plan_callbacks,
     plan_midway_callback,
     recurrence_decision,
+    recurrence_verdict,
     recurring_opinions,
     satisfaction_by_recurrence,
     satisfaction_rate,
@@ -604,6 +605,30 @@ def test_no_recurrence_is_undecided_until_the_window_elapses():
     assert recurrence_decision(first, unrelated, local(2026, 3, 2, 9, 59, 59), DEFAULT_POLICY) is None
     assert recurrence_decision(first, unrelated, local(2026, 3, 2, 10, 0), DEFAULT_POLICY) == "satisfied"
     assert recurrence_decision(first, [], local(2026, 4, 1), DEFAULT_POLICY) == "satisfied"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    completed_hours=st.lists(st.integers(min_value=0, max_value=24 * 90), min_size=1, max_size=4),
+    raised_hours=st.lists(st.integers(min_value=-24 * 400, max_value=24 * 120), max_size=8),
+    now_hours=st.integers(min_value=0, max_value=24 * 150),
+)
+def test_an_opinion_raised_before_every_open_window_never_counts(completed_hours, raised_hours, now_hours):
+    """The shell reads later opinions raised since the earliest undecided watch's
+    completion only (`Tickets.opinions`): every watch's verdict and recurring opinions
+    are the same as with the estate's whole history."""
+    origin = local(2026, 1, 10, 9, 0)
+    at = [origin + dt.timedelta(hours=h) for h in completed_hours]
+    watches = [[opinion(f"W-{n}", completed, department=d) for d in ("engineering", "security")]
+               for n, completed in enumerate(at)]
+    history = [opinion(f"T-{n}", raised=origin + dt.timedelta(hours=h), department=("engineering", "security")[n % 2])
+               for n, h in enumerate(raised_hours)]
+    since = min(at)
+    read = [o for o in history if o.appeared_at >= since]
+    now = origin + dt.timedelta(hours=now_hours)
+    for firsts in watches:
+        assert recurrence_verdict(firsts, read, now, DEFAULT_POLICY) == recurrence_verdict(
+            firsts, history, now, DEFAULT_POLICY)
 
 
 def test_recurrence_matching_ignores_case_and_spacing_of_codes():

@@ -19,6 +19,7 @@ def _copy(item):
 class FakeTickets:
     def __init__(self):
         self.rows: dict[str, Ticket] = {}
+        self.opinions_since: list[dt.datetime] = []  # the bound of each `opinions` read, in order
 
     async def lock(self, ticket_id, estate, seen_at, now) -> Ticket:
         self.rows.setdefault(ticket_id, Ticket.first_news(ticket_id, estate, seen_at, now))
@@ -40,9 +41,10 @@ class FakeTickets:
         assert ticket.ticket_id in self.rows, "save of a ticket never locked"
         self.rows[ticket.ticket_id] = _copy(ticket)
 
-    async def opinions(self, estate, category_key):
+    async def opinions(self, estate, category_key, since):
+        self.opinions_since.append(since)
         return [_copy(t) for t in self.rows.values()
-                if t.estate == estate and t.category_key == category_key and t.departments]
+                if t.estate == estate and t.category_key == category_key and t.departments and t.raised_at >= since]
 
     async def long_running_complaints(self, estate, first_contact, started_before, limit=200):
         found = [t for t in self.rows.values() if t.estate == estate and t.kind == "complaint"

@@ -154,6 +154,29 @@ async def test_a_recurring_opinion_counts_as_not_satisfied(uow, ctx, sink, clock
     assert uow.tickets.rows["t1"].closed_satisfied is False
 
 
+async def test_the_rule_reads_no_opinion_raised_before_every_open_window(uow, ctx, sink, clock):
+    """A window starts when its watch's round was completed: the rule reads the opinions
+    raised since the earliest undecided watch's completion, not the estate's whole history."""
+    old = accepted("t0").model_copy(update={"received_at": START - dt.timedelta(days=40)})
+    await run(uow, ctx, old, at=old.received_at)
+    await run(uow, ctx, Assigned(ticket_id="t0", departments=["engineering"], assigned_by=CS), at=old.received_at)
+    await run(uow, ctx, accepted(reply_method="online"))
+    await run(uow, ctx, Assigned(ticket_id="t1", departments=["engineering"], assigned_by=CS))
+    await run(uow, ctx, completed(reply_method="online"))
+    clock.advance(days=1)
+    await run(uow, ctx, accepted("t3", reply_method="online").model_copy(update={"received_at": clock.now()}),
+              at=clock.now())
+    await run(uow, ctx, completed("t3", reply_method="online", departments=("security",), at=clock.now()),
+              at=clock.now())
+    clock.advance(days=2)
+    await run(uow, ctx, accepted("t2").model_copy(update={"received_at": clock.now()}), at=clock.now())
+    await run(uow, ctx, Assigned(ticket_id="t2", departments=["engineering"], assigned_by=CS), at=clock.now())
+    assert uow.tickets.opinions_since and set(uow.tickets.opinions_since) == {START}  # t1's completion
+    assert uow.tickets.rows["t0"].raised_at < START
+    assert [(w.ticket_id, w.verdict, w.recurring_ticket_id) for w in uow.watches.rows.values()] == [
+        ("t1", "not_satisfied", "t2"), ("t3", None, None)]  # t2 is no recurrence in security
+
+
 async def test_a_later_opinion_assigned_before_it_is_accepted_decides_when_accepted(uow, ctx, sink, clock):
     await run(uow, ctx, accepted(reply_method="online"))
     await run(uow, ctx, Assigned(ticket_id="t1", departments=["engineering"], assigned_by=CS))
