@@ -10,6 +10,7 @@ nats-py's default give-up (60)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 import uuid
@@ -115,22 +116,22 @@ class RequestStream:
         self.accepted: list[str] = []
         self.refused: dict[int, int] = {}
         self._task: asyncio.Task | None = None
+        self._stop = asyncio.Event()
 
     async def __aenter__(self) -> "RequestStream":
         self._task = asyncio.create_task(self._run())
         return self
 
     async def __aexit__(self, *exc) -> None:
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
+        # The request in flight is let finish: cancelled, it could be registered with its
+        # answer lost, a ticket downstream that `accepted` does not know of.
+        self._stop.set()
+        await self._task
 
     async def _run(self) -> None:
         token = token_for(self.stack, f"{self.estate}-cs01", ["customer_service"], [self.estate])
         async with httpx.AsyncClient(timeout=self.timeout) as client:
-            while True:
+            while not self._stop.is_set():
                 started = time.monotonic()
                 try:
                     # The address is read each time: a restarted intake may listen elsewhere.
@@ -143,7 +144,8 @@ class RequestStream:
                     self.accepted.append(r.json()["id"])
                 else:
                     self.refused[status] = self.refused.get(status, 0) + 1
-                await asyncio.sleep(max(0.0, self.every - (time.monotonic() - started)))
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), max(0.0, self.every - (time.monotonic() - started)))
 
 
 async def health_of_all(stack: Stack) -> dict[str, tuple[int, dict]]:
