@@ -28,7 +28,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.archive.domain import Addendum, ChainHead, Loan, PendingSeal, Record
+from services.archive.domain import Addendum, CatalogueEntry, ChainHead, Loan, PendingSeal, Record
 from shared import limits
 from shared.db import json_default, service_metadata, take_numbers
 from shared.lifecycle import DestructionRequestState, check_constraint
@@ -385,6 +385,10 @@ _NUMBERS_OF_TICKETS = sa.select(records.c.estate, records.c.ticket_id, records.c
     records.c.ticket_id == sa.any_(sa.bindparam("ticket_ids", type_=ARRAY(records.c.ticket_id.type))))
 
 
+# A catalogue line is every column but the sealed form.
+_CATALOGUE_COLUMNS = tuple(column for column in records.c if column.name != "content")
+
+
 class Chain:
     """The estate's chain: its head, the per-year record numbers, the records and addenda."""
 
@@ -445,13 +449,29 @@ class Chain:
         return Record.from_row((await self.session.execute(
             sa.select(records).where(records.c.record_number == record_number).with_for_update())).one())
 
-    async def records(self, estate: str, month: str | None = None, retention_class: str | None = None) -> list[Record]:
-        query = sa.select(records).where(records.c.estate == estate).order_by(records.c.sequence)
+    async def catalogue(self, estate: str, *, month: str | None = None, retention_class: str | None = None,
+                        before: int | None = None, limit: int) -> list[CatalogueEntry]:
+        """One page of the estate's catalogue, newest first (sequence descending): at most
+        `limit` records with a sequence below `before` (from the newest when None), of
+        `month` ("YYYY-MM" closed) and `retention_class` when given. Never the content: a
+        page reads `limit` rows by the primary key (estate, sequence) walked backwards (or
+        one month's rows by ix_records_month), whatever the estate's history."""
+        r = records
+        query = sa.select(*_CATALOGUE_COLUMNS).where(r.c.estate == estate).order_by(r.c.sequence.desc()).limit(limit)
+        if before is not None:
+            query = query.where(r.c.sequence < before)
         if month:
-            query = query.where(records.c.closed_month == month)
+            query = query.where(r.c.closed_month == month)
         if retention_class:
-            query = query.where(records.c.retention_class == retention_class)
-        return [Record.from_row(row) for row in (await self.session.execute(query)).all()]
+            query = query.where(r.c.retention_class == retention_class)
+        return [CatalogueEntry.from_row(row) for row in (await self.session.execute(query)).all()]
+
+    async def entry_of_ticket(self, estate: str, ticket_id: str) -> CatalogueEntry | None:
+        """The ticket's catalogue line (no content), None when it is not archived; by
+        uq_records_ticket."""
+        row = (await self.session.execute(sa.select(*_CATALOGUE_COLUMNS).where(
+            records.c.estate == estate, records.c.ticket_id == ticket_id))).first()
+        return CatalogueEntry.from_row(row) if row else None
 
     async def raw_records(self, estate: str) -> list:
         """Rows as stored, in sequence order (verify builds its models itself: a stored
