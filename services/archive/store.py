@@ -132,7 +132,9 @@ records = sa.Table(
     sa.Column("volume_number", sa.String(64)),
     sa.Column("volume_item", sa.Integer),
     sa.UniqueConstraint("estate", "ticket_id", name="uq_records_ticket"),
-    sa.Index("ix_records_month", "estate", "closed_month"),
+    # A month's catalogue page, newest first, reads its own rows only (and every look-up
+    # of an estate's month goes through it).
+    sa.Index("ix_records_month_sequence", "estate", "closed_month", "sequence"),
     # The scheduler looks only at what is still to organise or to bind.
     sa.Index("ix_records_unorganised", "estate", "closed_month", postgresql_where=sa.text("month_part IS NULL")),
     sa.Index("ix_records_unbound", "estate", "closed_month", postgresql_where=sa.text("volume_number IS NULL")),
@@ -454,8 +456,9 @@ class Chain:
         """One page of the estate's catalogue, newest first (sequence descending): at most
         `limit` records with a sequence below `before` (from the newest when None), of
         `month` ("YYYY-MM" closed) and `retention_class` when given. Never the content: a
-        page reads `limit` rows by the primary key (estate, sequence) walked backwards (or
-        one month's rows by ix_records_month), whatever the estate's history."""
+        page reads `limit` rows by the primary key (estate, sequence), or by
+        ix_records_month_sequence for a month, walked backwards, whatever the estate's
+        history."""
         r = records
         query = sa.select(*_CATALOGUE_COLUMNS).where(r.c.estate == estate).order_by(r.c.sequence.desc()).limit(limit)
         if before is not None:
