@@ -458,7 +458,7 @@ class Chain:
         `month` ("YYYY-MM" closed) and `retention_class` when given. Never the content: a
         page reads `limit` rows by the primary key (estate, sequence), or by
         ix_records_month_sequence for a month, walked backwards, whatever the estate's
-        history."""
+        history (a class filter reads on until it has `limit` lines of that class)."""
         r = records
         query = sa.select(*_CATALOGUE_COLUMNS).where(r.c.estate == estate).order_by(r.c.sequence.desc()).limit(limit)
         if before is not None:
