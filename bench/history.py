@@ -66,6 +66,7 @@ from services.dispatch import store as dispatch_store  # noqa: E402
 from services.intake import handlers as intake_handlers  # noqa: E402
 from services.intake.owner_store import SelfService  # noqa: E402
 from services.intake.uow import IntakeUnitOfWork  # noqa: E402
+from shared import limits  # noqa: E402
 from shared.db import migrate  # noqa: E402
 from shared.policy import DEFAULT_POLICY  # noqa: E402
 from shared.settings import SERVICES, asyncpg_url  # noqa: E402
@@ -445,10 +446,12 @@ PROBES = [
     Probe("callback", "callback metrics of a month", _callback_metrics),
     Probe("callback", "recurrence rule's reads (per event)", _recurrence_reads),
     Probe("archive", "one record by number", lambda s, t: Chain(s).record(t.estate, t.record_number)),
-    Probe("archive", "catalogue of a month (?month=)", lambda s, t: Chain(s).records(t.estate, t.month)),
-    Probe("archive", "catalogue, no month (console default)", lambda s, t: Chain(s).records(t.estate)),
-    Probe("archive", "record number of a ticket (timeline)",
-          lambda s, t: Chain(s).number_of_ticket(t.estate, t.ticket_id)),
+    Probe("archive", "catalogue of a month, a page (console default)",
+          lambda s, t: Chain(s).catalogue(t.estate, month=t.month, limit=limits.PAGE_DEFAULT)),
+    Probe("archive", "catalogue, newest page (no month)",
+          lambda s, t: Chain(s).catalogue(t.estate, limit=limits.PAGE_DEFAULT)),
+    Probe("archive", "record of a ticket (timeline, ticket page)",
+          lambda s, t: Chain(s).entry_of_ticket(t.estate, t.ticket_id)),
 ]
 
 

@@ -51,6 +51,11 @@ FORM_NUMBER_MAX = ESTATE_CODE_MAX + 1 + 4 + 1 + FORM_SEQUENCE_DIGITS_MAX  # 48
 FORM_NUMBER_COLUMN = 64  # the column keeps room above FORM_NUMBER_MAX
 assert FORM_NUMBER_MAX <= FORM_NUMBER_COLUMN
 
+# --- list pages ----------------------------------------------------------------------------
+PAGE_DEFAULT = 200  # lines a paged list returns when the caller names no limit
+PAGE_MAX = 1000  # the most lines one page may ask for: a response of bounded size and cost
+ROW_ID_MAX = 2**63 - 1  # a stored row's number (BIGINT) or a sequence used as a cursor
+
 # --- money (CNY) ---------------------------------------------------------------------------
 MONEY_DIGITS = 12  # NUMERIC(12, 2): up to 9 999 999 999.99
 MONEY_PLACES = 2
@@ -183,7 +188,7 @@ Quantity = Annotated[Decimal, Field(gt=0, le=QUANTITY_MAX, decimal_places=MONEY_
 Day = Annotated[dt.date, AfterValidator(lambda day: _in_window(
     dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)).date())]
 """A calendar day inside the plausible window."""
-RowId = Annotated[int, Field(ge=1, le=2**63 - 1, description="A stored row's number (a positive 64-bit integer)")]
+RowId = Annotated[int, Field(ge=1, le=ROW_ID_MAX, description="A stored row's number (a positive 64-bit integer)")]
 EstateCode = Annotated[str, Field(pattern=ESTATE_CODE_PATTERN, max_length=ESTATE_CODE_MAX)]
 DepartmentCode = Annotated[str, Field(min_length=1, max_length=DEPARTMENT_CODE_MAX)]
 StaffId = Annotated[str, Field(min_length=1, max_length=ID_MAX)]

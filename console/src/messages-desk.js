@@ -26,6 +26,7 @@ const zh = {
     log: '销毁登记', approvedBy: '批准人', destroyedAt: '销毁时间', verifyNow: '立即校验',
     chainOk: '档案链完整：{n} 份记录逐一校验通过', chainBroken: '档案链在 {record} 处断裂：{reason}',
     noRecords: '暂无档案', noLoans: '暂无借阅', noneEligible: '暂无已过保管期的档案', destroyedDone: '已销毁',
+    earlier: '更早的档案', eligibleOfMonth: '{month} 结案的档案中（在“档案检索”中换月份）', eligibleShown: '“档案检索”已列出的档案中',
   },
   reports: {
     title: '报表', estateMonthly: '小区月报', company: '公司汇总', quarterly: '季度报告', dashboard: '打开实时品质看板',
@@ -86,6 +87,7 @@ const en = {
     log: 'Destruction log', approvedBy: 'Approved by', destroyedAt: 'Destroyed', verifyNow: 'Verify now',
     chainOk: 'The chain is intact: {n} records verified', chainBroken: 'The chain breaks at {record}: {reason}',
     noRecords: 'No records', noLoans: 'No loans', noneEligible: 'No record is past its retention', destroyedDone: 'Destroyed',
+    earlier: 'Earlier records', eligibleOfMonth: 'Among the records closed in {month} (pick another month under Records)', eligibleShown: 'Among the records listed under Records',
   },
   reports: {
     title: 'Reports', estateMonthly: 'Estate monthly report', company: 'Company consolidation', quarterly: 'Quarterly report',

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from services.archive import handlers, organisation, render, rules
 from services.archive.app import data_dir, reads_refused, service, transaction
-from services.archive.domain import DestructionRequest, Loan, Record
+from services.archive.domain import CatalogueEntry, DestructionRequest, Loan, Record
 from services.archive.verify import destruction_entry, verify_estate
 from shared.auth import Principal
 from shared.errors import RuleViolation
@@ -53,7 +53,7 @@ class RecordOut(BaseModel):
     volume_item: int | None
 
 
-def record_out(record: Record, policy) -> RecordOut:
+def record_out(record: CatalogueEntry, policy) -> RecordOut:
     return RecordOut(
         **{k: getattr(record, k) for k in RecordOut.model_fields if k not in ("important", "retention_expires")},
         important=record.important,
@@ -172,6 +172,7 @@ class TimelineOut(BaseModel):
     estate: str
     events: list[TimelineEntryOut] = Field(description="Every event of the ticket from every service, in time order")
     record_number: str | None = Field(description="The archived form's number once the ticket is archived")
+    record: RecordOut | None = Field(description="The archived form's catalogue line (no content) once archived")
 
 
 def person(who: Principal, estate: str) -> rules.Person:
@@ -196,17 +197,28 @@ def directory_person(estate: str, staff_id: str) -> rules.Person:
 @service.http.get("/estates/{estate}/archive/records", response_model=list[RecordOut], tags=["archive"])
 async def list_records(
     estate: str,
-    month: str | None = Query(None, pattern=MONTH_PATTERN),
+    month: str | None = Query(None, pattern=MONTH_PATTERN,
+                              description="Only the records closed in this month (YYYY-MM); all months when absent"),
     retention_class: rules.RetentionClass | None = None,
+    before: int | None = Query(None, ge=1, le=limits.ROW_ID_MAX,
+                               description="Walk back: only the records whose `sequence` is below this (the last "
+                                           "line's `sequence` of the page shown); from the newest when absent"),
+    limit: int = Query(limits.PAGE_DEFAULT, ge=1, le=limits.PAGE_MAX,
+                       description=f"Lines per page, 1 – {limits.PAGE_MAX}"),
     who: Principal = Depends(require_estate),
 ) -> list[RecordOut]:
-    """The item catalogue of the estate's archive: numbers, titles, months, retention
-    classes and hashes. No content: reading a record needs a register entry."""
+    """One page of the item catalogue of the estate's archive, newest first (sequence
+    descending): numbers, titles, months, retention classes and hashes. Without `month`
+    it is the estate's newest records whatever their month (what a clerk looks at first,
+    never empty while the month is young); a page shorter than `limit` is the last one.
+    No content: reading a record needs a register entry."""
     known_estate(service, estate)
     async with transaction() as uow:
-        records = await uow.chain.records(estate, month, retention_class.value if retention_class else None)
+        entries = await uow.chain.catalogue(estate, month=month,
+                                            retention_class=retention_class.value if retention_class else None,
+                                            before=before, limit=limit)
     policy = service.context.policy(estate)
-    return [record_out(record, policy) for record in records]
+    return [record_out(entry, policy) for entry in entries]
 
 
 async def authorised_read(estate: str, number: str, who: Principal, what: str) -> Record:
@@ -484,11 +496,13 @@ async def ticket_timeline(estate: str, ticket_id: str, who: Principal = Depends(
     known_estate(service, estate)
     async with transaction() as uow:
         rows = await uow.collected.timeline(estate, ticket_id)
-        record = await uow.chain.number_of_ticket(estate, ticket_id)
+        record = await uow.chain.entry_of_ticket(estate, ticket_id)
     if not rows and record is None:
         raise RuleViolation(f"no ticket {ticket_id!r} known to the archive in estate {estate!r}", status=404)
     events = [TimelineEntryOut(event_id=row.event_id, event=row.event, time=row.time,
                                source=row.envelope.get("source", "").removeprefix("estatedesk/"),
                                actor=row.envelope.get("actor", ""), data=row.envelope.get("data", {}))
               for row in rows]
-    return TimelineOut(ticket_id=ticket_id, estate=estate, events=events, record_number=record)
+    return TimelineOut(ticket_id=ticket_id, estate=estate, events=events,
+                       record_number=record.record_number if record else None,
+                       record=record_out(record, service.context.policy(estate)) if record else None)

@@ -65,8 +65,9 @@ class Addendum(Row):
 
 
 @dataclass
-class Record(Row):
-    """An archived countersign form, frozen in its estate's chain (RULES §5)."""
+class CatalogueEntry(Row):
+    """A record's line in the catalogue: every column but the sealed content (listing the
+    catalogue never loads the forms; reading one needs a register entry)."""
 
     estate: str
     sequence: int
@@ -80,7 +81,6 @@ class Record(Row):
     archived_class: str
     retention_class: str
     archived_at: dt.datetime
-    content: bytes | None
     content_hash: str
     previous_hash: str
     record_hash: str
@@ -89,6 +89,18 @@ class Record(Row):
     month_part: int | None = None
     volume_number: str | None = None
     volume_item: int | None = None
+
+    @property
+    def important(self) -> bool:
+        return self.retention_class == rules.RetentionClass.important_event.value
+
+
+@dataclass(kw_only=True)
+class Record(CatalogueEntry):
+    """An archived countersign form, frozen in its estate's chain (RULES §5): its catalogue
+    line and its content (None once destroyed)."""
+
+    content: bytes | None
 
     @classmethod
     def sealed(cls, estate: str, ticket_id: str, form: rules.ArchivedForm, content: bytes, link: rules.ChainRecord,
@@ -117,10 +129,6 @@ class Record(Row):
             content_hash=self.content_hash, previous_hash=self.previous_hash, stored_hash=self.record_hash,
             destroyed=self.destroyed,
         )
-
-    @property
-    def important(self) -> bool:
-        return self.retention_class == rules.RetentionClass.important_event.value
 
     def next_addendum(self, last: Addendum | None, envelope: dict, event_id: str, event: str, time: dt.datetime,
                       now: dt.datetime) -> Addendum:

@@ -28,7 +28,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.archive.domain import Addendum, ChainHead, Loan, PendingSeal, Record
+from services.archive.domain import Addendum, CatalogueEntry, ChainHead, Loan, PendingSeal, Record
 from shared import limits
 from shared.db import json_default, service_metadata, take_numbers
 from shared.lifecycle import DestructionRequestState, check_constraint
@@ -132,7 +132,9 @@ records = sa.Table(
     sa.Column("volume_number", sa.String(64)),
     sa.Column("volume_item", sa.Integer),
     sa.UniqueConstraint("estate", "ticket_id", name="uq_records_ticket"),
-    sa.Index("ix_records_month", "estate", "closed_month"),
+    # A month's catalogue page, newest first, reads its own rows only (and every look-up
+    # of an estate's month goes through it).
+    sa.Index("ix_records_month_sequence", "estate", "closed_month", "sequence"),
     # The scheduler looks only at what is still to organise or to bind.
     sa.Index("ix_records_unorganised", "estate", "closed_month", postgresql_where=sa.text("month_part IS NULL")),
     sa.Index("ix_records_unbound", "estate", "closed_month", postgresql_where=sa.text("volume_number IS NULL")),
@@ -385,6 +387,10 @@ _NUMBERS_OF_TICKETS = sa.select(records.c.estate, records.c.ticket_id, records.c
     records.c.ticket_id == sa.any_(sa.bindparam("ticket_ids", type_=ARRAY(records.c.ticket_id.type))))
 
 
+# A catalogue line is every column but the sealed form.
+_CATALOGUE_COLUMNS = tuple(column for column in records.c if column.name != "content")
+
+
 class Chain:
     """The estate's chain: its head, the per-year record numbers, the records and addenda."""
 
@@ -445,13 +451,30 @@ class Chain:
         return Record.from_row((await self.session.execute(
             sa.select(records).where(records.c.record_number == record_number).with_for_update())).one())
 
-    async def records(self, estate: str, month: str | None = None, retention_class: str | None = None) -> list[Record]:
-        query = sa.select(records).where(records.c.estate == estate).order_by(records.c.sequence)
+    async def catalogue(self, estate: str, *, month: str | None = None, retention_class: str | None = None,
+                        before: int | None = None, limit: int) -> list[CatalogueEntry]:
+        """One page of the estate's catalogue, newest first (sequence descending): at most
+        `limit` records with a sequence below `before` (from the newest when None), of
+        `month` ("YYYY-MM" closed) and `retention_class` when given. Never the content: a
+        page reads `limit` rows by the primary key (estate, sequence), or by
+        ix_records_month_sequence for a month, walked backwards, whatever the estate's
+        history (a class filter reads on until it has `limit` lines of that class)."""
+        r = records
+        query = sa.select(*_CATALOGUE_COLUMNS).where(r.c.estate == estate).order_by(r.c.sequence.desc()).limit(limit)
+        if before is not None:
+            query = query.where(r.c.sequence < before)
         if month:
-            query = query.where(records.c.closed_month == month)
+            query = query.where(r.c.closed_month == month)
         if retention_class:
-            query = query.where(records.c.retention_class == retention_class)
-        return [Record.from_row(row) for row in (await self.session.execute(query)).all()]
+            query = query.where(r.c.retention_class == retention_class)
+        return [CatalogueEntry.from_row(row) for row in (await self.session.execute(query)).all()]
+
+    async def entry_of_ticket(self, estate: str, ticket_id: str) -> CatalogueEntry | None:
+        """The ticket's catalogue line (no content), None when it is not archived; by
+        uq_records_ticket."""
+        row = (await self.session.execute(sa.select(*_CATALOGUE_COLUMNS).where(
+            records.c.estate == estate, records.c.ticket_id == ticket_id))).first()
+        return CatalogueEntry.from_row(row) if row else None
 
     async def raw_records(self, estate: str) -> list:
         """Rows as stored, in sequence order (verify builds its models itself: a stored

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from pypdf import PdfReader
 
 from services.archive.rules import PHONE_REDACTED, months_of_quarter, quarter_of
+from shared import limits
 from shared.clock import FileOffsetClock
 from shared.directory import Company, StaffMember, publish_directory
 from shared.events import (
@@ -185,6 +186,19 @@ async def test_a_closed_history_is_archived_with_every_round_printed_and_verifie
         assert [(r["record_number"], r["content_hash"], r["ticket_id"]) for r in catalogue] == [(number, digest, ticket)]
         assert "form" not in catalogue[0] and "content" not in catalogue[0]
         assert catalogue[0]["title"].startswith("投诉") and catalogue[0]["retention_class"] == "ordinary"
+        # The catalogue is paged, newest first: `before` walks back (past the first record:
+        # nothing); a month narrows it; bad paging is refused with the reason.
+        assert (await client.get(f"{base}/records", params={"before": 1}, headers=auth(cs))).json() == []
+        of_month = await client.get(f"{base}/records", params={"month": catalogue[0]["closed_month"], "limit": 1},
+                                    headers=auth(cs))
+        assert [r["record_number"] for r in of_month.json()] == [number]
+        for bad in ({"limit": 0}, {"limit": limits.PAGE_MAX + 1}, {"before": 0}, {"before": "x"}):
+            refused = await client.get(f"{base}/records", params=bad, headers=auth(cs))
+            assert refused.status_code == 422 and next(iter(bad)) in refused.json()["error"], refused.text
+        # The ticket detail finds its record by key (no catalogue walk).
+        timeline = (await client.get(f"/v1/estates/{estate}/tickets/{ticket}/timeline", headers=auth(cs))).json()
+        assert timeline["record_number"] == number and timeline["record"]["record_number"] == number
+        assert "content" not in timeline["record"] and not timeline["record"]["destroyed"]
 
         # Nothing is readable without a register entry; the attempt is logged.
         refused = await client.get(f"{base}/records/{number}", headers=auth(cs))

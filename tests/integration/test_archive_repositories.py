@@ -13,7 +13,9 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.archive import handlers, rules
+from services.archive.domain import CatalogueEntry, Record
 from services.archive.uow import ArchiveUnitOfWork
+from shared import limits
 from shared.clock import ManualClock
 from shared.events import ProgressUpdated, make_event
 from shared.uow import HandlerContext, RecordedEvents
@@ -56,12 +58,13 @@ async def story(uow, ctx: HandlerContext, clock: ManualClock, estate: str) -> No
 
 
 async def snapshot(uow, estate: str) -> dict:
-    records = await uow.chain.records(estate)
+    records = await uow.chain.catalogue(estate, limit=limits.PAGE_MAX)
     head = await uow.chain.head(estate)
     numbers = [r.record_number for r in records]
     return {
         "records": [(r.record_number, r.sequence, r.content_hash, r.record_hash, r.retention_class, r.archived_class,
-                     r.destroyed, r.content is None) for r in records],
+                     r.destroyed, (await uow.chain.record(estate, r.record_number)).content is None) for r in records],
+        "entry": await uow.chain.entry_of_ticket(estate, TICKET),
         "head": (head.last_sequence, head.last_hash),
         "addenda": [(a.number, a.event, a.addendum_hash) for n in numbers for a in await uow.chain.addenda(n)],
         "of_ticket": await uow.chain.number_of_ticket(estate, TICKET),
@@ -100,3 +103,51 @@ async def test_fake_and_sql_repositories_tell_one_story_alike(db):
     assert sql_events.names() == fake_events.names() == ["archived", "lent", "lent", "returned", "destroyed"]
     assert sql_state["addenda"][0][:2] == (1, "progress_updated") and sql_state["records"][0][6]
     assert [allowed for _, _, allowed, _ in sql_state["access"]] == [True, False]
+
+
+def sealed(estate: str, sequence: int, month: str, retention_class: str) -> Record:
+    """A stand-in record (the catalogue reads metadata only: its content is never checked here)."""
+    at = dt.datetime.fromisoformat(f"{month}-10T02:00:00+00:00")
+    return Record(estate=estate, sequence=sequence, record_number=f"{estate}-{sequence:05d}", ticket_id=f"t{sequence}",
+                  form_number=f"F-{sequence}", kind="complaint", title=f"记录 {sequence}", closed_at=at,
+                  closed_month=month, archived_class=retention_class, retention_class=retention_class, archived_at=at,
+                  content=b"{}", content_hash="c" * 64, previous_hash="p" * 64, record_hash="r" * 64)
+
+
+async def test_the_catalogue_pages_newest_first_without_content_in_fake_and_sql_alike(db):
+    """Pages walk back by `before`, filter by month and class, never carry the content,
+    and the SQL catalogue answers like the fake."""
+    estate = f"c{uuid.uuid4().hex[:7]}"
+    months = ["2026-09"] * 4 + ["2026-10"] * 3 + ["2026-11"] * 5
+    stored = [sealed(estate, n, month, "important_event" if n % 4 == 0 else "ordinary")
+              for n, month in enumerate(months, start=1)]
+    fake = FakeArchiveUnitOfWork(RecordedEvents(ManualClock(START)))
+
+    async def pages(uow) -> dict:
+        async def walk(**filters) -> list[list[int]]:
+            seen, before = [], None
+            while page := await uow.chain.catalogue(estate, before=before, limit=3, **filters):
+                assert all(type(entry) is CatalogueEntry for entry in page)  # never the content
+                seen.append([entry.sequence for entry in page])
+                before = page[-1].sequence
+            return seen
+        return {"all": await walk(), "october": await walk(month="2026-10"),
+                "important": await walk(retention_class="important_event"),
+                "newest": [e.record_number for e in await uow.chain.catalogue(estate, limit=limits.PAGE_DEFAULT)],
+                "ticket": await uow.chain.entry_of_ticket(estate, "t7"),
+                "unknown": await uow.chain.entry_of_ticket(estate, "no-such-ticket")}
+
+    for record in stored:
+        await fake.chain.add(record)
+    async with AsyncSession(db) as session:
+        async with session.begin():
+            sql = ArchiveUnitOfWork(session, None)
+            for record in stored:
+                await sql.chain.add(record)
+            sql_pages = await pages(sql)
+            await session.rollback()
+    assert sql_pages == await pages(fake)
+    assert sql_pages["all"] == [[12, 11, 10], [9, 8, 7], [6, 5, 4], [3, 2, 1]]
+    assert sql_pages["october"] == [[7, 6, 5]] and sql_pages["important"] == [[12, 8, 4]]
+    assert sql_pages["newest"][0] == f"{estate}-00012" and len(sql_pages["newest"]) == 12
+    assert sql_pages["ticket"].record_number == f"{estate}-00007" and sql_pages["unknown"] is None

@@ -121,6 +121,8 @@ async def test_archive_reports_and_settings_in_the_console(stack, clock_file):
             await page.wait_for_selector("#records")
             assert (await page.text_content("h2")).strip() == "档案"
             await page.wait_for_selector("#live")  # the live stream is open
+            # The catalogue opens on the month the record was closed in: this one.
+            assert await page.input_value("#archive-month") == record["closed_month"]
             await page.fill("#archive-search", form_number[-6:])
             row = page.locator("#records .el-table__row", has_text=form_number)
             await row.wait_for()

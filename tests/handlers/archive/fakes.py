@@ -8,12 +8,17 @@ import copy
 import datetime as dt
 from types import SimpleNamespace
 
-from services.archive.domain import Addendum, ChainHead, DestructionRequest, Loan, PendingSeal, Record
+from services.archive.domain import Addendum, CatalogueEntry, ChainHead, DestructionRequest, Loan, PendingSeal, Record
 from shared.uow import RecordedEvents
 
 
 def _copy(item):
     return copy.deepcopy(item)
+
+
+def _entry(record: Record) -> CatalogueEntry:
+    """The record's catalogue line, without its content (as the SQL catalogue reads it)."""
+    return CatalogueEntry.from_row({k: v for k, v in record.values().items() if k != "content"})
 
 
 class FakeCollected:
@@ -122,9 +127,14 @@ class FakeChain:
     async def lock_record(self, record_number):
         return _copy(self.rows[record_number])
 
-    async def records(self, estate, month=None, retention_class=None):
-        return [_copy(r) for r in sorted(self.rows.values(), key=lambda r: r.sequence) if r.estate == estate
-                and (not month or r.closed_month == month) and (not retention_class or r.retention_class == retention_class)]
+    async def catalogue(self, estate, *, month=None, retention_class=None, before=None, limit):
+        return [_entry(r) for r in sorted(self.rows.values(), key=lambda r: r.sequence, reverse=True)
+                if r.estate == estate and (before is None or r.sequence < before)
+                and (not month or r.closed_month == month)
+                and (not retention_class or r.retention_class == retention_class)][:limit]
+
+    async def entry_of_ticket(self, estate, ticket_id):
+        return next((_entry(r) for r in self.rows.values() if (r.estate, r.ticket_id) == (estate, ticket_id)), None)
 
     async def add(self, record):
         assert record.record_number not in self.rows
