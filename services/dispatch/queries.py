@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -73,11 +74,14 @@ class WorkList:
 
 
 async def work_list(session: AsyncSession, estate: str, department: str | None, status: str, limit: int,
-                    now: dt.datetime) -> WorkList:
+                    now: dt.datetime, ticket_ids: Sequence[str] | None = None) -> WorkList:
     """A department's (or the estate's) forms: open (in handling; for `department` its
     line not yet signed back), overdue (an open clock has run out), completed, closed,
-    invalid or all, newest first."""
+    invalid or all, newest first; only the forms of `ticket_ids` when given (the Mine
+    view's own requests, read by key whatever the estate's history)."""
     query = sa.select(F).where(F.c.estate == estate).order_by(F.c.accepted_at.desc()).limit(limit)
+    if ticket_ids is not None:
+        query = query.where(store.any_of(F.c.ticket_id, ticket_ids))
     if status == "open":
         # Written into the statement, not bound: a generic plan of `status = $1` could not
         # use the partial index of the open forms (ix_forms_estate_open).

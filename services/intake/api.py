@@ -24,6 +24,7 @@ from services.intake.uow import IntakeUnitOfWork
 from shared.auth import Principal
 from shared.errors import RuleViolation
 from shared.events import Kind, ReplyMethod
+from shared import limits
 from shared.limits import Contract, Money, RowId
 from shared.lifecycle import TicketState
 from shared.service import LocalTime, known_estate, require_estate
@@ -217,6 +218,10 @@ async def get_request(estate: str, ticket_id: str, who: Principal = Depends(requ
         return ticket_out(await handlers.ticket_view(estate, ticket_id, _uow(session)))
 
 
+# A countersign-form number as rules.form_number prints it: the estate, a 4-digit year, the sequence.
+FORM_NUMBER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*-[0-9]{4}-[0-9]+$"
+
+
 @service.http.get("/estates/{estate}/requests", response_model=list[TicketOut], tags=["requests"])
 async def list_requests(
     estate: str,
@@ -224,6 +229,10 @@ async def list_requests(
     status: Literal["open", "in_handling", "completed", "closed", "invalid"] | None = Query(
         None, description="open: in handling (shared.lifecycle's in_handling)"),
     kind: Kind | None = Query(None, description="Only requests of this kind (the console's complaint list)"),
+    form_number: str | None = Query(
+        None, min_length=1, max_length=limits.FORM_NUMBER_MAX, pattern=FORM_NUMBER_PATTERN,
+        description="The request with this countersign-form number (ESTATE-YEAR-SEQUENCE, exactly as printed), "
+        "at most one, however old: the ticket page's search"),
     signature: Literal["pending"] | None = Query(None, description="pending: a later signature (补签) is still owed"),
     notice: Literal["overdue"] | None = Query(
         None, description="overdue: invalid complaints whose owner was not told the reason in time"),
@@ -237,7 +246,7 @@ async def list_requests(
     async with service.db.transaction() as session:
         found = await _uow(session).tickets.list_for_estate(
             estate, first_contact=first_contact, status=TicketState.in_handling if status == "open" else status,
-            kind=kind, signature_pending=signature == "pending",
+            kind=kind, form_number=form_number, signature_pending=signature == "pending",
             notice_overdue_at=now if notice == "overdue" else None, limit=limit)
     return [ticket_out(TicketView(ticket), now) for ticket in found]
 

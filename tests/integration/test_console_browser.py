@@ -487,6 +487,11 @@ async def lifecycle(stack, clock_file, url: str, photos: bool) -> None:
             await tpage.wait_for_selector("#ticket-status")
             await no_horizontal_scroll(tpage, "ticket detail (phone)")
             await shoot(tpage, "06-ticket-phone-zh")
+            # Its search asks intake for a form number (it used to search the newest 1,000 in the browser).
+            await tpage.fill("#ticket-lookup", complaint)
+            await tpage.keyboard.press("Enter")
+            await tpage.wait_for_function(
+                "n => document.querySelector('#ticket-form-number')?.textContent.trim() === n", arg=complaint)
 
             # --- 7. 我的首问 -----------------------------------------------------------------
             await page.click('[data-menu="mine"]')

@@ -4,6 +4,7 @@ and requests listed by kind."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 
@@ -78,3 +79,44 @@ async def test_requests_listed_by_kind(stack):
         assert [x["kind"] for x in listed] == ["complaint"]
         r = await client.get(f"/v1/estates/{code}/requests?kind=gossip", headers=clerk)
         assert r.status_code == 422 and r.json()["error_zh"]
+
+
+async def test_a_request_found_by_form_number_and_forms_by_ticket_ids(stack):
+    """The ticket page's search and the Mine view ask the servers for exactly what they
+    need, however old (they used to search the newest 1,000 in the browser)."""
+    code = f"f{uuid.uuid4().hex[:8]}"
+    await publish_directory(stack.nats_url, None, [demo_estate(code)])
+    await wait_for_directory(stack, code)
+    clerk = auth(token_for(stack, f"{code}-cs01", ["customer_service"], [code]))
+    async with httpx.AsyncClient(base_url=stack.console_url.rstrip("/"), timeout=30) as client:
+        made = []
+        for n in range(3):
+            r = await client.post(f"/v1/estates/{code}/requests", headers=clerk,
+                                  json={"kind": "inquiry", "channel": "phone", "description": f"第{n}件"})
+            assert r.status_code == 201, r.text
+            made.append(r.json())
+        oldest = made[0]
+        # The oldest, though a limit of 1 would list only the newest without the filter.
+        r = await client.get(f"/v1/estates/{code}/requests", headers=clerk,
+                             params={"form_number": oldest["form_number"], "limit": 1})
+        assert r.status_code == 200, r.text
+        assert [x["id"] for x in r.json()] == [oldest["id"]]
+        r = await client.get(f"/v1/estates/{code}/requests", headers=clerk,
+                             params={"form_number": f"{code.upper()}-1999-000001"})
+        assert r.status_code == 200 and r.json() == []
+        for bad in ("not a number", "X" * 60, ""):
+            r = await client.get(f"/v1/estates/{code}/requests", headers=clerk, params={"form_number": bad})
+            assert r.status_code == 422 and r.json()["error_zh"], (bad, r.text)
+
+        wanted = {made[0]["id"], made[2]["id"]}
+        for _ in range(100):  # dispatch opens the forms when it hears of the registrations
+            r = await client.get(f"/v1/estates/{code}/forms", headers=clerk,
+                                 params={"status": "all", "ticket_id": sorted(wanted), "limit": 2})
+            assert r.status_code == 200, r.text
+            if len(r.json()) == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert {f["ticket_id"] for f in r.json()} == wanted
+        r = await client.get(f"/v1/estates/{code}/forms", headers=clerk,
+                             params={"status": "all", "ticket_id": [f"t{n}" for n in range(201)]})
+        assert r.status_code == 422 and r.json()["error_zh"], r.text

@@ -9,6 +9,7 @@ import uuid
 from decimal import Decimal
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import event
 
 from services.intake import handlers, store
@@ -19,6 +20,7 @@ from services.intake.uow import IntakeUnitOfWork
 from shared.clock import ManualClock
 from shared.db import Database
 from shared.events import Assigned, Completed, Kind, make_event
+from shared.lifecycle import TicketState
 from shared.uow import HandlerContext, RecordedEvents
 from tests.conftest import demo_estate
 from tests.handlers.conftest import START, directory_of
@@ -107,6 +109,9 @@ QUERIES = {
     "by_client_request_ids": lambda uow, code, now: uow.tickets.by_client_request_ids(code, ["k1", "k3", "nope"]),
     "list_for_estate": lambda uow, code, now: uow.tickets.list_for_estate(code),
     "list_by_kind": lambda uow, code, now: uow.tickets.list_for_estate(code, kind="complaint", status="invalid"),
+    "list_open": lambda uow, code, now: uow.tickets.list_for_estate(code, status=TicketState.in_handling, limit=3),
+    "list_of_first_contact": lambda uow, code, now: uow.tickets.list_for_estate(code, first_contact=f"{code}-cs01"),
+    "by_form_number": lambda uow, code, now: uow.tickets.list_for_estate(code, form_number=f"{code.upper()}-2026-000003"),
     "signature_pending": lambda uow, code, now: uow.tickets.list_for_estate(code, signature_pending=True, limit=2),
     "notice_overdue": lambda uow, code, now: uow.tickets.list_for_estate(code, notice_overdue_at=now),
     "signatures_due": lambda uow, code, now: mine(uow.tickets.signatures_due(now), code),
@@ -202,3 +207,37 @@ async def test_a_batch_of_ticket_events_costs_the_owners_projection_one_statemen
     finally:
         event.remove(database.engine.sync_engine, "before_cursor_execute", count)
     assert messages == []  # desk requests: nothing for owners
+
+
+async def test_the_open_list_reads_the_open_index_even_as_a_generic_plan(database):
+    """asyncpg's prepared statements turn generic after a few runs; a generic plan cannot
+    prove a bound `status = $n` implies the open index's predicate, so the open list
+    carries the predicate as text (docs/performance.md, "How the cost grows")."""
+    code, clock, ctx = world()
+    statements: list[str] = []
+
+    def keep(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    async with database.transaction() as session:
+        await handlers.handle_register([registration(code, START, n, key=f"k{n}") for n in range(3)],
+                                       sql_uow(database, session, clock), ctx)
+    event.listen(database.engine.sync_engine, "before_cursor_execute", keep)
+    try:
+        async with database.transaction() as session:
+            assert len(await sql_uow(database, session, clock).tickets.list_for_estate(
+                code, status=TicketState.in_handling)) == 3
+    finally:
+        event.remove(database.engine.sync_engine, "before_cursor_execute", keep)
+    [listed] = statements
+    assert store.OPEN_PREDICATE in listed
+    async with database.transaction() as session:
+        await session.execute(sa.select(1))  # begins the transaction the SET LOCALs below live in
+        pg = (await (await session.connection()).get_raw_connection()).driver_connection
+        # Only an index may answer (a handful of rows would otherwise be read in full).
+        await pg.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; "
+                         "SET LOCAL plan_cache_mode = force_generic_plan")
+        await pg.execute(f"PREPARE open_list AS {listed}")
+        plan = "\n".join(r[0] for r in await pg.fetch(f"EXPLAIN EXECUTE open_list('{code}', 200)"))
+        await pg.execute("DEALLOCATE open_list")
+    assert "ix_tickets_estate_open" in plan, plan

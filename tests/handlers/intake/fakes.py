@@ -57,11 +57,12 @@ class FakeTickets:
         self.rows[ticket.id].update(ticket.changes())
         ticket.mark_saved()
 
-    async def list_for_estate(self, estate, *, first_contact=None, status=None, kind=None, signature_pending=False,
-                              notice_overdue_at=None, limit=200):
+    async def list_for_estate(self, estate, *, first_contact=None, status=None, kind=None, form_number=None,
+                              signature_pending=False, notice_overdue_at=None, limit=200):
         found = [c for c in self.rows.values() if c["estate"] == estate
                  and (not first_contact or c["first_contact"] == first_contact)
                  and (not status or c["status"] == status) and (not kind or c["kind"] == kind)
+                 and (not form_number or c["form_number"] == form_number)
                  and (not signature_pending or (c["owner_signature"] == "later" and c["signed_at"] is None))
                  and (notice_overdue_at is None or (
                      (c["valid"] is False or c["validity_state"] == "awaiting_confirmation")
