@@ -5,7 +5,6 @@ the SLA scan's claim, the callback worklist, the archive's record and catalogue,
     python bench/history.py                              # 10k → 100k → 1M tickets
     python bench/history.py --sizes 10000000             # 10 M on request (fill: see docs/performance.md)
     python bench/history.py --sizes 10000,100000 --runs 5
-    python bench/history.py --proposed                   # then again with the PROPOSED indexes
 
 The schema is the real one: an embedded PostgreSQL, every service's Alembic migrations.
 History is generated inside PostgreSQL (INSERT … SELECT FROM generate_series, in chunks,
@@ -455,27 +454,6 @@ PROBES = [
 ]
 
 
-# What would make the growing reads flat (proposals, not in the migrations): `--proposed`
-# builds them after the plain measurement and measures again. A later-read list ordered
-# by time needs its filter's columns then the time; the open lists a partial index of the
-# open rows (their number does not grow with history).
-PROPOSED = [
-    "CREATE INDEX bench_tickets_estate_received ON intake.tickets (estate, received_at)",
-    "CREATE INDEX bench_tickets_estate_open ON intake.tickets (estate, received_at) WHERE status = 'in_handling'",
-    "CREATE INDEX bench_tickets_estate_first_contact ON intake.tickets (estate, first_contact, received_at)",
-    # A staff member belongs to one estate: without this the planner multiplies the two
-    # selectivities, expects a handful of rows and sorts them all instead of reading the
-    # index above newest first (and REPLACED must go: else it ANDs two bitmaps).
-    "CREATE STATISTICS intake.bench_tickets_staff_estate (dependencies) ON estate, first_contact FROM intake.tickets",
-    "CREATE INDEX bench_forms_estate_accepted ON dispatch.forms (estate, accepted_at)",
-    "CREATE INDEX bench_forms_estate_open ON dispatch.forms (estate, accepted_at) WHERE status = 'in_handling'",
-    "CREATE INDEX bench_deadlines_estate_open ON dispatch.deadlines (estate, due_at) WHERE met_at IS NULL",
-    "CREATE INDEX bench_callbacks_done ON callback.callbacks (estate, due_at) WHERE status = 'done'",
-    "CREATE INDEX bench_callbacks_completed ON callback.callbacks (estate, completed_at)",
-]
-REPLACED = ["intake.ix_intake_tickets_first_contact"]  # dropped with PROPOSED; the next fill rebuilds it
-
-
 # --- timing and plans -------------------------------------------------------------------------
 
 
@@ -577,7 +555,7 @@ def table(sizes: list[int], results: dict[int, dict[str, Measured]]) -> str:
     return "\n".join(lines)
 
 
-async def bench(url: str, sizes: list[int], runs: int, now: dt.datetime, proposed: bool) -> None:
+async def bench(url: str, sizes: list[int], runs: int, now: dt.datetime) -> None:
     pg = await asyncpg.connect(url)
     await pg.execute("SET maintenance_work_mem = '512MB'")
     keys = [await keys_of(pg, name) for name in FILLS]
@@ -588,7 +566,6 @@ async def bench(url: str, sizes: list[int], runs: int, now: dt.datetime, propose
     sa.event.listen(engine.sync_engine, "before_cursor_execute", capture)
     maker = async_sessionmaker(engine, expire_on_commit=False)
     results: dict[int, dict[str, Measured]] = {}
-    with_proposed: dict[int, dict[str, Measured]] = {}
     for size in sizes:
         estates, days = spread(size)
         started = time.perf_counter()
@@ -604,29 +581,12 @@ async def bench(url: str, sizes: list[int], runs: int, now: dt.datetime, propose
               f"filled in {filled:.0f} s ("
               + ", ".join(f"{name.split('.')[-1]} {s:.0f}" for name, s in seconds.items()) + ")", flush=True)
         results[size] = await measure_all(maker, capture, target, runs)
-        if proposed:
-            started = time.perf_counter()
-            for statement in PROPOSED:
-                await pg.execute(statement)
-            for index in REPLACED:
-                await pg.execute(f"DROP INDEX {index}")
-            for table_name in {statement.split(" ON ")[-1].split(" FROM ")[-1].split()[0] for statement in PROPOSED}:
-                await pg.execute(f"ANALYZE {table_name}")
-            print(f"  with the proposed indexes (built in {time.perf_counter() - started:.0f} s):", flush=True)
-            with_proposed[size] = await measure_all(maker, capture, target, runs)
-            for statement in PROPOSED:
-                _, kind, name, *_ = statement.split()
-                schema = statement.split(" ON ")[-1].split(" FROM ")[-1].split(".")[0]
-                await pg.execute(f"DROP {kind} {name if '.' in name else f'{schema}.{name}'}")
     await engine.dispose()
     await pg.close()
     print(f"\n{platform.node()}, {platform.processor() or platform.machine()}, PostgreSQL (embedded), "
           f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; median of {runs} warm runs; buffers = 8 KB pages "
           "touched (EXPLAIN ANALYZE BUFFERS, all statements of one call); rows = what the call returned\n")
     print(table(sizes, results))
-    if proposed:
-        print("\nwith the proposed indexes (PROPOSED):\n")
-        print(table(sizes, with_proposed))
 
 
 async def measure_all(maker: async_sessionmaker, capture: Capture, target: Target, runs: int) -> dict[str, Measured]:
@@ -643,9 +603,6 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000,1000000",
                         help="tickets of history, comma-separated (default 10k,100k,1M; 10000000 on request)")
     parser.add_argument("--runs", type=int, default=7, help="timed runs per query (the median is printed)")
-    parser.add_argument("--proposed", action="store_true",
-                        help="then build the indexes proposed for the reads that grow (PROPOSED, in place of "
-                             "REPLACED) and measure again")
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -655,7 +612,7 @@ def main() -> None:
         try:
             for service in SERVICES:
                 migrate(service, postgres.url)  # runs its own event loop: before ours
-            asyncio.run(bench(postgres.url, sizes, args.runs, now, args.proposed))
+            asyncio.run(bench(postgres.url, sizes, args.runs, now))
         finally:
             postgres.stop()
     print(f"\nwhole run {time.perf_counter() - started:.0f} s")

@@ -191,8 +191,8 @@ async def test_owner_binds_submits_follows_and_answers_on_a_phone(stack, tmp_pat
                 await browser.close()
     assert not errors, errors
     # Not found on purpose: the other unit's owner opening the first owner's page; and a
-    # ticket the callback or dispatch service has not heard of yet.
+    # ticket the callback, dispatch or archive service has not heard of yet.
     expected = re.compile(rf"/v1/owner/estates/{code}/(requests/{submission}|tickets/[^/]+/callbacks)$"
-                          rf"|/v1/estates/{code}/(forms/[^/]+|tickets/[^/]+/callbacks)$")
+                          rf"|/v1/estates/{code}/(forms/[^/]+|tickets/[^/]+/(callbacks|timeline))$")
     unexpected = [f for f in failed if not (f[0] == 404 and f[1] == "GET" and expected.search(f[2]))]
     assert not unexpected, unexpected
