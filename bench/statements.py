@@ -6,9 +6,11 @@ statement with its connection's `application_name` (each service names its conne
 `estatedesk-<service>`, `shared.db.Database`), drives `--requests` registrations with
 `--concurrency` in flight, waits until every durable consumer has acknowledged
 everything, and prints per service: statements per registration by kind (BEGIN, COMMIT,
-SELECT, INSERT, UPDATE, DELETE, other) and the most frequent statement texts.
+SELECT, INSERT, UPDATE, DELETE, other) and the most frequent statement texts. Then, with
+no traffic, the statements per second each service's periodic jobs and probes cost over
+`--idle` seconds (silence when idle is a target of its own: issue 12).
 
-    python bench/statements.py --requests 300 --concurrency 32
+    python bench/statements.py --requests 300 --concurrency 32 --idle 20
     python bench/statements.py --requests 50 --concurrency 1     # one at a time: no batching
 """
 
@@ -92,7 +94,20 @@ def count(log: str) -> tuple[dict[str, collections.Counter], dict[str, collectio
     return kinds, texts
 
 
-async def drive(stack: Stack, requests: int, concurrency: int) -> None:
+def logged_between(log: Path, start: int, end: int) -> str:
+    with log.open("rb") as f:
+        f.seek(start)
+        return f.read(end - start).decode("utf-8", "replace")
+
+
+def print_texts(texts: dict[str, collections.Counter], per: float, unit: str) -> None:
+    for service in sorted(texts):
+        print(f"{service}: most frequent statements, per {unit}")
+        for sql, n in texts[service].most_common(8):
+            print(f"  {n / per:6.2f}  {sql}")
+
+
+async def drive(stack: Stack, requests: int, concurrency: int, idle_seconds: float) -> None:
     async with Pipeline(stack, concurrency) as p:
         await closed_loop(p, 20, min(concurrency, 20))  # warm up: connections, prepared statements
         await settled(stack.nats_url)
@@ -104,11 +119,13 @@ async def drive(stack: Stack, requests: int, concurrency: int) -> None:
         await settled(stack.nats_url)
         await asyncio.sleep(1)  # periodic jobs' work in the same window is shown as it is
         end = log.stat().st_size
+        if idle_seconds:
+            await asyncio.sleep(5)  # the jobs' own catch-up after the load is not idle
+            idle_start = log.stat().st_size
+            await asyncio.sleep(idle_seconds)
+            idle_end = log.stat().st_size
         await set_logging(stack.database_url, False)
-    with log.open("rb") as f:
-        f.seek(start)
-        text = f.read(end - start).decode("utf-8", "replace")
-    kinds, texts = count(text)
+    kinds, texts = count(logged_between(log, start, end))
     order = ("BEGIN", "COMMIT", "SELECT", "INSERT", "UPDATE", "DELETE", "SAVEPOINT", "RELEASE", "ROLLBACK", "other")
     print(f"SQL statements per registration ({requests} registrations, {concurrency} in flight)")
     print(f"  {'service':<10} {'total':>6}  " + " ".join(f"{k:>8}" for k in order))
@@ -119,22 +136,28 @@ async def drive(stack: Stack, requests: int, concurrency: int) -> None:
         total += n
         print(f"  {service:<10} {n:6.2f}  " + " ".join(f"{c[k] / requests:8.2f}" for k in order))
     print(f"  {'all':<10} {total:6.2f}")
-    for service in sorted(texts):
-        print(f"{service}: most frequent statements, per registration")
-        for sql, n in texts[service].most_common(8):
-            print(f"  {n / requests:6.2f}  {sql}")
+    print_texts(texts, requests, "registration")
+    if not idle_seconds:
+        return
+    kinds, texts = count(logged_between(log, idle_start, idle_end))
+    print(f"\nidle stack: SQL statements per second ({idle_seconds:g} s, no traffic)")
+    for service in sorted(kinds):
+        print(f"  {service:<10} {sum(kinds[service].values()) / idle_seconds:6.2f}")
+    print(f"  {'all':<10} {sum(sum(c.values()) for c in kinds.values()) / idle_seconds:6.2f}")
+    print_texts(texts, idle_seconds, "second idle")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--idle", type=float, default=20.0, help="seconds of no traffic to count (0: skip)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="edb-", dir="/tmp") as tmp:
         stack = Stack(data_dir=Path(tmp))
         stack.start()
         try:
-            asyncio.run(drive(stack, args.requests, args.concurrency))
+            asyncio.run(drive(stack, args.requests, args.concurrency, args.idle))
         finally:
             stack.stop()
 

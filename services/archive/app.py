@@ -110,7 +110,7 @@ async def consumer_position() -> tuple[int, int] | None:
     return info.delivered.stream_seq, info.ack_floor.stream_seq
 
 
-@service.periodic("seal", SEAL_SECONDS)
+@service.periodic("seal", SEAL_SECONDS, wait=seal_watch.wait)
 async def seal_closed_tickets() -> int:
     return await jobs.seal_closed_tickets(
         transaction, service.context, seal_watch, consumer_position, ticket_consumer_durable(),

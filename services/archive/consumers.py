@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.archive.app import late_events, seal_watch, service, unit_of_work
@@ -60,7 +61,9 @@ async def on_ticket_event(session: AsyncSession, event: CloudEvent) -> None:
         session.info.pop(_UOW, None)
         raise
     if collected.outcome == "closed":
-        seal_watch.work_seen = True  # the seal job looks at once
+        # The seal job looks once this batch's pending row is committed (not before: a look
+        # that found nothing would wait for the idle look).
+        sa.event.listen(session.sync_session, "after_commit", lambda _: seal_watch.seen(), once=True)
     elif collected.outcome == "addendum":
         late_events.labels(event.estate, event.event_name).inc()
         log.warning("event %s arrived after its ticket was archived: appended as addendum %s to %s",

@@ -4,6 +4,7 @@ Each takes its dependencies as arguments; app.py registers them."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import os
@@ -27,18 +28,39 @@ SEAL_IDLE_LOOK_SECONDS = 10.0
 
 @dataclass
 class SealWatch:
-    """Whether the sealing job has anything to look at: a `closed` collected here, or
-    pending rows left by its last look; else it looks every `SEAL_IDLE_LOOK_SECONDS`
-    (silence when idle: no database query, no consumer-info request)."""
+    """Whether the sealing job has anything to look at: a `closed` collected here (`seen`),
+    or pending rows left by its last look; else it looks every `SEAL_IDLE_LOOK_SECONDS`
+    (silence when idle: no database query, no consumer-info request, and, by `wait`, not
+    even the replicas' job lock)."""
 
     work_seen: bool = True  # at start: look
     last_look: float = float("-inf")
+    woken: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def seen(self) -> None:
+        """A `closed` was collected here: the job looks at its next run."""
+        self.work_seen = True
+        self.woken.set()
 
     def should_look(self, now: float) -> bool:
         if not self.work_seen and now - self.last_look < SEAL_IDLE_LOOK_SECONDS:
             return False
         self.work_seen, self.last_look = False, now
         return True
+
+    async def wait(self, every_seconds: float = SEAL_SECONDS) -> None:
+        """Until the job's next run: `every_seconds`, then until work is seen or the idle
+        look is due."""
+        await asyncio.sleep(every_seconds)
+        while not self.work_seen:
+            left = SEAL_IDLE_LOOK_SECONDS - (time.monotonic() - self.last_look)
+            if left <= 0:
+                return
+            self.woken.clear()
+            try:
+                await asyncio.wait_for(self.woken.wait(), left)
+            except TimeoutError:
+                return
 
 
 async def seal_closed_tickets(transaction: Transaction, ctx: HandlerContext, watch: SealWatch,

@@ -13,8 +13,9 @@ from __future__ import annotations
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.callback import store
+from services.callback import jobs, store
 from shared.calendar_watch import on_calendar_change
+from shared.schedule import ScanSchedule
 from shared.service import Service, create_http_app
 
 service = Service(
@@ -42,9 +43,15 @@ def count(metric: str, estate: str, kind: str, departments: list[str]) -> None:
         COUNTERS[metric].labels(estate, kind, department).inc()
 
 
+# The scans sleep until their next row is due; this process's commits of new ones tell them.
+overdue_schedule = ScanSchedule(lambda: service.clock.now(), min_sleep_seconds=jobs.OVERDUE_SCAN_SECONDS)
+recurrence_schedule = ScanSchedule(lambda: service.clock.now(), min_sleep_seconds=jobs.RECURRENCE_SCAN_SECONDS)
+
+
 def unit_of_work(session: AsyncSession) -> store.CallbackUnitOfWork:
     """The callback unit of work over the transaction a consumer or route opened."""
-    return store.CallbackUnitOfWork(session, service.emit, count)
+    return store.CallbackUnitOfWork(session, service.emit, count, on_callback_due=overdue_schedule.noted,
+                                    on_window_end=recurrence_schedule.noted)
 
 
 # Who may call each write route (RULES §3; printed in the README by `estatedesk roles`).
@@ -53,12 +60,12 @@ service.write_roles = {
     ("POST", "/estates/{estate}/visits"): VISITING_ROLES,
 }
 
-from services.callback import api, consumers, jobs, online  # noqa: E402,F401  (routes, consumers, jobs)
+from services.callback import api, consumers, online  # noqa: E402,F401  (routes, consumers)
 
 
-@service.periodic("overdue-scan", jobs.OVERDUE_SCAN_SECONDS)
+@service.periodic("overdue-scan", jobs.OVERDUE_SCAN_SECONDS, wait=overdue_schedule.wait)
 async def overdue_scan() -> int:
-    return await jobs.overdue_scan(service.db, unit_of_work, service.context)
+    return await jobs.overdue_scan(service.db, unit_of_work, service.context, overdue_schedule)
 
 
 @on_calendar_change(service, "calendar-recompute")
@@ -66,9 +73,9 @@ async def recompute_on_calendar_change() -> int:
     return await jobs.recompute_complaint_windows(service.db, unit_of_work, service.context)
 
 
-@service.periodic("recurrence-scan", jobs.RECURRENCE_SCAN_SECONDS)
+@service.periodic("recurrence-scan", jobs.RECURRENCE_SCAN_SECONDS, wait=recurrence_schedule.wait)
 async def recurrence_scan() -> int:
-    return await jobs.recurrence_scan(service.db, unit_of_work, service.context)
+    return await jobs.recurrence_scan(service.db, unit_of_work, service.context, recurrence_schedule)
 
 
 def create_app(manage_lifecycle: bool = True):

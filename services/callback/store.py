@@ -18,6 +18,7 @@ from shared.uow import SqlUnitOfWork
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from shared.db import json_default, service_metadata
+from shared.schedule import tell_after_commit
 from shared.lifecycle import CallbackState, TicketState, check_constraint
 
 metadata = service_metadata("callback")
@@ -383,14 +384,22 @@ class Rounds:
                                                       R.c.round == values.pop("round")).values(**values))
 
 
+# After a commit that wrote a time the jobs wait for: `on_due(earliest time)` (ScanSchedule.noted).
+OnDue = Callable[[dt.datetime], None] | None
+
+
 class Callbacks:
-    def __init__(self, session: AsyncSession):
+    def __init__(self, session: AsyncSession, on_due: OnDue = None):
         self.session = session
+        self.on_due = on_due  # a pending callback's due time written: the overdue scan's schedule
 
     async def add(self, callback: Callback) -> bool:
         """Store a planned callback once (ids are deterministic); False when it was there."""
-        return (await self.session.execute(pg_insert(C).values(**callback.values()).on_conflict_do_nothing()
-                                           .returning(C.c.callback_id))).first() is not None
+        added = (await self.session.execute(pg_insert(C).values(**callback.values()).on_conflict_do_nothing()
+                                            .returning(C.c.callback_id))).first() is not None
+        if added and callback.status == "pending":
+            tell_after_commit(self.session, "callback_due", self.on_due, [callback.due_at])
+        return added
 
     async def get(self, estate: str, callback_id: str, *, lock: bool = False) -> Callback | None:
         query = sa.select(C).where(C.c.estate == estate, C.c.callback_id == callback_id)
@@ -400,6 +409,14 @@ class Callbacks:
     async def save(self, callback: Callback) -> None:
         values = callback.values()
         await self.session.execute(sa.update(C).where(C.c.callback_id == values.pop("callback_id")).values(**values))
+        if callback.status == "pending" and callback.overdue_at is None:
+            tell_after_commit(self.session, "callback_due", self.on_due, [callback.due_at])
+
+    async def next_overdue(self) -> dt.datetime | None:
+        """When the next pending callback not yet reported falls due (None: none is
+        pending); `ix_callbacks_overdue_scan` answers it from its first entry."""
+        return (await self.session.execute(
+            sa.select(sa.func.min(C.c.due_at)).where(C.c.status == "pending", C.c.overdue_at.is_(None)))).scalar()
 
     async def pending_of(self, ticket_id: str) -> list[Callback]:
         rows = (await self.session.execute(sa.select(C).where(C.c.ticket_id == ticket_id,
@@ -476,8 +493,9 @@ class Watches:
     adding or deciding one meanwhile, the rows' locks an owner's answer, and this unit of
     work's own `add` and `save` keep them up to date."""
 
-    def __init__(self, session: AsyncSession):
+    def __init__(self, session: AsyncSession, on_window_end: OnDue = None):
         self.session = session
+        self.on_window_end = on_window_end  # an undecided watch written: the recurrence scan's schedule
         self._locked: set[str] = set()  # estates whose recurrence lock the batch took (`taking`)
         self._expected: set[tuple[str, str]] = set()
         # (estate, category key) -> (ticket id, round) -> the undecided watch's row.
@@ -493,6 +511,13 @@ class Watches:
         loaded = self._loaded.get((watch.estate, watch.category_key))
         if inserted and loaded is not None and watch.verdict is None:
             loaded[(watch.ticket_id, watch.round)] = _row_of(watch)
+        if inserted and watch.verdict is None:
+            tell_after_commit(self.session, "window_ends", self.on_window_end, [watch.window_ends_at])
+
+    async def next_window_end(self) -> dt.datetime | None:
+        """When the next undecided watch's recurrence window ends (None: none is undecided)."""
+        return (await self.session.execute(
+            sa.select(sa.func.min(W.c.window_ends_at)).where(W.c.verdict.is_(None)))).scalar()
 
     async def get(self, ticket_id: str, round_: int) -> Watch | None:
         row = (await self.session.execute(sa.select(W).where(W.c.ticket_id == ticket_id, W.c.round == round_))).first()
@@ -616,12 +641,13 @@ class CallbackUnitOfWork(SqlUnitOfWork):
     """The repositories of one callback transaction, plus `emit` (outbox) and `count`
     (a metric counted once the transaction commits, so a retried handler counts once)."""
 
-    def __init__(self, session: AsyncSession, emit, count: Callable[[str, str, str, list[str]], None] | None = None):
+    def __init__(self, session: AsyncSession, emit, count: Callable[[str, str, str, list[str]], None] | None = None,
+                 on_callback_due: OnDue = None, on_window_end: OnDue = None):
         super().__init__(session, emit)
         self.tickets = Tickets(session)
         self.rounds = Rounds(session)
-        self.callbacks = Callbacks(session)
-        self.watches = Watches(session)
+        self.callbacks = Callbacks(session, on_callback_due)
+        self.watches = Watches(session, on_window_end)
         self.progress = ProgressUpdates(session)
         self.visits = Visits(session)
         self._count = count

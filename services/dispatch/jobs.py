@@ -10,11 +10,8 @@ transaction's unit of work, `ctx` gives the time, policies and calendars.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
-import time
-from dataclasses import dataclass, field
 from typing import AsyncContextManager, Callable
 
 from services.dispatch import domain, rules
@@ -24,56 +21,12 @@ from services.dispatch.rules import Clock, TicketFacts
 from services.dispatch.uow import DispatchUnitOfWork
 from shared.events import Accepted, ClockOutcome, SlaBreached
 from shared.lifecycle import TicketState as S
+from shared.schedule import ScanSchedule
 from shared.uow import HandlerContext
 
 log = logging.getLogger("estatedesk.dispatch")
 SCAN_BATCH = 200
 OpenUow = Callable[[], AsyncContextManager[DispatchUnitOfWork]]
-
-
-@dataclass
-class ScanSchedule:
-    """When the SLA scan next has work (issue 12): instead of querying every second, it
-    sleeps until `next_at` (the earliest due clock or escalation rung, read by each scan;
-    None: nothing runs), learns of clocks this process commits without a query (`noted`,
-    called after the commit), and looks at least every `max_sleep_seconds` real seconds,
-    so a clock written by another replica is seen then. Runs are never closer than
-    `min_sleep_seconds` (the old cadence); the clock is read every `tick_seconds`, so a
-    clock moved forward (tests, the demo's accelerated time) is noticed within a tick."""
-
-    now: Callable[[], dt.datetime]  # the service's clock (bound after import)
-    min_sleep_seconds: float = 1.0
-    max_sleep_seconds: float = 15.0
-    tick_seconds: float = 1.0
-    next_at: dt.datetime | None = None
-    known: bool = False  # False until a scan has read next_at: run
-    woken: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def scanned(self, next_at: dt.datetime | None) -> None:
-        self.next_at, self.known = next_at, True
-
-    def noted(self, due_at: dt.datetime) -> None:
-        """A committed transaction wrote a clock due at `due_at`."""
-        if self.next_at is None or due_at < self.next_at:
-            self.next_at = due_at
-        self.woken.set()
-
-    def has_work(self) -> bool:
-        return not self.known or (self.next_at is not None and self.now() >= self.next_at)
-
-    async def wait(self) -> None:
-        """Until the next run: work is due, or `max_sleep_seconds` passed."""
-        started = time.monotonic()
-        await asyncio.sleep(self.min_sleep_seconds)
-        while not self.has_work():
-            left = self.max_sleep_seconds - (time.monotonic() - started)
-            if left <= 0:
-                break
-            self.woken.clear()
-            try:
-                await asyncio.wait_for(self.woken.wait(), min(self.tick_seconds, left))
-            except TimeoutError:
-                pass
 
 
 async def scan_clocks(open_uow: OpenUow, ctx: HandlerContext, schedule: ScanSchedule | None = None) -> int:

@@ -15,6 +15,7 @@ from services.dispatch import domain, effects
 from services.dispatch.rules import NonconformityRecord
 from shared import limits
 from shared.db import json_default, service_metadata, take_numbers
+from shared.schedule import tell_after_commit
 from shared.errors import RuleViolation
 from shared.lifecycle import LineState, NonconformityState, TicketState, check_constraint
 
@@ -285,20 +286,6 @@ def _json_rows(rows: list[dict]) -> str:
     return json.dumps(rows, default=json_default, separators=(",", ":"), ensure_ascii=False)
 
 
-def _tell_written(session: AsyncSession, on_written: Callable[[dt.datetime], None] | None,
-                  due_at: Sequence[dt.datetime]) -> None:
-    """Call `on_written(earliest due_at)` once after the commit of the session's
-    transaction, whatever number of writes of clocks it made (never after a rollback)."""
-    if on_written is None or not due_at:
-        return
-    info = session.info
-    first = "clock_written" not in info
-    info["clock_written"] = min([*due_at, info.get("clock_written", max(due_at))])
-    if first:
-        sa.event.listen(session.sync_session, "after_commit", lambda _: on_written(info.pop("clock_written")),
-                        once=True)
-
-
 class NewRows:
     """New forms, ledger lines and clocks, each table's written with one statement
     whatever their number (`write`): the rows travel as one JSON array, so the SQL text
@@ -364,7 +351,7 @@ class NewRows:
         ids = {(r.ticket_id, r.round, r.department): r.id for r in written}
         for line, key in zip(lines, keys):
             line.id = ids[key]
-        _tell_written(self.session, self.on_written, [row["due_at"] for row in clock_rows])
+        tell_after_commit(self.session, "clock_written", self.on_written, [row["due_at"] for row in clock_rows])
 
 
 class Repository:
@@ -563,7 +550,7 @@ class ClockRepository(Repository):
 
     async def move(self, clock_id: int, due_at: dt.datetime, provisional: bool) -> None:
         await self._run(sa.update(D).where(D.c.id == clock_id).values(due_at=due_at, provisional=provisional))
-        _tell_written(self.session, self.on_written, [due_at])
+        tell_after_commit(self.session, "clock_written", self.on_written, [due_at])
 
 
 class EscalationRepository(Repository):

@@ -5,8 +5,10 @@ RULES §5; 001 第5篇 1.7, 第6篇 1.2; 002 §4.8."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -405,3 +407,19 @@ class _Savepoint:
 
     async def __aexit__(self, *exc):
         return False
+
+
+async def test_the_seal_job_waits_for_a_closed_or_the_idle_look():
+    from services.archive import jobs
+    watch = jobs.SealWatch()
+    assert watch.should_look(time.monotonic())  # at start: look once
+    with pytest.raises(TimeoutError):  # nothing collected: no run before the idle look
+        await asyncio.wait_for(watch.wait(0), 0.2)
+    waiting = asyncio.create_task(watch.wait(0))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    watch.seen()  # a `closed` committed here
+    await asyncio.wait_for(waiting, 1)
+    assert watch.should_look(time.monotonic())
+    watch.last_look -= jobs.SEAL_IDLE_LOOK_SECONDS  # the idle look is due
+    await asyncio.wait_for(watch.wait(0), 1)

@@ -105,6 +105,9 @@ class FakeCallbacks:
         found = [c for c in self.rows.values() if c.pending and c.overdue_at is None and c.due_at < now]
         return [_copy(c) for c in sorted(found, key=lambda c: c.due_at)[:limit]]
 
+    async def next_overdue(self):
+        return min((c.due_at for c in self.rows.values() if c.pending and c.overdue_at is None), default=None)
+
     async def claim_complaint_windows(self, rule):
         return [_copy(c) for c in self.rows.values()
                 if c.pending and c.overdue_at is None and c.rule == rule and c.completed_at is not None]
@@ -124,6 +127,9 @@ class FakeWatches:
 
     async def add(self, watch: Watch) -> None:
         self.rows.setdefault((watch.ticket_id, watch.round), _copy(watch))
+
+    async def next_window_end(self):
+        return min((w.window_ends_at for w in self.rows.values() if w.verdict is None), default=None)
 
     async def get(self, ticket_id, round_):
         found = self.rows.get((ticket_id, round_))

@@ -4,11 +4,12 @@ events each raises. RULES §3; 002 §4.4.2."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 
 import pytest
 
-from services.callback import handlers, rules, views
+from services.callback import handlers, jobs, rules, views
 from services.callback.domain import Ticket, Watch
 from shared.attitude import attitude_complaint_request
 from shared.directory import Company
@@ -17,6 +18,7 @@ from shared.events import (
     Accepted, Assigned, ClockOutcome, ClockSettled, Completed, ProgressUpdated, ReplyMethod, ValidityJudged, make_event,
 )
 from shared.lifecycle import CallbackState, TicketState
+from shared.schedule import ScanSchedule
 from shared.uow import HandlerContext, RecordedEvents
 from tests.handlers.callback.fakes import FakeCallbackUnitOfWork
 from tests.handlers.conftest import ESTATE, START, directory_of
@@ -422,3 +424,47 @@ def test_a_recurrence_verdict_is_given_once():
     assert twice.value.status == 409
     watch.answered_by_owner(START)  # already judged: the owner's answers leave the verdict alone
     assert watch.verdict == "satisfied"
+
+
+class _Database:
+    """`jobs`' database: each transaction hands the same fake unit of work's session."""
+
+    def __init__(self, uow):
+        self.uow = uow
+
+    @contextlib.asynccontextmanager
+    async def transaction(self):
+        yield self.uow
+
+
+async def test_the_overdue_scan_sleeps_until_the_next_callback_falls_due(uow, ctx, clock):
+    schedule = ScanSchedule(clock.now)
+    db = _Database(uow)
+    assert schedule.has_work()  # nothing read yet: look
+    assert await jobs.overdue_scan(db, lambda session: session, ctx, schedule) == 0
+    assert not schedule.has_work() and schedule.next_at is None  # nothing pending: silence
+    callback = await complaint_awaiting_callback(uow, ctx)
+    schedule.noted(callback.due_at)  # what the store's after-commit hook tells it
+    assert schedule.next_at == callback.due_at and not schedule.has_work()
+    clock.advance(seconds=(callback.due_at - clock.now()).total_seconds() + 1)
+    assert schedule.has_work()
+    assert await jobs.overdue_scan(db, lambda session: session, ctx, schedule) == 1
+    assert schedule.next_at is None and not schedule.has_work()  # reported: nothing else is due
+
+
+async def test_the_recurrence_scan_sleeps_until_the_next_window_ends(uow, ctx, clock):
+    schedule = ScanSchedule(clock.now)
+    db = _Database(uow)
+    await jobs.recurrence_scan(db, lambda session: session, ctx, schedule)
+    assert schedule.next_at is None and not schedule.has_work()
+    await run(uow, ctx, accepted(reply_method="online"))
+    await run(uow, ctx, completed(reply_method="online"))
+    (watch,) = uow.watches.rows.values()
+    await jobs.recurrence_scan(db, lambda session: session, ctx, schedule)
+    assert schedule.next_at == watch.window_ends_at and not schedule.has_work()
+    clock.advance(seconds=(watch.window_ends_at - clock.now()).total_seconds() + 1)
+    assert schedule.has_work()
+    assert await jobs.recurrence_scan(db, lambda session: session, ctx, schedule) == 1
+    assert uow.watches.rows[(watch.ticket_id, watch.round)].verdict is not None
+    await jobs.recurrence_scan(db, lambda session: session, ctx, schedule)
+    assert schedule.next_at is None

@@ -8,12 +8,13 @@ import asyncio
 import datetime as dt
 
 from services.dispatch import handlers, jobs
+from shared.schedule import ScanSchedule
 from services.dispatch.rules import Clock
 from tests.handlers.dispatch.conftest import accepted, event
 
 
 def test_work_is_due_before_the_first_scan_and_when_the_next_clock_comes(clock):
-    schedule = jobs.ScanSchedule(clock.now)
+    schedule = ScanSchedule(clock.now)
     assert schedule.has_work()
     schedule.scanned(None)  # nothing runs: only the longest sleep wakes it
     assert not schedule.has_work()
@@ -24,7 +25,7 @@ def test_work_is_due_before_the_first_scan_and_when_the_next_clock_comes(clock):
 
 
 def test_a_clock_written_here_moves_the_next_run_earlier_never_later(clock):
-    schedule = jobs.ScanSchedule(clock.now)
+    schedule = ScanSchedule(clock.now)
     schedule.scanned(clock.now() + dt.timedelta(hours=1))
     schedule.noted(clock.now() + dt.timedelta(hours=2))
     assert schedule.next_at == clock.now() + dt.timedelta(hours=1) and schedule.woken.is_set()
@@ -36,7 +37,7 @@ def test_a_clock_written_here_moves_the_next_run_earlier_never_later(clock):
 
 
 async def test_wait_returns_once_work_is_due(clock):
-    schedule = jobs.ScanSchedule(clock.now, min_sleep_seconds=0, max_sleep_seconds=3600, tick_seconds=0.01)
+    schedule = ScanSchedule(clock.now, min_sleep_seconds=0, max_sleep_seconds=3600, tick_seconds=0.01)
     schedule.scanned(clock.now() + dt.timedelta(hours=1))
     waiting = asyncio.create_task(schedule.wait())
     await asyncio.sleep(0.05)
@@ -53,7 +54,7 @@ async def test_scan_reads_the_next_wake_from_the_store(uow, ctx, clock):
         yield uow
 
     await handlers.handle_accepted(event(accepted(clock), clock, "intake"), uow, ctx)
-    schedule = jobs.ScanSchedule(clock.now)
+    schedule = ScanSchedule(clock.now)
     assert await jobs.scan_clocks(open_uow, ctx, schedule) == 0
     earliest = min(c.due_at for c in uow.clocks.rows if c.met_at is None)
     assert schedule.next_at == earliest and not schedule.has_work()
