@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import json
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
@@ -31,7 +30,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert as pg_insert
 from services.analytics import rules
 from services.analytics.rules import RollupDelta, TicketFacts
 from shared import events as ev
-from shared.db import service_metadata
+from shared.db import rows_json, service_metadata
 from shared.policy import Policy
 from shared.uow import SqlUnitOfWork
 
@@ -247,14 +246,6 @@ class Batch:
         return bool(self.facts or self.counters or self.suggestions or self.alerts)
 
 
-def _json_default(value):
-    if isinstance(value, (dt.datetime, dt.date)):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def _rows_json(rows: list[dict]) -> str:
-    return json.dumps(rows, default=_json_default, ensure_ascii=False, separators=(",", ":"))
 
 
 @functools.cache
@@ -300,8 +291,8 @@ async def write_batch(session, model: ReadModel, batch: Batch, now: dt.datetime,
         return
     columns = list(zip(*(counter for counter, _ in counters))) or [()] * len(COUNTER_KEYS)
     await session.execute(_batch_write_statement(model.schema), dict(
-        zip(COUNTER_KEYS, map(list, columns)), value=[value for _, value in counters], facts=_rows_json(facts),
-        **{name: _rows_json([rows[k] for k in sorted(rows)])
+        zip(COUNTER_KEYS, map(list, columns)), value=[value for _, value in counters], facts=rows_json(facts),
+        **{name: rows_json([rows[k] for k in sorted(rows)])
            for name, rows in (("suggestions", batch.suggestions), ("alerts", batch.alerts))}))
 
 
@@ -311,7 +302,7 @@ async def _copy_in(session, model: ReadModel, facts: list[dict], counters: list[
     raw = (await session.get_raw_connection()).driver_connection
     if facts:
         names = [c.name for c in model.facts.columns]
-        records = [tuple(json.dumps(row[n], default=_json_default) if n == "facts" else row[n] for n in names)
+        records = [tuple(rows_json(row[n]) if n == "facts" else row[n] for n in names)
                    for row in facts]
         await raw.copy_records_to_table(model.facts.name, schema_name=model.schema, columns=names, records=records)
     if counters:
@@ -415,7 +406,7 @@ class TicketFactsRepository:
             return
         rows = await self.session.execute(_batch_read_statement(self.model.schema), {
             "estates": [estate for estate, _ in wanted], "tickets": [ticket for _, ticket in wanted],
-            "searches": _rows_json([dict(ask=n, estate=s.estate, category=s.new.category, building=s.new.building,
+            "searches": rows_json([dict(ask=n, estate=s.estate, category=s.new.category, building=s.new.building,
                                          at=s.new.accepted_at, ticket=s.new.ticket_id, kinds=list(s.kinds),
                                          since=s.since, lim=s.limit) for n, s in enumerate(searches)])})
         self._loaded.update(dict.fromkeys(wanted))

@@ -21,7 +21,6 @@ organisation's and the read models' queries in queries.py.
 """
 
 import datetime as dt
-import json
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
@@ -30,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.archive.domain import Addendum, CatalogueEntry, ChainHead, Loan, PendingSeal, Record
 from shared import limits
-from shared.db import json_default, service_metadata, take_numbers
+from shared.db import rows_json, service_metadata, take_numbers
 from shared.lifecycle import DestructionRequestState, check_constraint
 
 metadata = service_metadata("archive")
@@ -311,8 +310,7 @@ class CollectedEvents:
         rolled back by the caller)."""
         rows, self._held = list(self._held.values()), {}
         if rows:
-            await self.session.execute(_INSERT_COLLECTED, {"rows": json.dumps(
-                rows, default=json_default, ensure_ascii=False, separators=(",", ":"))})
+            await self.session.execute(_INSERT_COLLECTED, {"rows": rows_json(rows)})
 
     async def envelopes(self, estate: str, ticket_id: str, up_to: dt.datetime) -> list[dict]:
         """The ticket's events stamped at or before `up_to`, in time order (ties by id)."""

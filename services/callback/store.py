@@ -4,7 +4,6 @@ progress updates and walk-around visits. Filled only from events and its own API
 never reads another service's tables."""
 
 import datetime as dt
-import json
 from collections.abc import Callable, Iterable
 
 import sqlalchemy as sa
@@ -17,7 +16,7 @@ from shared.events import Kind
 from shared.uow import SqlUnitOfWork
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
-from shared.db import json_default, service_metadata
+from shared.db import rows_json, service_metadata
 from shared.schedule import tell_after_commit
 from shared.lifecycle import CallbackState, TicketState, check_constraint
 
@@ -209,10 +208,6 @@ visits = sa.Table(
 T, R, C, W, P, V = tickets, rounds, callbacks, recurrence_watches, progress_updates, visits
 
 
-def _rows_json(rows: list[dict]) -> str:
-    """Rows as one JSON array for `jsonb_populate_recordset` (one parameter whatever the
-    number of rows, so the statement's text never changes)."""
-    return json.dumps(rows, default=json_default, ensure_ascii=False, separators=(",", ":"))
 
 
 def _from_json(table: sa.Table) -> str:
@@ -286,7 +281,7 @@ class Tickets:
             if ticket_id not in self._held and ticket_id not in fresh:
                 fresh[ticket_id] = Ticket.first_news(ticket_id, estate, seen_at, now).values()
         if fresh or locks:
-            rows = await self.session.execute(_LOCK_TICKETS, {"rows": _rows_json(list(fresh.values())), "locks": locks})
+            rows = await self.session.execute(_LOCK_TICKETS, {"rows": rows_json(list(fresh.values())), "locks": locks})
             for row in rows.all():
                 self._keep(Ticket.from_row(row))
         return {ticket_id: Ticket.from_row(row) for ticket_id, row in self._held.items()}
@@ -328,7 +323,7 @@ class Tickets:
         when nothing changed)."""
         changed = [row for ticket_id, row in sorted((self._held or {}).items()) if row != self._stored[ticket_id]]
         if changed:
-            await self.session.execute(_SAVE_TICKETS, {"rows": _rows_json(changed)})
+            await self.session.execute(_SAVE_TICKETS, {"rows": rows_json(changed)})
             self._stored.update({row["ticket_id"]: dict(row) for row in changed})
 
     async def opinions(self, estate: str, category_key: str, since: dt.datetime) -> list[Ticket]:

@@ -10,7 +10,6 @@ transaction's unit of work, `ctx` gives the time, policies and calendars.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from typing import AsyncContextManager, Callable
 

@@ -4,7 +4,6 @@ restarts, escalations, nonconformity records, the owner-update log and paid-serv
 
 import copy
 import datetime as dt
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import sqlalchemy as sa
@@ -14,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.dispatch import domain, effects
 from services.dispatch.rules import NonconformityRecord
 from shared import limits
-from shared.db import json_default, service_metadata, take_numbers
+from shared.db import rows_json, service_metadata, take_numbers
 from shared.schedule import tell_after_commit
 from shared.errors import RuleViolation
 from shared.lifecycle import LineState, NonconformityState, TicketState, check_constraint
@@ -282,8 +281,6 @@ def _write_new_rows() -> sa.TextClause:
 _WRITE_NEW_ROWS = _write_new_rows()
 
 
-def _json_rows(rows: list[dict]) -> str:
-    return json.dumps(rows, default=json_default, separators=(",", ":"), ensure_ascii=False)
 
 
 class NewRows:
@@ -346,8 +343,8 @@ class NewRows:
         clock_rows = [row if line is None else {**row, "assignment_id": line.id} for row, line in clocks]
         written = await self.session.execute(_WRITE_NEW_ROWS, {
             # In ticket order: two writers of the same tickets wait for each other instead of deadlocking.
-            "forms": _json_rows(sorted(forms, key=lambda f: f["ticket_id"])),
-            "lines": _json_rows(line_rows), "clocks": _json_rows(clock_rows)})
+            "forms": rows_json(sorted(forms, key=lambda f: f["ticket_id"])),
+            "lines": rows_json(line_rows), "clocks": rows_json(clock_rows)})
         ids = {(r.ticket_id, r.round, r.department): r.id for r in written}
         for line, key in zip(lines, keys):
             line.id = ids[key]

@@ -7,8 +7,6 @@ roster's repository is in `duty_store.py`, the owners' tables in `owner_store.py
 from __future__ import annotations
 
 import datetime as dt
-import json
-from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared import limits
 from shared.lifecycle import TicketState, check_constraint
 
-from shared.db import service_metadata, take_numbers
+from shared.db import rows_json, service_metadata, take_numbers
 
 metadata = service_metadata("intake")
 
@@ -277,15 +275,6 @@ from services.intake.domain import Ticket  # noqa: E402
 # --- repositories -----------------------------------------------------------------------------
 
 
-def _json_value(value: Any) -> str:
-    """A ticket column's value PostgreSQL reads back from JSON text (times with their offset)."""
-    if isinstance(value, (dt.datetime, dt.date)):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
 # New tickets, every column by name from one JSON array (Tickets.add_all).
 _INSERT_TICKETS = sa.text(
     f'INSERT INTO "{metadata.schema}".tickets SELECT * FROM jsonb_populate_recordset('
@@ -327,8 +316,7 @@ class Tickets:
         so the server runs one statement for a batch of any size (an executemany is one
         per row) and the SQL text never changes (one prepared statement)."""
         if new:
-            await self.session.execute(_INSERT_TICKETS, {"rows": json.dumps(
-                [t.columns() for t in new], default=_json_value, ensure_ascii=False, separators=(",", ":"))})
+            await self.session.execute(_INSERT_TICKETS, {"rows": rows_json([t.columns() for t in new])})
 
     async def save(self, ticket: Ticket) -> None:
         changes = ticket.changes()

@@ -290,3 +290,24 @@ class TestDatabaseUnavailable:
         assert not database_unavailable(self.wrapped(self.with_sqlstate("22001")))  # too long
         assert not database_unavailable(self.wrapped(Exception("no sqlstate")))
         assert not database_unavailable(ValueError("not a database error"))
+
+
+def test_rows_json_writes_what_the_standard_encoder_wrote():
+    """The rows PostgreSQL reads back (`jsonb_populate_recordset`): times with their offset
+    and microseconds only when there are some, dates, decimals as text, UTF-8 text, enums
+    by value — the same text as `json.dumps(..., default=json_default)` wrote before."""
+    import zoneinfo
+    from decimal import Decimal
+
+    from shared.db import json_default, rows_json
+    from shared.lifecycle import CallbackState
+
+    rows = [{"at": dt.datetime(2026, 12, 1, 10, 0, tzinfo=dt.UTC),
+             "local": dt.datetime(2026, 12, 1, 18, 0, 0, 123, tzinfo=zoneinfo.ZoneInfo("Asia/Shanghai")),
+             "naive": dt.datetime(2026, 12, 1, 10, 0, 5), "day": dt.date(2026, 1, 2), "amount": Decimal("1.50"),
+             "text": "漏水 \"quoted\" \\ \n", "state": CallbackState.pending, "none": None, "list": [1, 2.5, True],
+             "nested": {"x": [{"y": dt.date(2026, 2, 3)}]}}]
+    assert rows_json(rows) == json.dumps(rows, default=json_default, ensure_ascii=False, separators=(",", ":"))
+    assert json.loads(rows_json(rows))[0]["local"] == "2026-12-01T18:00:00.000123+08:00"
+    with pytest.raises(TypeError):
+        rows_json([{"what": object()}])
