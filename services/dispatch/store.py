@@ -481,12 +481,13 @@ class ClockRepository(Repository):
 
     async def close(self, scope: effects.ClockScope, at: dt.datetime, outcome: str) -> list:
         """Close the open clocks in `scope`; the closed rows (id, ticket_id, estate, round,
-        clock, department, due_at, breached_at)."""
-        return list((await self._run(
+        clock, department, due_at, breached_at) in the order the clocks started (by id):
+        UPDATE ... RETURNING has no order of its own, and the clock_settled events follow it."""
+        return sorted((await self._run(
             sa.update(D).where(D.c.met_at.is_(None), *self._where(scope)).values(met_at=at, outcome=outcome)
             .returning(D.c.id, D.c.ticket_id, D.c.estate, D.c.round, D.c.clock, D.c.department, D.c.due_at,
                        D.c.breached_at)
-        )).all())
+        )).all(), key=lambda row: row.id)
 
     async def add(self, ticket_id: str, estate: str, clocks: Sequence[effects.NewClock],
                   lines: Mapping[str, domain.Line]) -> None:
