@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 from shared.clock import Clock
@@ -76,6 +76,19 @@ class SqlUnitOfWork:
     async def emit(self, payload: Payload, *, estate: str, actor: str,
                    time: dt.datetime | None = None) -> CloudEvent:
         return await self._emit(self.session, payload, estate=estate, actor=actor, time=time)
+
+
+Made = TypeVar("Made")
+
+
+def of_batch(session: "AsyncSession", key: str, make: Callable[["AsyncSession"], Made]) -> Made:
+    """What a consumer batch's handlers share (its unit of work, its held rows): made by
+    `make(session)` at the first use and kept in `session.info[key]`. Each batch has a
+    session of its own, so nothing outlives the batch; the batch's flush pops it."""
+    made = session.info.get(key)
+    if made is None:
+        made = session.info[key] = make(session)
+    return made
 
 
 @dataclass

@@ -18,6 +18,7 @@ from services.analytics.dashboard import announce_after_commit
 from services.analytics.handlers import HANDLERS, prepare
 from services.analytics.store import AnalyticsUnitOfWork
 from shared.events import CloudEvent
+from shared.uow import of_batch
 
 _UOW = "analytics.uow"
 # The read model is on no request's path: its batch keeps gathering this long after its
@@ -28,10 +29,7 @@ GATHER_SECONDS = 0.1
 
 
 def _unit_of_work(session: AsyncSession) -> AnalyticsUnitOfWork:
-    uow = session.info.get(_UOW)
-    if uow is None:
-        uow = session.info[_UOW] = AnalyticsUnitOfWork(session, service.emit)
-    return uow
+    return of_batch(session, _UOW, lambda s: AnalyticsUnitOfWork(s, service.emit))
 
 
 async def prepare_batch(session: AsyncSession, events: list[CloudEvent]) -> None:

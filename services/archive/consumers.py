@@ -21,6 +21,7 @@ from services.archive.app import late_events, seal_watch, service, unit_of_work
 from services.archive.handlers import HANDLERS, prepare_ticket_events
 from services.archive.uow import ArchiveUnitOfWork
 from shared.events import CloudEvent
+from shared.uow import of_batch
 
 log = logging.getLogger("estatedesk.archive")
 
@@ -34,10 +35,7 @@ GATHER_SECONDS = 0.1
 
 
 def _batch_unit_of_work(session: AsyncSession) -> ArchiveUnitOfWork:
-    uow = session.info.get(_UOW)
-    if uow is None:
-        uow = session.info[_UOW] = unit_of_work(session)
-    return uow
+    return of_batch(session, _UOW, unit_of_work)
 
 
 async def prepare_batch(session: AsyncSession, events: list[CloudEvent]) -> None:

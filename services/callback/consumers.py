@@ -20,6 +20,7 @@ from services.callback.app import service, unit_of_work
 from services.callback.handlers import HANDLERS
 from services.callback.store import CallbackUnitOfWork
 from shared.events import CloudEvent
+from shared.uow import of_batch
 
 DESCRIPTIONS = {
     "accepted": "Learn the ticket's kind, category, reply method and first-contact owner; a later opinion may "
@@ -38,10 +39,7 @@ _UOW = "callback.uow"
 
 
 def _unit_of_work(session: AsyncSession) -> CallbackUnitOfWork:
-    uow = session.info.get(_UOW)
-    if uow is None:
-        uow = session.info[_UOW] = unit_of_work(session)
-    return uow
+    return of_batch(session, _UOW, unit_of_work)
 
 
 async def prepare_batch(session: AsyncSession, events: list[CloudEvent]) -> None:

@@ -18,6 +18,7 @@ from services.dispatch.app import metrics, schedule, service
 from services.dispatch.handlers import HANDLERS
 from services.dispatch.uow import DispatchUnitOfWork
 from shared.events import CloudEvent
+from shared.uow import of_batch
 
 DESCRIPTIONS = {
     "accepted": "Route the accepted form, open its ledger lines and start its clocks.",
@@ -38,10 +39,7 @@ def _unit_of_work(session: AsyncSession, held: store.NewRows | None = None) -> D
 
 def _held(session: AsyncSession) -> store.NewRows:
     """The batch's held new rows (created at the batch's first use)."""
-    held = session.info.get(_HELD)
-    if held is None:
-        held = session.info[_HELD] = store.NewRows(session, schedule.noted, hold=True)
-    return held
+    return of_batch(session, _HELD, lambda s: store.NewRows(s, schedule.noted, hold=True))
 
 
 async def prepare_accepted(session: AsyncSession, events: list[CloudEvent]) -> None:

@@ -46,6 +46,7 @@ from shared.events import Channel, CloudEvent, Kind
 from shared.owner_auth import OwnerPrincipal
 from shared.service import ErrorOut, LocalTime, known_estate, require_estate
 from shared.storage import FileStore, file_store_from_env
+from shared.uow import of_batch
 
 log = logging.getLogger("estatedesk.intake.owners")
 TOO_MANY = {429: {"model": ErrorOut, "description": "A rate limit of the owners' policy was reached"}}
@@ -463,10 +464,7 @@ _BATCH_UOW = "intake.owner_uow"
 def _batch_uow(session: AsyncSession) -> IntakeUnitOfWork:
     """One unit of work for a consumer batch's session (it carries the batch's read-ahead
     tickets); each batch has a session of its own, so nothing outlives the batch."""
-    uow = session.info.get(_BATCH_UOW)
-    if uow is None:
-        uow = session.info[_BATCH_UOW] = owner_uow(session)
-    return uow
+    return of_batch(session, _BATCH_UOW, owner_uow)
 
 
 async def prepare_owner_batch(session: AsyncSession, events: list[CloudEvent]) -> None:

@@ -311,3 +311,22 @@ def test_rows_json_writes_what_the_standard_encoder_wrote():
     assert json.loads(rows_json(rows))[0]["local"] == "2026-12-01T18:00:00.000123+08:00"
     with pytest.raises(TypeError):
         rows_json([{"what": object()}])
+
+
+def test_a_batch_shares_one_unit_of_work_made_at_its_first_use():
+    from types import SimpleNamespace
+
+    from shared.uow import of_batch
+
+    made: list = []
+
+    def make(session):
+        made.append(session)
+        return object()
+
+    batch, other = SimpleNamespace(info={}), SimpleNamespace(info={})
+    first = of_batch(batch, "svc.uow", make)
+    assert of_batch(batch, "svc.uow", make) is first and made == [batch]
+    assert of_batch(other, "svc.uow", make) is not first and made == [batch, other]
+    batch.info.pop("svc.uow")  # the batch's flush: the next batch starts afresh
+    assert of_batch(batch, "svc.uow", make) is not first
