@@ -42,7 +42,15 @@ log = logging.getLogger("estatedesk.bus")
 # consumers' processed-event records still catch it.
 DUPLICATE_WINDOW_SECONDS = 120
 MAX_DELIVER = 5
-ACK_WAIT_SECONDS = 30
+# How long JetStream waits for an answer before it delivers a message again. Short, because
+# a delivery can be lost in flight and only this brings it back: after a freeze (SIGSTOP)
+# the server, on waking, handed new messages to pull requests of a client's connection the
+# client had already given up as stale, and wrote them to that dead socket ("Write Error"):
+# they came back only after the ack wait (was 30 s; seen in CI as a 31 s recovery). A batch
+# in hand is never redelivered for being slow: `consume` tells the server it is in progress
+# every `ACK_PROGRESS_SECONDS`.
+ACK_WAIT_SECONDS = 6
+ACK_PROGRESS_SECONDS = ACK_WAIT_SECONDS / 3
 BACKOFF_SECONDS = (0.5, 2.0, 5.0, 10.0)
 BATCH_SIZE = 100
 # One long pull request per idle consumer: the server answers at the first message.
@@ -188,6 +196,29 @@ async def ensure_stream(nats_url: str, replicas: int = 1) -> None:
 
 
 TICKET_STREAM = JStream(STREAM_NAME, declare=False)
+
+
+async def update_ack_wait(nats_url: str, durables: list[str]) -> list[str]:
+    """Give the existing durable consumers among `durables` the current `ACK_WAIT_SECONDS`
+    (faststream binds to an existing durable as it is, so a changed ack wait would
+    otherwise reach only consumers created afresh); returns the names updated."""
+    updated: list[str] = []
+    if not durables:
+        return updated
+    nc = await nats.connect(nats_servers(nats_url))
+    try:
+        js = nc.jetstream()
+        for durable in durables:
+            try:
+                info = await js.consumer_info(STREAM_NAME, durable)
+            except nats.js.errors.NotFoundError:
+                continue  # created with the current config when the service subscribes
+            if info.config.ack_wait != ACK_WAIT_SECONDS:
+                await js.add_consumer(STREAM_NAME, info.config.evolve(ack_wait=ACK_WAIT_SECONDS))
+                updated.append(durable)
+    finally:
+        await nc.close()
+    return updated
 
 
 # Consumers registered through `EventConsumer.register` wait on the server for their next
@@ -347,6 +378,34 @@ async def _while_connected(connection, waiting: Awaitable):
                 await task
 
 
+@contextlib.asynccontextmanager
+async def _in_progress_until_answered(raws, every: float | None = None):
+    """While the block runs, tell JetStream every `every` seconds (default
+    `ACK_PROGRESS_SECONDS`) that the messages of `raws` not yet acked or nacked are in
+    progress, so a batch that takes longer than `ACK_WAIT_SECONDS` (a slow database, a
+    database outage held out) is not delivered again meanwhile. Nothing is sent for a batch
+    done within `every`, nor while the connection is down (the server redelivers then)."""
+    every = ACK_PROGRESS_SECONDS if every is None else every
+
+    async def tell() -> None:
+        while True:
+            await asyncio.sleep(every)
+            for raw in raws:
+                connection = getattr(raw, "_client", None)
+                if getattr(raw, "is_acked", False) or (connection is not None and not connection.is_connected):
+                    continue
+                with contextlib.suppress(Exception):  # best effort: at worst a redelivery, done once
+                    await raw.in_progress()
+
+    task = asyncio.create_task(tell())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 # The handler's parameter as the AsyncAPI document shows it: each message on the wire is
 # one CloudEvent. Not validated here (it is the batch of nats-py messages from
 # `_raw_messages`); `EventConsumer._parse` validates each event.
@@ -442,6 +501,10 @@ class EventConsumer:
         transaction is rolled back and the batch is done again event by event, each in
         its own savepoint: a failing message is rolled back alone and retried (nack with
         back-off) or, at its last attempt, kept as a dead letter and acked."""
+        async with _in_progress_until_answered(raws):
+            await self._consume(raws)
+
+    async def _consume(self, raws) -> None:
         parsed = [(raw, *self._parse(raw)) for raw in raws]
         if self.ignore is not None:
             parsed = await self._ack_ignored(parsed)
@@ -491,13 +554,12 @@ class EventConsumer:
         return kept
 
     async def _hold_while_database_down(self, raws) -> bool:
-        """While the database does not answer, keep the batch in hand (telling JetStream
-        it is in progress, so it is not redelivered) and try again when it is back: an
-        outage of any length spends none of an event's `MAX_DELIVER` attempts, which are
-        for events whose handling fails. False at once when the database answers."""
+        """While the database does not answer, keep the batch in hand (`consume` tells
+        JetStream it is in progress, so it is not redelivered) and try again when it is
+        back: an outage of any length spends none of an event's `MAX_DELIVER` attempts,
+        which are for events whose handling fails. False at once when the database answers."""
         held = False
         wait = self.backoff[0]
-        last_progress = asyncio.get_running_loop().time()
         while True:
             try:
                 await asyncio.wait_for(self.service.db.ping(), DATABASE_PROBE_SECONDS)
@@ -509,11 +571,6 @@ class EventConsumer:
             if not held:
                 log.warning("database unreachable: holding a batch of %d until it is back", len(raws))
             held = True
-            if asyncio.get_running_loop().time() - last_progress >= ACK_WAIT_SECONDS / 3:
-                for raw in raws:
-                    with contextlib.suppress(Exception):  # NATS may be away too; redelivery then
-                        await raw.in_progress()
-                last_progress = asyncio.get_running_loop().time()
             await asyncio.sleep(wait)
             wait = min(wait * 2, DATABASE_HOLD_MAX_WAIT_SECONDS)
 
@@ -623,13 +680,15 @@ class OutboxRelay:
     flight). A commit in this process wakes the relay at once (`Database.outbox_written`);
     `idle_seconds` only bounds how long a row written by another replica (or left by a
     failed pass) waits. While `ready()` is False (broker unreachable) nothing is sent: the rows wait
-    in the outbox, and the service keeps accepting work.
+    in the outbox, the service keeps accepting work, and the relay looks again as soon as
+    `ready()` is True. `retry_seconds`, `idle_seconds` and `ready_check_seconds` are seconds.
     """
 
     def __init__(self, db: Database, publish: Callable[[str, bytes, dict[str, str]], Awaitable[object]],
                  batch_size: int = 256, idle_seconds: float = 5.0, ready: Callable[[], bool] = lambda: True,
-                 retry_seconds: float = 0.5):
+                 retry_seconds: float = 0.5, ready_check_seconds: float = 0.1):
         self.db = db
+        self.ready_check_seconds = ready_check_seconds
         self.publish = publish
         self.batch_size = batch_size
         self.idle_seconds = idle_seconds
@@ -677,6 +736,15 @@ class OutboxRelay:
     async def run(self) -> None:
         retry_wait = self.retry_seconds
         while not self._stopping.is_set():
+            if not self.ready():
+                # Nothing can go while the broker is unreachable. Look again the moment it is
+                # back (a local look at the connection every `ready_check_seconds`, no
+                # traffic), not at the next commit or after `idle_seconds`: rows whose
+                # publication failed as it went away (its ack lost) go at once.
+                while not self.ready() and not self._stopping.is_set():
+                    await asyncio.sleep(self.ready_check_seconds)
+                retry_wait = self.retry_seconds
+                continue
             # Cleared before looking, so a commit made while we look wakes the next wait.
             self.db.outbox_written.clear()
             failed = self.failed

@@ -53,6 +53,7 @@ async def probe_service(servers, tmp_root):
 
     prepared: list[list[str]] = []
     service.prepared = prepared  # the batches `prepare` was given, as event ids
+    service.handling = set()  # descriptions of "sleep-" events whose handler has started
 
     async def note_batch(session, events):
         prepared.append([event.id for event in events])
@@ -61,6 +62,9 @@ async def probe_service(servers, tmp_root):
                       ignore=lambda event: event.data["description"].startswith("ignore-"))
     async def remember(session, event):
         description = event.data["description"]
+        if description.startswith("sleep-"):  # a slow batch: seconds
+            service.handling.add(description)
+            await asyncio.sleep(float(description.split("-")[1]))
         if description.startswith("fail-"):
             failures[description] = failures.get(description, 0) + 1
             limit = int(description.split("-")[1])
@@ -329,6 +333,95 @@ async def test_outbox_relay_waits_while_the_broker_is_unreachable(probe_service)
     assert await OutboxRelay(service.db, publish, ready=lambda: False).relay_once() == 0
     assert attempts == []
     assert await count(service, service.db.outbox) == 1
+
+
+async def test_outbox_relay_goes_as_soon_as_the_broker_is_back(probe_service):
+    """Rows left while the broker was unreachable go the moment `ready()` is True again,
+    with no new commit to wake the relay and long before its idle look."""
+    service, _, _ = probe_service
+    estate = f"b{uuid.uuid4().hex[:6]}"
+    service.relay.stop()  # this test runs a relay of its own
+    await asyncio.sleep(0.1)
+    ready = False
+    relay = OutboxRelay(service.db, service._publish, idle_seconds=60, ready=lambda: ready)
+    running = asyncio.create_task(relay.run())
+    try:
+        async with service.db.transaction() as session:
+            await service.db.emit(session, accepted_event(estate, "held while away"))
+        await asyncio.sleep(0.5)
+        assert relay.published == 0
+        ready = True
+        back_at = asyncio.get_running_loop().time()
+        assert await eventually(lambda: _value(relay.published == 1), timeout=5)
+        assert asyncio.get_running_loop().time() - back_at < 2
+    finally:
+        relay.stop()
+        await running
+
+
+async def test_a_delivery_lost_in_flight_is_handled_within_seconds_and_a_slow_batch_is_not_redelivered(
+        probe_service):
+    """A message JetStream delivered to a client that never answers (after a freeze the
+    server wrote deliveries to connections already given up) is handled within seconds
+    (ACK_WAIT_SECONDS), not after half a minute; meanwhile a batch slower than the ack wait
+    is told in progress and never delivered again."""
+    service, seen, _ = probe_service
+    consumer = service.consumers[0]
+    estate = f"b{uuid.uuid4().hex[:6]}"
+    slow = accepted_event(estate, f"sleep-{bus.ACK_WAIT_SECONDS + 4}")
+    lost = accepted_event(estate, "lost in flight")
+    nc = await nats.connect(service.settings.nats_url)
+    ghost = await nats.connect(service.settings.nats_url)
+    watcher = await nats.connect(service.settings.nats_url)
+
+    async def take_one(connection, timeout):
+        subscription = await connection.jetstream().pull_subscribe_bind(consumer.durable, stream=STREAM_NAME)
+        try:
+            return await subscription.fetch(1, timeout=timeout)
+        except nats.errors.TimeoutError:
+            return []
+
+    try:
+        js = nc.jetstream()
+        # The probe's fresh durable replays the stream: once it has caught up, the only
+        # messages the server can hand out below are this test's.
+        marker = accepted_event(estate, "caught up")
+        await js.publish(marker.nats_subject, marker.model_dump_json().encode(), headers={"Nats-Msg-Id": marker.id})
+
+        async def caught_up():
+            info = await js.consumer_info(STREAM_NAME, consumer.durable)
+            return (await count(service, seen, seen.c.estate == estate) == 1
+                    and info.num_pending == 0 and info.num_ack_pending == 0)
+
+        assert await eventually(caught_up, timeout=60)
+        duplicates = consumer.stats.duplicates  # the replay has some (other tests' repeats)
+        await js.publish(slow.nats_subject, slow.model_dump_json().encode(), headers={"Nats-Msg-Id": slow.id})
+        assert await eventually(lambda: _value(slow.data["description"] in service.handling), timeout=15)
+        await asyncio.sleep(2)  # the slow event's ack wait runs out well before the lost one's
+        # The probe is busy with its slow batch (no pull request of its own): a pull
+        # request of another client takes the next message, which is never answered.
+        taking = asyncio.create_task(take_one(ghost, 5))
+        await asyncio.sleep(0.3)
+        await js.publish(lost.nats_subject, lost.model_dump_json().encode(), headers={"Nats-Msg-Id": lost.id})
+        published_at = asyncio.get_running_loop().time()
+        assert [json.loads(m.data)["id"] for m in await taking] == [lost.id]
+        await ghost.close()  # gone without an answer, as a dead connection
+        # Whatever the server delivers again while the slow batch is in hand comes here
+        # first: the lost event after its ack wait, never the slow one.
+        again = await take_one(watcher, bus.ACK_WAIT_SECONDS + 1)
+        assert [json.loads(m.data)["id"] for m in again] == [lost.id]
+        await again[0].nak()  # for the probe
+
+        async def both_seen():
+            return await count(service, seen, seen.c.estate == estate) == 3  # with the marker
+
+        assert await eventually(both_seen, timeout=30)
+        assert asyncio.get_running_loop().time() - published_at < 15  # the fault tests' recovery limit
+        assert consumer.stats.duplicates == duplicates
+    finally:
+        for connection in (nc, ghost, watcher):
+            if not connection.is_closed:
+                await connection.close()
 
 
 async def test_outbox_relay_goes_again_soon_after_a_publication_failed(probe_service):

@@ -81,3 +81,50 @@ async def test_a_long_fetch_takes_no_more_from_the_inbox_than_it_hands_over():
     second = await shared.bus._long_fetch(subscription, 3, timeout=1)
     assert [m.data for m in first] == [b"m0", b"m1", b"m2"]
     assert [m.data for m in second] == [b"m3", b"m4"]
+
+
+class _Delivered:
+    """A message in a batch being handled: counts the in-progress answers it sends."""
+
+    def __init__(self, connection=None, acked: bool = False):
+        self._client = connection
+        self.is_acked = acked
+        self.progress = 0
+
+    async def in_progress(self):
+        self.progress += 1
+
+
+class _Up:
+    is_connected = True
+
+
+async def test_a_batch_in_hand_is_told_in_progress_until_answered():
+    """While a batch is handled, its messages not yet acked are reported in progress every
+    `every` seconds, so a batch slower than ACK_WAIT_SECONDS is not delivered again (with
+    the short ack wait that brings a delivery lost in flight back within seconds). Nothing
+    is sent for an acked message, on a connection that is down, or after the block."""
+    held, acked, cut_off = _Delivered(_Up()), _Delivered(_Up(), acked=True), _Delivered(_Down())
+    async with shared.bus._in_progress_until_answered([held, acked, cut_off], every=0.05):
+        await asyncio.sleep(0.18)
+    told = held.progress
+    assert 2 <= told <= 4
+    assert acked.progress == cut_off.progress == 0
+    await asyncio.sleep(0.1)
+    assert held.progress == told
+
+
+async def test_a_quick_batch_sends_no_progress():
+    quick = _Delivered(_Up())
+    async with shared.bus._in_progress_until_answered([quick], every=0.2):
+        await asyncio.sleep(0.01)
+    assert quick.progress == 0
+
+
+def test_a_delivery_lost_in_flight_comes_back_within_seconds():
+    """A message the server wrote to a connection that was already dead (after a freeze)
+    comes back only after the ack wait: it must stay well inside the 15 s in which the
+    fault tests want everything flowing again; the in-progress reports come often enough
+    that a slow batch is never redelivered."""
+    assert shared.bus.ACK_WAIT_SECONDS <= 8
+    assert shared.bus.ACK_PROGRESS_SECONDS <= shared.bus.ACK_WAIT_SECONDS / 3
