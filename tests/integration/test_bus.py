@@ -543,3 +543,26 @@ async def test_a_gathering_consumer_hands_its_batch_over_when_the_window_has_pas
         GATHERING_CONSUMERS.pop("gatherer", None)
         await js.delete_stream(name)
         await nc.close()
+
+
+async def test_an_existing_durable_is_given_the_current_ack_wait(servers):
+    """faststream binds to an existing durable consumer as it is: a service started on a
+    stream made by an older version (ack wait 30 s) must still get `ACK_WAIT_SECONDS`, or a
+    delivery lost in flight would come back only after the old wait."""
+    from nats.js.api import ConsumerConfig
+
+    await bus.ensure_stream(servers["nats"])
+    durable = f"old_{uuid.uuid4().hex[:8]}"
+    nc = await nats.connect(servers["nats"])
+    js = nc.jetstream()
+    try:
+        await js.add_consumer(STREAM_NAME, ConsumerConfig(durable_name=durable, ack_wait=30,
+                                                          filter_subject=subject_for("nowhere", "accepted")))
+        assert await bus.update_ack_wait(servers["nats"], [durable, f"missing_{durable}"]) == [durable]
+        info = await js.consumer_info(STREAM_NAME, durable)
+        assert info.config.ack_wait == bus.ACK_WAIT_SECONDS
+        assert info.config.filter_subject == subject_for("nowhere", "accepted")  # the rest kept
+        assert await bus.update_ack_wait(servers["nats"], [durable]) == []  # nothing to do now
+    finally:
+        await js.delete_consumer(STREAM_NAME, durable)
+        await nc.close()
