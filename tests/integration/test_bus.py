@@ -6,6 +6,7 @@ its rows in memory and the consumer's batch flush writes them (as analytics does
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import uuid
@@ -452,21 +453,36 @@ async def test_outbox_relay_goes_again_soon_after_a_publication_failed(probe_ser
         await running
 
 
+@contextlib.asynccontextmanager
+async def long_wait_pull(nats_url: str, prefix: str, durable: str, gather_seconds: float = 0.0):
+    """(connection, JetStream context, stream name, pull subscription) over a scratch stream
+    `<prefix>_xxxxxx` (subjects `<name>.>`), whose durable the fetch shim treats as a
+    service's consumer: one long wait, and a gathering window of `gather_seconds` if given.
+    The stream and the shim's entries go afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:6]}"
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await js.add_stream(name=name, subjects=[f"{name}.>"])
+    try:
+        subscription = await js.pull_subscribe(f"{name}.>", durable=durable, stream=name)
+        bus.LONG_WAIT_CONSUMERS.add(durable)
+        if gather_seconds:
+            bus.GATHERING_CONSUMERS[durable] = gather_seconds
+        yield nc, js, name, subscription
+    finally:
+        bus.LONG_WAIT_CONSUMERS.discard(durable)
+        bus.GATHERING_CONSUMERS.pop(durable, None)
+        await js.delete_stream(name)
+        await nc.close()
+
+
 async def test_a_status_left_by_an_earlier_pull_request_never_holds_a_later_message(servers):
     """All pull requests of a subscription share one inbox. A 408 from an earlier request
     (here an orphan that expires after 1 s, as when the client gave up on a request just
     before the server did) arrives during a long wait; every message published after it
     must still reach the consumer at once, not when some request expires (CI saw an
     access-log refusal held 12 s this way)."""
-    from shared.bus import LONG_WAIT_CONSUMERS
-
-    name = f"FETCH_{uuid.uuid4().hex[:6]}"
-    nc = await nats.connect(servers["nats"])
-    js = nc.jetstream()
-    await js.add_stream(name=name, subjects=[f"{name}.>"])
-    try:
-        subscription = await js.pull_subscribe(f"{name}.>", durable="waiter", stream=name)
-        LONG_WAIT_CONSUMERS.add("waiter")
+    async with long_wait_pull(servers["nats"], "FETCH", "waiter") as (nc, js, name, subscription):
         orphan = {"batch": 10, "no_wait": True, "expires": 1_000_000_000}
         await nc.publish(subscription._nms, json.dumps(orphan).encode(), subscription._deliver)
         loop = asyncio.get_running_loop()
@@ -496,27 +512,15 @@ async def test_a_status_left_by_an_earlier_pull_request_never_holds_a_later_mess
             # The shim hands a non-empty batch over with one "nothing more" answer.
             with pytest.raises(nats.errors.TimeoutError):
                 await subscription.fetch(batch=100, timeout=30)
-    finally:
-        LONG_WAIT_CONSUMERS.discard("waiter")
-        await js.delete_stream(name)
-        await nc.close()
 
 
 async def test_a_gathering_consumer_hands_its_batch_over_when_the_window_has_passed(servers):
     """A consumer with `gather_seconds` keeps fetching into the batch for that long after
     its first message (what the fetch shim does for `GATHERING_CONSUMERS`), then hands it
     over; a message after the window starts the next batch."""
-    from shared.bus import GATHERING_CONSUMERS, LONG_WAIT_CONSUMERS
-
-    name = f"GATHER_{uuid.uuid4().hex[:6]}"
     window = 1.0
-    nc = await nats.connect(servers["nats"])
-    js = nc.jetstream()
-    await js.add_stream(name=name, subjects=[f"{name}.>"])
-    try:
-        subscription = await js.pull_subscribe(f"{name}.>", durable="gatherer", stream=name)
-        LONG_WAIT_CONSUMERS.add("gatherer")
-        GATHERING_CONSUMERS["gatherer"] = window
+    async with long_wait_pull(servers["nats"], "GATHER", "gatherer", gather_seconds=window) as (
+            nc, js, name, subscription):
         loop = asyncio.get_running_loop()
 
         async def publish_at(delay: float, key: str) -> None:
@@ -538,11 +542,6 @@ async def test_a_gathering_consumer_hands_its_batch_over_when_the_window_has_pas
         for message in first + second + next_batch:
             await message.ack()
         await asyncio.gather(*later)
-    finally:
-        LONG_WAIT_CONSUMERS.discard("gatherer")
-        GATHERING_CONSUMERS.pop("gatherer", None)
-        await js.delete_stream(name)
-        await nc.close()
 
 
 async def test_an_existing_durable_is_given_the_current_ack_wait(servers):
