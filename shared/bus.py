@@ -20,7 +20,7 @@ import logging
 import os
 import random
 from dataclasses import dataclass, field
-from typing import Annotated, Awaitable, Callable, Protocol
+from typing import Annotated, Awaitable, Callable, Protocol, Sequence
 
 import nats
 import sqlalchemy as sa
@@ -180,9 +180,13 @@ def ticket_stream_config(replicas: int = 1) -> StreamConfig:
     )
 
 
-async def ensure_stream(nats_url: str, replicas: int = 1) -> None:
-    """Create or update the ticket stream (idempotent; every service calls it at start).
-    `nats_url` may list several servers, comma-separated."""
+async def ensure_stream(nats_url: str, replicas: int = 1, durables: Sequence[str] = ()) -> list[str]:
+    """Create or update the ticket stream (idempotent; every service calls it at start),
+    and give the existing durable consumers among `durables` (the service's own) the
+    current `ACK_WAIT_SECONDS`: faststream binds to an existing durable as it is, so a
+    changed ack wait would otherwise reach only consumers created afresh. One connection
+    for both; `nats_url` may list several servers, comma-separated. Returns the durables
+    updated."""
     nc = await nats.connect(nats_servers(nats_url))
     try:
         js = nc.jetstream()
@@ -191,23 +195,7 @@ async def ensure_stream(nats_url: str, replicas: int = 1) -> None:
             await js.add_stream(config)
         except nats.js.errors.BadRequestError:
             await js.update_stream(config)
-    finally:
-        await nc.close()
-
-
-TICKET_STREAM = JStream(STREAM_NAME, declare=False)
-
-
-async def update_ack_wait(nats_url: str, durables: list[str]) -> list[str]:
-    """Give the existing durable consumers among `durables` the current `ACK_WAIT_SECONDS`
-    (faststream binds to an existing durable as it is, so a changed ack wait would
-    otherwise reach only consumers created afresh); returns the names updated."""
-    updated: list[str] = []
-    if not durables:
-        return updated
-    nc = await nats.connect(nats_servers(nats_url))
-    try:
-        js = nc.jetstream()
+        updated: list[str] = []
         for durable in durables:
             try:
                 info = await js.consumer_info(STREAM_NAME, durable)
@@ -216,9 +204,12 @@ async def update_ack_wait(nats_url: str, durables: list[str]) -> list[str]:
             if info.config.ack_wait != ACK_WAIT_SECONDS:
                 await js.add_consumer(STREAM_NAME, info.config.evolve(ack_wait=ACK_WAIT_SECONDS))
                 updated.append(durable)
+        return updated
     finally:
         await nc.close()
-    return updated
+
+
+TICKET_STREAM = JStream(STREAM_NAME, declare=False)
 
 
 # Consumers registered through `EventConsumer.register` wait on the server for their next
@@ -391,8 +382,7 @@ async def _in_progress_until_answered(raws, every: float | None = None):
         while True:
             await asyncio.sleep(every)
             for raw in raws:
-                connection = getattr(raw, "_client", None)
-                if getattr(raw, "is_acked", False) or (connection is not None and not connection.is_connected):
+                if raw.is_acked or not raw._client.is_connected:
                     continue
                 with contextlib.suppress(Exception):  # best effort: at worst a redelivery, done once
                     await raw.in_progress()

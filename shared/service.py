@@ -38,7 +38,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.auth import AuthError, Principal, principal_from_header
 from shared.bus import (
     BatchFlush, BatchPrepare, EventConsumer, EventHandler, OutboxRelay, ReconnectPolicy, ensure_stream, probe_nats,
-    update_ack_wait,
 )
 from shared.clock import Clock, SystemClock, clock_from_spec
 from shared.db import Database
@@ -202,8 +201,8 @@ class Service:
     async def start(self) -> None:
         assert self.settings is not None, "bind() the service first"
         await self.read_stored_facts()
-        await ensure_stream(self.settings.nats_url, self.settings.nats_replicas)
-        await update_ack_wait(self.settings.nats_url, [consumer.durable for consumer in self.consumers])
+        await ensure_stream(self.settings.nats_url, self.settings.nats_replicas,
+                            [consumer.durable for consumer in self.consumers])
         await self.directory.start(self.settings.nats_url, self.reconnect.connect_options(), self.settings.nats_replicas)
         await self.broker.start()
         self.nats_status = await probe_nats(self.nats_connection, self.reconnect.probe_timeout_seconds)

@@ -557,11 +557,11 @@ async def test_an_existing_durable_is_given_the_current_ack_wait(servers):
     try:
         await js.add_consumer(STREAM_NAME, ConsumerConfig(durable_name=durable, ack_wait=30,
                                                           filter_subject=subject_for("nowhere", "accepted")))
-        assert await bus.update_ack_wait(servers["nats"], [durable, f"missing_{durable}"]) == [durable]
+        assert await bus.ensure_stream(servers["nats"], durables=[durable, f"missing_{durable}"]) == [durable]
         info = await js.consumer_info(STREAM_NAME, durable)
         assert info.config.ack_wait == bus.ACK_WAIT_SECONDS
         assert info.config.filter_subject == subject_for("nowhere", "accepted")  # the rest kept
-        assert await bus.update_ack_wait(servers["nats"], [durable]) == []  # nothing to do now
+        assert await bus.ensure_stream(servers["nats"], durables=[durable]) == []  # nothing to do now
     finally:
         await js.delete_consumer(STREAM_NAME, durable)
         await nc.close()
