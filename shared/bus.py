@@ -28,12 +28,12 @@ from faststream import AckPolicy
 from faststream.nats import ConsumerConfig, JStream, NatsMessage, NatsRouter, PullSub
 from nats.js import api
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from pydantic import SkipValidation, ValidationError
+from pydantic import SkipValidation
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.clock import Clock
 from shared.db import Database
-from shared.events import PAYLOADS, STREAM_NAME, STREAM_SUBJECTS, CloudEvent, subject_for
+from shared.events import STREAM_NAME, STREAM_SUBJECTS, CloudEvent, MalformedEvent, read_event, subject_for
 from shared.settings import nats_servers
 
 log = logging.getLogger("estatedesk.bus")
@@ -565,23 +565,13 @@ class EventConsumer:
             wait = min(wait * 2, DATABASE_HOLD_MAX_WAIT_SECONDS)
 
     def _parse(self, raw) -> tuple[CloudEvent | None, str | None, CloudEvent | None]:
-        """(the event, None) or (None, why it is malformed, its envelope when readable)."""
+        """(the event, None) or (None, why it is malformed, its envelope when readable):
+        the ticket's own services can tell from the envelope that the event was set aside
+        (archive holds that ticket back)."""
         try:
-            event = CloudEvent.model_validate_json(raw.data)
-        except (ValidationError, ValueError) as error:
-            return None, f"malformed event: {error}", None
-        try:
-            if event.event_name not in PAYLOADS:
-                raise ValueError(f"unknown event type {event.type!r}")
-            if event.nats_subject != raw.subject:
-                raise ValueError(f"event of estate {event.estate!r} and type {event.type!r} arrived on {raw.subject!r}")
-            event.payload()  # the contract, storable text included (shared.limits)
-        except (ValidationError, ValueError) as error:
-            # The envelope is readable: its id and estate go with the dead letter, so the
-            # ticket's own services can tell the event was set aside (archive holds that
-            # ticket back).
-            return None, f"malformed event: {error}", event
-        return event, None, None
+            return read_event(raw.subject, raw.data), None, None
+        except MalformedEvent as error:
+            return None, f"malformed event: {error}", error.envelope
 
     async def _run(self, parsed, now) -> list[tuple[object, str, CloudEvent | None]]:
         """(message, outcome, event) for each message of the batch, committed together

@@ -23,11 +23,11 @@ import uuid
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from shared.limits import (
     CATEGORY_MAX, CLIENT_ID_MAX, CODE_MAX, DEPARTMENT_CODE_MAX, DESCRIPTION_MAX, ESTATE_CODE, FORM_NUMBER_MAX, ID_MAX, SHORT_TEXT_MAX, TEXT_MAX, Instant, Money,
-    StorableText, UNIT_CODE_MAX,
+    TEXT_CHECKED, StorableText, UNIT_CODE_MAX, json_is_storable_text,
 )
 
 SUBJECT_PREFIX = "estatedesk"
@@ -131,9 +131,53 @@ class CloudEvent(BaseModel):
     def nats_subject(self) -> str:
         return subject_for(self.estate, self.event_name)
 
+    # The payload validated once (with the `data` it came from: a replaced `data` is read
+    # again), and whether `data` came from JSON already known to hold only storable text.
+    _payload: tuple[dict[str, Any], "Payload"] | None = PrivateAttr(default=None)
+    _text_checked: bool = PrivateAttr(default=False)
+
     def payload(self) -> "Payload":
-        """The typed payload; raises pydantic.ValidationError when it breaks the contract."""
-        return PAYLOADS[self.event_name].model_validate(self.data)
+        """The typed payload, validated on the first call and kept (every handler of a
+        consumer asks for it); raises pydantic.ValidationError when it breaks the contract.
+        The caller must not change it."""
+        cached = self._payload
+        if cached is None or cached[0] is not self.data:
+            context = {TEXT_CHECKED: True} if self._text_checked else None
+            cached = self._payload = (self.data, PAYLOADS[self.event_name].model_validate(self.data, context=context))
+        return cached[1]
+
+
+class MalformedEvent(ValueError):
+    """A delivered message that breaks the contract; `envelope` is its CloudEvent when that
+    much was readable (its id and estate go with the dead letter), else None."""
+
+    def __init__(self, reason: str, envelope: CloudEvent | None = None) -> None:
+        super().__init__(reason)
+        self.envelope = envelope
+
+
+def read_event(subject: str, body: bytes) -> CloudEvent:
+    """The event a JetStream message of `subject` carries, accepted as every consumer (and
+    `analytics rebuild`) accepts it: a CloudEvent of a known type, on its own estate's and
+    type's subject, whose payload keeps the contract (every string storable text: see
+    `shared.limits`). The payload is validated here and kept (`CloudEvent.payload`).
+
+    Raises MalformedEvent, whose message says why."""
+    try:
+        event = CloudEvent.model_validate_json(body)
+    except (ValidationError, ValueError) as error:
+        raise MalformedEvent(str(error)) from error
+    # The JSON parser refused what it could; when no escape is left, the strings are storable.
+    event._text_checked = json_is_storable_text(body)
+    try:
+        if event.event_name not in PAYLOADS:
+            raise ValueError(f"unknown event type {event.type!r}")
+        if event.nats_subject != subject:
+            raise ValueError(f"event of estate {event.estate!r} and type {event.type!r} arrived on {subject!r}")
+        event.payload()
+    except (ValidationError, ValueError) as error:
+        raise MalformedEvent(str(error), event) from error
+    return event
 
 
 def family_of(event_name: str) -> str:

@@ -26,7 +26,9 @@ from decimal import Decimal
 from typing import Annotated, Any
 from zoneinfo import available_timezones
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import (
+    AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, ValidationInfo, model_validator,
+)
 
 # --- lengths (characters) ------------------------------------------------------------------
 ESTATE_CODE_MAX = 32
@@ -129,13 +131,34 @@ def _spelled(path: tuple | None) -> str:
     return where
 
 
+# The validation context's key saying the data came from JSON that `json_is_storable_text`
+# passed: the walk over every string is skipped (it would find nothing).
+TEXT_CHECKED = "storable_text_checked"
+
+
+# The JSON escapes that can spell a refused character: \u (\u0000 and the rest) and the
+# short forms of backspace (\b, U+0008) and form feed (\f, U+000C).
+_REFUSABLE_ESCAPE = re.compile(rb"\\[ubf]")
+
+
+def json_is_storable_text(raw: bytes) -> bool:
+    """True when every string that pydantic's JSON parser (jiter) can read out of `raw` is
+    storable text, without reading it: the parser itself refuses raw control characters,
+    bytes that are not UTF-8 and lone surrogate escapes, so the only ways left for NUL or
+    another refused character are the escapes ``\\u....``, ``\\b`` and ``\\f``. False is
+    "walk it", not "refuse it": an escaped character may be perfectly storable."""
+    return _REFUSABLE_ESCAPE.search(raw) is None
+
+
 class StorableText(BaseModel):
-    """Every string given to the model, however deeply nested, must be storable text."""
+    """Every string given to the model, however deeply nested, must be storable text
+    (skipped when the validation context holds `TEXT_CHECKED`)."""
 
     @model_validator(mode="before")
     @classmethod
-    def _storable_text(cls, data: Any) -> Any:
-        _walk(data, None)
+    def _storable_text(cls, data: Any, info: ValidationInfo) -> Any:
+        if not (info.context and info.context.get(TEXT_CHECKED)):
+            _walk(data, None)
         return data
 
 

@@ -13,7 +13,10 @@ from shared import auth
 from shared.asyncapi import asyncapi_json
 from shared.calendar import CalendarOverrides, WorkingCalendar
 from shared.clock import AcceleratedClock, FileOffsetClock, ManualClock, SystemClock, clock_from_spec
-from shared.events import EVENT_NAMES, PAYLOADS, Accepted, CloudEvent, make_event, subject_for
+from hypothesis import given, settings, strategies as st
+
+from shared.events import EVENT_NAMES, PAYLOADS, Accepted, CloudEvent, MalformedEvent, make_event, read_event, subject_for
+from shared.limits import json_is_storable_text, text_problem
 from shared.policy import DEFAULT_POLICY, effective_policy
 from shared.settings import asyncpg_url
 
@@ -72,6 +75,77 @@ class TestEnvelope:
         data = json.loads(event.model_dump_json()) | {"surprise": 1}
         with pytest.raises(ValidationError):
             CloudEvent.model_validate(data)
+
+
+def delivered(description: str, *, estate: str = "hx01") -> tuple[str, bytes]:
+    """(subject, body) of an `accepted` event as JetStream delivers it, its description as given."""
+    event = make_event(accepted(), estate=estate, actor="cs01", source="intake", time=NOW)
+    body = json.loads(event.model_dump_json())
+    body["data"]["description"] = description
+    return event.nats_subject, json.dumps(body, ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+
+class TestReadEvent:
+    """`read_event`: what every consumer and `analytics rebuild` accept off the stream."""
+
+    def test_a_good_event_is_read_with_its_payload_validated_once(self):
+        event = read_event(*delivered("厨房漏水，请尽快处理"))
+        assert event.payload() is event.payload()
+        assert event.payload().description == "厨房漏水，请尽快处理"
+
+    def test_a_replaced_data_is_validated_again(self):
+        event = read_event(*delivered("漏水"))
+        assert event.payload().kind == "repair"
+        broken = event.model_copy(update={"data": {**event.data, "kind": "party"}})
+        with pytest.raises(ValidationError):
+            broken.payload()
+
+    @pytest.mark.parametrize("escaped, why", [
+        (r"\u0000", "NUL"), (r"a\u0007b", r"U\+0007"), (r"\u001f", r"U\+001F"), (r"\b", r"U\+0008"),
+        (r"x\fy", r"U\+000C"),
+    ])
+    def test_a_refused_character_escaped_in_the_json_is_a_malformed_event_with_its_envelope(self, escaped, why):
+        subject, body = delivered("x")
+        body = body.replace(b'"description": "x"', b'"description": "' + escaped.encode() + b'"')
+        with pytest.raises(MalformedEvent, match=why) as caught:
+            read_event(subject, body)
+        assert caught.value.envelope is not None and caught.value.envelope.estate == "hx01"
+
+    @pytest.mark.parametrize("raw", [rb"\ud800", rb"\udc00", b"\x01", b"\xff", b"\xed\xa0\x80"])
+    def test_what_the_json_parser_refuses_is_a_malformed_event_without_an_envelope(self, raw):
+        subject, body = delivered("x")
+        body = body.replace(b'"description": "x"', b'"description": "' + raw + b'"')
+        with pytest.raises(MalformedEvent) as caught:
+            read_event(subject, body)
+        assert caught.value.envelope is None
+
+    def test_an_escaped_storable_character_is_accepted(self):
+        subject, body = delivered("x")
+        body = body.replace(b'"description": "x"', rb'"description": "caf\u00e9 \t \ud83d\ude00"')
+        assert not json_is_storable_text(body)  # walked, and found storable
+        assert read_event(subject, body).payload().description == "caf\u00e9 \t \U0001F600"
+
+    def test_an_event_on_another_estates_subject_is_malformed(self):
+        _, body = delivered("x")
+        with pytest.raises(MalformedEvent, match="arrived on"):
+            read_event("estatedesk.hx02.ticket.accepted", body)
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=()), min_size=1, max_size=40)
+           | st.text(alphabet=st.characters(max_codepoint=0x7f), min_size=1, max_size=40))
+    def test_the_skipped_walk_refuses_exactly_what_the_walk_refuses(self, description):
+        """Escaped (ensure_ascii) or raw, an event is refused exactly when its text is not
+        storable (shared.limits.text_problem), whether or not the walk was skipped."""
+        event = make_event(accepted(), estate="hx01", actor="cs01", source="intake", time=NOW)
+        for ensure_ascii in (True, False):
+            body = json.loads(event.model_dump_json())
+            body["data"]["description"] = description
+            raw = json.dumps(body, ensure_ascii=ensure_ascii).encode("utf-8", "surrogatepass")
+            if text_problem(description) is None:
+                assert read_event(event.nats_subject, raw).payload().description == description
+            else:
+                with pytest.raises(MalformedEvent):
+                    read_event(event.nats_subject, raw)
 
 
 def test_committed_asyncapi_document_is_current():
