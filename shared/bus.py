@@ -33,7 +33,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.clock import Clock
 from shared.db import Database
-from shared.events import STREAM_NAME, STREAM_SUBJECTS, CloudEvent, MalformedEvent, read_event, subject_for
+from shared.events import (
+    STREAM_NAME, STREAM_SUBJECTS, CloudEvent, MalformedEvent, accept_payload, read_envelope, subject_for,
+)
 from shared.settings import nats_servers
 
 log = logging.getLogger("estatedesk.bus")
@@ -495,11 +497,9 @@ class EventConsumer:
             await self._consume(raws)
 
     async def _consume(self, raws) -> None:
-        parsed = [(raw, *self._parse(raw)) for raw in raws]
-        if self.ignore is not None:
-            parsed = await self._ack_ignored(parsed)
-            if not parsed:
-                return
+        parsed = [item for raw in raws if (item := await self._parse(raw)) is not None]
+        if not parsed:
+            return
         while True:
             try:
                 outcomes = await self._run(parsed, self.service.clock.now())
@@ -529,19 +529,20 @@ class EventConsumer:
                 if self.on_dead_letter:
                     self.on_dead_letter()
 
-    async def _ack_ignored(self, parsed: list) -> list:
-        """Ack the events `ignore` names (counted as processed); the others, in order."""
-        kept = []
-        for item in parsed:
-            raw, event = item[0], item[1]
-            if event is None or not self.ignore(event):
-                kept.append(item)
-                continue
-            await raw.ack()
-            self.stats.processed += 1
-            if self.on_processed:
-                self.on_processed(event)
-        return kept
+    async def _ack_ignored(self, raw, event: CloudEvent) -> None:
+        """Ack an event `ignore` names, untouched (counted as processed)."""
+        await raw.ack()
+        self.stats.processed += 1
+        if self.on_processed:
+            self.on_processed(event)
+
+    def _ignores(self, event: CloudEvent) -> bool:
+        if self.ignore is None:
+            return False
+        try:
+            return self.ignore(event)
+        except Exception:  # its data unreadable: the contract check below says why
+            return False
 
     async def _hold_while_database_down(self, raws) -> bool:
         """While the database does not answer, keep the batch in hand (`consume` tells
@@ -564,14 +565,20 @@ class EventConsumer:
             await asyncio.sleep(wait)
             wait = min(wait * 2, DATABASE_HOLD_MAX_WAIT_SECONDS)
 
-    def _parse(self, raw) -> tuple[CloudEvent | None, str | None, CloudEvent | None]:
-        """(the event, None) or (None, why it is malformed, its envelope when readable):
-        the ticket's own services can tell from the envelope that the event was set aside
-        (archive holds that ticket back)."""
+    async def _parse(self, raw) -> tuple | None:
+        """(message, the event, None, None) or (message, None, why it is malformed, its
+        envelope when readable: the ticket's own services can tell from it that the event
+        was set aside, and archive holds that ticket back); None when `ignore` named the
+        event and it was acked (its payload never validated: nothing reads it)."""
         try:
-            return read_event(raw.subject, raw.data), None, None
+            event = read_envelope(raw.subject, raw.data)
+            if self._ignores(event):
+                await self._ack_ignored(raw, event)
+                return None
+            accept_payload(event)
         except MalformedEvent as error:
-            return None, f"malformed event: {error}", error.envelope
+            return raw, None, f"malformed event: {error}", error.envelope
+        return raw, event, None, None
 
     async def _run(self, parsed, now) -> list[tuple[object, str, CloudEvent | None]]:
         """(message, outcome, event) for each message of the batch, committed together

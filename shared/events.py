@@ -156,27 +156,44 @@ class MalformedEvent(ValueError):
         self.envelope = envelope
 
 
-def read_event(subject: str, body: bytes) -> CloudEvent:
-    """The event a JetStream message of `subject` carries, accepted as every consumer (and
-    `analytics rebuild`) accepts it: a CloudEvent of a known type, on its own estate's and
-    type's subject, whose payload keeps the contract (every string storable text: see
-    `shared.limits`). The payload is validated here and kept (`CloudEvent.payload`).
+def read_envelope(subject: str, body: bytes) -> CloudEvent:
+    """The envelope of the event a JetStream message of `subject` carries: a CloudEvent of
+    a known type, on its own estate's and type's subject. Its payload is not validated
+    yet (`accept_payload`): a consumer that ignores the event never pays for it.
 
-    Raises MalformedEvent, whose message says why."""
+    Raises MalformedEvent, whose message says why (its `envelope` set when the JSON was a
+    CloudEvent)."""
     try:
         event = CloudEvent.model_validate_json(body)
     except (ValidationError, ValueError) as error:
         raise MalformedEvent(str(error)) from error
     # The JSON parser refused what it could; when no escape is left, the strings are storable.
     event._text_checked = json_is_storable_text(body)
+    if event.event_name not in PAYLOADS:
+        raise MalformedEvent(f"unknown event type {event.type!r}", event)
+    if event.nats_subject != subject:
+        raise MalformedEvent(f"event of estate {event.estate!r} and type {event.type!r} arrived on {subject!r}", event)
+    return event
+
+
+def accept_payload(event: CloudEvent) -> None:
+    """Validate `event`'s payload against the contract, every string storable text
+    included (see `shared.limits`), and keep it (`CloudEvent.payload`).
+
+    Raises MalformedEvent with the event as its envelope."""
     try:
-        if event.event_name not in PAYLOADS:
-            raise ValueError(f"unknown event type {event.type!r}")
-        if event.nats_subject != subject:
-            raise ValueError(f"event of estate {event.estate!r} and type {event.type!r} arrived on {subject!r}")
         event.payload()
     except (ValidationError, ValueError) as error:
         raise MalformedEvent(str(error), event) from error
+
+
+def read_event(subject: str, body: bytes) -> CloudEvent:
+    """The event a JetStream message of `subject` carries, accepted as every consumer (and
+    `analytics rebuild`) accepts it: `read_envelope`, then `accept_payload`.
+
+    Raises MalformedEvent, whose message says why."""
+    event = read_envelope(subject, body)
+    accept_payload(event)
     return event
 
 

@@ -59,7 +59,7 @@ def raw(event: CloudEvent) -> SimpleNamespace:
 async def consume(archive, events: list[CloudEvent]) -> list[str]:
     """One fetched batch through the consumer (`EventConsumer._run`): the outcomes."""
     consumer = archive.consumer
-    outcomes = await consumer._run([(raw(e), *consumer._parse(raw(e))) for e in events], archive.clock.now())
+    outcomes = await consumer._run([await consumer._parse(raw(e)) for e in events], archive.clock.now())
     return [outcome for _, outcome, _ in outcomes]
 
 

@@ -183,21 +183,32 @@ async def test_a_gathering_service_consumer_handles_what_comes_within_its_window
 
 async def test_ignored_events_are_acked_untouched_and_the_others_handled(probe_service):
     """`ignore` (events the handler would leave alone, told from the event): acked with no
-    claim, no prepare, no handler; the batch's other events go on as ever."""
+    claim, no prepare, no handler, and no payload validation (nothing reads it: an ignored
+    event that breaks the contract is acked too); an event the predicate cannot read goes
+    the handler's way, where the contract check sets it aside as a dead letter; the batch's
+    other events go on as ever."""
     service, seen, _ = probe_service
     estate = f"b{uuid.uuid4().hex[:6]}"
-    events = [accepted_event(estate, d) for d in ("ignore-1", "kept 1", "ignore-2", "kept 2")]
+    events = [accepted_event(estate, d) for d in ("ignore-1", "kept 1", "ignore-2", "kept 2", "ignore-3", "unreadable")]
+    events[4].data["kind"] = "party"  # breaks the contract, but is ignored
+    del events[5].data["description"]  # the predicate raises KeyError; the payload lacks a field
     nc = await nats.connect(service.settings.nats_url)
     js = nc.jetstream()
     for event in events:
         await js.publish(event.nats_subject, event.model_dump_json().encode(), headers={"Nats-Msg-Id": event.id})
     await nc.close()
-    async def kept_both():
-        return await count(service, seen, seen.c.estate == estate) == 2
+    async def kept_both_and_set_one_aside():
+        letters = service.db.dead_letters
+        return await count(service, seen, seen.c.estate == estate) == 2 \
+            and await count(service, letters, letters.c.estate == estate) == 1
 
-    assert await eventually(kept_both, timeout=30)
+    assert await eventually(kept_both_and_set_one_aside, timeout=30)
     assert sorted(await _all(service, seen, estate)) == ["kept 1", "kept 2"]
-    ignored = {events[0].id, events[2].id}
+    async with service.db.transaction() as session:
+        letter = (await session.execute(
+            sa.select(service.db.dead_letters).where(service.db.dead_letters.c.estate == estate))).one()
+    assert letter.event_id == events[5].id and "description" in letter.reason and "Field required" in letter.reason
+    ignored = {events[0].id, events[2].id, events[4].id}
     assert not ignored & {i for batch in service.prepared for i in batch}
     processed = service.db.processed
     assert await count(service, processed, processed.c.event_id.in_(ignored)) == 0
