@@ -87,7 +87,10 @@ def define_read_model(md: sa.MetaData) -> ReadModel:
         sa.Column("facts", JSONB, nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Index("ix_ticket_facts_open", "estate", "state"),
+        # Repeat detection's two searches (rules.RepeatSearch): the estate's latest tickets
+        # of a category, and its latest of one building, each an index range of `limit` rows.
         sa.Index("ix_ticket_facts_repeats", "estate", "category", "accepted_at"),
+        sa.Index("ix_ticket_facts_repeats_building", "estate", "category", "building", "accepted_at"),
     )
     rollups = sa.Table(
         "rollups", md,
