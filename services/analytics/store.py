@@ -222,12 +222,17 @@ class Batch:
     counters: dict[tuple[str, str, str, str, str], int] = field(default_factory=dict)
     suggestions: dict[str, dict] = field(default_factory=dict)
     alerts: dict[str, dict] = field(default_factory=dict)
+    # The batch's tickets by (estate, category), in the order first seen (ticket id → None),
+    # for repeat detection: a search looks at its own category's tickets, not the batch's.
+    # A ticket stays under a category it later left; `same_category` checks the facts.
+    by_category: dict[tuple[str, str | None], dict[str, None]] = field(default_factory=dict)
 
     def add(self, event: ev.CloudEvent, after: TicketFacts, deltas: list[RollupDelta], policy: Policy) -> None:
         """One folded event: its ticket's new facts and its increments (never fails, so a
         handler calls it last and a refused event leaves the batch as it was)."""
         key = (after.estate, after.ticket_id)
         self.facts[key] = after
+        self.by_category.setdefault((after.estate, after.category), {})[after.ticket_id] = None
         if event.event_name == ev.Accepted.event_name and event.data.get("form_number"):
             self.form_numbers[key] = event.data["form_number"]
         counters, get = self.counters, self.counters.get
@@ -459,14 +464,24 @@ class TicketFactsRepository:
                 "estate": estate, "category": new.category, "since": since, "at": new.accepted_at,
                 "ticket": new.ticket_id, "kinds": list(kinds), "limit": limit, "building": new.building})
             stored = [rules.RecentTicket(r.ticket_id, r.category, r.building, r.accepted_at) for r in rows]
-        found = {t.ticket_id: t for t in stored}
-        for (e, ticket_id), facts in self.batch.facts.items():
-            if e != estate:
-                continue
-            found.pop(ticket_id, None)  # the batch's facts are newer than the stored row
+        in_batch = self.batch.facts
+        # The batch's facts are newer than the stored rows.
+        found = {t.ticket_id: t for t in stored if (estate, t.ticket_id) not in in_batch}
+        # The batch's own: `limit` of them in the window (and `limit` of the building) answer
+        # as all of them would (any superset of the latest `limit` does: `RepeatSearch`), so
+        # the search stops there, latest seen first, and a batch of one category costs
+        # each search `limit` tickets, not the batch.
+        wanted_estate, wanted_building = limit, (limit if new.building is not None else 0)
+        for ticket_id in reversed(self.batch.by_category.get((estate, new.category), ())):
+            facts = in_batch[(estate, ticket_id)]
             if facts.category == new.category and facts.kind in kinds and facts.accepted_at is not None \
                     and since < facts.accepted_at and (facts.accepted_at, ticket_id) < (new.accepted_at, new.ticket_id):
                 found[ticket_id] = rules.RecentTicket(ticket_id, facts.category, facts.building, facts.accepted_at)
+                wanted_estate -= 1
+                if new.building is not None and facts.building == new.building:
+                    wanted_building -= 1
+                if wanted_estate <= 0 and wanted_building <= 0:
+                    break
         return list(found.values())
 
     def save(self, event: ev.CloudEvent, after: TicketFacts, deltas: list[RollupDelta], policy: Policy) -> None:
