@@ -668,13 +668,16 @@ class OutboxRelay:
     `idle_seconds` only bounds how long a row written by another replica (or left by a
     failed pass) waits. While `ready()` is False (broker unreachable) nothing is sent: the rows wait
     in the outbox, the service keeps accepting work, and the relay looks again as soon as
-    `ready()` is True. `retry_seconds`, `idle_seconds` and `ready_check_seconds` are seconds.
+    `ready()` is True. `retry_seconds`, `idle_seconds` and `ready_check_seconds` are seconds;
+    `on_published(count)` is told how many rows each pass published (the service's metric).
     """
 
     def __init__(self, db: Database, publish: Callable[[str, bytes, dict[str, str]], Awaitable[object]],
                  batch_size: int = 256, idle_seconds: float = 5.0, ready: Callable[[], bool] = lambda: True,
-                 retry_seconds: float = 0.5, ready_check_seconds: float = 0.1):
+                 retry_seconds: float = 0.5, ready_check_seconds: float = 0.1,
+                 on_published: Callable[[int], object] = lambda count: None):
         self.db = db
+        self.on_published = on_published
         self.ready_check_seconds = ready_check_seconds
         self.publish = publish
         self.batch_size = batch_size
@@ -718,6 +721,8 @@ class OutboxRelay:
             log.warning("outbox relay: %d of %d not acknowledged (%r); kept for the next pass",
                         len(failures), len(rows), failures[0])
         self.published += len(acked)
+        if acked:
+            self.on_published(len(acked))
         return len(acked)
 
     async def run(self) -> None:
