@@ -281,10 +281,13 @@ async def test_outbox_relay_republish_is_dropped_by_jetstream(probe_service):
     await asyncio.sleep(0.1)
     async with service.db.transaction() as session:
         await service.db.emit(session, event)
-    crashing = OutboxRelay(service.db, publish_then_crash)
+    reported = []  # what each relay tells its service's metric (estatedesk_events_published)
+    crashing = OutboxRelay(service.db, publish_then_crash, on_published=reported.append)
     assert await crashing.relay_once() == 0  # nothing it could call acknowledged
     assert await count(service, service.db.outbox) == 1  # the row survived the crash
-    assert await OutboxRelay(service.db, service._publish).relay_once() == 1
+    assert await OutboxRelay(service.db, service._publish, on_published=reported.append).relay_once() == 1
+    assert reported == [1]
+    assert [ack.stream for ack in published] == [STREAM_NAME] and not published[0].duplicate
     assert await count(service, service.db.outbox) == 0
     stored = await read_stream(service.settings.nats_url, subject_for(estate, "accepted"), expected=1)
     await asyncio.sleep(0.5)
