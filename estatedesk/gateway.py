@@ -363,9 +363,7 @@ def create_gateway(upstreams: dict[str, str | list[str]], console_dist: Path = C
 
 
 def main() -> None:
-    import uvicorn
-
-    from estatedesk.runner import configure_logging
+    from estatedesk.runner import configure_logging, serve
 
     configure_logging("gateway")
     upstreams = json.loads(os.environ["ESTATEDESK_GATEWAY_UPSTREAMS"])
@@ -375,8 +373,8 @@ def main() -> None:
         key = os.environ.get("ESTATEDESK_SIGNING_KEY") or load_signing_key(
             Path(os.environ.get("ESTATEDESK_DATA_DIR", ".estatedesk")).resolve())
         live = LiveHub(os.environ["ESTATEDESK_NATS_URL"], key)
-    uvicorn.run(create_gateway(upstreams, live=live), host=os.environ.get("ESTATEDESK_HTTP_HOST", "127.0.0.1"), port=port,
-                log_config=None, access_log=False, timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE_SECONDS)
+    serve(create_gateway(upstreams, live=live), host=os.environ.get("ESTATEDESK_HTTP_HOST", "127.0.0.1"), port=port,
+          log_config=None, access_log=False, timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE_SECONDS)
 
 
 if __name__ == "__main__":
