@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import random
+import weakref
 from dataclasses import dataclass, field
 from typing import Annotated, Awaitable, Callable, Protocol, Sequence
 
@@ -351,20 +352,59 @@ async def _long_fetch(subscription, batch: int, timeout: float) -> list:
 _fetch_shim()
 
 
+class ConnectionChanges:
+    """Tells waiters the moment a NATS connection drops or comes back: give `changed` to
+    nats-py as `disconnected_cb` and `reconnected_cb`, and `watch` the connection once it
+    exists. A long fetch (`_while_connected`) then waits on the server and on this, and
+    wakes for nothing else (an idle service's event loop stays asleep)."""
+
+    def __init__(self) -> None:
+        self._waiters: set[asyncio.Future] = set()
+
+    async def changed(self) -> None:
+        waiters, self._waiters = self._waiters, set()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def next_change(self) -> asyncio.Future:
+        """A future done at the next drop or return of the connection."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.add(waiter)
+        return waiter
+
+    def watch(self, connection) -> None:
+        _CONNECTION_CHANGES[connection] = self
+
+
+# A connection's `ConnectionChanges`, when its owner gave it the callbacks.
+_CONNECTION_CHANGES: "weakref.WeakKeyDictionary[object, ConnectionChanges]" = weakref.WeakKeyDictionary()
+
+
 async def _while_connected(connection, waiting: Awaitable):
     """Await `waiting` (a fetch), abandoning it with `nats.errors.TimeoutError` as soon as
-    `connection` is seen disconnected or reconnected: checked locally every
-    `FETCH_CONNECTION_CHECK_SECONDS`, no traffic."""
+    `connection` is seen disconnected or reconnected: told by its `ConnectionChanges`
+    when it has one, else checked locally every `FETCH_CONNECTION_CHECK_SECONDS` (no
+    traffic either way)."""
     reconnects = connection.stats.get("reconnects", 0)
+    changes = _CONNECTION_CHANGES.get(connection)
+    change = changes.next_change() if changes is not None else None
     task = asyncio.ensure_future(waiting)
     try:
         while True:
+            if not connection.is_connected or connection.stats.get("reconnects", 0) != reconnects:
+                raise nats.errors.TimeoutError()
+            if change is not None:
+                await asyncio.wait({task, change}, return_when=asyncio.FIRST_COMPLETED)
+                if task.done():
+                    return task.result()
+                raise nats.errors.TimeoutError()
             done, _ = await asyncio.wait({task}, timeout=FETCH_CONNECTION_CHECK_SECONDS)
             if done:
                 return task.result()
-            if not connection.is_connected or connection.stats.get("reconnects", 0) != reconnects:
-                raise nats.errors.TimeoutError()
     finally:
+        if change is not None:
+            change.cancel()
         if not task.done():
             task.cancel()
             with contextlib.suppress(BaseException):

@@ -37,7 +37,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.auth import AuthError, Principal, principal_from_header
 from shared.bus import (
-    BatchFlush, BatchPrepare, EventConsumer, EventHandler, OutboxRelay, ReconnectPolicy, ensure_stream, probe_nats,
+    BatchFlush, BatchPrepare, ConnectionChanges, EventConsumer, EventHandler, OutboxRelay, ReconnectPolicy, ensure_stream,
+    probe_nats,
 )
 from shared.clock import Clock, SystemClock, clock_from_spec
 from shared.db import Database
@@ -172,9 +173,12 @@ class Service:
         self.clock = clock or clock_from_spec(settings.clock_spec)
         self.db = Database(settings.database_url, self.metadata)
         self.reconnect = ReconnectPolicy.from_env()
+        self.connection_changes = ConnectionChanges()
         self.broker = NatsBroker(
             settings.nats_servers,
             **self.reconnect.connect_options(),
+            # The consumers' long fetches hear of a drop or a return at once (shared.bus).
+            disconnected_cb=self.connection_changes.changed, reconnected_cb=self.connection_changes.changed,
             middlewares=[NatsPrometheusMiddleware(registry=self.registry, app_name=self.name)],
             logger=logging.getLogger(f"estatedesk.{self.name}.broker"),
         )
@@ -226,6 +230,8 @@ class Service:
         await ensure_stream(self.settings.nats_url, self.settings.nats_replicas,
                             [consumer.durable for consumer in self.consumers])
         await self.directory.start(self.settings.nats_url, self.reconnect.connect_options(), self.settings.nats_replicas)
+        await self.broker.connect()
+        self.connection_changes.watch(self.nats_connection)  # before the consumers' first fetch
         await self.broker.start()
         self.nats_status = await probe_nats(self.nats_connection, self.reconnect.probe_timeout_seconds)
         self._tasks.append(asyncio.create_task(self._probe_broker(), name=f"{self.name}-broker-probe"))

@@ -128,3 +128,64 @@ def test_a_delivery_lost_in_flight_comes_back_within_seconds():
     that a slow batch is never redelivered."""
     assert shared.bus.ACK_WAIT_SECONDS <= 8
     assert shared.bus.ACK_PROGRESS_SECONDS <= shared.bus.ACK_WAIT_SECONDS / 3
+
+
+class FakeConnection:
+    def __init__(self):
+        self.is_connected = True
+        self.stats = {"reconnects": 0}
+
+
+async def test_a_long_fetch_is_abandoned_the_moment_the_connection_drops_and_wakes_for_nothing_else(monkeypatch):
+    """With `ConnectionChanges` (nats-py's disconnected/reconnected callbacks), a long
+    fetch waits on the server and the callback only: no look every so often."""
+    from shared.bus import ConnectionChanges, _while_connected
+
+    monkeypatch.setattr(shared.bus, "FETCH_CONNECTION_CHECK_SECONDS", 0.001)  # would spin if it polled
+    looks = 0
+
+    class Counted(FakeConnection):
+        @property
+        def stats(self):
+            nonlocal looks
+            looks += 1
+            return {"reconnects": 0}
+
+        @stats.setter
+        def stats(self, value):
+            pass
+
+    connection = Counted()
+    changes = ConnectionChanges()
+    changes.watch(connection)
+    answer = asyncio.get_running_loop().create_future()
+    fetch = asyncio.create_task(_while_connected(connection, answer))
+    await asyncio.sleep(0.05)
+    assert not fetch.done() and looks == 2  # the two looks before waiting, none while waiting
+    connection.is_connected = False
+    await changes.changed()  # nats-py's disconnected_cb
+    with pytest.raises(nats.errors.TimeoutError):
+        await asyncio.wait_for(fetch, 1)
+    assert answer.cancelled()  # the fetch itself was given up
+
+    # A fetch answered before any change returns its messages; a drop seen before waiting
+    # ends the fetch at once.
+    connection.is_connected = True
+    answered = asyncio.get_running_loop().create_future()
+    answered.set_result(["m"])
+    assert await _while_connected(connection, answered) == ["m"]
+    connection.is_connected = False
+    with pytest.raises(nats.errors.TimeoutError):
+        await asyncio.wait_for(_while_connected(connection, asyncio.sleep(10)), 1)
+
+
+async def test_a_connection_without_changes_is_looked_at(monkeypatch):
+    from shared.bus import _while_connected
+
+    monkeypatch.setattr(shared.bus, "FETCH_CONNECTION_CHECK_SECONDS", 0.01)
+    connection = FakeConnection()
+    fetch = asyncio.create_task(_while_connected(connection, asyncio.sleep(10)))
+    await asyncio.sleep(0.05)
+    connection.stats = {"reconnects": 1}  # came back in between: the pull request is gone
+    with pytest.raises(nats.errors.TimeoutError):
+        await asyncio.wait_for(fetch, 1)
