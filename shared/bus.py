@@ -272,7 +272,13 @@ def _fetch_shim() -> None:
         try:
             if long_wait and connection is not None and timeout:
                 try:
-                    messages = await _while_connected(connection, _long_fetch(self, batch, timeout))
+                    messages = _delivered(self, batch)
+                    if not messages:
+                        # Sent before the wait starts: from a task of its own it would
+                        # leave after the connection's flusher had its turn, and the last
+                        # batch's acks and this request take two writes instead of one.
+                        deadline = await _request_pull(self, batch, timeout)
+                        messages = await _while_connected(connection, _pulled(self, batch, deadline))
                 except BaseException:  # nothing more (or the fetch failed): the batch goes now
                     self._estatedesk_batch_started = None
                     raise
@@ -307,6 +313,15 @@ async def _long_fetch(subscription, batch: int, timeout: float) -> list:
     current fetch (at worst an empty answer and a new request), and messages delivered to an
     earlier request are taken from the inbox first.
     """
+    messages = _delivered(subscription, batch)
+    if messages:
+        return messages
+    deadline = await _request_pull(subscription, batch, timeout)
+    return await _pulled(subscription, batch, deadline)
+
+
+def _delivered(subscription, batch: int) -> list:
+    """What earlier pull requests delivered to the inbox, up to `batch` messages."""
     from nats.js.client import JetStreamContext
 
     inbox = subscription._sub
@@ -319,14 +334,31 @@ async def _long_fetch(subscription, batch: int, timeout: float) -> list:
         inbox._pending_size -= len(message.data)
         if JetStreamContext.is_status_msg(message) is None:
             messages.append(message)
-    if messages:
-        return messages
+    return messages
+
+
+async def _request_pull(subscription, batch: int, timeout: float) -> float:
+    """Send one pull request for up to `batch` messages, held by the server for `timeout`
+    seconds; the loop time by which `_pulled` gives up. Queued on the connection without
+    giving the event loop a turn, so it leaves in the same write as the acks queued
+    before it (the batch just handled)."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
     # The server gives up a little before we do, so its 408 ends this fetch, not the next.
     expires = timeout - min(FETCH_EXPIRY_MARGIN_SECONDS, timeout / 10)
     request = {"batch": batch, "no_wait": True, "expires": int(expires * 1_000_000_000)}
     await subscription._nc.publish(subscription._nms, json.dumps(request).encode(), subscription._deliver)
+    return loop.time() + timeout
+
+
+async def _pulled(subscription, batch: int, deadline: float) -> list:
+    """The messages the pull request delivers (up to `batch`), as soon as the server has
+    any; `nats.errors.TimeoutError` when `deadline` (loop time) passes with none, or when
+    the request ended another way."""
+    from nats.js.client import JetStreamContext
+
+    inbox = subscription._sub
+    loop = asyncio.get_running_loop()
+    messages = []
     ended_by = None
     while len(messages) < batch:
         try:
@@ -433,9 +465,10 @@ async def _in_progress_until_answered(raws, every: float | None = None):
     try:
         yield
     finally:
+        # Not awaited: it ends at its next turn. Awaiting it gave the connection's flusher a
+        # turn, and the batch's acks left in a write of their own, before the consumer's
+        # next pull request (`_request_pull`) instead of with it.
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 # The handler's parameter as the AsyncAPI document shows it: each message on the wire is

@@ -2,6 +2,7 @@
 one faststream's batch loop handles (see shared.bus)."""
 
 import asyncio
+import json
 
 import nats
 import pytest
@@ -191,3 +192,27 @@ async def test_a_connection_without_changes_is_looked_at(monkeypatch):
     connection.stats = {"reconnects": 1}  # came back in between: the pull request is gone
     with pytest.raises(nats.errors.TimeoutError):
         await asyncio.wait_for(fetch, 1)
+
+
+async def test_a_batchs_acks_and_the_next_pull_request_leave_in_one_write():
+    """Between the end of a handled batch (its acks queued on the connection) and the next
+    pull request queued after them, nothing gives the event loop a turn: nats-py's flusher
+    (a task) then writes both at once. Shown here by a callback scheduled before the batch
+    ends, which must not have run when the pull request is queued."""
+    sent = []
+
+    class Connection:
+        async def publish(self, subject, payload, reply=""):
+            sent.append(json.loads(payload))
+
+    subscription = JetStreamContext.PullSubscription.__new__(JetStreamContext.PullSubscription)
+    subscription._nc, subscription._nms, subscription._deliver = Connection(), "$JS.API.CONSUMER.MSG.NEXT.S.C", "_INBOX.x"
+    turns = []
+    asyncio.get_running_loop().call_soon(turns.append, "the flusher's turn")
+    async with shared.bus._in_progress_until_answered([_Delivered(_Up())], every=10):
+        pass  # the batch is handled and acked here
+    deadline = await shared.bus._request_pull(subscription, 100, 30)
+    assert turns == [] and sent == [{"batch": 100, "no_wait": True, "expires": sent[0]["expires"]}]
+    assert deadline > asyncio.get_running_loop().time() + 29
+    await asyncio.sleep(0)
+    assert turns == ["the flusher's turn"]
