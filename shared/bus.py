@@ -272,13 +272,7 @@ def _fetch_shim() -> None:
         try:
             if long_wait and connection is not None and timeout:
                 try:
-                    messages = _delivered(self, batch)
-                    if not messages:
-                        # Sent before the wait starts: from a task of its own it would
-                        # leave after the connection's flusher had its turn, and the last
-                        # batch's acks and this request take two writes instead of one.
-                        deadline = await _request_pull(self, batch, timeout)
-                        messages = await _while_connected(connection, _pulled(self, batch, deadline))
+                    messages = await _long_fetch(self, batch, timeout, connection)
                 except BaseException:  # nothing more (or the fetch failed): the batch goes now
                     self._estatedesk_batch_started = None
                     raise
@@ -299,9 +293,10 @@ def _fetch_shim() -> None:
     pull_subscription.fetch = fetch
 
 
-async def _long_fetch(subscription, batch: int, timeout: float) -> list:
+async def _long_fetch(subscription, batch: int, timeout: float, connection=None) -> list:
     """One long pull request: up to `batch` messages, answered as soon as the server has
-    any; `nats.errors.TimeoutError` when `timeout` (seconds) passes with none.
+    any; `nats.errors.TimeoutError` when `timeout` (seconds) passes with none, or, given
+    the subscription's `connection`, as soon as it drops or comes back (`_while_connected`).
 
     Every request is sent with `no_wait` and `expires`: the server holds it while there is
     nothing to deliver and ends it with a status (404/408) once it has delivered what it
@@ -316,8 +311,12 @@ async def _long_fetch(subscription, batch: int, timeout: float) -> list:
     messages = _delivered(subscription, batch)
     if messages:
         return messages
+    # Sent before the wait starts: from the wait's own task it would leave after the
+    # connection's flusher had its turn, and the last batch's acks and this request would
+    # take two writes instead of one.
     deadline = await _request_pull(subscription, batch, timeout)
-    return await _pulled(subscription, batch, deadline)
+    pulled = _pulled(subscription, batch, deadline)
+    return await (_while_connected(connection, pulled) if connection is not None else pulled)
 
 
 def _delivered(subscription, batch: int) -> list:
@@ -422,18 +421,21 @@ async def _while_connected(connection, waiting: Awaitable):
     changes = _CONNECTION_CHANGES.get(connection)
     change = changes.next_change() if changes is not None else None
     task = asyncio.ensure_future(waiting)
+
+    def changed() -> bool:
+        return not connection.is_connected or connection.stats.get("reconnects", 0) != reconnects
+
     try:
-        while True:
-            if not connection.is_connected or connection.stats.get("reconnects", 0) != reconnects:
-                raise nats.errors.TimeoutError()
-            if change is not None:
-                await asyncio.wait({task, change}, return_when=asyncio.FIRST_COMPLETED)
-                if task.done():
-                    return task.result()
-                raise nats.errors.TimeoutError()
-            done, _ = await asyncio.wait({task}, timeout=FETCH_CONNECTION_CHECK_SECONDS)
-            if done:
-                return task.result()
+        if changed():
+            raise nats.errors.TimeoutError()
+        if change is not None:
+            await asyncio.wait({task, change}, return_when=asyncio.FIRST_COMPLETED)
+        else:
+            while not task.done() and not changed():
+                await asyncio.wait({task}, timeout=FETCH_CONNECTION_CHECK_SECONDS)
+        if task.done():
+            return task.result()
+        raise nats.errors.TimeoutError()
     finally:
         if change is not None:
             change.cancel()

@@ -224,7 +224,7 @@ class Batch:
     alerts: dict[str, dict] = field(default_factory=dict)
     # The batch's tickets by (estate, category), in the order first seen (ticket id → None),
     # for repeat detection: a search looks at its own category's tickets, not the batch's.
-    # A ticket stays under a category it later left; `same_category` checks the facts.
+    # A ticket stays under a category it later left; `recent_same_category` checks the facts.
     by_category: dict[tuple[str, str | None], dict[str, None]] = field(default_factory=dict)
 
     def add(self, event: ev.CloudEvent, after: TicketFacts, deltas: list[RollupDelta], policy: Policy) -> None:
