@@ -214,11 +214,12 @@ def extra_rows(event: ev.CloudEvent, policy: Policy) -> tuple[dict | None, dict 
 class Batch:
     """What a batch of events changes in the read model, summed in memory: each changed
     ticket's latest facts (its form number once seen), the counter increments summed per
-    counter (estate and company), the repeat suggestions and alerts. `write_batch`
+    counter (the estates'; `totals` adds the company's), the repeat suggestions and alerts. `write_batch`
     stores it with one statement."""
 
     facts: dict[tuple[str, str], TicketFacts] = field(default_factory=dict)
     form_numbers: dict[tuple[str, str], str] = field(default_factory=dict)
+    # The estates' counters (period, estate, dimension, key, metric); `totals` adds the company's.
     counters: dict[tuple[str, str, str, str, str], int] = field(default_factory=dict)
     suggestions: dict[str, dict] = field(default_factory=dict)
     alerts: dict[str, dict] = field(default_factory=dict)
@@ -235,20 +236,30 @@ class Batch:
         self.by_category.setdefault((after.estate, after.category), {})[after.ticket_id] = None
         if event.event_name == ev.Accepted.event_name and event.data.get("form_number"):
             self.form_numbers[key] = event.data["form_number"]
+        # The fold's hot path (about 20 increments an event): the company's twins are
+        # summed once per counter when the batch is written (`totals`), not once per delta.
         counters, get = self.counters, self.counters.get
-        company, estate_dimension = rules.COMPANY_TOTAL, rules.Dimension.estate.value
         for estate, period, dimension, key, metric, delta in deltas:
             counter = (period, estate, dimension, key, metric)
             counters[counter] = get(counter, 0) + delta
-            # The company's month counter (`company_key`, inlined: the fold's hot path).
-            if len(period) == 7 and dimension not in COMPANY_SKIPPED_DIMENSIONS:
-                counter = (period, company, dimension, company if dimension == estate_dimension else key, metric)
-                counters[counter] = get(counter, 0) + delta
         suggestion, alert = extra_rows(event, policy)
         if suggestion:
             self.suggestions.setdefault(suggestion["event_id"], suggestion)
         if alert:
             self.alerts.setdefault(alert["event_id"], alert)
+
+    def totals(self) -> dict[tuple[str, str, str, str, str], int]:
+        """Every counter the batch moves, keyed (period, estate, dimension, key, metric):
+        the estates' summed increments and their company twins (`company_key`; the
+        twin of a sum is the sum of the twins)."""
+        totals = dict(self.counters)
+        get = totals.get
+        for (period, estate, dimension, key, metric), value in self.counters.items():
+            twin = company_key(period, dimension, key)
+            if twin is not None:
+                counter = (period, rules.COMPANY_TOTAL, dimension, twin, metric)
+                totals[counter] = get(counter, 0) + value
+        return totals
 
     def __bool__(self) -> bool:
         return bool(self.facts or self.counters or self.suggestions or self.alerts)
@@ -291,7 +302,7 @@ async def write_batch(session, model: ReadModel, batch: Batch, now: dt.datetime,
     AsyncConnection. `into_empty`: the facts and counter tables are known to be empty (a
     rebuild's first write), so their rows are copied in (COPY) instead of upserted."""
     facts = [facts_row(batch.facts[key], now, batch.form_numbers.get(key)) for key in sorted(batch.facts)]
-    counters = sorted((counter, value) for counter, value in batch.counters.items() if value)
+    counters = sorted((counter, value) for counter, value in batch.totals().items() if value)
     if into_empty:
         await _copy_in(session, model, facts, counters)
         facts, counters = [], []

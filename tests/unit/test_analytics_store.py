@@ -64,6 +64,21 @@ def test_company_deltas_fold_the_estate_key_and_skip_days_staff_and_buildings():
     ]
 
 
+def test_a_batch_sums_the_company_twins_once_per_counter_as_they_would_be_per_increment():
+    batch, facts, every_delta = store.Batch(), {}, []
+    for e in ALL_EVENTS + other_estate_events():
+        after, deltas = rules.apply_event(facts.get((e.estate, e.subject)), e)
+        facts[(e.estate, e.subject)] = after
+        batch.add(e, after, deltas, DEFAULT_POLICY)
+        every_delta += deltas
+    expected = {k: v for k, v in fold(every_delta + store.company_deltas(every_delta)).items() if v}
+    assert {k: v for k, v in batch.totals().items() if v} == {
+        (period, estate, dimension, key, metric): value
+        for (estate, period, dimension, key, metric), value in expected.items()}
+    assert any(estate == COMPANY_TOTAL for _, estate, *_ in batch.totals())
+    assert not any(estate == COMPANY_TOTAL for _, estate, *_ in batch.counters)
+
+
 def test_facts_row_carries_what_the_dashboard_filters_on():
     facts, _ = replay([e for e in ALL_EVENTS if e.subject == "T2"][:4])  # accepted, assigned, arrived late, breached
     row = store.facts_row(facts["T2"], at(11, 10, 11), form_number="F-T2")

@@ -74,7 +74,7 @@ class FakeAnalyticsUnitOfWork:
 
     async def flush(self, now: dt.datetime) -> None:
         self.facts.stored.update(self.batch.facts)
-        for counter, value in self.batch.counters.items():
+        for counter, value in self.batch.totals().items():
             self.counters[counter] = self.counters.get(counter, 0) + value
         self.alerts.update(self.batch.alerts)
         self.suggestions.update(self.batch.suggestions)
