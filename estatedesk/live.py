@@ -90,17 +90,19 @@ class LiveHub:
 
     async def _on_event(self, msg) -> None:
         _, estate, _, event = msg.subject.split(".", 3)
+        watching = [client for client in self.clients if client.estate == estate]
+        if not watching:  # most events: nobody has the estate's lists open
+            return
         try:
             body = json.loads(msg.data)
         except ValueError:
             body = {}
         notice = {"event": event, "estate": estate, "ticket_id": body.get("subject"), "time": body.get("time")}
-        for client in self.clients:
-            if client.estate == estate:
-                try:
-                    client.queue.put_nowait(notice)
-                except asyncio.QueueFull:
-                    pass  # the screen re-reads its list anyway on the next notice
+        for client in watching:
+            try:
+                client.queue.put_nowait(notice)
+            except asyncio.QueueFull:
+                pass  # the screen re-reads its list anyway on the next notice
 
     def refusal(self, who: Principal) -> str | None:
         """Why `who` may no longer watch (expired, signed out, left the staff), or None."""

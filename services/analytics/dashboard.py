@@ -2,8 +2,9 @@
 
 Each replica only consumes part of the events, so a replica cannot learn from its own
 consumer that the figures changed. Instead, after every commit the consumer announces the
-change on core NATS (`CHANGED_SUBJECT`, not a stream subject: a lost notice costs nothing
-because every open dashboard is refreshed every `REFRESH_SECONDS` anyway). Every
+batch's changes in one message on core NATS (`CHANGED_SUBJECT`, not a stream subject: a
+lost notice costs nothing because every open dashboard is refreshed every
+`REFRESH_SECONDS` anyway). Every
 replica's dashboard hub subscribes to it and wakes the server-sent-event streams of the
 clients allowed to see that estate, which re-read the read model — at most
 `1 / MIN_PUSH_INTERVAL` times a second, so a burst of events costs a few reads, and never
@@ -34,33 +35,68 @@ REFRESH_SECONDS = 15.0
 STREAM_RECHECK_SECONDS = 2.0  # how soon a live stream notices its token is no longer good
 MIN_PUSH_INTERVAL = 0.25
 
+# One message carries the notices of a committed batch, at most this many (far below
+# NATS's 1 MB payload limit: a notice is about 250 bytes).
+NOTICES_PER_MESSAGE = 500
+_NOTICES = "analytics.dashboard_notices"  # the session's queued notices (session.info)
+
 _pending: set[asyncio.Task] = set()
 
 
-def announce_after_commit(session: AsyncSession, event: CloudEvent) -> None:
-    """Publish the change notice of `event` once `session` has committed."""
+def notice_of(event: CloudEvent) -> dict:
+    """What a dashboard needs to know of a folded event: its estate (who may see it), its
+    type and ticket, its local time, and the alert fields (clock, department, rung,
+    category)."""
     data = event.data
-    notice = {
+    return {
         "estate": event.estate, "event": event.event_name, "ticket_id": event.subject,
         "time": event.time.astimezone(service.directory.timezone_for(event.estate)).isoformat(),
         "clock": data.get("clock"), "department": data.get("department"),
         "rung": data.get("rung"), "category": data.get("category"),
     }
-    loop = asyncio.get_running_loop()
-
-    def committed(_session) -> None:
-        task = loop.create_task(_announce(notice))
-        _pending.add(task)
-        task.add_done_callback(_pending.discard)
-
-    sa.event.listen(session.sync_session, "after_commit", committed, once=True)
 
 
-async def _announce(notice: dict) -> None:
+def announce_after_commit(session: AsyncSession, event: CloudEvent) -> None:
+    """Queue the change notice of `event`; once `session` has committed, the notices it
+    queued leave together (`{"notices": [...]}`, `NOTICES_PER_MESSAGE` at most per
+    message): a batch of events costs one message and one task, not one of each per event.
+    Nothing leaves when the session rolls back (a session serves one transaction)."""
+    notices = session.info.get(_NOTICES)
+    if notices is None:
+        notices = session.info[_NOTICES] = []
+        loop = asyncio.get_running_loop()
+
+        def committed(_session) -> None:
+            session.info.pop(_NOTICES, None)
+            task = loop.create_task(_announce(notices))
+            _pending.add(task)
+            task.add_done_callback(_pending.discard)
+
+        sa.event.listen(session.sync_session, "after_commit", committed, once=True)
+    notices.append(notice_of(event))
+
+
+async def _announce(notices: list[dict]) -> None:
     try:
-        await service.broker.publish(json.dumps(notice).encode(), CHANGED_SUBJECT)
+        for start in range(0, len(notices), NOTICES_PER_MESSAGE):
+            body = {"notices": notices[start:start + NOTICES_PER_MESSAGE]}
+            await service.broker.publish(json.dumps(body).encode(), CHANGED_SUBJECT)
     except Exception:  # the periodic refresh covers a lost notice
         log.warning("could not announce a read-model change", exc_info=True)
+
+
+def notices_in(body: bytes) -> list[dict]:
+    """The notices of a change message: `{"notices": [...]}`, or one bare notice (what a
+    replica of an earlier version sends); [] for anything else."""
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return []
+    if not isinstance(message, dict):
+        return []
+    notices = message.get("notices", [message])
+    return [n for n in notices if isinstance(n, dict) and isinstance(n.get("estate"), str)
+            and isinstance(n.get("event"), str)] if isinstance(notices, list) else []
 
 
 @dataclass(eq=False)
@@ -101,12 +137,11 @@ class DashboardHub:
             await nc.close()
 
     async def _on_notice(self, msg) -> None:
-        try:
-            notice = json.loads(msg.data)
-        except ValueError:
+        if not self.clients:
             return
-        for client in list(self.clients):
-            client.notify(notice)
+        for notice in notices_in(msg.data):
+            for client in list(self.clients):
+                client.notify(notice)
 
 
 hub = DashboardHub()
