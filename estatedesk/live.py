@@ -11,9 +11,12 @@ the bearer token in the Authorization header. Events:
   estate's staff list (`shared.service.no_longer_valid`, the dashboard stream's rule):
   `{"reason": …}`; the stream then closes and the console asks for a sign-in.
 
-The hub reads the ticket subjects with a plain core-NATS subscription (what JetStream
-stores is also delivered to core subscribers): a screen that misses an event while
-reconnecting re-reads its list on `ready`, so nothing needs replaying.
+The hub reads the ticket subjects with plain core-NATS subscriptions (what JetStream
+stores is also delivered to core subscribers), one per estate that has a screen open,
+taken when its first screen opens (`ready` is sent once the server has it) and dropped
+when its last one closes: the gateway receives no event nobody watches. A screen that
+misses an event while reconnecting re-reads its list on `ready`, so nothing needs
+replaying.
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ class LiveHub:
         self._nc = None
         self._starting: asyncio.Task | None = None
         self.ready = False
+        # Estate -> the task taking its subscription (its result the subscription).
+        self._watched: dict[str, asyncio.Task] = {}
 
     async def start(self) -> None:
         """Connects in the background, retrying, so the gateway (and the console) never
@@ -70,7 +75,6 @@ class LiveHub:
             try:
                 await self.directory.start(self.nats_url, {})
                 self._nc = await nats.connect(nats_servers(self.nats_url), name="estatedesk-live", max_reconnect_attempts=-1)
-                await self._nc.subscribe(f"{SUBJECT_PREFIX}.*.ticket.*", cb=self._on_event)
                 self.ready = True
                 return
             except asyncio.CancelledError:
@@ -87,6 +91,39 @@ class LiveHub:
         if self._nc is not None:
             await self._nc.drain()
         await self.directory.stop()
+
+    async def watch(self, estate: str) -> None:
+        """Subscribe to `estate`'s ticket events unless subscribed already; returns once
+        the server has the subscription (a PING round trip). Raises what nats-py raises."""
+        task = self._watched.get(estate)
+        if task is None:
+            task = self._watched[estate] = asyncio.ensure_future(self._subscribe(estate))
+        try:
+            await asyncio.shield(task)
+        except Exception:
+            if self._watched.get(estate) is task:
+                del self._watched[estate]
+            raise
+
+    async def _subscribe(self, estate: str):
+        subscription = await self._nc.subscribe(f"{SUBJECT_PREFIX}.{estate}.ticket.*", cb=self._on_event)
+        await self._nc.flush(timeout=5)
+        return subscription
+
+    def unwatch_if_unwatched(self, estate: str) -> None:
+        """Drop `estate`'s subscription once none of its screens is open."""
+        if any(client.estate == estate for client in self.clients):
+            return
+        task = self._watched.pop(estate, None)
+        if task is not None:
+            asyncio.ensure_future(self._unsubscribe(task))
+
+    @staticmethod
+    async def _unsubscribe(task: asyncio.Task) -> None:
+        try:
+            await (await task).unsubscribe()
+        except Exception:  # never subscribed, or the connection is gone: nothing to drop
+            pass
 
     async def _on_event(self, msg) -> None:
         _, estate, _, event = msg.subject.split(".", 3)
@@ -129,6 +166,13 @@ class LiveHub:
                                   headers={"WWW-Authenticate": "Bearer"} if error.status == 401 else None)
         client = LiveClient(who, estate)
         self.clients.add(client)
+        try:
+            await self.watch(estate)
+        except Exception as error:
+            self.clients.discard(client)
+            self.unwatch_if_unwatched(estate)
+            log.warning("live lists: could not subscribe to %s's events (%s)", estate, error.__class__.__name__)
+            return error_response(503, "live lists: NATS did not answer", message_zh="实时更新暂不可用，请稍候")
 
         async def events():
             try:
@@ -146,6 +190,7 @@ class LiveHub:
                         yield {"event": "ticket", "data": json.dumps(notice, ensure_ascii=False)}
             finally:
                 self.clients.discard(client)
+                self.unwatch_if_unwatched(estate)
 
         return EventSourceResponse(events(), ping=PING_SECONDS,
                                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

@@ -41,7 +41,8 @@ def servers(tmp_root):
     postgres = EmbeddedPostgres(tmp_root / "servers").start()
     for service in ("intake", "dispatch", "callback", "archive", "analytics"):
         migrate(service, postgres.url)
-    yield {"nats": nats_server.url, "database": postgres.url, "dir": tmp_root / "servers"}
+    yield {"nats": nats_server.url, "database": postgres.url, "dir": tmp_root / "servers",
+           "nats_monitor": f"http://127.0.0.1:{nats_server.monitor_port}"}
     nats_server.stop()
     postgres.stop()
 

@@ -14,7 +14,7 @@ import pytest
 
 from shared.auth import issue_token
 from shared.directory import publish_directory
-from tests.conftest import auth, demo_estate, token_for
+from tests.conftest import auth, demo_estate, eventually, token_for
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,14 @@ async def next_event(lines, until: str, timeout: float = 30) -> dict:
     return await asyncio.wait_for(read(), timeout)
 
 
-async def test_a_live_list_hears_its_estates_events_and_ends_with_its_account(stack, estate):
+async def live_subscriptions(monitor: str) -> list[str]:
+    """The subjects the gateway's live hub is subscribed to (nats-server's monitor)."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        connections = (await client.get(f"{monitor}/connz", params={"subs": 1, "limit": 1000})).json()["connections"]
+    return sorted(s for c in connections if c.get("name") == "estatedesk-live" for s in c.get("subscriptions_list", []))
+
+
+async def test_a_live_list_hears_its_estates_events_and_ends_with_its_account(stack, servers, estate):
     clerk = token_for(stack, f"{estate}-cs01", ["customer_service"], [estate])
     tech = token_for(stack, f"{estate}-eng01", ["department_staff"], [estate])
     async with httpx.AsyncClient(base_url=stack.console_url.rstrip("/"), timeout=30) as client:
@@ -48,6 +55,9 @@ async def test_a_live_list_hears_its_estates_events_and_ends_with_its_account(st
             assert stream.headers["content-type"].startswith("text/event-stream")
             lines = stream.aiter_lines()
             assert (await next_event(lines, "ready"))["estate"] == estate
+            # Only the estates a screen has open are subscribed to.
+            assert f"estatedesk.{estate}.ticket.*" in await live_subscriptions(servers["nats_monitor"])
+            assert "estatedesk.*.ticket.*" not in await live_subscriptions(servers["nats_monitor"])
             r = await client.post(f"/v1/estates/{estate}/requests", headers=auth(clerk), json={
                 "kind": "repair", "channel": "phone", "category": "plumbing", "repair_class": "general",
                 "building": "1", "unit": "1-1-101", "description": "厨房水龙头漏水"})
@@ -67,6 +77,10 @@ async def test_a_live_list_hears_its_estates_events_and_ends_with_its_account(st
             assert "not on the staff" in ended["reason"]
         again = await client.get(f"/v1/live?estate={estate}", headers=auth(tech))
         assert again.status_code == 403
+        # Its last screen closed: the gateway no longer receives the estate's events.
+        async def dropped():
+            return f"estatedesk.{estate}.ticket.*" not in await live_subscriptions(servers["nats_monitor"])
+        assert await eventually(dropped, timeout=10)
 
 
 async def test_a_live_list_ends_when_its_token_expires(stack, estate):
