@@ -10,13 +10,17 @@ statutory holidays such as Fri 1 Jan are off, weekends rest, no make-up days; pr
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import holidays
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from services.dispatch.rules import routing
 from services.dispatch.rules import (
     DEFAULT_ROUTING_RULES,
     Bill,
@@ -1115,3 +1119,37 @@ def test_a_running_clock_has_no_verdict_and_an_early_end_keeps_its_outcome():
         clock_verdict(due, None, at(2026, 11, 3), "lost")
     with pytest.raises(RuleViolation):
         clock_verdict(due, None, dt.datetime(2026, 11, 3), "met")
+
+
+# --- routing patterns: compiled once, the same answers as shell-style matching per alternative
+
+
+def _matches_per_alternative(pattern: str | None, value: str | None) -> bool:
+    """The definition: any `|`-separated alternative, stripped, matches the whole value
+    (fnmatch, case-insensitive); no pattern matches anything, no value nothing."""
+    if pattern is None:
+        return True
+    if not value:
+        return False
+    return any(fnmatch.fnmatchcase(value.casefold(), alternative.strip().casefold())
+               for alternative in pattern.split("|") if alternative.strip())
+
+
+_PATTERN_TEXT = st.text(alphabet=st.sampled_from(list("ab*?[]!| -噪音Ab.\\^$(")), max_size=12)
+
+
+@given(_PATTERN_TEXT | st.none(), st.text(alphabet=st.sampled_from(list("abAB -噪音.\n(")), max_size=8) | st.none())
+@settings(max_examples=500, deadline=None)
+def test_routing_patterns_answer_as_matching_each_alternative_does(pattern, value):
+    assert routing._pattern_matches(pattern, value) == _matches_per_alternative(pattern, value)
+
+
+@pytest.mark.parametrize("pattern, value, expected", [
+    ("*noise*|*噪音*", "楼上噪音扰民", True),
+    ("*noise*|*噪音*", "Late-night NOISE", True),
+    ("*clean*", "water leak", False),
+    (" | ", "anything", False),  # no alternative: matches nothing
+    ("*", "", False),  # no value: nothing matches
+])
+def test_routing_patterns_examples(pattern, value, expected):
+    assert routing._pattern_matches(pattern, value) is expected

@@ -4,6 +4,8 @@ routing table or the defaults, and which of them the estate actually has."""
 from __future__ import annotations
 
 import fnmatch
+import functools
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -77,17 +79,24 @@ class RoutingRule:
             raise RuleViolation(f"bad routing rule {data!r}: {exc}", 422) from None
 
 
+@functools.lru_cache(maxsize=1024)
+def _pattern_regex(pattern: str) -> re.Pattern | None:
+    """`pattern`'s alternatives (`|`-separated shell-style patterns, case-insensitive) as one
+    compiled expression, made once per pattern (every routed form asks every rule); None
+    when it has no alternative (matches nothing)."""
+    alternatives = [alternative.strip().casefold() for alternative in pattern.split("|") if alternative.strip()]
+    if not alternatives:
+        return None
+    return re.compile("|".join(f"(?:{fnmatch.translate(alternative)})" for alternative in alternatives))
+
+
 def _pattern_matches(pattern: str | None, value: str | None) -> bool:
     if pattern is None:
         return True
     if not value:
         return False
-    subject = value.casefold()
-    return any(
-        fnmatch.fnmatchcase(subject, alternative.strip().casefold())
-        for alternative in pattern.split("|")
-        if alternative.strip()
-    )
+    regex = _pattern_regex(pattern)
+    return regex is not None and regex.match(value.casefold()) is not None
 
 
 def routing_rules_from_data(rows: Iterable[dict]) -> tuple[RoutingRule, ...]:
