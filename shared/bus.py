@@ -612,11 +612,23 @@ class EventConsumer:
             self.on_processed(event)
 
     def _ignores(self, event: CloudEvent) -> bool:
+        """Whether `ignore` names the event. When the predicate raises, the event is not
+        ignored: a malformed one then meets the contract check (a dead letter with the
+        reason); a well-formed one shows a fault of the predicate itself, which is logged
+        with its traceback, and the handler gets the event (handling what could have been
+        skipped costs time, never a result)."""
         if self.ignore is None:
             return False
         try:
             return self.ignore(event)
-        except Exception:  # its data unreadable: the contract check below says why
+        except Exception:
+            try:
+                accept_payload(event)
+            except MalformedEvent:
+                return False  # its data unreadable: the contract check says why
+            log.exception("the ignore rule of %s failed on a well-formed %s event; handled instead",
+                          self.durable, event.event_name,
+                          extra={"estate": event.estate, "ticket": event.subject, "event_id": event.id})
             return False
 
     async def _hold_while_database_down(self, raws) -> bool:

@@ -404,3 +404,35 @@ def test_a_batch_shares_one_unit_of_work_made_at_its_first_use():
     assert of_batch(other, "svc.uow", make) is not first and made == [batch, other]
     batch.info.pop("svc.uow")  # the batch's flush: the next batch starts afresh
     assert of_batch(batch, "svc.uow", make) is not first
+
+
+class TestIgnoreRule:
+    """`EventConsumer.ignore`: what happens when the predicate itself raises."""
+
+    @staticmethod
+    def consumer(predicate):
+        from types import SimpleNamespace
+
+        from shared.bus import EventConsumer
+
+        return EventConsumer(service=SimpleNamespace(name="probe"), handler=lambda session, event: None,
+                             events=("accepted",), ignore=predicate)
+
+    def test_a_predicate_fault_on_a_well_formed_event_is_logged_and_the_event_handled(self, caplog):
+        event = make_event(accepted(), estate="hx01", actor="cs01", source="intake", time=NOW)
+        with caplog.at_level("ERROR", logger="estatedesk.bus"):
+            assert self.consumer(lambda e: e.data["no such field"])._ignores(event) is False
+        (record,) = [r for r in caplog.records if "ignore rule of probe-accepted" in r.getMessage()]
+        assert record.exc_info and record.event_id == event.id
+
+    def test_an_unreadable_event_is_left_to_the_contract_check_without_a_log(self, caplog):
+        event = make_event(accepted(), estate="hx01", actor="cs01", source="intake", time=NOW)
+        event.data.pop("description")
+        with caplog.at_level("ERROR", logger="estatedesk.bus"):
+            assert self.consumer(lambda e: e.data["description"].startswith("x"))._ignores(event) is False
+        assert not [r for r in caplog.records if "ignore rule" in r.getMessage()]
+
+    def test_what_the_predicate_names_is_ignored(self):
+        event = make_event(accepted(), estate="hx01", actor="cs01", source="intake", time=NOW)
+        assert self.consumer(lambda e: True)._ignores(event) is True
+        assert self.consumer(None)._ignores(event) is False
