@@ -168,9 +168,11 @@ class LiveHub:
         self.clients.add(client)
         try:
             await self.watch(estate)
-        except Exception as error:
+        except BaseException as error:  # the request cancelled too: nothing of it stays
             self.clients.discard(client)
             self.unwatch_if_unwatched(estate)
+            if not isinstance(error, Exception):
+                raise
             log.warning("live lists: could not subscribe to %s's events (%s)", estate, error.__class__.__name__)
             return error_response(503, "live lists: NATS did not answer", message_zh="实时更新暂不可用，请稍候")
 
