@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 from shared import events as ev
@@ -38,36 +39,39 @@ class _Counter:
             return
         # The fold's innermost loop (about 20 increments an event): plain strings, and the
         # tuples built without RollupDelta's Python-level __new__.
-        estate, month, name, append = self.estate, day[:7], metric.value, self.deltas.append
+        estate, month, name, append = self.estate, day[:7], metric._value_, self.deltas.append
         for dimension, key in dims:
             append(_new_delta(RollupDelta, (estate, day, dimension, key, name, delta)))
             append(_new_delta(RollupDelta, (estate, month, dimension, key, name, delta)))
 
 
 _new_delta = tuple.__new__
+# The dimensions' names as plain strings, read once: an enum member's `.value` is a
+# descriptor call, and the fold asks for about ten of them an event.
+_DIM = SimpleNamespace(**{dimension.name: dimension.value for dimension in Dimension})
 
 
 def _ticket_dims(facts: TicketFacts) -> list[tuple[str, str]]:
-    dims = [(Dimension.estate.value, facts.estate)]
+    dims = [(_DIM.estate, facts.estate)]
     if facts.kind:
-        dims.append((Dimension.kind.value, facts.kind))
+        dims.append((_DIM.kind, facts.kind))
     if facts.channel:
-        dims.append((Dimension.channel.value, facts.channel))
+        dims.append((_DIM.channel, facts.channel))
     if facts.kind and facts.channel:
-        dims.append((Dimension.kind_channel.value, f"{facts.kind}|{facts.channel}"))
+        dims.append((_DIM.kind_channel, f"{facts.kind}|{facts.channel}"))
     if facts.category:
-        dims.append((Dimension.category.value, facts.category))
+        dims.append((_DIM.category, facts.category))
     if facts.repair_class:
-        dims.append((Dimension.repair_class.value, facts.repair_class))
+        dims.append((_DIM.repair_class, facts.repair_class))
     if facts.building:
-        dims.append((Dimension.building.value, facts.building))
+        dims.append((_DIM.building, facts.building))
     if facts.first_contact:
-        dims.append((Dimension.staff.value, facts.first_contact))
+        dims.append((_DIM.staff, facts.first_contact))
     return dims
 
 
 def _department_dims(departments: Iterable[str]) -> list[tuple[str, str]]:
-    return [(Dimension.department.value, d) for d in sorted(set(departments))]
+    return [(_DIM.department, d) for d in sorted(set(departments))]
 
 
 def _round_dims(facts: TicketFacts, round_: int) -> list[tuple[str, str]]:
@@ -76,7 +80,7 @@ def _round_dims(facts: TicketFacts, round_: int) -> list[tuple[str, str]]:
 
 def _clock_dims(facts: TicketFacts, clock: ClockFacts) -> list[tuple[str, str]]:
     departments = [clock.department] if clock.department else facts.round_departments.get(clock.round, [])
-    return _ticket_dims(facts) + [(Dimension.clock.value, clock.clock)] + _department_dims(departments)
+    return _ticket_dims(facts) + [(_DIM.clock, clock.clock)] + _department_dims(departments)
 
 
 def _settled_clock(facts: TicketFacts, p: ev.ClockSettled) -> ClockFacts | None:
@@ -172,7 +176,7 @@ def _on_assigned(facts: TicketFacts, p: ev.Assigned, event, day, tz, out: _Count
     new_departments = [d for d in dict.fromkeys(p.departments) if d not in facts.departments]
     facts.departments.extend(new_departments)
     for department in new_departments:
-        out.add(day, [(Dimension.estate.value, facts.estate), (Dimension.department.value, department)],
+        out.add(day, [(_DIM.estate, facts.estate), (_DIM.department, department)],
                 Metric.assigned)
     in_round = facts.round_departments.setdefault(p.round, [])
     in_round.extend(d for d in dict.fromkeys(p.departments) if d not in in_round)
@@ -189,9 +193,9 @@ def _on_assigned(facts: TicketFacts, p: ev.Assigned, event, day, tz, out: _Count
 
 def _department_step(metric: Metric):
     def handler(facts: TicketFacts, p, event, day, tz, out: _Counter) -> None:
-        out.add(day, [(Dimension.estate.value, facts.estate), (Dimension.department.value, p.department)], metric)
+        out.add(day, [(_DIM.estate, facts.estate), (_DIM.department, p.department)], metric)
         if isinstance(p, ev.SignedBack):
-            out.add(day, [(Dimension.staff.value, p.signed_by)], Metric.forms_signed)
+            out.add(day, [(_DIM.staff, p.signed_by)], Metric.forms_signed)
     return handler
 
 
@@ -203,7 +207,7 @@ def _on_progress_updated(facts: TicketFacts, p: ev.ProgressUpdated, event, day, 
 def _on_escalated(facts: TicketFacts, p: ev.Escalated, event, day, tz, out: _Counter) -> None:
     facts.escalation_count += 1
     facts.last_rung = p.rung
-    dims = _round_dims(facts, p.round) + [(Dimension.rung.value, p.rung)]
+    dims = _round_dims(facts, p.round) + [(_DIM.rung, p.rung)]
     out.add(day, dims, Metric.escalations)
     if p.nonconformity:
         out.add(day, dims, Metric.nonconformities)
@@ -291,9 +295,9 @@ def _on_closed(facts: TicketFacts, p: ev.Closed, event, day, tz, out: _Counter) 
 
 
 def _on_corrective_action_suggested(facts: TicketFacts, p: ev.CorrectiveActionSuggested, event, day, tz, out: _Counter) -> None:
-    dims = [(Dimension.estate.value, facts.estate), (Dimension.category.value, p.category)]
+    dims = [(_DIM.estate, facts.estate), (_DIM.category, p.category)]
     if p.scope == "building" and p.building:
-        dims.append((Dimension.building.value, p.building))
+        dims.append((_DIM.building, p.building))
     out.add(day, dims, Metric.repeat_problems)
     out.add(day, dims, Metric.repeat_problem_tickets, len(p.tickets))
 
