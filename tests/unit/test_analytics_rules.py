@@ -446,6 +446,27 @@ def test_apply_event_does_not_mutate_its_input():
     assert facts.to_dict() == before
 
 
+def test_no_event_changes_the_facts_it_was_applied_to_nor_any_earlier_ones():
+    """The facts a ticket had after each event stay as they were while later events are
+    applied (clocks and callbacks are shared between copies until one changes: every
+    change must go to the new copy's own)."""
+    kinds = set()
+    # A form sent again in the same round re-declares its running clock with a later deadline.
+    redeclared = [T1[0], T1[2], event(ev.Assigned(ticket_id="T1", round=1, departments=["security"],
+                                                  assigned_by="cs01", deadlines=[deadline("reply", at(11, 6))]),
+                                      at(11, 3, 12))]
+    lives = [[e for e in ALL_EVENTS if e.subject == ticket] for ticket in sorted({e.subject for e in ALL_EVENTS})]
+    for life in [*lives, redeclared]:
+        history, facts = [], None
+        for each in life:
+            kinds.add(each.event_name)
+            facts, _ = apply_event(facts, each)
+            history.append((facts, facts.to_dict()))
+        assert all(kept.to_dict() == snapshot for kept, snapshot in history)
+    # The events that change a clock or a callback already there are among them.
+    assert {"assigned", "clock_settled", "callback_done", "callback_overdue"} <= kinds
+
+
 def test_facts_of_another_ticket_are_refused():
     facts, _ = apply_event(None, T1[0])
     with pytest.raises(ValueError):

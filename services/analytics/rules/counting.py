@@ -88,20 +88,22 @@ def _settled_clock(facts: TicketFacts, p: ev.ClockSettled) -> ClockFacts | None:
     the running instance `Assigned` declared, else a new one."""
     if any(c.clock_id == p.clock_id for c in facts.clocks):
         return None
-    clock = next((c for c in facts.clocks if c.clock_id is None and c.outcome == RUNNING
+    index = next((i for i, c in enumerate(facts.clocks) if c.clock_id is None and c.outcome == RUNNING
                   and (c.round, c.clock, c.department) == (p.round, p.clock, p.department)), None)
-    if clock is None:
+    if index is None:
         clock = ClockFacts(round=p.round, clock=p.clock, department=p.department)
         facts.clocks.append(clock)
+    else:
+        clock = facts.own(facts.clocks, index)
     clock.clock_id = p.clock_id
     clock.due_at = p.due_at
     return clock
 
 
 def _callback(facts: TicketFacts, callback_id: str, round_: int, day: str, out: _Counter) -> CallbackFacts:
-    for callback in facts.callbacks:
+    for index, callback in enumerate(facts.callbacks):
         if callback.callback_id == callback_id:
-            return callback
+            return facts.own(facts.callbacks, index)
     callback = CallbackFacts(callback_id=callback_id, round=round_, counted_day=day,
                              counted_under=_round_dims(facts, round_))
     facts.callbacks.append(callback)
@@ -182,13 +184,13 @@ def _on_assigned(facts: TicketFacts, p: ev.Assigned, event, day, tz, out: _Count
     in_round.extend(d for d in dict.fromkeys(p.departments) if d not in in_round)
     facts.round = max(facts.round, p.round)
     for deadline in p.deadlines:
-        existing = next((c for c in facts.clocks if (c.round, c.clock, c.department)
-                         == (p.round, deadline.clock, deadline.department)), None)
-        if existing is None:
+        index = next((i for i, c in enumerate(facts.clocks) if (c.round, c.clock, c.department)
+                      == (p.round, deadline.clock, deadline.department)), None)
+        if index is None:
             facts.clocks.append(ClockFacts(round=p.round, clock=deadline.clock,
                                            department=deadline.department, due_at=deadline.due_at))
-        elif existing.outcome == RUNNING:
-            existing.due_at = deadline.due_at  # re-declared: the latest deadline holds
+        elif facts.clocks[index].outcome == RUNNING:
+            facts.own(facts.clocks, index).due_at = deadline.due_at  # re-declared: the latest deadline holds
 
 
 def _department_step(metric: Metric):

@@ -156,15 +156,24 @@ class TicketFacts:
         return result
 
     def copy(self) -> "TicketFacts":
-        """A copy sharing nothing mutable with this one (what `copy.deepcopy` gives, at a
-        tenth of its cost: the nested pairs are tuples and the times immutable)."""
+        """A copy whose changes never reach this one (what `copy.deepcopy` gives, at a
+        fraction of its cost: the nested pairs are tuples and the times immutable). Its
+        clocks and callbacks are this one's objects, in lists of its own, until `own`
+        replaces the one about to change (an event changes one at most; copying every
+        clock of every ticket for each event was a fifth of a rebuild's fold)."""
         return _copy_with(
             self, departments=list(self.departments),
             round_departments={k: list(v) for k, v in self.round_departments.items()},
             validity_counted_under=list(self.validity_counted_under),
-            clocks=[c.copy() for c in self.clocks], callbacks=[c.copy() for c in self.callbacks],
+            clocks=list(self.clocks), callbacks=list(self.callbacks),
             progress_updates=list(self.progress_updates), seen_event_ids=list(self.seen_event_ids),
         )
+
+    def own(self, items: list, index: int):
+        """`items[index]` (of this ticket's `clocks` or `callbacks`), made this copy's own
+        before it changes: replaced by a copy, which is returned."""
+        item = items[index] = items[index].copy()
+        return item
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready row for the read model's ticket-facts table."""
