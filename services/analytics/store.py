@@ -301,11 +301,14 @@ async def write_batch(session, model: ReadModel, batch: Batch, now: dt.datetime,
     one statement for all four tables. `session` may be an AsyncSession or an
     AsyncConnection. `into_empty`: the facts and counter tables are known to be empty (a
     rebuild's first write), so their rows are copied in (COPY) instead of upserted."""
-    facts = [facts_row(batch.facts[key], now, batch.form_numbers.get(key)) for key in sorted(batch.facts)]
-    counters = sorted((counter, value) for counter, value in batch.totals().items() if value)
-    if into_empty:
-        await _copy_in(session, model, facts, counters)
+    if into_empty:  # no other writer and no row lock: no order to keep
+        await _copy_in(session, model,
+                       [facts_row(facts, now, batch.form_numbers.get(key)) for key, facts in batch.facts.items()],
+                       [(counter, value) for counter, value in batch.totals().items() if value])
         facts, counters = [], []
+    else:
+        facts = [facts_row(batch.facts[key], now, batch.form_numbers.get(key)) for key in sorted(batch.facts)]
+        counters = sorted((counter, value) for counter, value in batch.totals().items() if value)
     if not (facts or counters or batch.suggestions or batch.alerts):
         return
     columns = list(zip(*(counter for counter, _ in counters))) or [()] * len(COUNTER_KEYS)
