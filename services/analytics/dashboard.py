@@ -92,11 +92,11 @@ def notices_in(body: bytes) -> list[dict]:
         message = json.loads(body)
     except ValueError:
         return []
-    if not isinstance(message, dict):
+    notices = message.get("notices", [message]) if isinstance(message, dict) else None
+    if not isinstance(notices, list):
         return []
-    notices = message.get("notices", [message])
     return [n for n in notices if isinstance(n, dict) and isinstance(n.get("estate"), str)
-            and isinstance(n.get("event"), str)] if isinstance(notices, list) else []
+            and isinstance(n.get("event"), str)]
 
 
 @dataclass(eq=False)
